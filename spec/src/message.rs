@@ -1,0 +1,130 @@
+//! The two RPCs of Figure 2 and their responses.
+
+use crate::types::{Entry, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+
+/// Invoked by candidates to gather votes (Fig. 2, RequestVote RPC).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestVote {
+    /// Candidate's term.
+    pub term: Term,
+    /// Candidate requesting the vote.
+    pub candidate_id: NodeId,
+    /// Index of the candidate's last log entry (Raft §5.4).
+    pub last_log_index: LogIndex,
+    /// Term of the candidate's last log entry (Raft §5.4).
+    pub last_log_term: Term,
+}
+
+/// Reply to [`RequestVote`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestVoteResponse {
+    /// The voter's current term, for the candidate to update itself.
+    pub term: Term,
+    /// True means the candidate received the vote.
+    pub vote_granted: bool,
+}
+
+/// Invoked by the leader to replicate log entries; also the heartbeat
+/// (Fig. 2, AppendEntries RPC).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AppendEntries<C> {
+    /// Leader's term.
+    pub term: Term,
+    /// So the follower can redirect clients.
+    pub leader_id: NodeId,
+    /// Index of the log entry immediately preceding the new ones.
+    pub prev_log_index: LogIndex,
+    /// Term of the entry at `prev_log_index`.
+    pub prev_log_term: Term,
+    /// Entries to store (empty for a heartbeat).
+    pub entries: Vec<Entry<C>>,
+    /// Leader's `commit_index`.
+    pub leader_commit: LogIndex,
+}
+
+/// Reply to [`AppendEntries`].
+///
+/// Deviation: the paper's response carries only `term` and `success`. Over a
+/// network that reorders and duplicates messages the leader cannot tell which
+/// request a response answers, so, like the TLA+ specification's
+/// `mmatchIndex`, the response says which prefix it is about.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AppendEntriesResponse {
+    /// The follower's current term, for the leader to update itself.
+    pub term: Term,
+    /// True if the follower held an entry matching `prev_log_index` and
+    /// `prev_log_term` (and now holds the request's entries).
+    pub success: bool,
+    /// On success: the index of the last entry the request covered
+    /// (`prev_log_index + entries.len()`), which now matches the leader's log.
+    /// On failure: the `prev_log_index` that failed the consistency check.
+    pub index: LogIndex,
+}
+
+/// A message between servers.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Message<C> {
+    /// See [`RequestVote`].
+    RequestVote(RequestVote),
+    /// See [`RequestVoteResponse`].
+    RequestVoteResponse(RequestVoteResponse),
+    /// See [`AppendEntries`].
+    AppendEntries(AppendEntries<C>),
+    /// See [`AppendEntriesResponse`].
+    AppendEntriesResponse(AppendEntriesResponse),
+}
+
+impl<C> Message<C> {
+    /// The sender's term carried by every RPC and response.
+    pub fn term(&self) -> Term {
+        match self {
+            Message::RequestVote(m) => m.term,
+            Message::RequestVoteResponse(m) => m.term,
+            Message::AppendEntries(m) => m.term,
+            Message::AppendEntriesResponse(m) => m.term,
+        }
+    }
+
+    /// The message's name as in the paper.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::RequestVote(_) => "RequestVote",
+            Message::RequestVoteResponse(_) => "RequestVoteResponse",
+            Message::AppendEntries(_) => "AppendEntries",
+            Message::AppendEntriesResponse(_) => "AppendEntriesResponse",
+        }
+    }
+
+    /// Rewrites node and client ids (used for symmetry reduction).
+    #[must_use]
+    pub fn map_ids(
+        &self,
+        nodes: &dyn Fn(NodeId) -> NodeId,
+        clients: &dyn Fn(crate::ClientId) -> crate::ClientId,
+    ) -> Self
+    where
+        C: Clone,
+    {
+        match self {
+            Message::RequestVote(m) => Message::RequestVote(RequestVote {
+                candidate_id: nodes(m.candidate_id),
+                ..m.clone()
+            }),
+            Message::RequestVoteResponse(m) => Message::RequestVoteResponse(m.clone()),
+            Message::AppendEntries(m) => Message::AppendEntries(AppendEntries {
+                term: m.term,
+                leader_id: nodes(m.leader_id),
+                prev_log_index: m.prev_log_index,
+                prev_log_term: m.prev_log_term,
+                entries: m
+                    .entries
+                    .iter()
+                    .map(|e| e.map_client_ids(clients))
+                    .collect(),
+                leader_commit: m.leader_commit,
+            }),
+            Message::AppendEntriesResponse(m) => Message::AppendEntriesResponse(m.clone()),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The five safety properties of Figure 3 as plain functions over a cluster
+//! snapshot plus the ghost history they need.
+//!
+//! The model checker and the trace replayer both call these functions: the
+//! checker on every explored state, the replayer after every replayed step.
+//!
+//! A snapshot is a slice of [`ServerView`]s. A crashed server is still part of
+//! the snapshot: its `log` is what it persisted, but it plays no role, so a
+//! crashed leader is not a leader (its volatile state is gone).
+//!
+//! [`History`] is the ghost (auxiliary) state: it is updated by
+//! [`History::record_step`] after every step a server takes, and remembers
+//! what the snapshot alone forgets: who led which term, which entry was
+//! applied at which index, and whether a leader ever rewrote its own log.
+
+use crate::server::Role;
+use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Term};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// "Election Safety: at most one leader can be elected in a given term." (Raft §5.2)
+pub const ELECTION_SAFETY: &str = "Election Safety";
+/// "Leader Append-Only: a leader never overwrites or deletes entries in its
+/// log; it only appends new entries." (Raft §5.3)
+pub const LEADER_APPEND_ONLY: &str = "Leader Append-Only";
+/// "Log Matching: if two logs contain an entry with the same index and term,
+/// then the logs are identical in all entries up through the given index." (Raft §5.3)
+pub const LOG_MATCHING: &str = "Log Matching";
+/// "Leader Completeness: if a log entry is committed in a given term, then that
+/// entry will be present in the logs of the leaders for all higher-numbered
+/// terms." (Raft §5.4)
+pub const LEADER_COMPLETENESS: &str = "Leader Completeness";
+/// "State Machine Safety: if a server has applied a log entry at a given
+/// index to its state machine, no other server will ever apply a different log
+/// entry for the same index." (Raft §5.4.3)
+pub const STATE_MACHINE_SAFETY: &str = "State Machine Safety";
+
+/// The five property names, in the paper's order.
+pub const PROPERTY_NAMES: [&str; 5] = [
+    ELECTION_SAFETY,
+    LEADER_APPEND_ONLY,
+    LOG_MATCHING,
+    LEADER_COMPLETENESS,
+    STATE_MACHINE_SAFETY,
+];
+
+/// What the properties need to know about one server.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerView<'a, C> {
+    /// The server.
+    pub id: NodeId,
+    /// Whether it is down. A crashed server has no role and no volatile state.
+    pub crashed: bool,
+    /// Its role (ignored when crashed).
+    pub role: Role,
+    /// Its current term.
+    pub current_term: Term,
+    /// Its log (when crashed: the persisted log).
+    pub log: &'a Log<C>,
+    /// Its commit index (ignored when crashed).
+    pub commit_index: LogIndex,
+    /// Its last applied index (ignored when crashed).
+    pub last_applied: LogIndex,
+}
+
+impl<C> ServerView<'_, C> {
+    /// Whether this server is a live leader.
+    pub fn is_leader(&self) -> bool {
+        !self.crashed && self.role == Role::Leader
+    }
+}
+
+/// A step-level breach that the snapshot after the step can no longer show.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Violation {
+    /// A leader's log after a step does not extend its log before the step.
+    LeaderAppendOnly {
+        /// The leader.
+        leader: NodeId,
+        /// Its term.
+        term: Term,
+    },
+    /// A server applied an entry that differs from one applied before at the
+    /// same index (by itself or another server).
+    StateMachineSafety {
+        /// The server that applied the differing entry.
+        server: NodeId,
+        /// The index.
+        index: LogIndex,
+    },
+}
+
+/// Ghost history for the properties (TLA+'s auxiliary variables).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct History<C> {
+    /// Every (term, server) that became leader.
+    pub leaders: BTreeSet<(Term, NodeId)>,
+    /// Entry `k - 1` is the first entry ever applied at index `k`, with the
+    /// term of the server that applied it then (the term it was committed in).
+    pub applied: Vec<(Entry<C>, Term)>,
+    /// Step-level violations seen so far.
+    pub violations: BTreeSet<Violation>,
+    /// Whether some server ever replaced a conflicting entry of its log
+    /// (Raft §5.3): an example the checker must reach.
+    pub conflict_overwritten: bool,
+}
+
+impl<C> Default for History<C> {
+    fn default() -> Self {
+        History {
+            leaders: BTreeSet::new(),
+            applied: Vec::new(),
+            violations: BTreeSet::new(),
+            conflict_overwritten: false,
+        }
+    }
+}
+
+impl<C: Clone + PartialEq> History<C> {
+    /// Records one step of one server, from its state before to its state
+    /// after. Call it after every step (message, timeout, client request,
+    /// restart).
+    pub fn record_step(&mut self, before: &ServerView<'_, C>, after: &ServerView<'_, C>) {
+        let id = after.id;
+        if after.is_leader() && !(before.is_leader() && before.current_term == after.current_term) {
+            self.leaders.insert((after.current_term, id));
+        }
+        if before.is_leader()
+            && after.is_leader()
+            && before.current_term == after.current_term
+            && !after.log.extends(before.log)
+        {
+            self.violations.insert(Violation::LeaderAppendOnly {
+                leader: id,
+                term: after.current_term,
+            });
+        }
+        if !self.conflict_overwritten {
+            let common = before.log.len().min(after.log.len());
+            let diverged = before.log.entries()[..common] != after.log.entries()[..common];
+            let shrunk = after.log.len() < before.log.len();
+            self.conflict_overwritten = diverged || shrunk;
+        }
+        if after.crashed {
+            return;
+        }
+        let from = if before.crashed {
+            LogIndex(0)
+        } else {
+            before.last_applied
+        };
+        let mut index = from.next();
+        while index <= after.last_applied {
+            if let Some(entry) = after.log.get(index) {
+                let k = (index.0 - 1) as usize;
+                match self.applied.get(k) {
+                    Some((first, _)) => {
+                        if first != entry {
+                            self.violations
+                                .insert(Violation::StateMachineSafety { server: id, index });
+                        }
+                    }
+                    None if k == self.applied.len() => {
+                        self.applied.push((entry.clone(), after.current_term));
+                    }
+                    // Applied past a gap: impossible, as servers apply in order
+                    // and index k - 1 was applied by this server before.
+                    None => {}
+                }
+            }
+            index = index.next();
+        }
+    }
+
+    /// Rewrites node and client ids (used for symmetry reduction).
+    #[must_use]
+    pub fn map_ids(
+        &self,
+        nodes: &dyn Fn(NodeId) -> NodeId,
+        clients: &dyn Fn(ClientId) -> ClientId,
+    ) -> Self {
+        History {
+            leaders: self.leaders.iter().map(|&(t, n)| (t, nodes(n))).collect(),
+            applied: self
+                .applied
+                .iter()
+                .map(|(e, t)| (e.map_client_ids(clients), *t))
+                .collect(),
+            violations: self
+                .violations
+                .iter()
+                .map(|v| match v {
+                    Violation::LeaderAppendOnly { leader, term } => Violation::LeaderAppendOnly {
+                        leader: nodes(*leader),
+                        term: *term,
+                    },
+                    Violation::StateMachineSafety { server, index } => {
+                        Violation::StateMachineSafety {
+                            server: nodes(*server),
+                            index: *index,
+                        }
+                    }
+                })
+                .collect(),
+            conflict_overwritten: self.conflict_overwritten,
+        }
+    }
+}
+
+/// Election Safety: no term has two leaders, counting every leader ever
+/// elected (a leader that crashed still led its term).
+pub fn election_safety<C>(history: &History<C>) -> bool {
+    history
+        .leaders
+        .iter()
+        .zip(history.leaders.iter().skip(1))
+        .all(|(a, b)| a.0 != b.0)
+}
+
+/// Leader Append-Only: no leader's step ever rewrote its own log.
+pub fn leader_append_only<C>(history: &History<C>) -> bool {
+    !history
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::LeaderAppendOnly { .. }))
+}
+
+/// Log Matching: for every pair of servers (crashed ones by their persisted
+/// log), if both hold an entry with the same index and term, their logs are
+/// identical up to that index.
+pub fn log_matching<C: PartialEq>(servers: &[ServerView<'_, C>]) -> bool {
+    for (i, a) in servers.iter().enumerate() {
+        for b in &servers[i + 1..] {
+            let common = a.log.len().min(b.log.len());
+            let (ea, eb) = (a.log.entries(), b.log.entries());
+            // The highest index where the terms agree decides.
+            if let Some(k) = (0..common).rev().find(|&k| ea[k].term == eb[k].term) {
+                if ea[..=k] != eb[..=k] {
+                    return false;
+                }
+            }
+        }
+    }
+    true
+}
+
+/// Leader Completeness: every live leader of term `t` holds every entry that
+/// was committed (first applied) in a term lower than `t`.
+pub fn leader_completeness<C: PartialEq>(
+    servers: &[ServerView<'_, C>],
+    history: &History<C>,
+) -> bool {
+    servers.iter().filter(|s| s.is_leader()).all(|leader| {
+        history
+            .applied
+            .iter()
+            .enumerate()
+            .filter(|(_, (_, committed_in))| *committed_in < leader.current_term)
+            .all(|(k, (entry, _))| leader.log.get(LogIndex(k as u64 + 1)) == Some(entry))
+    })
+}
+
+/// State Machine Safety: no server ever applied an entry that differs from
+/// what another server applied at the same index, and what every live server
+/// has applied now agrees with the history.
+pub fn state_machine_safety<C: PartialEq>(
+    servers: &[ServerView<'_, C>],
+    history: &History<C>,
+) -> bool {
+    let no_step_violation = !history
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::StateMachineSafety { .. }));
+    no_step_violation
+        && servers.iter().filter(|s| !s.crashed).all(|s| {
+            s.log
+                .prefix(s.last_applied)
+                .iter()
+                .zip(history.applied.iter())
+                .all(|(mine, (first, _))| mine == first)
+        })
+}
+
+/// Evaluates all five properties; returns the names of those that fail, in
+/// the paper's order.
+pub fn violated_properties<C: PartialEq>(
+    servers: &[ServerView<'_, C>],
+    history: &History<C>,
+) -> Vec<&'static str> {
+    let mut failed = Vec::new();
+    if !election_safety(history) {
+        failed.push(ELECTION_SAFETY);
+    }
+    if !leader_append_only(history) {
+        failed.push(LEADER_APPEND_ONLY);
+    }
+    if !log_matching(servers) {
+        failed.push(LOG_MATCHING);
+    }
+    if !leader_completeness(servers, history) {
+        failed.push(LEADER_COMPLETENESS);
+    }
+    if !state_machine_safety(servers, history) {
+        failed.push(STATE_MACHINE_SAFETY);
+    }
+    failed
+}

@@ -1,0 +1,878 @@
+//! One Raft server as a pure state machine: `(state, input) -> outputs`.
+//!
+//! Every rule cites the paper: *In Search of an Understandable Consensus
+//! Algorithm (Extended Version)*, Ongaro & Ousterhout, 2014.
+
+use crate::message::{
+    AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
+};
+use crate::state_machine::StateMachine;
+use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// The three roles of Raft §5.1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Passive: answers leaders and candidates.
+    Follower,
+    /// Running an election.
+    Candidate,
+    /// Handles clients and replicates the log.
+    Leader,
+}
+
+/// The two timers of a server. Time is an input: the runtime (or the model
+/// checker) decides when a timer fires, the protocol only sets and cancels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Timer {
+    /// Followers and candidates start an election when it fires (Raft §5.2).
+    Election,
+    /// Leaders send AppendEntries to every peer when it fires (Raft §5.2).
+    Heartbeat,
+}
+
+/// `current_term` and `voted_for`: the part of the persistent state that is
+/// overwritten in place (etcd calls it the hard state).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+pub struct HardState {
+    /// Latest term the server has seen.
+    pub current_term: Term,
+    /// Candidate that received this server's vote in `current_term`.
+    pub voted_for: Option<NodeId>,
+}
+
+/// State that survives a crash (Fig. 2, "Persistent state on all servers").
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PersistentState<C> {
+    /// Latest term the server has seen (initialised to 0, increases monotonically).
+    pub current_term: Term,
+    /// Candidate that received this server's vote in the current term, if any.
+    pub voted_for: Option<NodeId>,
+    /// Log entries; each holds a command and the term when the leader received it.
+    pub log: Log<C>,
+}
+
+impl<C> Default for PersistentState<C> {
+    fn default() -> Self {
+        PersistentState {
+            current_term: Term(0),
+            voted_for: None,
+            log: Log::new(),
+        }
+    }
+}
+
+impl<C> PersistentState<C> {
+    /// The hard state part.
+    pub fn hard_state(&self) -> HardState {
+        HardState {
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+        }
+    }
+
+    /// Carries out a [`Persist`] output on this persistent state: what a
+    /// storage engine does on disk, done in memory.
+    pub fn apply_persist(&mut self, persist: &Persist<C>)
+    where
+        C: Clone,
+    {
+        if let Some(hs) = persist.hard_state {
+            self.current_term = hs.current_term;
+            self.voted_for = hs.voted_for;
+        }
+        if let Some(write) = &persist.log {
+            self.log.truncate_from(write.from);
+            for e in &write.entries {
+                self.log.push(e.clone());
+            }
+        }
+    }
+}
+
+/// A client's answer for one request.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ClientReply<R> {
+    /// The command was committed and applied; this is what it returned.
+    Ok(R),
+    /// This server is not the leader; try the leader it knows of, if any
+    /// (Raft §8: "a follower rejects the request and supplies the leader").
+    NotLeader {
+        /// The leader of the server's current term, if known.
+        leader_hint: Option<NodeId>,
+    },
+}
+
+/// One input to [`Server::step`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Input<C> {
+    /// A message from a peer.
+    Message {
+        /// The sending server.
+        from: NodeId,
+        /// The message.
+        message: Message<C>,
+    },
+    /// A client submits a command (Raft §8).
+    ClientRequest {
+        /// The client session.
+        client_id: ClientId,
+        /// The client's request number, starting at 1.
+        request_no: u64,
+        /// The command to replicate and apply.
+        command: C,
+    },
+    /// The election timer fired.
+    ElectionTimeout,
+    /// The heartbeat timer fired.
+    HeartbeatTimeout,
+}
+
+/// A write to the log: delete every entry from `from` on, then append
+/// `entries` starting at `from`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct LogWrite<C> {
+    /// The first index replaced.
+    pub from: LogIndex,
+    /// The new entries at `from`, `from + 1`, ...
+    pub entries: Vec<Entry<C>>,
+}
+
+/// What must be made durable before anything else of the step takes effect.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Persist<C> {
+    /// A new `current_term` / `voted_for`, if either changed.
+    pub hard_state: Option<HardState>,
+    /// A change to the log, if any.
+    pub log: Option<LogWrite<C>>,
+}
+
+/// One effect of a step.
+///
+/// # Ordering contract
+/// The outputs of a step are carried out **in order**, and a
+/// [`Output::Persist`] — when present it is always the first output — must be
+/// **durable** (written and fsynced) before any [`Output::Send`] or
+/// [`Output::ClientReply`] of the same step leaves the node: a vote or an
+/// acknowledgement that is sent but not durable can be forgotten by a crash,
+/// which breaks Election Safety and State Machine Safety (Raft §5.2, Fig. 2
+/// "Updated on stable storage before responding to RPCs"). A runtime may batch
+/// the persistence of several steps under one fsync (group commit) as long as
+/// the sends of those steps wait for it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Output<C, R> {
+    /// Make this durable first.
+    Persist(Persist<C>),
+    /// Send a message to a peer.
+    Send {
+        /// The destination server.
+        to: NodeId,
+        /// The message.
+        message: Message<C>,
+    },
+    /// (Re)start a timer with a fresh duration (randomized for elections).
+    SetTimer(Timer),
+    /// Stop a timer.
+    CancelTimer(Timer),
+    /// The entry at `index` was applied to the state machine.
+    Applied {
+        /// The index of the applied entry.
+        index: LogIndex,
+        /// The term of the applied entry.
+        term: Term,
+    },
+    /// Answer a client request.
+    ClientReply {
+        /// The client session.
+        client_id: ClientId,
+        /// The request answered.
+        request_no: u64,
+        /// The answer.
+        reply: ClientReply<R>,
+    },
+}
+
+/// The state that a crash loses (Fig. 2, "Volatile state").
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct VolatileState<S: StateMachine> {
+    /// Follower, candidate or leader.
+    pub role: Role,
+    /// Index of the highest log entry known to be committed.
+    ///
+    /// Invariant: `last_applied <= commit_index <= log.last_index()`.
+    pub commit_index: LogIndex,
+    /// Index of the highest log entry applied to the state machine.
+    pub last_applied: LogIndex,
+    /// The leader of `current_term`, once known; used to redirect clients.
+    pub leader_hint: Option<NodeId>,
+    /// Candidate only: the servers that granted their vote this term (self included).
+    pub votes_granted: BTreeSet<NodeId>,
+    /// Leader only: for each peer, index of the next log entry to send.
+    pub next_index: BTreeMap<NodeId, LogIndex>,
+    /// Leader only: for each peer, index of the highest entry known to be replicated on it.
+    ///
+    /// Invariant: never decreases within a term.
+    pub match_index: BTreeMap<NodeId, LogIndex>,
+    /// The replicated state machine, fed by committed entries.
+    pub state_machine: S,
+    /// For each client, the last request applied and what it returned (Raft §8).
+    pub sessions: BTreeMap<ClientId, (u64, S::Output)>,
+}
+
+/// A Raft server: identity, persistent and volatile state.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(bound = "")]
+pub struct Server<S: StateMachine> {
+    /// This server's id.
+    pub id: NodeId,
+    /// The other servers of the cluster, sorted.
+    pub peers: Vec<NodeId>,
+    /// What survives a crash.
+    pub persistent: PersistentState<S::Command>,
+    /// What a crash loses.
+    pub volatile: VolatileState<S>,
+}
+
+/// The outputs of a step, in the order they must be carried out.
+pub type Outputs<S> = Vec<Output<<S as StateMachine>::Command, <S as StateMachine>::Output>>;
+
+/// Collects the effects of one step; the persistence is computed at the end.
+struct Effects<C, R> {
+    hard_state_dirty: bool,
+    log_dirty_from: Option<LogIndex>,
+    rest: Vec<Output<C, R>>,
+}
+
+impl<C, R> Effects<C, R> {
+    fn new() -> Self {
+        Effects {
+            hard_state_dirty: false,
+            log_dirty_from: None,
+            rest: Vec::new(),
+        }
+    }
+
+    fn log_changed_from(&mut self, index: LogIndex) {
+        self.log_dirty_from = Some(self.log_dirty_from.map_or(index, |i| i.min(index)));
+    }
+}
+
+impl<S: StateMachine> Server<S> {
+    /// A server with empty persistent state, as on first boot.
+    pub fn new(id: NodeId, peers: Vec<NodeId>) -> (Self, Outputs<S>) {
+        Self::restart(id, peers, PersistentState::default())
+    }
+
+    /// Starts (or restarts after a crash) from what was persisted: a
+    /// follower with empty volatile state whose election timer runs
+    /// (Fig. 2: volatile state is reinitialized after a restart).
+    pub fn restart(
+        id: NodeId,
+        mut peers: Vec<NodeId>,
+        persistent: PersistentState<S::Command>,
+    ) -> (Self, Outputs<S>) {
+        peers.retain(|p| *p != id);
+        peers.sort();
+        peers.dedup();
+        let server = Server {
+            id,
+            peers,
+            persistent,
+            volatile: VolatileState {
+                role: Role::Follower,
+                commit_index: LogIndex(0),
+                last_applied: LogIndex(0),
+                leader_hint: None,
+                votes_granted: BTreeSet::new(),
+                next_index: BTreeMap::new(),
+                match_index: BTreeMap::new(),
+                state_machine: S::default(),
+                sessions: BTreeMap::new(),
+            },
+        };
+        (server, vec![Output::SetTimer(Timer::Election)])
+    }
+
+    /// The current role.
+    pub fn role(&self) -> Role {
+        self.volatile.role
+    }
+
+    /// The current term.
+    pub fn current_term(&self) -> Term {
+        self.persistent.current_term
+    }
+
+    /// The log.
+    pub fn log(&self) -> &Log<S::Command> {
+        &self.persistent.log
+    }
+
+    /// The number of servers in the cluster.
+    pub fn cluster_size(&self) -> usize {
+        self.peers.len() + 1
+    }
+
+    /// Whether `count` servers form a majority of the cluster (Raft §5.2).
+    pub fn is_majority(&self, count: usize) -> bool {
+        2 * count > self.cluster_size()
+    }
+
+    /// Takes one input and returns the outputs, in the order they must be
+    /// carried out (see [`Output`] for the ordering contract).
+    pub fn step(&mut self, input: Input<S::Command>) -> Outputs<S> {
+        let mut fx = Effects::new();
+        match input {
+            Input::Message { from, message } => self.handle_message(from, message, &mut fx),
+            Input::ClientRequest {
+                client_id,
+                request_no,
+                command,
+            } => self.handle_client_request(client_id, request_no, command, &mut fx),
+            Input::ElectionTimeout => self.handle_election_timeout(&mut fx),
+            Input::HeartbeatTimeout => self.handle_heartbeat_timeout(&mut fx),
+        }
+        self.finish(fx)
+    }
+
+    fn finish(&self, fx: Effects<S::Command, S::Output>) -> Outputs<S> {
+        let hard_state = fx.hard_state_dirty.then(|| self.persistent.hard_state());
+        let log = fx.log_dirty_from.map(|from| LogWrite {
+            from,
+            entries: self.persistent.log.entries_from(from).to_vec(),
+        });
+        if hard_state.is_none() && log.is_none() {
+            return fx.rest;
+        }
+        let mut out = Vec::with_capacity(fx.rest.len() + 1);
+        out.push(Output::Persist(Persist { hard_state, log }));
+        out.extend(fx.rest);
+        out
+    }
+
+    // ---- Terms and roles -------------------------------------------------
+
+    /// Fig. 2 (Rules for Servers, all servers): "If RPC request or response
+    /// contains term T > currentTerm: set currentTerm = T, convert to
+    /// follower". A new term starts without a vote and without a known leader.
+    fn become_follower(&mut self, term: Term, fx: &mut Effects<S::Command, S::Output>) {
+        if term > self.persistent.current_term {
+            self.persistent.current_term = term;
+            self.persistent.voted_for = None;
+            self.volatile.leader_hint = None;
+            fx.hard_state_dirty = true;
+        }
+        if self.volatile.role == Role::Leader {
+            fx.rest.push(Output::CancelTimer(Timer::Heartbeat));
+            fx.rest.push(Output::SetTimer(Timer::Election));
+        }
+        self.volatile.role = Role::Follower;
+        self.volatile.votes_granted.clear();
+        self.volatile.next_index.clear();
+        self.volatile.match_index.clear();
+    }
+
+    /// Fig. 2 (Candidates): on conversion to candidate, increment
+    /// `current_term`, vote for self, reset the election timer, send
+    /// RequestVote to all other servers (Raft §5.2).
+    fn become_candidate(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        self.persistent.current_term = self.persistent.current_term.next();
+        self.persistent.voted_for = Some(self.id);
+        fx.hard_state_dirty = true;
+        self.volatile.role = Role::Candidate;
+        self.volatile.leader_hint = None;
+        self.volatile.votes_granted.clear();
+        self.volatile.votes_granted.insert(self.id);
+        fx.rest.push(Output::SetTimer(Timer::Election));
+        let request = RequestVote {
+            term: self.persistent.current_term,
+            candidate_id: self.id,
+            last_log_index: self.persistent.log.last_index(),
+            last_log_term: self.persistent.log.last_term(),
+        };
+        for &peer in &self.peers {
+            fx.rest.push(Output::Send {
+                to: peer,
+                message: Message::RequestVote(request.clone()),
+            });
+        }
+        if self.is_majority(self.volatile.votes_granted.len()) {
+            self.become_leader(fx);
+        }
+    }
+
+    /// Fig. 2 (Leaders): upon election, initialise `next_index` to the last
+    /// log index + 1 and `match_index` to 0 for every peer, and send
+    /// AppendEntries to each server.
+    ///
+    /// Decision (Raft §8): a new leader appends a no-op entry of its own term
+    /// first. Entries of earlier terms can only be committed indirectly, by
+    /// committing an entry of the current term (Raft §5.4.2); the no-op makes
+    /// that happen without waiting for a client, as etcd and raft-rs do.
+    fn become_leader(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        self.volatile.role = Role::Leader;
+        self.volatile.leader_hint = Some(self.id);
+        self.volatile.votes_granted.clear();
+        self.append_to_own_log(Payload::Noop, fx);
+        let next = self.persistent.log.last_index();
+        self.volatile.next_index = self.peers.iter().map(|&p| (p, next)).collect();
+        self.volatile.match_index = self.peers.iter().map(|&p| (p, LogIndex(0))).collect();
+        fx.rest.push(Output::CancelTimer(Timer::Election));
+        fx.rest.push(Output::SetTimer(Timer::Heartbeat));
+        self.broadcast_append_entries(fx);
+        self.advance_commit_index(fx);
+    }
+
+    fn append_to_own_log(
+        &mut self,
+        payload: Payload<S::Command>,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        let index = self.persistent.log.last_index().next();
+        self.persistent.log.push(Entry {
+            term: self.persistent.current_term,
+            payload,
+        });
+        fx.log_changed_from(index);
+    }
+
+    // ---- Inputs ----------------------------------------------------------
+
+    fn handle_message(
+        &mut self,
+        from: NodeId,
+        message: Message<S::Command>,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        // Fig. 2 (All servers): a higher term makes this server a follower of that term.
+        if message.term() > self.persistent.current_term {
+            self.become_follower(message.term(), fx);
+        }
+        match message {
+            Message::RequestVote(m) => self.handle_request_vote(from, m, fx),
+            Message::RequestVoteResponse(m) => self.handle_request_vote_response(from, m, fx),
+            Message::AppendEntries(m) => self.handle_append_entries(from, m, fx),
+            Message::AppendEntriesResponse(m) => self.handle_append_entries_response(from, m, fx),
+        }
+    }
+
+    /// Fig. 2 (RequestVote RPC, receiver implementation):
+    /// 1. reply false if `term < current_term` (Raft §5.1);
+    /// 2. if `voted_for` is null or `candidate_id`, and the candidate's log is
+    ///    at least as up-to-date as the receiver's log, grant the vote
+    ///    (Raft §5.2, §5.4). A granted vote resets the election timer
+    ///    (Fig. 2, Followers) and is persisted before the reply leaves.
+    fn handle_request_vote(
+        &mut self,
+        from: NodeId,
+        m: RequestVote,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        let term = self.persistent.current_term;
+        let vote_granted = m.term == term
+            && self
+                .persistent
+                .voted_for
+                .is_none_or(|v| v == m.candidate_id)
+            && self.candidate_log_is_up_to_date(m.last_log_index, m.last_log_term);
+        if vote_granted && self.persistent.voted_for.is_none() {
+            self.persistent.voted_for = Some(m.candidate_id);
+            fx.hard_state_dirty = true;
+        }
+        if vote_granted {
+            fx.rest.push(Output::SetTimer(Timer::Election));
+        }
+        fx.rest.push(Output::Send {
+            to: from,
+            message: Message::RequestVoteResponse(RequestVoteResponse { term, vote_granted }),
+        });
+    }
+
+    /// Raft §5.4.1: "If the logs have last entries with different terms, then
+    /// the log with the later term is more up-to-date. If the logs end with the
+    /// same term, then whichever log is longer is more up-to-date."
+    fn candidate_log_is_up_to_date(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
+        let log = &self.persistent.log;
+        (last_log_term, last_log_index) >= (log.last_term(), log.last_index())
+    }
+
+    /// Fig. 2 (Candidates): "If votes received from majority of servers:
+    /// become leader". A response of an earlier term is stale and ignored
+    /// (Raft §5.1: stale messages are discarded).
+    fn handle_request_vote_response(
+        &mut self,
+        from: NodeId,
+        m: RequestVoteResponse,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        if m.term != self.persistent.current_term
+            || self.volatile.role != Role::Candidate
+            || !m.vote_granted
+        {
+            return;
+        }
+        self.volatile.votes_granted.insert(from);
+        if self.is_majority(self.volatile.votes_granted.len()) {
+            self.become_leader(fx);
+        }
+    }
+
+    /// Fig. 2 (AppendEntries RPC, receiver implementation):
+    /// 1. reply false if `term < current_term` (Raft §5.1);
+    /// 2. reply false if the log has no entry at `prev_log_index` whose term
+    ///    matches `prev_log_term` (Raft §5.3);
+    /// 3. if an existing entry conflicts with a new one (same index, different
+    ///    term), delete it and all that follow (Raft §5.3); an entry that
+    ///    matches is kept, and so is everything after it;
+    /// 4. append any new entries not already in the log;
+    /// 5. if `leader_commit > commit_index`, set `commit_index =
+    ///    min(leader_commit, index of last new entry)`.
+    ///
+    /// A candidate that receives AppendEntries from a leader of its own term
+    /// returns to follower (Fig. 2, Candidates; Raft §5.2) and keeps its vote.
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        m: AppendEntries<S::Command>,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        let term = self.persistent.current_term;
+        if m.term < term {
+            fx.rest.push(Output::Send {
+                to: from,
+                message: Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term,
+                    success: false,
+                    index: m.prev_log_index,
+                }),
+            });
+            return;
+        }
+        match self.volatile.role {
+            Role::Candidate => self.become_follower(term, fx),
+            Role::Follower => {}
+            // Two leaders of one term contradict Election Safety; the checker
+            // reports that through the property, so the step changes nothing.
+            Role::Leader => return,
+        }
+        self.volatile.leader_hint = Some(m.leader_id);
+        fx.rest.push(Output::SetTimer(Timer::Election));
+
+        if self.persistent.log.term_at(m.prev_log_index) != Some(m.prev_log_term) {
+            fx.rest.push(Output::Send {
+                to: from,
+                message: Message::AppendEntriesResponse(AppendEntriesResponse {
+                    term,
+                    success: false,
+                    index: m.prev_log_index,
+                }),
+            });
+            return;
+        }
+
+        let mut index = m.prev_log_index;
+        for entry in m.entries {
+            index = index.next();
+            match self.persistent.log.term_at(index) {
+                Some(t) if t == entry.term => continue,
+                Some(_) => {
+                    self.persistent.log.truncate_from(index);
+                    self.persistent.log.push(entry);
+                    fx.log_changed_from(index);
+                }
+                None => {
+                    self.persistent.log.push(entry);
+                    fx.log_changed_from(index);
+                }
+            }
+        }
+        let last_new_entry = index;
+
+        if m.leader_commit > self.volatile.commit_index {
+            let new_commit = m.leader_commit.min(last_new_entry);
+            if new_commit > self.volatile.commit_index {
+                self.volatile.commit_index = new_commit;
+                self.apply_committed(fx);
+            }
+        }
+        fx.rest.push(Output::Send {
+            to: from,
+            message: Message::AppendEntriesResponse(AppendEntriesResponse {
+                term,
+                success: true,
+                index: last_new_entry,
+            }),
+        });
+    }
+
+    /// Fig. 2 (Leaders): on success update `next_index` and `match_index` for
+    /// the follower; on a failed consistency check decrement `next_index` and
+    /// retry (Raft §5.3). Responses are matched by their `index`, so a stale or
+    /// duplicated response never moves `match_index` backwards.
+    fn handle_append_entries_response(
+        &mut self,
+        from: NodeId,
+        m: AppendEntriesResponse,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        if m.term != self.persistent.current_term || self.volatile.role != Role::Leader {
+            return;
+        }
+        if !self.peers.contains(&from) {
+            return;
+        }
+        if m.success {
+            let matched = self.volatile.match_index.entry(from).or_default();
+            if m.index > *matched {
+                *matched = m.index;
+            }
+            let next = self.volatile.next_index.entry(from).or_insert(LogIndex(1));
+            if m.index.next() > *next {
+                *next = m.index.next();
+            }
+            self.advance_commit_index(fx);
+        } else {
+            // The entry at `m.index` does not match: the next probe starts
+            // there at the latest. Never below 1, never above what it was.
+            let next = self.volatile.next_index.entry(from).or_insert(LogIndex(1));
+            let backed_off = (*next).min(m.index).max(LogIndex(1));
+            if backed_off < *next {
+                *next = backed_off;
+                self.send_append_entries(from, fx);
+            }
+        }
+    }
+
+    /// Raft §8: a leader appends the command and replies once it is committed
+    /// and applied; other servers redirect the client to the leader they know.
+    /// A request already applied is answered from the session table, and one
+    /// already in the log is not appended twice.
+    fn handle_client_request(
+        &mut self,
+        client_id: ClientId,
+        request_no: u64,
+        command: S::Command,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        if self.volatile.role != Role::Leader {
+            fx.rest.push(Output::ClientReply {
+                client_id,
+                request_no,
+                reply: ClientReply::NotLeader {
+                    leader_hint: self.volatile.leader_hint,
+                },
+            });
+            return;
+        }
+        if let Some((applied_no, output)) = self.volatile.sessions.get(&client_id) {
+            if *applied_no == request_no {
+                fx.rest.push(Output::ClientReply {
+                    client_id,
+                    request_no,
+                    reply: ClientReply::Ok(output.clone()),
+                });
+            }
+            if *applied_no >= request_no {
+                return;
+            }
+        }
+        let pending = self
+            .persistent
+            .log
+            .entries_from(self.volatile.last_applied.next())
+            .iter()
+            .any(|e| {
+                matches!(&e.payload, Payload::Command { client_id: c, request_no: r, .. }
+                    if *c == client_id && *r == request_no)
+            });
+        if pending {
+            return;
+        }
+        self.append_to_own_log(
+            Payload::Command {
+                client_id,
+                request_no,
+                command,
+            },
+            fx,
+        );
+        self.broadcast_append_entries(fx);
+        self.advance_commit_index(fx);
+    }
+
+    /// Fig. 2 (Followers, Candidates): "If election timeout elapses without
+    /// receiving AppendEntries RPC from current leader or granting vote to
+    /// candidate: convert to candidate", and a candidate whose election times
+    /// out starts a new one. A leader has no election timer.
+    fn handle_election_timeout(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        if self.volatile.role == Role::Leader {
+            return;
+        }
+        self.become_candidate(fx);
+    }
+
+    /// Fig. 2 (Leaders): send AppendEntries to each server during idle periods
+    /// to prevent election timeouts (Raft §5.2), carrying every entry from the
+    /// follower's `next_index` on.
+    fn handle_heartbeat_timeout(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        if self.volatile.role != Role::Leader {
+            return;
+        }
+        fx.rest.push(Output::SetTimer(Timer::Heartbeat));
+        self.broadcast_append_entries(fx);
+    }
+
+    // ---- Replication and commitment ------------------------------------
+
+    fn broadcast_append_entries(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        for i in 0..self.peers.len() {
+            let peer = self.peers[i];
+            self.send_append_entries(peer, fx);
+        }
+    }
+
+    fn send_append_entries(&self, peer: NodeId, fx: &mut Effects<S::Command, S::Output>) {
+        let log = &self.persistent.log;
+        let next = self
+            .volatile
+            .next_index
+            .get(&peer)
+            .copied()
+            .unwrap_or(LogIndex(1))
+            .max(LogIndex(1))
+            .min(log.last_index().next());
+        let prev_log_index = next.prev();
+        let prev_log_term = log.term_at(prev_log_index).unwrap_or(Term(0));
+        fx.rest.push(Output::Send {
+            to: peer,
+            message: Message::AppendEntries(AppendEntries {
+                term: self.persistent.current_term,
+                leader_id: self.id,
+                prev_log_index,
+                prev_log_term,
+                entries: log.entries_from(next).to_vec(),
+                leader_commit: self.volatile.commit_index,
+            }),
+        });
+    }
+
+    /// Fig. 2 (Leaders): "If there exists an N such that N > commitIndex, a
+    /// majority of matchIndex[i] ≥ N, and log[N].term == currentTerm: set
+    /// commitIndex = N". Only entries of the current term are committed by
+    /// counting replicas (Raft §5.4.2, Figure 8); earlier ones follow.
+    fn advance_commit_index(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        let log = &self.persistent.log;
+        let mut n = log.last_index();
+        while n > self.volatile.commit_index {
+            if log.term_at(n) != Some(self.persistent.current_term) {
+                break;
+            }
+            let replicas = 1 + self
+                .volatile
+                .match_index
+                .values()
+                .filter(|&&m| m >= n)
+                .count();
+            if self.is_majority(replicas) {
+                self.volatile.commit_index = n;
+                self.apply_committed(fx);
+                return;
+            }
+            n = n.prev();
+        }
+    }
+
+    /// Fig. 2 (All servers): "If commitIndex > lastApplied: increment
+    /// lastApplied, apply log[lastApplied] to state machine". A command whose
+    /// (client id, request number) was applied before is not applied again
+    /// (Raft §8). The leader answers the client.
+    fn apply_committed(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        while self.volatile.last_applied < self.volatile.commit_index {
+            let index = self.volatile.last_applied.next();
+            let Some(entry) = self.persistent.log.get(index) else {
+                // commit_index never passes the end of the log (see the
+                // invariant on `commit_index`), so this cannot happen.
+                break;
+            };
+            self.volatile.last_applied = index;
+            fx.rest.push(Output::Applied {
+                index,
+                term: entry.term,
+            });
+            let Payload::Command {
+                client_id,
+                request_no,
+                command,
+            } = &entry.payload
+            else {
+                continue;
+            };
+            let output = match self.volatile.sessions.get(client_id) {
+                Some((applied_no, output)) if *applied_no == *request_no => output.clone(),
+                Some((applied_no, _)) if *applied_no > *request_no => continue,
+                _ => {
+                    let output = self.volatile.state_machine.apply(command);
+                    self.volatile
+                        .sessions
+                        .insert(*client_id, (*request_no, output.clone()));
+                    output
+                }
+            };
+            if self.volatile.role == Role::Leader {
+                fx.rest.push(Output::ClientReply {
+                    client_id: *client_id,
+                    request_no: *request_no,
+                    reply: ClientReply::Ok(output),
+                });
+            }
+        }
+    }
+
+    /// Rewrites node and client ids everywhere in the state (used for symmetry
+    /// reduction by the model checker). `nodes` must be a permutation.
+    #[must_use]
+    pub fn map_ids(
+        &self,
+        nodes: &dyn Fn(NodeId) -> NodeId,
+        clients: &dyn Fn(ClientId) -> ClientId,
+    ) -> Self {
+        let mut peers: Vec<NodeId> = self.peers.iter().map(|&p| nodes(p)).collect();
+        peers.sort();
+        let v = &self.volatile;
+        Server {
+            id: nodes(self.id),
+            peers,
+            persistent: PersistentState {
+                current_term: self.persistent.current_term,
+                voted_for: self.persistent.voted_for.map(nodes),
+                log: Log::from_entries(
+                    self.persistent
+                        .log
+                        .entries()
+                        .iter()
+                        .map(|e| e.map_client_ids(clients))
+                        .collect(),
+                ),
+            },
+            volatile: VolatileState {
+                role: v.role,
+                commit_index: v.commit_index,
+                last_applied: v.last_applied,
+                leader_hint: v.leader_hint.map(nodes),
+                votes_granted: v.votes_granted.iter().map(|&n| nodes(n)).collect(),
+                next_index: v.next_index.iter().map(|(&n, &i)| (nodes(n), i)).collect(),
+                match_index: v.match_index.iter().map(|(&n, &i)| (nodes(n), i)).collect(),
+                state_machine: v.state_machine.clone(),
+                sessions: v
+                    .sessions
+                    .iter()
+                    .map(|(&c, o)| (clients(c), o.clone()))
+                    .collect(),
+            },
+        }
+    }
+}

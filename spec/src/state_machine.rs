@@ -1,0 +1,23 @@
+//! The replicated state machine that committed entries are applied to.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use std::fmt::Debug;
+use std::hash::Hash;
+
+/// A deterministic state machine driven by the committed log (Raft §5.3).
+///
+/// The server owns one instance in its volatile state: after a restart it
+/// starts from [`Default`] and re-applies the log as entries become known
+/// committed again (Raft §5.3; no snapshots).
+pub trait StateMachine:
+    Clone + Debug + Default + Eq + Hash + Ord + Serialize + DeserializeOwned
+{
+    /// The command a client submits and a log entry carries.
+    type Command: Clone + Debug + Eq + Hash + Ord + Serialize + DeserializeOwned;
+    /// What applying a command returns to the client.
+    type Output: Clone + Debug + Eq + Hash + Ord + Serialize + DeserializeOwned;
+
+    /// Applies one committed command.
+    fn apply(&mut self, command: &Self::Command) -> Self::Output;
+}
