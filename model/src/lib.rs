@@ -1,1 +1,34 @@
-//! placeholder
+//! # raft-model: Raft checked with Stateright
+//!
+//! A Stateright [`ActorModel`](stateright::actor::ActorModel) whose server
+//! actors are thin adapters around `raft-spec`'s transition functions, plus
+//! client actors. [`RaftModel`] wraps it to keep the ghost history that the
+//! Figure 3 properties need, to bound the total number of crashes, and to
+//! bound the state space by term (never by depth).
+//!
+//! ```
+//! use raft_model::{ModelConfig, NetworkKind, RaftModel};
+//! use stateright::{Checker, Model};
+//!
+//! // Two servers, one term: small enough for a doctest.
+//! let config = ModelConfig {
+//!     servers: 2,
+//!     max_term: 1,
+//!     requests: 0,
+//!     crashes: 0,
+//!     network: NetworkKind::UnorderedNonDuplicating,
+//!     lossy: false,
+//! };
+//! let checker = RaftModel::new(config).checker().spawn_bfs().join();
+//! assert!(checker.is_done());
+//! checker.assert_properties();
+//! ```
+
+pub mod actors;
+pub mod check;
+pub mod config;
+pub mod model;
+pub mod render;
+
+pub use config::{ConfigError, ModelConfig, NetworkKind};
+pub use model::RaftModel;

@@ -1,1 +1,1393 @@
+//! Paper tests for [`Server::step`]: one test per rule of Figure 2 and §5 of
+//! *In Search of an Understandable Consensus Algorithm (Extended Version)*,
+//! in the style of etcd's `raft_paper_test.go` and raft-rs's
+//! `test_raft_paper.rs`.
+//!
+//! Every test asserts the whole output vector of the step under test and the
+//! state fields the rule talks about; its doc comment ends with the rule it
+//! checks.
 
+use crate::{
+    AppendEntries, AppendEntriesResponse, ClientId, ClientReply, Counter, Entry, HardState,
+    Increment, Input, Log, LogIndex, LogWrite, Message, NodeId, Output, Payload, Persist,
+    PersistentState, RequestVote, RequestVoteResponse, Role, Server, Term, Timer,
+};
+use std::collections::{BTreeMap, BTreeSet};
+
+// ---- Helpers -------------------------------------------------------------
+
+type Out = Output<Increment, u64>;
+type Msg = Message<Increment>;
+
+/// A no-op entry of `term` (the payload does not matter to most rules).
+fn entry(term: u64) -> Entry<Increment> {
+    Entry {
+        term: Term(term),
+        payload: Payload::Noop,
+    }
+}
+
+/// A client command entry of `term`.
+fn command(term: u64, client: u64, request_no: u64) -> Entry<Increment> {
+    Entry {
+        term: Term(term),
+        payload: Payload::Command {
+            client_id: ClientId(client),
+            request_no,
+            command: Increment,
+        },
+    }
+}
+
+/// A log of no-op entries with the given terms at indices 1, 2, ...
+fn log_of(terms: &[u64]) -> Log<Increment> {
+    Log::from_entries(terms.iter().map(|&t| entry(t)).collect())
+}
+
+/// The other servers of the cluster `1..=cluster`.
+fn peers_of(id: u64, cluster: u64) -> Vec<NodeId> {
+    (1..=cluster).filter(|&p| p != id).map(NodeId).collect()
+}
+
+/// A follower of `current_term` without a vote whose log holds entries of
+/// the given terms, in a cluster of servers `1..=cluster`.
+fn server_with_log(id: u64, cluster: u64, terms: &[u64], current_term: u64) -> Server<Counter> {
+    let persistent = PersistentState {
+        current_term: Term(current_term),
+        voted_for: None,
+        log: log_of(terms),
+    };
+    Server::restart(NodeId(id), peers_of(id, cluster), persistent).0
+}
+
+/// A candidate of `term`: a follower of `term - 1` whose election timed out.
+fn candidate_of_term(id: u64, cluster: u64, terms: &[u64], term: u64) -> Server<Counter> {
+    let mut s = server_with_log(id, cluster, terms, term - 1);
+    s.step(Input::ElectionTimeout);
+    assert_eq!(s.role(), Role::Candidate);
+    assert_eq!(s.current_term(), Term(term));
+    s
+}
+
+/// A leader of `term`, elected by votes of its lowest-numbered peers. Its log
+/// is `terms` followed by the no-op entry of `term`.
+fn leader_of_term(id: u64, cluster: u64, terms: &[u64], term: u64) -> Server<Counter> {
+    let mut s = candidate_of_term(id, cluster, terms, term);
+    for peer in s.peers.clone() {
+        if s.role() == Role::Leader {
+            break;
+        }
+        s.step(receive(peer.0, rvr(term, true)));
+    }
+    assert_eq!(s.role(), Role::Leader);
+    assert_eq!(s.current_term(), Term(term));
+    s
+}
+
+fn receive(from: u64, message: Msg) -> Input<Increment> {
+    Input::Message {
+        from: NodeId(from),
+        message,
+    }
+}
+
+fn client_request(client: u64, request_no: u64) -> Input<Increment> {
+    Input::ClientRequest {
+        client_id: ClientId(client),
+        request_no,
+        command: Increment,
+    }
+}
+
+fn rv(term: u64, candidate: u64, last_log_index: u64, last_log_term: u64) -> Msg {
+    Message::RequestVote(RequestVote {
+        term: Term(term),
+        candidate_id: NodeId(candidate),
+        last_log_index: LogIndex(last_log_index),
+        last_log_term: Term(last_log_term),
+    })
+}
+
+fn rvr(term: u64, vote_granted: bool) -> Msg {
+    Message::RequestVoteResponse(RequestVoteResponse {
+        term: Term(term),
+        vote_granted,
+    })
+}
+
+fn ae(
+    term: u64,
+    leader: u64,
+    prev_log_index: u64,
+    prev_log_term: u64,
+    entries: Vec<Entry<Increment>>,
+    leader_commit: u64,
+) -> Msg {
+    Message::AppendEntries(AppendEntries {
+        term: Term(term),
+        leader_id: NodeId(leader),
+        prev_log_index: LogIndex(prev_log_index),
+        prev_log_term: Term(prev_log_term),
+        entries,
+        leader_commit: LogIndex(leader_commit),
+    })
+}
+
+fn aer(term: u64, success: bool, index: u64) -> Msg {
+    Message::AppendEntriesResponse(AppendEntriesResponse {
+        term: Term(term),
+        success,
+        index: LogIndex(index),
+    })
+}
+
+fn send(to: u64, message: Msg) -> Out {
+    Output::Send {
+        to: NodeId(to),
+        message,
+    }
+}
+
+fn persist(
+    hard_state: Option<(u64, Option<u64>)>,
+    log: Option<(u64, Vec<Entry<Increment>>)>,
+) -> Out {
+    Output::Persist(Persist {
+        hard_state: hard_state.map(|(term, voted_for)| HardState {
+            current_term: Term(term),
+            voted_for: voted_for.map(NodeId),
+        }),
+        log: log.map(|(from, entries)| LogWrite {
+            from: LogIndex(from),
+            entries,
+        }),
+    })
+}
+
+fn persist_hard_state(term: u64, voted_for: Option<u64>) -> Out {
+    persist(Some((term, voted_for)), None)
+}
+
+fn persist_log(from: u64, entries: Vec<Entry<Increment>>) -> Out {
+    persist(None, Some((from, entries)))
+}
+
+fn applied(index: u64, term: u64) -> Out {
+    Output::Applied {
+        index: LogIndex(index),
+        term: Term(term),
+    }
+}
+
+fn reply_ok(client: u64, request_no: u64, value: u64) -> Out {
+    Output::ClientReply {
+        client_id: ClientId(client),
+        request_no,
+        reply: ClientReply::Ok(value),
+    }
+}
+
+fn not_leader(client: u64, request_no: u64, leader_hint: Option<u64>) -> Out {
+    Output::ClientReply {
+        client_id: ClientId(client),
+        request_no,
+        reply: ClientReply::NotLeader {
+            leader_hint: leader_hint.map(NodeId),
+        },
+    }
+}
+
+const SET_ELECTION: Out = Output::SetTimer(Timer::Election);
+const CANCEL_ELECTION: Out = Output::CancelTimer(Timer::Election);
+const SET_HEARTBEAT: Out = Output::SetTimer(Timer::Heartbeat);
+const CANCEL_HEARTBEAT: Out = Output::CancelTimer(Timer::Heartbeat);
+
+fn indices(pairs: &[(u64, u64)]) -> BTreeMap<NodeId, LogIndex> {
+    pairs
+        .iter()
+        .map(|&(n, i)| (NodeId(n), LogIndex(i)))
+        .collect()
+}
+
+fn nodes(ids: &[u64]) -> BTreeSet<NodeId> {
+    ids.iter().copied().map(NodeId).collect()
+}
+
+// ---- RequestVote: granting votes -----------------------------------------
+
+/// A follower that has not voted in the term grants its vote to the first
+/// candidate whose log is up to date; the vote is persisted before the
+/// response leaves and resets the election timer.
+///
+/// Fig. 2 (RequestVote RPC, receiver rule 2)
+#[test]
+fn vote_granted_to_first_candidate_of_term() {
+    let mut s = server_with_log(1, 3, &[], 1);
+
+    let out = s.step(receive(2, rv(1, 2, 0, 0)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_hard_state(1, Some(2)),
+            SET_ELECTION,
+            send(2, rvr(1, true)),
+        ]
+    );
+    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
+    assert_eq!(s.current_term(), Term(1));
+    assert_eq!(s.role(), Role::Follower);
+}
+
+/// Once it voted in a term, a server refuses any other candidate of that term,
+/// without persisting anything or resetting its election timer.
+///
+/// ("Each server will vote for at most one candidate in a given term".)
+///
+/// Raft §5.2
+#[test]
+fn vote_refused_to_second_candidate_in_same_term() {
+    let mut s = server_with_log(1, 3, &[], 1);
+    s.step(receive(2, rv(1, 2, 0, 0)));
+
+    let out = s.step(receive(3, rv(1, 3, 0, 0)));
+
+    assert_eq!(out, vec![send(3, rvr(1, false))]);
+    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
+    assert_eq!(s.current_term(), Term(1));
+}
+
+/// A duplicated RequestVote from the candidate already voted for is granted
+/// again; nothing new needs persisting.
+///
+/// Fig. 2 (RequestVote RPC, receiver rule 2: "votedFor is null or candidateId")
+#[test]
+fn vote_regranted_to_same_candidate_is_idempotent() {
+    let mut s = server_with_log(1, 3, &[], 1);
+    s.step(receive(2, rv(1, 2, 0, 0)));
+
+    let out = s.step(receive(2, rv(1, 2, 0, 0)));
+
+    assert_eq!(out, vec![SET_ELECTION, send(2, rvr(1, true))]);
+    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
+}
+
+/// A candidate has voted for itself and refuses other candidates of its term.
+///
+/// Fig. 2 (Candidates: "Vote for self"), Raft §5.2
+#[test]
+fn candidate_refuses_vote_to_other_candidate_of_its_term() {
+    let mut s = candidate_of_term(1, 3, &[], 2);
+
+    let out = s.step(receive(2, rv(2, 2, 5, 1)));
+
+    assert_eq!(out, vec![send(2, rvr(2, false))]);
+    assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+    assert_eq!(s.role(), Role::Candidate);
+}
+
+/// A leader refuses a RequestVote of its own term (it voted for itself) and
+/// stays leader.
+///
+/// Raft §5.2
+#[test]
+fn leader_refuses_vote_in_its_own_term() {
+    let mut s = leader_of_term(1, 3, &[], 2);
+
+    let out = s.step(receive(3, rv(2, 3, 9, 2)));
+
+    assert_eq!(out, vec![send(3, rvr(2, false))]);
+    assert_eq!(s.role(), Role::Leader);
+    assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+}
+
+/// A follower of term 2 with log terms [1, 2, 2] receives a RequestVote of
+/// term 3 from server 2 with the given last log index and term.
+fn vote_against_log_1_2_2(last_log_index: u64, last_log_term: u64) -> (Server<Counter>, Vec<Out>) {
+    let mut s = server_with_log(1, 3, &[1, 2, 2], 2);
+    let out = s.step(receive(2, rv(3, 2, last_log_index, last_log_term)));
+    (s, out)
+}
+
+/// The election restriction refuses a candidate whose last entry has a lower
+/// term, however long its log; the receiver still adopts the new term.
+///
+/// Raft §5.4.1
+#[test]
+fn vote_refused_when_candidate_last_term_is_lower() {
+    let (s, out) = vote_against_log_1_2_2(10, 1);
+
+    assert_eq!(
+        out,
+        vec![persist_hard_state(3, None), send(2, rvr(3, false))]
+    );
+    assert_eq!(s.current_term(), Term(3));
+    assert_eq!(s.persistent.voted_for, None);
+}
+
+/// Same last term but a shorter log: the candidate is less up to date.
+///
+/// Raft §5.4.1
+#[test]
+fn vote_refused_when_same_last_term_but_shorter_log() {
+    let (s, out) = vote_against_log_1_2_2(2, 2);
+
+    assert_eq!(
+        out,
+        vec![persist_hard_state(3, None), send(2, rvr(3, false))]
+    );
+    assert_eq!(s.persistent.voted_for, None);
+}
+
+/// Same last term and same length: "at least as up-to-date" holds.
+///
+/// Raft §5.4.1
+#[test]
+fn vote_granted_when_logs_are_equal() {
+    let (s, out) = vote_against_log_1_2_2(3, 2);
+
+    assert_eq!(
+        out,
+        vec![
+            persist_hard_state(3, Some(2)),
+            SET_ELECTION,
+            send(2, rvr(3, true)),
+        ]
+    );
+    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
+}
+
+/// Same last term and a longer log: the candidate is more up to date.
+///
+/// Raft §5.4.1
+#[test]
+fn vote_granted_when_same_last_term_and_longer_log() {
+    let (s, out) = vote_against_log_1_2_2(4, 2);
+
+    assert_eq!(
+        out,
+        vec![
+            persist_hard_state(3, Some(2)),
+            SET_ELECTION,
+            send(2, rvr(3, true)),
+        ]
+    );
+    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
+}
+
+/// A higher last term wins even with a shorter log.
+///
+/// Raft §5.4.1
+#[test]
+fn vote_granted_when_candidate_last_term_is_higher() {
+    let (s, out) = vote_against_log_1_2_2(1, 3);
+
+    assert_eq!(
+        out,
+        vec![
+            persist_hard_state(3, Some(2)),
+            SET_ELECTION,
+            send(2, rvr(3, true)),
+        ]
+    );
+    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
+}
+
+// ---- Stale terms -----------------------------------------------------------
+
+/// A RequestVote of an earlier term is refused with the receiver's term, even
+/// when the receiver has not voted and the candidate's log is up to date.
+///
+/// Fig. 2 (RequestVote RPC, receiver rule 1)
+#[test]
+fn request_vote_with_stale_term_is_refused() {
+    let mut s = server_with_log(1, 3, &[], 3);
+
+    let out = s.step(receive(2, rv(2, 2, 10, 2)));
+
+    assert_eq!(out, vec![send(2, rvr(3, false))]);
+    assert_eq!(s.current_term(), Term(3));
+    assert_eq!(s.persistent.voted_for, None);
+}
+
+/// An AppendEntries of an earlier term is rejected with the receiver's term;
+/// it neither resets the election timer, nor changes the leader hint, the log
+/// or the commit index.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 1)
+#[test]
+fn append_entries_with_stale_term_is_rejected() {
+    let mut s = server_with_log(1, 3, &[1, 3], 3);
+    s.volatile.leader_hint = Some(NodeId(3));
+
+    let out = s.step(receive(2, ae(2, 2, 1, 1, vec![entry(2)], 2)));
+
+    assert_eq!(out, vec![send(2, aer(3, false, 1))]);
+    assert_eq!(s.volatile.leader_hint, Some(NodeId(3)));
+    assert_eq!(s.persistent.log, log_of(&[1, 3]));
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+    assert_eq!(s.current_term(), Term(3));
+    assert_eq!(s.role(), Role::Follower);
+}
+
+/// A vote granted in an earlier term does not count: the response is
+/// ignored (it would otherwise complete a majority here).
+///
+/// Stale responses are discarded like stale requests ("If a server receives a
+/// request with a stale term number, it rejects the request").
+///
+/// Raft §5.1
+#[test]
+fn stale_request_vote_response_is_ignored() {
+    let mut s = candidate_of_term(1, 3, &[], 3);
+    let before = s.clone();
+
+    let out = s.step(receive(2, rvr(2, true)));
+
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+    assert_eq!(s.volatile.votes_granted, nodes(&[1]));
+}
+
+/// AppendEntries responses of an earlier term, successful or not, are
+/// ignored by a leader.
+///
+/// Raft §5.1
+#[test]
+fn stale_append_entries_response_is_ignored() {
+    let mut s = leader_of_term(1, 3, &[], 3);
+    let before = s.clone();
+
+    let out = s.step(receive(2, aer(2, true, 1)));
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+
+    let out = s.step(receive(2, aer(2, false, 1)));
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+}
+
+// ---- Higher terms: stepping down --------------------------------------------
+
+/// The four message kinds, each of term 3 and sent by server 2, with the
+/// outputs expected of a follower or candidate of term 2 with log [1]. The
+/// RequestVote comes from a candidate with an empty log, so it is refused.
+fn higher_term_messages_for_follower() -> Vec<(Msg, Vec<Out>)> {
+    vec![
+        (
+            rv(3, 2, 0, 0),
+            vec![persist_hard_state(3, None), send(2, rvr(3, false))],
+        ),
+        (rvr(3, false), vec![persist_hard_state(3, None)]),
+        (
+            ae(3, 2, 1, 1, vec![], 0),
+            vec![
+                persist_hard_state(3, None),
+                SET_ELECTION,
+                send(2, aer(3, true, 1)),
+            ],
+        ),
+        (aer(3, false, 1), vec![persist_hard_state(3, None)]),
+    ]
+}
+
+/// A follower adopts a higher term seen in any message, forgets its vote of
+/// the old term and persists both.
+///
+/// Fig. 2 (Rules for Servers, All Servers rule 2), Raft §5.1
+#[test]
+fn follower_adopts_higher_term_from_any_message() {
+    for (message, expected) in higher_term_messages_for_follower() {
+        let mut s = server_with_log(1, 3, &[1], 2);
+        s.persistent.voted_for = Some(NodeId(3));
+        s.volatile.leader_hint = Some(NodeId(3));
+
+        let out = s.step(receive(2, message.clone()));
+
+        assert_eq!(out, expected, "{}", message.name());
+        assert_eq!(s.current_term(), Term(3), "{}", message.name());
+        assert_eq!(s.persistent.voted_for, None, "{}", message.name());
+        assert_eq!(s.role(), Role::Follower, "{}", message.name());
+        let hint = matches!(message, Message::AppendEntries(_)).then_some(NodeId(2));
+        assert_eq!(s.volatile.leader_hint, hint, "{}", message.name());
+    }
+}
+
+/// A candidate seeing a higher term in any message becomes a follower of that
+/// term without a vote and drops the votes it collected.
+///
+/// Fig. 2 (Rules for Servers, All Servers rule 2), Raft §5.1
+#[test]
+fn candidate_steps_down_on_higher_term_from_any_message() {
+    for (message, expected) in higher_term_messages_for_follower() {
+        let mut s = candidate_of_term(1, 3, &[1], 2);
+        assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+
+        let out = s.step(receive(2, message.clone()));
+
+        assert_eq!(out, expected, "{}", message.name());
+        assert_eq!(s.current_term(), Term(3), "{}", message.name());
+        assert_eq!(s.persistent.voted_for, None, "{}", message.name());
+        assert_eq!(s.role(), Role::Follower, "{}", message.name());
+        assert!(s.volatile.votes_granted.is_empty(), "{}", message.name());
+    }
+}
+
+/// A leader seeing a higher term in any message becomes a follower of that
+/// term without a vote: it cancels its heartbeat timer, starts its election
+/// timer and forgets its replication state. Its log is kept.
+///
+/// Fig. 2 (Rules for Servers, All Servers rule 2), Raft §5.1
+#[test]
+fn leader_steps_down_on_higher_term_from_any_message() {
+    let step_down = || vec![persist_hard_state(3, None), CANCEL_HEARTBEAT, SET_ELECTION];
+    let cases: Vec<(Msg, Vec<Out>)> = vec![
+        (
+            rv(3, 2, 0, 0),
+            [step_down(), vec![send(2, rvr(3, false))]].concat(),
+        ),
+        (rvr(3, false), step_down()),
+        (
+            // The follower's own AppendEntries handling resets the election
+            // timer once more.
+            ae(3, 2, 1, 1, vec![], 0),
+            [step_down(), vec![SET_ELECTION, send(2, aer(3, true, 1))]].concat(),
+        ),
+        (aer(3, false, 1), step_down()),
+    ];
+    for (message, expected) in cases {
+        let mut s = leader_of_term(1, 3, &[1], 2);
+        assert_eq!(s.persistent.log, log_of(&[1, 2]));
+
+        let out = s.step(receive(2, message.clone()));
+
+        assert_eq!(out, expected, "{}", message.name());
+        assert_eq!(s.current_term(), Term(3), "{}", message.name());
+        assert_eq!(s.persistent.voted_for, None, "{}", message.name());
+        assert_eq!(s.role(), Role::Follower, "{}", message.name());
+        assert!(s.volatile.next_index.is_empty(), "{}", message.name());
+        assert!(s.volatile.match_index.is_empty(), "{}", message.name());
+        assert_eq!(s.persistent.log, log_of(&[1, 2]), "{}", message.name());
+    }
+}
+
+/// A candidate that hears from a leader of its own term returns to follower,
+/// keeps its vote (for itself), records the leader and accepts the entries.
+///
+/// Fig. 2 (Candidates: "If AppendEntries RPC received from new leader: convert to follower"), Raft §5.2
+#[test]
+fn candidate_receiving_append_entries_of_its_term_becomes_follower() {
+    let mut s = candidate_of_term(1, 3, &[], 2);
+
+    let out = s.step(receive(2, ae(2, 2, 0, 0, vec![entry(2)], 0)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(1, vec![entry(2)]),
+            SET_ELECTION,
+            send(2, aer(2, true, 1)),
+        ]
+    );
+    assert_eq!(s.role(), Role::Follower);
+    assert_eq!(s.current_term(), Term(2));
+    assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+    assert_eq!(s.volatile.leader_hint, Some(NodeId(2)));
+    assert_eq!(s.persistent.log, log_of(&[2]));
+    assert!(s.volatile.votes_granted.is_empty());
+}
+
+// ---- Elections --------------------------------------------------------------
+
+/// A follower whose election timer fires becomes a candidate: it increments
+/// its term, votes for itself, persists that, restarts its election timer and
+/// asks every peer for a vote with its last log index and term.
+///
+/// Fig. 2 (Followers rule 2; Candidates rule 1), Raft §5.2
+#[test]
+fn follower_election_timeout_starts_election() {
+    let mut s = server_with_log(1, 3, &[1, 1], 1);
+    s.volatile.leader_hint = Some(NodeId(2));
+
+    let out = s.step(Input::ElectionTimeout);
+
+    assert_eq!(
+        out,
+        vec![
+            persist_hard_state(2, Some(1)),
+            SET_ELECTION,
+            send(2, rv(2, 1, 2, 1)),
+            send(3, rv(2, 1, 2, 1)),
+        ]
+    );
+    assert_eq!(s.role(), Role::Candidate);
+    assert_eq!(s.current_term(), Term(2));
+    assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+    assert_eq!(s.volatile.votes_granted, nodes(&[1]));
+    assert_eq!(s.volatile.leader_hint, None);
+}
+
+/// A candidate whose election times out starts a new election in the next
+/// term; the votes of the old term are dropped.
+///
+/// Fig. 2 (Candidates rule 4: "If election timeout elapses: start new election")
+#[test]
+fn candidate_election_timeout_starts_new_election() {
+    let mut s = candidate_of_term(1, 5, &[], 2);
+    s.step(receive(2, rvr(2, true)));
+    assert_eq!(s.volatile.votes_granted, nodes(&[1, 2]));
+
+    let out = s.step(Input::ElectionTimeout);
+
+    assert_eq!(
+        out,
+        vec![
+            persist_hard_state(3, Some(1)),
+            SET_ELECTION,
+            send(2, rv(3, 1, 0, 0)),
+            send(3, rv(3, 1, 0, 0)),
+            send(4, rv(3, 1, 0, 0)),
+            send(5, rv(3, 1, 0, 0)),
+        ]
+    );
+    assert_eq!(s.role(), Role::Candidate);
+    assert_eq!(s.current_term(), Term(3));
+    assert_eq!(s.volatile.votes_granted, nodes(&[1]));
+
+    // Server 2's vote of term 2 is gone: one more vote of term 3 is not enough.
+    assert_eq!(s.step(receive(3, rvr(3, true))), vec![]);
+    assert_eq!(s.role(), Role::Candidate);
+}
+
+/// A leader has no election timer; a late election timeout changes nothing.
+///
+/// Fig. 2 (Rules for Servers: only followers and candidates act on election timeouts), Raft §5.2
+#[test]
+fn leader_ignores_election_timeout() {
+    let mut s = leader_of_term(1, 3, &[], 2);
+    let before = s.clone();
+
+    let out = s.step(Input::ElectionTimeout);
+
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+}
+
+/// A candidate that receives votes from a majority becomes leader: it appends
+/// a no-op entry of its term (documented decision, Raft §8), initialises
+/// next_index and match_index, stops its election timer, starts its heartbeat
+/// timer and sends AppendEntries to every peer.
+///
+/// Fig. 2 (Candidates rule 2; Leaders rule 1), Raft §5.2
+#[test]
+fn candidate_with_majority_of_votes_becomes_leader() {
+    let mut s = candidate_of_term(1, 3, &[1], 2);
+
+    let out = s.step(receive(2, rvr(2, true)));
+
+    let heartbeat = ae(2, 1, 1, 1, vec![entry(2)], 0);
+    assert_eq!(
+        out,
+        vec![
+            persist_log(2, vec![entry(2)]),
+            CANCEL_ELECTION,
+            SET_HEARTBEAT,
+            send(2, heartbeat.clone()),
+            send(3, heartbeat),
+        ]
+    );
+    assert_eq!(s.role(), Role::Leader);
+    assert_eq!(s.current_term(), Term(2));
+    assert_eq!(s.volatile.leader_hint, Some(NodeId(1)));
+    assert_eq!(s.persistent.log, log_of(&[1, 2]));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 2), (3, 2)]));
+    assert_eq!(s.volatile.match_index, indices(&[(2, 0), (3, 0)]));
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+    assert!(s.volatile.votes_granted.is_empty());
+}
+
+/// Votes from a minority, a duplicated vote and a refusal do not make a
+/// candidate leader; the vote that completes the majority does.
+///
+/// ("A candidate wins an election if it receives votes from a majority of
+/// the servers".)
+///
+/// Raft §5.2
+#[test]
+fn candidate_with_minority_of_votes_stays_candidate() {
+    let mut s = candidate_of_term(1, 5, &[], 2);
+
+    assert_eq!(s.step(receive(2, rvr(2, true))), vec![]);
+    assert_eq!(s.step(receive(2, rvr(2, true))), vec![]);
+    assert_eq!(s.step(receive(3, rvr(2, false))), vec![]);
+    assert_eq!(s.role(), Role::Candidate);
+    assert_eq!(s.volatile.votes_granted, nodes(&[1, 2]));
+
+    let out = s.step(receive(4, rvr(2, true)));
+
+    let heartbeat = ae(2, 1, 0, 0, vec![entry(2)], 0);
+    assert_eq!(
+        out,
+        vec![
+            persist_log(1, vec![entry(2)]),
+            CANCEL_ELECTION,
+            SET_HEARTBEAT,
+            send(2, heartbeat.clone()),
+            send(3, heartbeat.clone()),
+            send(4, heartbeat.clone()),
+            send(5, heartbeat),
+        ]
+    );
+    assert_eq!(s.role(), Role::Leader);
+}
+
+/// In a one-server cluster the candidate's own vote is a majority: it becomes
+/// leader in the same step and commits its no-op at once.
+///
+/// Raft §5.2
+#[test]
+fn single_server_becomes_leader_on_election_timeout() {
+    let (mut s, out) = Server::<Counter>::new(NodeId(1), vec![]);
+    assert_eq!(out, vec![SET_ELECTION]);
+
+    let out = s.step(Input::ElectionTimeout);
+
+    assert_eq!(
+        out,
+        vec![
+            persist(Some((1, Some(1))), Some((1, vec![entry(1)]))),
+            SET_ELECTION,
+            CANCEL_ELECTION,
+            SET_HEARTBEAT,
+            applied(1, 1),
+        ]
+    );
+    assert_eq!(s.role(), Role::Leader);
+    assert_eq!(s.current_term(), Term(1));
+    assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+    assert_eq!(s.volatile.commit_index, LogIndex(1));
+    assert_eq!(s.volatile.last_applied, LogIndex(1));
+}
+
+/// When its heartbeat timer fires, a leader restarts it and sends every peer
+/// an AppendEntries with the entries from its next_index on (empty when the
+/// peer is up to date) and its commit index.
+///
+/// Fig. 2 (Leaders rule 1: "repeat during idle periods to prevent election timeouts"), Raft §5.2
+#[test]
+fn leader_heartbeat_timeout_sends_append_entries_to_every_peer() {
+    let mut s = leader_of_term(1, 3, &[1], 2);
+    s.step(receive(2, aer(2, true, 2)));
+    assert_eq!(s.volatile.commit_index, LogIndex(2));
+
+    let out = s.step(Input::HeartbeatTimeout);
+
+    assert_eq!(
+        out,
+        vec![
+            SET_HEARTBEAT,
+            send(2, ae(2, 1, 2, 2, vec![], 2)),
+            send(3, ae(2, 1, 1, 1, vec![entry(2)], 2)),
+        ]
+    );
+}
+
+/// Followers and candidates have no heartbeat timer.
+///
+/// Fig. 2 (Leaders rule 1)
+#[test]
+fn non_leaders_ignore_heartbeat_timeout() {
+    let mut follower = server_with_log(1, 3, &[1], 1);
+    let before = follower.clone();
+    assert_eq!(follower.step(Input::HeartbeatTimeout), vec![]);
+    assert_eq!(follower, before);
+
+    let mut candidate = candidate_of_term(1, 3, &[1], 2);
+    let before = candidate.clone();
+    assert_eq!(candidate.step(Input::HeartbeatTimeout), vec![]);
+    assert_eq!(candidate, before);
+}
+
+// ---- AppendEntries: consistency check ----------------------------------------
+
+/// A follower without an entry at prev_log_index rejects the request, and
+/// the failure names the rejected prev_log_index. The request still comes from
+/// the current leader: the election timer is reset and the leader recorded.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 2)
+#[test]
+fn append_entries_rejected_when_no_entry_at_prev_log_index() {
+    let mut s = server_with_log(1, 3, &[1, 1], 2);
+
+    let out = s.step(receive(2, ae(2, 2, 3, 1, vec![entry(2)], 0)));
+
+    assert_eq!(out, vec![SET_ELECTION, send(2, aer(2, false, 3))]);
+    assert_eq!(s.persistent.log, log_of(&[1, 1]));
+    assert_eq!(s.volatile.leader_hint, Some(NodeId(2)));
+}
+
+/// A follower whose entry at prev_log_index has another term rejects the
+/// request and keeps its log.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 2)
+#[test]
+fn append_entries_rejected_when_term_at_prev_log_index_differs() {
+    let mut s = server_with_log(1, 3, &[1, 1], 2);
+
+    let out = s.step(receive(2, ae(2, 2, 2, 2, vec![entry(2)], 0)));
+
+    assert_eq!(out, vec![SET_ELECTION, send(2, aer(2, false, 2))]);
+    assert_eq!(s.persistent.log, log_of(&[1, 1]));
+}
+
+/// When the entry at prev_log_index matches, the new entries are appended and
+/// persisted before the success response, which names the last entry covered.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rules 2 and 4)
+#[test]
+fn append_entries_accepted_when_prev_log_entry_matches() {
+    let mut s = server_with_log(1, 3, &[1, 1], 2);
+
+    let out = s.step(receive(2, ae(2, 2, 2, 1, vec![entry(2), entry(2)], 0)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(3, vec![entry(2), entry(2)]),
+            SET_ELECTION,
+            send(2, aer(2, true, 4)),
+        ]
+    );
+    assert_eq!(s.persistent.log, log_of(&[1, 1, 2, 2]));
+    assert_eq!(s.volatile.leader_hint, Some(NodeId(2)));
+}
+
+// ---- AppendEntries: conflicts ------------------------------------------------
+
+/// An existing entry that conflicts with a new one is deleted with all that
+/// follow it, and the leader's entries take their place.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 3), Raft §5.3
+#[test]
+fn conflicting_entry_and_all_that_follow_are_replaced() {
+    let mut s = server_with_log(1, 3, &[1, 1, 2, 2], 3);
+
+    let out = s.step(receive(2, ae(3, 2, 2, 1, vec![entry(3)], 0)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(3, vec![entry(3)]),
+            SET_ELECTION,
+            send(2, aer(3, true, 3)),
+        ]
+    );
+    assert_eq!(s.persistent.log, log_of(&[1, 1, 3]));
+}
+
+/// Matching entries at the front of the request are kept; the log is
+/// rewritten only from the first conflicting index.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rules 3 and 4), Raft §5.3
+#[test]
+fn log_is_rewritten_only_from_the_first_conflict() {
+    let mut s = server_with_log(1, 3, &[1, 1, 2, 2], 3);
+
+    let out = s.step(receive(2, ae(3, 2, 1, 1, vec![entry(1), entry(3)], 0)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(3, vec![entry(3)]),
+            SET_ELECTION,
+            send(2, aer(3, true, 3)),
+        ]
+    );
+    assert_eq!(s.persistent.log, log_of(&[1, 1, 3]));
+}
+
+/// An AppendEntries whose entries all match existing ones changes nothing: a
+/// stale, shorter request arriving after a longer one must not delete the
+/// later entries, and nothing is persisted.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 3: truncate only "if an existing entry conflicts with a new one")
+#[test]
+fn append_entries_whose_entries_all_match_never_truncates() {
+    let mut s = server_with_log(1, 3, &[], 1);
+    let long = ae(1, 2, 0, 0, vec![command(1, 7, 1), command(1, 7, 2)], 0);
+    let short = ae(1, 2, 0, 0, vec![command(1, 7, 1)], 0);
+    s.step(receive(2, long));
+    let full = Log::from_entries(vec![command(1, 7, 1), command(1, 7, 2)]);
+    assert_eq!(s.persistent.log, full);
+
+    let out = s.step(receive(2, short));
+
+    assert_eq!(out, vec![SET_ELECTION, send(2, aer(1, true, 1))]);
+    assert_eq!(s.persistent.log, full);
+
+    // A heartbeat pointing into the middle of the log truncates nothing either.
+    let out = s.step(receive(2, ae(1, 2, 1, 1, vec![], 0)));
+
+    assert_eq!(out, vec![SET_ELECTION, send(2, aer(1, true, 1))]);
+    assert_eq!(s.persistent.log, full);
+}
+
+// ---- AppendEntries: commit index ---------------------------------------------
+
+/// The follower's commit index follows the leader's, and the newly committed
+/// entries are applied in order.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 5; All Servers rule 1)
+#[test]
+fn follower_commit_follows_leader_commit() {
+    let mut s = server_with_log(1, 3, &[], 1);
+
+    let out = s.step(receive(2, ae(1, 2, 0, 0, vec![entry(1), entry(1)], 1)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(1, vec![entry(1), entry(1)]),
+            SET_ELECTION,
+            applied(1, 1),
+            send(2, aer(1, true, 2)),
+        ]
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(1));
+    assert_eq!(s.volatile.last_applied, LogIndex(1));
+}
+
+/// When leader_commit is beyond the last new entry, the follower commits up
+/// to the last new entry only.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 5: commitIndex = min(leaderCommit, index of last new entry))
+#[test]
+fn follower_commit_is_capped_by_last_new_entry() {
+    let mut s = server_with_log(1, 3, &[], 1);
+
+    let out = s.step(receive(2, ae(1, 2, 0, 0, vec![entry(1), entry(1)], 5)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(1, vec![entry(1), entry(1)]),
+            SET_ELECTION,
+            applied(1, 1),
+            applied(2, 1),
+            send(2, aer(1, true, 2)),
+        ]
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(2));
+    assert_eq!(s.volatile.last_applied, LogIndex(2));
+}
+
+/// Entries that the follower holds beyond the last new entry of the request
+/// are not known to match the leader, so the commit index must not reach
+/// them, even if leader_commit does.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 5: commitIndex = min(leaderCommit, index of last new entry))
+#[test]
+fn follower_commit_does_not_reach_entries_beyond_last_new_entry() {
+    let mut s = server_with_log(1, 3, &[1, 1, 1], 1);
+
+    let out = s.step(receive(2, ae(1, 2, 0, 0, vec![entry(1)], 3)));
+
+    assert_eq!(
+        out,
+        vec![SET_ELECTION, applied(1, 1), send(2, aer(1, true, 1))]
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(1));
+    assert_eq!(s.persistent.log, log_of(&[1, 1, 1]));
+
+    // A heartbeat with prev_log_index 1: the last new entry is still index 1.
+    let out = s.step(receive(2, ae(1, 2, 1, 1, vec![], 3)));
+
+    assert_eq!(out, vec![SET_ELECTION, send(2, aer(1, true, 1))]);
+    assert_eq!(s.volatile.commit_index, LogIndex(1));
+}
+
+/// A lower leader_commit (e.g. a reordered request) never lowers the
+/// follower's commit index.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 5: "If leaderCommit > commitIndex")
+#[test]
+fn follower_commit_index_never_decreases() {
+    let mut s = server_with_log(1, 3, &[], 1);
+    s.step(receive(2, ae(1, 2, 0, 0, vec![entry(1), entry(1)], 2)));
+    assert_eq!(s.volatile.commit_index, LogIndex(2));
+
+    let out = s.step(receive(2, ae(1, 2, 2, 1, vec![], 1)));
+
+    assert_eq!(out, vec![SET_ELECTION, send(2, aer(1, true, 2))]);
+    assert_eq!(s.volatile.commit_index, LogIndex(2));
+    assert_eq!(s.volatile.last_applied, LogIndex(2));
+}
+
+// ---- Leader: commitment ------------------------------------------------------
+
+/// Figure 8: an entry of an earlier term stored on a majority is not
+/// committed by counting replicas; once an entry of the leader's term is on a
+/// majority, both are committed.
+///
+/// Raft §5.4.2 (Figure 8), Fig. 2 (Leaders rule 4)
+#[test]
+fn leader_commits_only_entries_of_its_term_by_counting_replicas() {
+    // Server 1 led term 2 and wrote an entry of term 2 at index 2; it is
+    // re-elected in term 4 and appends its no-op at index 3.
+    let mut s = leader_of_term(1, 5, &[1, 2], 4);
+    assert_eq!(s.persistent.log, log_of(&[1, 2, 4]));
+
+    // Index 2 (term 2) reaches servers 1, 2 and 3: a majority of 5.
+    assert_eq!(s.step(receive(2, aer(4, true, 2))), vec![]);
+    assert_eq!(s.step(receive(3, aer(4, true, 2))), vec![]);
+    assert_eq!(
+        s.volatile.match_index,
+        indices(&[(2, 2), (3, 2), (4, 0), (5, 0)])
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+
+    // Index 3 (term 4) on servers 1 and 2 only: still nothing committed.
+    assert_eq!(s.step(receive(2, aer(4, true, 3))), vec![]);
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+
+    // Index 3 on a majority: it commits, and the earlier entries with it.
+    let out = s.step(receive(3, aer(4, true, 3)));
+
+    assert_eq!(out, vec![applied(1, 1), applied(2, 2), applied(3, 4)]);
+    assert_eq!(s.volatile.commit_index, LogIndex(3));
+    assert_eq!(s.volatile.last_applied, LogIndex(3));
+}
+
+// ---- Leader: next_index / match_index ------------------------------------------
+
+/// A failed consistency check makes the leader decrement next_index and retry
+/// at once with the earlier prev_log_index and the entries from there on.
+///
+/// Raft §5.3, Fig. 2 (Leaders rule 3.2)
+#[test]
+fn failure_response_decrements_next_index_and_retries() {
+    let mut s = leader_of_term(1, 3, &[1, 1], 2);
+    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 3)]));
+
+    let out = s.step(receive(2, aer(2, false, 2)));
+
+    assert_eq!(
+        out,
+        vec![send(2, ae(2, 1, 1, 1, vec![entry(1), entry(2)], 0))]
+    );
+    assert_eq!(s.volatile.next_index, indices(&[(2, 2), (3, 3)]));
+    assert_eq!(s.volatile.match_index, indices(&[(2, 0), (3, 0)]));
+
+    let out = s.step(receive(2, aer(2, false, 1)));
+
+    assert_eq!(
+        out,
+        vec![send(
+            2,
+            ae(2, 1, 0, 0, vec![entry(1), entry(1), entry(2)], 0)
+        )]
+    );
+    assert_eq!(s.volatile.next_index, indices(&[(2, 1), (3, 3)]));
+}
+
+/// A duplicated (stale) failure response does not move next_index further
+/// back, and sends nothing.
+///
+/// Raft §5.3
+#[test]
+fn stale_duplicate_failure_response_does_not_move_next_index() {
+    let mut s = leader_of_term(1, 3, &[1, 1], 2);
+    s.step(receive(2, aer(2, false, 2)));
+    let before = s.clone();
+
+    let out = s.step(receive(2, aer(2, false, 2)));
+
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+    assert_eq!(s.volatile.next_index, indices(&[(2, 2), (3, 3)]));
+}
+
+/// A success response sets match_index to the index it covers and next_index
+/// just after it (committing what is now on a majority); a stale success with
+/// a lower index never moves match_index or next_index backwards.
+///
+/// Fig. 2 (Leaders rule 3.1), Raft §5.3
+#[test]
+fn success_response_sets_match_index_which_never_moves_backwards() {
+    let mut s = leader_of_term(1, 3, &[1, 1], 2);
+    s.step(receive(2, aer(2, false, 2)));
+
+    let out = s.step(receive(2, aer(2, true, 3)));
+
+    assert_eq!(out, vec![applied(1, 1), applied(2, 1), applied(3, 2)]);
+    assert_eq!(s.volatile.match_index, indices(&[(2, 3), (3, 0)]));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 4), (3, 3)]));
+    assert_eq!(s.volatile.commit_index, LogIndex(3));
+
+    let before = s.clone();
+    let out = s.step(receive(2, aer(2, true, 1)));
+
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+    assert_eq!(s.volatile.match_index, indices(&[(2, 3), (3, 0)]));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 4), (3, 3)]));
+}
+
+// ---- Clients -----------------------------------------------------------------
+
+/// A follower rejects client requests and supplies the leader it knows: none
+/// before it heard from a leader, the sender of AppendEntries afterwards.
+///
+/// ("If the client contacts a follower, the follower will reject its request
+/// and supply information about the most recent leader it has heard from".)
+///
+/// Raft §8
+#[test]
+fn follower_redirects_client_with_leader_hint() {
+    let (mut s, _) = Server::<Counter>::new(NodeId(1), peers_of(1, 3));
+
+    let out = s.step(client_request(7, 1));
+
+    assert_eq!(out, vec![not_leader(7, 1, None)]);
+
+    s.step(receive(2, ae(1, 2, 0, 0, vec![], 0)));
+    let out = s.step(client_request(7, 1));
+
+    assert_eq!(out, vec![not_leader(7, 1, Some(2))]);
+    assert!(s.persistent.log.is_empty());
+}
+
+/// A candidate knows no leader of its term.
+///
+/// Raft §8
+#[test]
+fn candidate_redirects_client_without_leader_hint() {
+    let mut s = candidate_of_term(1, 3, &[], 2);
+
+    let out = s.step(client_request(7, 1));
+
+    assert_eq!(out, vec![not_leader(7, 1, None)]);
+    assert!(s.persistent.log.is_empty());
+}
+
+/// The leader appends the command to its log, persists it, sends it to every
+/// peer, and answers the client only once the entry is committed and applied.
+///
+/// Fig. 2 (Leaders rule 2: "respond after entry applied to state machine"), Raft §8
+#[test]
+fn leader_appends_client_command_and_replies_once_applied() {
+    let mut s = leader_of_term(1, 3, &[], 1);
+
+    let out = s.step(client_request(7, 1));
+
+    let request = ae(1, 1, 0, 0, vec![entry(1), command(1, 7, 1)], 0);
+    assert_eq!(
+        out,
+        vec![
+            persist_log(2, vec![command(1, 7, 1)]),
+            send(2, request.clone()),
+            send(3, request),
+        ]
+    );
+    assert_eq!(
+        s.persistent.log,
+        Log::from_entries(vec![entry(1), command(1, 7, 1)])
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+
+    let out = s.step(receive(2, aer(1, true, 2)));
+
+    assert_eq!(out, vec![applied(1, 1), applied(2, 1), reply_ok(7, 1, 0)]);
+    assert_eq!(s.volatile.commit_index, LogIndex(2));
+    assert_eq!(s.volatile.state_machine, Counter(1));
+    assert_eq!(s.volatile.sessions, BTreeMap::from([(ClientId(7), (1, 0))]));
+}
+
+/// A retried request whose entry is already in the log (not yet applied) is
+/// not appended a second time; the reply comes when that entry applies.
+///
+/// Raft §8
+#[test]
+fn retried_request_already_in_log_is_not_appended_twice() {
+    let mut s = leader_of_term(1, 3, &[], 1);
+    s.step(client_request(7, 1));
+    let before = s.clone();
+
+    let out = s.step(client_request(7, 1));
+
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+
+    let out = s.step(receive(2, aer(1, true, 2)));
+
+    assert_eq!(out, vec![applied(1, 1), applied(2, 1), reply_ok(7, 1, 0)]);
+    assert_eq!(s.volatile.state_machine, Counter(1));
+}
+
+/// A retried request that was already applied is answered from the session
+/// table, without a new entry; an older request is dropped; a new request
+/// number is appended.
+///
+/// ("If it receives a command whose serial number has already been executed,
+/// it responds immediately without re-executing the request".)
+///
+/// Raft §8
+#[test]
+fn retried_request_already_applied_is_answered_from_session() {
+    let mut s = leader_of_term(1, 3, &[], 1);
+    s.step(client_request(7, 1));
+    s.step(receive(2, aer(1, true, 2)));
+    s.step(client_request(7, 2));
+    s.step(receive(2, aer(1, true, 3)));
+    assert_eq!(s.volatile.state_machine, Counter(2));
+    let before = s.clone();
+
+    let out = s.step(client_request(7, 2));
+
+    assert_eq!(out, vec![reply_ok(7, 2, 1)]);
+    assert_eq!(s, before);
+
+    let out = s.step(client_request(7, 1));
+
+    assert_eq!(out, vec![]);
+    assert_eq!(s, before);
+
+    let out = s.step(client_request(7, 3));
+
+    let request = ae(1, 1, 3, 1, vec![command(1, 7, 3)], 3);
+    assert_eq!(
+        out,
+        vec![
+            persist_log(4, vec![command(1, 7, 3)]),
+            send(2, request),
+            send(3, ae(1, 1, 0, 0, s.persistent.log.entries().to_vec(), 3)),
+        ]
+    );
+    assert_eq!(s.persistent.log.len(), 4);
+}
+
+/// A log holding the same (client, request number) twice — a retry appended
+/// by two different leaders — applies the command once; both entries are
+/// applied as log entries.
+///
+/// (The state machine "tracks the latest serial number processed for each
+/// client".)
+///
+/// Raft §8
+#[test]
+fn duplicate_command_in_log_is_applied_once() {
+    let mut s = server_with_log(1, 3, &[], 1);
+    let entries = vec![command(1, 7, 1), command(1, 7, 1), command(1, 7, 2)];
+
+    let out = s.step(receive(2, ae(1, 2, 0, 0, entries.clone(), 3)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(1, entries),
+            SET_ELECTION,
+            applied(1, 1),
+            applied(2, 1),
+            applied(3, 1),
+            send(2, aer(1, true, 3)),
+        ]
+    );
+    assert_eq!(s.volatile.state_machine, Counter(2));
+    assert_eq!(s.volatile.sessions, BTreeMap::from([(ClientId(7), (2, 1))]));
+    assert_eq!(s.volatile.last_applied, LogIndex(3));
+}
+
+/// A late retry of an older request, appended after a newer request of the
+/// same client was applied, is not applied either: the session remembers the
+/// latest request applied for each client.
+///
+/// Raft §8
+#[test]
+fn older_request_in_log_after_newer_one_is_not_applied() {
+    let mut s = server_with_log(1, 3, &[], 1);
+    let entries = vec![command(1, 7, 1), command(1, 7, 2), command(1, 7, 1)];
+
+    let out = s.step(receive(2, ae(1, 2, 0, 0, entries.clone(), 3)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(1, entries),
+            SET_ELECTION,
+            applied(1, 1),
+            applied(2, 1),
+            applied(3, 1),
+            send(2, aer(1, true, 3)),
+        ]
+    );
+    assert_eq!(s.volatile.state_machine, Counter(2));
+    assert_eq!(s.volatile.sessions, BTreeMap::from([(ClientId(7), (2, 1))]));
+}
+
+// ---- Persistence and restart ---------------------------------------------------
+
+/// A restarted server keeps its term, vote and log, and starts as a follower
+/// with empty volatile state and a running election timer.
+///
+/// Fig. 2 (State: persistent state on all servers; volatile state is lost)
+#[test]
+fn restart_keeps_persistent_state_and_resets_volatile_state() {
+    let mut leader = leader_of_term(1, 3, &[1], 5);
+    leader.step(client_request(7, 1));
+    leader.step(receive(2, aer(5, true, 3)));
+    assert_eq!(leader.volatile.commit_index, LogIndex(3));
+    let persistent = leader.persistent.clone();
+
+    let (s, out) = Server::<Counter>::restart(NodeId(1), peers_of(1, 3), persistent.clone());
+
+    assert_eq!(out, vec![SET_ELECTION]);
+    assert_eq!(s.persistent, persistent);
+    assert_eq!(s.current_term(), Term(5));
+    assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+    assert_eq!(s.role(), Role::Follower);
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+    assert_eq!(s.volatile.last_applied, LogIndex(0));
+    assert_eq!(s.volatile.leader_hint, None);
+    assert!(s.volatile.votes_granted.is_empty());
+    assert!(s.volatile.next_index.is_empty());
+    assert!(s.volatile.match_index.is_empty());
+    assert_eq!(s.volatile.state_machine, Counter(0));
+    assert!(s.volatile.sessions.is_empty());
+    assert_eq!(s.peers, peers_of(1, 3));
+}
+
+/// Replaying the Persist outputs of every step on a copy of the persistent
+/// state reproduces the server's persistent state, and a Persist is always
+/// the first output of its step.
+///
+/// Fig. 2 ("Updated on stable storage before responding to RPCs")
+#[test]
+fn persist_outputs_describe_every_change_to_persistent_state() {
+    let mut s = server_with_log(1, 3, &[1, 1, 1], 1);
+    let mut disk = s.persistent.clone();
+    let inputs = vec![
+        receive(2, rv(2, 2, 3, 1)),
+        receive(2, ae(2, 2, 1, 1, vec![entry(2)], 1)),
+        receive(2, ae(2, 2, 2, 2, vec![entry(2), entry(2)], 2)),
+        Input::ElectionTimeout,
+        receive(3, rvr(3, true)),
+        client_request(7, 1),
+        receive(2, aer(3, true, 5)),
+        // Server 3 won term 4 with log [1, 2, 2, 2, 3] and its no-op replaces
+        // the uncommitted client entry at index 6.
+        receive(3, ae(4, 3, 5, 3, vec![entry(4)], 5)),
+    ];
+    for input in inputs {
+        let out = s.step(input.clone());
+        for (i, o) in out.iter().enumerate() {
+            if let Output::Persist(p) = o {
+                assert_eq!(i, 0, "Persist not first for {input:?}");
+                disk.apply_persist(p);
+            }
+        }
+        assert_eq!(disk, s.persistent, "after {input:?}");
+    }
+    assert_eq!(s.persistent.log, log_of(&[1, 2, 2, 2, 3, 4]));
+    assert_eq!(s.volatile.commit_index, LogIndex(5));
+    assert_eq!(s.current_term(), Term(4));
+}

@@ -1,0 +1,314 @@
+//! Stateright actors: Raft servers (adapters around `raft-spec`) and clients.
+//!
+//! A server actor translates Stateright events into `raft_spec::Input`s and
+//! the spec's `Output`s into Stateright commands. It contains no Raft rule.
+
+use raft_spec::{
+    ClientId, ClientReply, Counter, Increment, Input, Message, NodeId, Output, PersistentState,
+    Server, Timer,
+};
+use stateright::actor::{model_timeout, Actor, Id, Out};
+use stateright::{Rewrite, RewritePlan};
+use std::borrow::Cow;
+use std::cmp::Ordering;
+
+/// The state machine the model replicates.
+pub type Sm = Counter;
+/// The command the model's clients submit.
+pub type Cmd = Increment;
+
+/// Converts a server's Stateright id into its Raft id (they are equal).
+pub fn node_id(id: Id) -> NodeId {
+    NodeId(usize::from(id) as u64)
+}
+
+/// Converts a Raft id into the Stateright id.
+pub fn actor_id(node: NodeId) -> Id {
+    Id::from(node.0 as usize)
+}
+
+/// Messages of the model: Raft RPCs between servers, and the client protocol.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Msg {
+    /// A Raft RPC or response.
+    Raft(Message<Cmd>),
+    /// A client asks a server to apply its request (the client is the sender).
+    Request {
+        /// The client's request number.
+        request_no: u64,
+    },
+    /// A server answers a client.
+    Reply {
+        /// The request answered.
+        request_no: u64,
+        /// The answer.
+        reply: ClientReply<u64>,
+    },
+}
+
+fn rewrite_node<S>(plan: &RewritePlan<Id, S>) -> impl Fn(NodeId) -> NodeId + '_ {
+    move |n| node_id(plan.rewrite(&actor_id(n)))
+}
+
+fn rewrite_client<S>(plan: &RewritePlan<Id, S>) -> impl Fn(ClientId) -> ClientId + '_ {
+    move |c| ClientId(usize::from(plan.rewrite(&Id::from(c.0 as usize))) as u64)
+}
+
+impl Rewrite<Id> for Msg {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        match self {
+            Msg::Raft(m) => Msg::Raft(m.map_ids(&rewrite_node(plan), &rewrite_client(plan))),
+            Msg::Request { .. } => self.clone(),
+            Msg::Reply {
+                request_no,
+                reply: ClientReply::NotLeader { leader_hint },
+            } => Msg::Reply {
+                request_no: *request_no,
+                reply: ClientReply::NotLeader {
+                    leader_hint: leader_hint.map(rewrite_node(plan)),
+                },
+            },
+            Msg::Reply { .. } => self.clone(),
+        }
+    }
+}
+
+/// A server's state in the model: the spec's server, unchanged.
+///
+/// Ordering (used only to pick a representative under symmetry reduction)
+/// compares the persistent and volatile state before the server's id, so that
+/// servers are sorted by what they hold rather than by who they are.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServerState(pub Server<Sm>);
+
+impl PartialOrd for ServerState {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ServerState {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let (a, b) = (&self.0, &other.0);
+        (&a.persistent, &a.volatile, a.id, &a.peers).cmp(&(
+            &b.persistent,
+            &b.volatile,
+            b.id,
+            &b.peers,
+        ))
+    }
+}
+
+/// What a client has seen of its request.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClientStatus {
+    /// Sent, not answered yet.
+    Pending,
+    /// Answered: the counter's value before this request's increment.
+    Done(u64),
+}
+
+/// A client's state. The client's own index comes first, so that symmetry
+/// reduction never permutes clients (only servers are interchangeable).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientState {
+    /// The client's actor index.
+    pub index: usize,
+    /// The request number it sent (each client sends one request).
+    pub request_no: u64,
+    /// Its progress.
+    pub status: ClientStatus,
+}
+
+/// The state of one actor. Servers sort before clients.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ActorState {
+    /// A Raft server.
+    Server(ServerState),
+    /// A client.
+    Client(ClientState),
+}
+
+impl ActorState {
+    /// The server, if this is one.
+    pub fn server(&self) -> Option<&Server<Sm>> {
+        match self {
+            ActorState::Server(s) => Some(&s.0),
+            ActorState::Client(_) => None,
+        }
+    }
+}
+
+impl Rewrite<Id> for ActorState {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        match self {
+            ActorState::Server(s) => ActorState::Server(ServerState(
+                s.0.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
+            )),
+            ActorState::Client(c) => ActorState::Client(c.clone()),
+        }
+    }
+}
+
+/// What a server keeps across a crash: the spec's persistent state.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Stored(pub PersistentState<Cmd>);
+
+impl Rewrite<Id> for Stored {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        let nodes = rewrite_node(plan);
+        let clients = rewrite_client(plan);
+        Stored(PersistentState {
+            current_term: self.0.current_term,
+            voted_for: self.0.voted_for.map(&nodes),
+            log: raft_spec::Log::from_entries(
+                self.0
+                    .log
+                    .entries()
+                    .iter()
+                    .map(|e| e.map_client_ids(&clients))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// An actor of the model.
+#[derive(Clone, Debug)]
+pub enum RaftActor {
+    /// A server of a cluster of `servers` servers with ids `0..servers`.
+    Server {
+        /// Cluster size.
+        servers: usize,
+    },
+    /// A client that sends request number 1 to every server (it does not know
+    /// the leader) and follows `NotLeader` redirects.
+    Client {
+        /// Cluster size.
+        servers: usize,
+    },
+}
+
+impl RaftActor {
+    fn server_step(&self, state: &mut Cow<ActorState>, input: Input<Cmd>, o: &mut Out<Self>) {
+        let ActorState::Server(current) = state.as_ref() else {
+            return;
+        };
+        let mut next = current.0.clone();
+        let outputs = next.step(input);
+        if outputs.is_empty() && next == current.0 {
+            return;
+        }
+        carry_out(&next, outputs, o);
+        *state = Cow::Owned(ActorState::Server(ServerState(next)));
+    }
+}
+
+/// Carries out a step's outputs in order. Persistence goes to Stateright's
+/// storage (the whole persistent state, as it is after the step).
+fn carry_out(server: &Server<Sm>, outputs: Vec<Output<Cmd, u64>>, o: &mut Out<RaftActor>) {
+    for output in outputs {
+        match output {
+            Output::Persist(_) => o.save(Stored(server.persistent.clone())),
+            Output::Send { to, message } => o.send(actor_id(to), Msg::Raft(message)),
+            Output::SetTimer(timer) => o.set_timer(timer, model_timeout()),
+            Output::CancelTimer(timer) => o.cancel_timer(timer),
+            Output::Applied { .. } => {}
+            Output::ClientReply {
+                client_id,
+                request_no,
+                reply,
+            } => o.send(
+                Id::from(client_id.0 as usize),
+                Msg::Reply { request_no, reply },
+            ),
+        }
+    }
+}
+
+impl Actor for RaftActor {
+    type Msg = Msg;
+    type Timer = Timer;
+    type State = ActorState;
+    type Storage = Stored;
+    type Random = ();
+
+    fn on_start(&self, id: Id, storage: &Option<Stored>, o: &mut Out<Self>) -> ActorState {
+        match self {
+            RaftActor::Server { servers } => {
+                let peers = (0..*servers).map(|i| NodeId(i as u64)).collect();
+                let persistent = storage.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+                let (server, outputs) = Server::restart(node_id(id), peers, persistent);
+                carry_out(&server, outputs, o);
+                ActorState::Server(ServerState(server))
+            }
+            RaftActor::Client { servers } => {
+                for s in 0..*servers {
+                    o.send(Id::from(s), Msg::Request { request_no: 1 });
+                }
+                ActorState::Client(ClientState {
+                    index: usize::from(id),
+                    request_no: 1,
+                    status: ClientStatus::Pending,
+                })
+            }
+        }
+    }
+
+    fn on_msg(&self, _id: Id, state: &mut Cow<ActorState>, src: Id, msg: Msg, o: &mut Out<Self>) {
+        match (self, msg) {
+            (RaftActor::Server { .. }, Msg::Raft(message)) => {
+                let input = Input::Message {
+                    from: node_id(src),
+                    message,
+                };
+                self.server_step(state, input, o);
+            }
+            (RaftActor::Server { .. }, Msg::Request { request_no }) => {
+                let input = Input::ClientRequest {
+                    client_id: ClientId(usize::from(src) as u64),
+                    request_no,
+                    command: Increment,
+                };
+                self.server_step(state, input, o);
+            }
+            (RaftActor::Client { servers }, Msg::Reply { request_no, reply }) => {
+                let ActorState::Client(client) = state.as_ref() else {
+                    return;
+                };
+                if client.status != ClientStatus::Pending || client.request_no != request_no {
+                    return;
+                }
+                match reply {
+                    ClientReply::Ok(value) => {
+                        let mut next = client.clone();
+                        next.status = ClientStatus::Done(value);
+                        *state = Cow::Owned(ActorState::Client(next));
+                    }
+                    ClientReply::NotLeader {
+                        leader_hint: Some(leader),
+                    } if (leader.0 as usize) < *servers => {
+                        o.send(actor_id(leader), Msg::Request { request_no });
+                    }
+                    ClientReply::NotLeader { .. } => {}
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_timeout(&self, _id: Id, state: &mut Cow<ActorState>, timer: &Timer, o: &mut Out<Self>) {
+        let input = match timer {
+            Timer::Election => Input::ElectionTimeout,
+            Timer::Heartbeat => Input::HeartbeatTimeout,
+        };
+        self.server_step(state, input, o);
+    }
+
+    fn name(&self) -> String {
+        match self {
+            RaftActor::Server { .. } => "server".to_string(),
+            RaftActor::Client { .. } => "client".to_string(),
+        }
+    }
+}

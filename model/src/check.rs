@@ -1,0 +1,331 @@
+//! Running a check to completion and reporting it.
+
+use crate::config::ModelConfig;
+use crate::model::{Action, RaftModel, State};
+use crate::render;
+use stateright::actor::ActorModelAction;
+use stateright::{Checker, Expectation, Model, Path};
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Search order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Strategy {
+    /// Breadth-first: counterexamples are shortest.
+    Bfs,
+    /// Depth-first: less memory; required for symmetry reduction.
+    Dfs,
+}
+
+/// How to run the checker.
+#[derive(Clone, Copy, Debug)]
+pub struct CheckOptions {
+    /// Search order.
+    pub strategy: Strategy,
+    /// Reduce by symmetry over server identities (DFS only).
+    pub symmetry: bool,
+    /// Worker threads.
+    pub threads: usize,
+    /// Print progress this often (None: never).
+    pub progress_every: Option<Duration>,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            strategy: Strategy::Bfs,
+            symmetry: false,
+            threads: 2,
+            progress_every: None,
+        }
+    }
+}
+
+/// The outcome of one property.
+#[derive(Clone, Debug)]
+pub enum Outcome {
+    /// `Always` and no counterexample exists in the bounded space.
+    Held,
+    /// `Always` and a counterexample was found.
+    Violated(Path<State, Action>),
+    /// `Sometimes` and an example was found.
+    Found(Path<State, Action>),
+    /// `Sometimes` and no state of the bounded space satisfies it.
+    NotFound,
+}
+
+/// One property's verdict.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// The property's name.
+    pub name: &'static str,
+    /// `Always` or `Sometimes`.
+    pub expectation: Expectation,
+    /// What the search found.
+    pub outcome: Outcome,
+}
+
+impl Verdict {
+    /// Whether this verdict is what the property expects.
+    pub fn is_ok(&self) -> bool {
+        matches!(self.outcome, Outcome::Held | Outcome::Found(_))
+    }
+}
+
+/// The result of a check.
+#[derive(Debug)]
+pub struct CheckReport {
+    /// What was checked.
+    pub config: ModelConfig,
+    /// How.
+    pub options: CheckOptions,
+    /// Whether the search explored the whole bounded space (or stopped early
+    /// only because every property already had its discovery).
+    pub completed: bool,
+    /// A checker thread panicked (a bug in the model or the spec).
+    pub panicked: bool,
+    /// Unique states (after symmetry reduction, if on).
+    pub unique_states: usize,
+    /// States generated, repeats included.
+    pub states: usize,
+    /// Deepest path explored.
+    pub max_depth: usize,
+    /// Wall-clock time of the search.
+    pub elapsed: Duration,
+    /// Peak resident memory of the process, if the OS tells.
+    pub peak_rss_bytes: Option<u64>,
+    /// Every property's verdict, in registration order.
+    pub verdicts: Vec<Verdict>,
+}
+
+impl CheckReport {
+    /// Exit status 0: the search completed, no panic, every `Always` held and
+    /// every `Sometimes` was found.
+    pub fn success(&self) -> bool {
+        self.completed && !self.panicked && self.verdicts.iter().all(Verdict::is_ok)
+    }
+
+    /// The verdict of a property, by name.
+    pub fn verdict(&self, name: &str) -> Option<&Verdict> {
+        self.verdicts.iter().find(|v| v.name == name)
+    }
+
+    /// Unique states per second.
+    pub fn states_per_sec(&self) -> f64 {
+        self.unique_states as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs the checker on `config` to completion, printing progress to `progress`.
+pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write) -> CheckReport {
+    let model = RaftModel::new(config);
+    let mut builder = model.checker().threads(options.threads.max(1));
+    if options.symmetry {
+        builder = builder.symmetry();
+    }
+    let start = Instant::now();
+    let mut checker: Box<dyn DynChecker> = match options.strategy {
+        Strategy::Bfs => Box::new(builder.spawn_bfs()),
+        Strategy::Dfs => Box::new(builder.spawn_dfs()),
+    };
+    let handles = checker.take_handles();
+    let mut last_progress = Instant::now();
+    while !handles.iter().all(|h| h.is_finished()) {
+        std::thread::sleep(Duration::from_millis(20));
+        if let Some(every) = options.progress_every {
+            if last_progress.elapsed() >= every {
+                last_progress = Instant::now();
+                let secs = start.elapsed().as_secs_f64();
+                let unique = checker.unique_state_count();
+                let _ = writeln!(
+                    progress,
+                    "  {:>6.1}s  states={} unique={} depth={} rate={:.0} unique/s",
+                    secs,
+                    checker.state_count(),
+                    unique,
+                    checker.max_depth(),
+                    unique as f64 / secs.max(1e-9)
+                );
+            }
+        }
+    }
+    let mut panicked = false;
+    for h in handles {
+        panicked |= h.join().is_err();
+    }
+    let elapsed = start.elapsed();
+    let discoveries = checker.discoveries();
+    let model = checker.model();
+    let verdicts = model
+        .properties()
+        .into_iter()
+        .map(|p| {
+            let found = discoveries.get(p.name).cloned();
+            let outcome = match (&p.expectation, found) {
+                (&Expectation::Sometimes, Some(path)) => Outcome::Found(path),
+                (&Expectation::Sometimes, None) => Outcome::NotFound,
+                (_, Some(path)) => Outcome::Violated(path),
+                (_, None) => Outcome::Held,
+            };
+            Verdict {
+                name: p.name,
+                expectation: p.expectation,
+                outcome,
+            }
+        })
+        .collect();
+    CheckReport {
+        config,
+        options,
+        completed: checker.is_done() && !panicked,
+        panicked,
+        unique_states: checker.unique_state_count(),
+        states: checker.state_count(),
+        max_depth: checker.max_depth(),
+        elapsed,
+        peak_rss_bytes: peak_rss_bytes(),
+        verdicts,
+    }
+}
+
+/// The object-safe part of Stateright's `Checker` that `run` needs.
+trait DynChecker {
+    fn take_handles(&mut self) -> Vec<std::thread::JoinHandle<()>>;
+    fn unique_state_count(&self) -> usize;
+    fn state_count(&self) -> usize;
+    fn max_depth(&self) -> usize;
+    fn is_done(&self) -> bool;
+    fn discoveries(&self) -> std::collections::HashMap<&'static str, Path<State, Action>>;
+    fn model(&self) -> &RaftModel;
+}
+
+impl<C: Checker<RaftModel>> DynChecker for C {
+    fn take_handles(&mut self) -> Vec<std::thread::JoinHandle<()>> {
+        self.handles()
+    }
+    fn unique_state_count(&self) -> usize {
+        Checker::unique_state_count(self)
+    }
+    fn state_count(&self) -> usize {
+        Checker::state_count(self)
+    }
+    fn max_depth(&self) -> usize {
+        Checker::max_depth(self)
+    }
+    fn is_done(&self) -> bool {
+        Checker::is_done(self)
+    }
+    fn discoveries(&self) -> std::collections::HashMap<&'static str, Path<State, Action>> {
+        Checker::discoveries(self)
+    }
+    fn model(&self) -> &RaftModel {
+        Checker::model(self)
+    }
+}
+
+/// The Explorer URL that opens `path` (served by `raft-model explore` with
+/// the same configuration flags, at `base`, e.g. `http://127.0.0.1:3000`).
+pub fn explorer_url(model: &RaftModel, path: &Path<State, Action>, base: &str) -> String {
+    format!(
+        "{}/#/steps/{}",
+        base.trim_end_matches('/'),
+        path.encode(model)
+    )
+}
+
+/// A path as numbered steps: the action, then the state of the actor it
+/// touched afterwards.
+pub fn format_path(model: &RaftModel, path: &Path<State, Action>) -> String {
+    let mut out = String::new();
+    let steps = path.clone().into_vec();
+    let mut step_no = 0;
+    for window in steps.windows(2) {
+        let (_, Some(action)) = &window[0] else {
+            continue;
+        };
+        let after = &window[1].0;
+        step_no += 1;
+        let _ = writeln!(out, "  {:>3}. {}", step_no, render::action(action));
+        let touched = match action {
+            ActorModelAction::Deliver { dst, .. } => Some(usize::from(*dst)),
+            ActorModelAction::Timeout(id, _)
+            | ActorModelAction::Crash(id)
+            | ActorModelAction::Recover(id) => Some(usize::from(*id)),
+            _ => None,
+        };
+        if let Some(i) = touched {
+            if let Some(s) = RaftModel::server(after, i) {
+                let crashed = after.crashed.get(i).copied().unwrap_or(false);
+                let _ = writeln!(out, "       {}", render::server(s, crashed));
+            }
+        }
+    }
+    if let Some((last, _)) = steps.last() {
+        let _ = writeln!(out, "  final state:");
+        for line in render::state(last).lines() {
+            let _ = writeln!(out, "       {line}");
+        }
+    }
+    let _ = model;
+    out
+}
+
+/// Writes the final report.
+pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Write) {
+    let model = RaftModel::new(report.config);
+    let _ = writeln!(
+        out,
+        "{} after {:.2}s: unique states={} states generated={} max depth={} rate={:.0} unique states/s peak memory={}",
+        if report.panicked {
+            "ABORTED (the model panicked; see the panic message above)"
+        } else if report.completed {
+            "Completed"
+        } else {
+            "INCOMPLETE"
+        },
+        report.elapsed.as_secs_f64(),
+        report.unique_states,
+        report.states,
+        report.max_depth,
+        report.states_per_sec(),
+        report
+            .peak_rss_bytes
+            .map_or("unknown".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+    );
+    for v in &report.verdicts {
+        let kind = match v.expectation {
+            Expectation::Always => "always",
+            Expectation::Sometimes => "sometimes",
+            Expectation::Eventually => "eventually",
+        };
+        let verdict = match &v.outcome {
+            Outcome::Held => "held".to_string(),
+            Outcome::Found(p) => format!("found ({} steps)", p.clone().into_actions().len()),
+            Outcome::NotFound => "NOT FOUND: no explored state satisfies it".to_string(),
+            Outcome::Violated(p) => {
+                format!("VIOLATED ({} steps)", p.clone().into_actions().len())
+            }
+        };
+        let _ = writeln!(out, "  {:<9} {:<62} {}", kind, v.name, verdict);
+    }
+    for v in &report.verdicts {
+        if let Outcome::Violated(path) = &v.outcome {
+            let _ = writeln!(out, "\nCounterexample to \"{}\":", v.name);
+            let _ = write!(out, "{}", format_path(&model, path));
+            let _ = writeln!(
+                out,
+                "  Explorer: {} (run `raft-model explore` with the same flags)",
+                explorer_url(&model, path, explorer_base)
+            );
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Bounded configurations: what the checker explores.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// How the network treats messages in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NetworkKind {
+    /// Any message in flight may be delivered at any time, any number of
+    /// times (Stateright's default; the most adversarial, and it models client
+    /// retries for free).
+    UnorderedDuplicating,
+    /// Any message in flight may be delivered at any time, once.
+    UnorderedNonDuplicating,
+    /// Each (sender, receiver) channel delivers in order, once.
+    Ordered,
+}
+
+impl NetworkKind {
+    /// The names accepted on the command line.
+    pub const NAMES: [&'static str; 3] = [
+        "unordered-duplicating",
+        "unordered-nonduplicating",
+        "ordered",
+    ];
+
+    /// The command-line name.
+    pub fn name(self) -> &'static str {
+        match self {
+            NetworkKind::UnorderedDuplicating => Self::NAMES[0],
+            NetworkKind::UnorderedNonDuplicating => Self::NAMES[1],
+            NetworkKind::Ordered => Self::NAMES[2],
+        }
+    }
+}
+
+impl fmt::Display for NetworkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for NetworkKind {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "unordered-duplicating" => Ok(NetworkKind::UnorderedDuplicating),
+            "unordered-nonduplicating" => Ok(NetworkKind::UnorderedNonDuplicating),
+            "ordered" => Ok(NetworkKind::Ordered),
+            other => Err(ConfigError::UnknownNetwork(other.to_string())),
+        }
+    }
+}
+
+/// A configuration that bounds the state space, so every check completes.
+///
+/// The bounds are on the protocol (terms, requests, crashes), never on the
+/// search depth.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ModelConfig {
+    /// Number of Raft servers (1 to 5).
+    pub servers: usize,
+    /// No server's `current_term` may exceed this.
+    pub max_term: u64,
+    /// Number of client requests: one client actor per request, each issuing
+    /// one `Increment`.
+    pub requests: usize,
+    /// Total number of server crashes over a whole execution (each crash may
+    /// be followed by a recovery).
+    pub crashes: usize,
+    /// Network semantics.
+    pub network: NetworkKind,
+    /// Whether the network may lose messages.
+    pub lossy: bool,
+}
+
+/// A configuration that cannot be checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `--servers` is outside 1..=5.
+    #[error("--servers must be between 1 and 5, got {0}")]
+    Servers(usize),
+    /// `--max-term` is 0: no election could ever happen.
+    #[error("--max-term must be at least 1, got 0")]
+    MaxTerm,
+    /// `--max-term` is too large to finish.
+    #[error("--max-term must be at most 10, got {0}")]
+    MaxTermTooLarge(u64),
+    /// `--requests` is too large.
+    #[error("--requests must be at most 5, got {0}")]
+    Requests(usize),
+    /// `--crashes` is too large.
+    #[error("--crashes must be at most 5, got {0}")]
+    Crashes(usize),
+    /// `--network` names no known semantics.
+    #[error("--network: unknown network '{0}' (expected one of: unordered-duplicating, unordered-nonduplicating, ordered)")]
+    UnknownNetwork(String),
+}
+
+impl ModelConfig {
+    /// The default for `raft-model check`: three servers, two terms, one
+    /// request, no crash, duplicating network without loss. It completes in a
+    /// few seconds on two cores and exercises elections, replication,
+    /// commitment and a change of leader.
+    pub fn default_check() -> Self {
+        ModelConfig {
+            servers: 3,
+            max_term: 2,
+            requests: 1,
+            crashes: 0,
+            network: NetworkKind::UnorderedDuplicating,
+            lossy: false,
+        }
+    }
+
+    /// The deep benchmark configuration: 3 servers, max term 3, 2 requests,
+    /// 1 crash, lossy unordered duplicating network.
+    pub fn deep() -> Self {
+        ModelConfig {
+            servers: 3,
+            max_term: 3,
+            requests: 2,
+            crashes: 1,
+            network: NetworkKind::UnorderedDuplicating,
+            lossy: true,
+        }
+    }
+
+    /// Checks the bounds.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=5).contains(&self.servers) {
+            return Err(ConfigError::Servers(self.servers));
+        }
+        if self.max_term == 0 {
+            return Err(ConfigError::MaxTerm);
+        }
+        if self.max_term > 10 {
+            return Err(ConfigError::MaxTermTooLarge(self.max_term));
+        }
+        if self.requests > 5 {
+            return Err(ConfigError::Requests(self.requests));
+        }
+        if self.crashes > 5 {
+            return Err(ConfigError::Crashes(self.crashes));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self::default_check()
+    }
+}
+
+impl fmt::Display for ModelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "servers={} max_term={} requests={} crashes={} network={} lossy={}",
+            self.servers, self.max_term, self.requests, self.crashes, self.network, self.lossy
+        )
+    }
+}

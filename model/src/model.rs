@@ -1,0 +1,378 @@
+//! The Stateright model: an `ActorModel` of servers and clients, plus the
+//! ghost history the Figure 3 properties need.
+//!
+//! Stateright's `ActorModel` updates its history only from messages. The
+//! properties need more (who led which term, what was applied where), so
+//! [`RaftModel`] wraps the `ActorModel`: it delegates every action to it and,
+//! after each step of a server, records the step in the ghost
+//! [`raft_spec::safety::History`] by calling `History::record_step` on the
+//! server's state before and after. It also counts crashes, because
+//! Stateright's `max_crashes` bounds only the number of servers down *at the
+//! same time*.
+
+use crate::actors::{actor_id, node_id, ActorState, ClientStatus, Cmd, Msg, RaftActor, Sm};
+use crate::config::{ModelConfig, NetworkKind};
+use raft_spec::safety::{self, History, ServerView};
+use raft_spec::{Log, LogIndex, NodeId, Role, Server, Timer};
+use stateright::actor::{
+    ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network,
+};
+use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
+use stateright::{Model, Path, Property, Rewrite, RewritePlan};
+use std::collections::BTreeSet;
+use std::sync::OnceLock;
+
+/// The sequential specification of the replicated counter, for the
+/// linearizability check of client replies.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CounterSpec(u64);
+
+impl SequentialSpec for CounterSpec {
+    type Op = Cmd;
+    type Ret = u64;
+
+    fn invoke(&mut self, _op: &Cmd) -> u64 {
+        let before = self.0;
+        self.0 += 1;
+        before
+    }
+}
+
+/// Ghost state of the model (TLA+'s auxiliary variables); never read by an actor.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Ghost {
+    /// What the Figure 3 properties need (shared with the trace replayer).
+    pub raft: History<Cmd>,
+    /// Crashes so far, over the whole execution.
+    pub crashes: usize,
+    /// Servers that have recovered from a crash at least once.
+    pub recovered: BTreeSet<NodeId>,
+    /// Whether a recovered server later granted a vote or accepted entries.
+    pub rejoined: bool,
+    /// Client invocations and replies, checked for linearizability.
+    /// Clients are never permuted by symmetry reduction, so this needs no rewrite.
+    pub clients: LinearizabilityTester<Id, CounterSpec>,
+}
+
+impl Rewrite<Id> for Ghost {
+    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
+        let nodes = |n: NodeId| node_id(plan.rewrite(&actor_id(n)));
+        let clients = |c: raft_spec::ClientId| {
+            raft_spec::ClientId(usize::from(plan.rewrite(&Id::from(c.0 as usize))) as u64)
+        };
+        Ghost {
+            raft: self.raft.map_ids(&nodes, &clients),
+            crashes: self.crashes,
+            recovered: self.recovered.iter().map(|&n| nodes(n)).collect(),
+            rejoined: self.rejoined,
+            clients: self.clients.clone(),
+        }
+    }
+}
+
+/// A state of the model.
+pub type State = ActorModelState<RaftActor, Ghost>;
+/// An action of the model.
+pub type Action = ActorModelAction<Msg, Timer, ()>;
+
+/// Property names beyond Figure 3.
+pub mod names {
+    /// Client replies are linearizable with respect to the counter.
+    pub const LINEARIZABILITY: &str = "Linearizability";
+    /// Sometimes: a leader is elected.
+    pub const LEADER_ELECTED: &str = "a leader is elected";
+    /// Sometimes: an entry is committed.
+    pub const ENTRY_COMMITTED: &str = "an entry is committed";
+    /// Sometimes: a leader of a higher term replaces an earlier one.
+    pub const LEADER_REPLACED: &str = "a leader of a higher term replaces an earlier one";
+    /// Sometimes: a follower's conflicting entry is overwritten.
+    pub const CONFLICT_OVERWRITTEN: &str = "a follower's conflicting entry is overwritten";
+    /// Sometimes: a client gets a reply.
+    pub const CLIENT_REPLY: &str = "a client gets a reply";
+    /// Sometimes (with crashes): a server that crashed and recovered later
+    /// votes or accepts entries.
+    pub const CRASHED_SERVER_REJOINS: &str =
+        "a crashed server recovers and later votes or accepts entries";
+}
+
+/// The Raft model for one bounded configuration.
+pub struct RaftModel {
+    /// The configuration.
+    pub config: ModelConfig,
+    inner: ActorModel<RaftActor, ModelConfig, Ghost>,
+}
+
+fn empty_log() -> &'static Log<Cmd> {
+    static EMPTY: OnceLock<Log<Cmd>> = OnceLock::new();
+    EMPTY.get_or_init(Log::new)
+}
+
+impl RaftModel {
+    /// Builds the model for a configuration (which must be valid).
+    pub fn new(config: ModelConfig) -> Self {
+        let network = match config.network {
+            NetworkKind::UnorderedDuplicating => Network::new_unordered_duplicating([]),
+            NetworkKind::UnorderedNonDuplicating => Network::new_unordered_nonduplicating([]),
+            NetworkKind::Ordered => Network::new_ordered([]),
+        };
+        let ghost = Ghost {
+            raft: History::default(),
+            crashes: 0,
+            recovered: BTreeSet::new(),
+            rejoined: false,
+            clients: LinearizabilityTester::new(CounterSpec::default()),
+        };
+        let inner = ActorModel::new(config, ghost)
+            .actors((0..config.servers).map(|_| RaftActor::Server {
+                servers: config.servers,
+            }))
+            .actors((0..config.requests).map(|_| RaftActor::Client {
+                servers: config.servers,
+            }))
+            .init_network(network)
+            .lossy_network(if config.lossy {
+                LossyNetwork::Yes
+            } else {
+                LossyNetwork::No
+            })
+            .max_crashes(config.crashes.min(config.servers))
+            .record_msg_out(record_invocation)
+            .record_msg_in(record_return);
+        RaftModel { config, inner }
+    }
+
+    /// The wrapped Stateright `ActorModel`.
+    pub fn actor_model(&self) -> &ActorModel<RaftActor, ModelConfig, Ghost> {
+        &self.inner
+    }
+
+    /// The Raft server at index `i` of a state (its last state if crashed).
+    pub fn server(state: &State, i: usize) -> Option<&Server<Sm>> {
+        state.actor_states.get(i).and_then(|a| a.server())
+    }
+
+    /// The snapshot the safety properties look at: every server, crashed
+    /// ones by their persisted state.
+    pub fn views<'a>(&self, state: &'a State) -> Vec<ServerView<'a, Cmd>> {
+        (0..self.config.servers)
+            .filter_map(|i| Self::view(state, i))
+            .collect()
+    }
+
+    fn view(state: &State, i: usize) -> Option<ServerView<'_, Cmd>> {
+        let server = Self::server(state, i)?;
+        if state.crashed.get(i).copied().unwrap_or(false) {
+            let stored = state.actor_storages.get(i).and_then(|s| s.as_ref());
+            Some(ServerView {
+                id: server.id,
+                crashed: true,
+                role: Role::Follower,
+                current_term: stored.map_or(raft_spec::Term(0), |s| s.0.current_term),
+                log: stored.map_or(empty_log(), |s| &s.0.log),
+                commit_index: LogIndex(0),
+                last_applied: LogIndex(0),
+            })
+        } else {
+            Some(ServerView {
+                id: server.id,
+                crashed: false,
+                role: server.role(),
+                current_term: server.current_term(),
+                log: server.log(),
+                commit_index: server.volatile.commit_index,
+                last_applied: server.volatile.last_applied,
+            })
+        }
+    }
+
+    /// Records the step server `i` took from `before` to `after` in the ghost.
+    fn record(&self, before: &State, after: &mut State, i: usize, recovered_now: bool) {
+        let (Some(b), Some(a)) = (Self::view(before, i), Self::view(after, i)) else {
+            return;
+        };
+        let mut raft = after.history.raft.clone();
+        raft.record_step(&b, &a);
+        let mut rejoined = after.history.rejoined;
+        let id = a.id;
+        if !rejoined && after.history.recovered.contains(&id) && !recovered_now {
+            if let (Some(sb), Some(sa)) = (Self::server(before, i), Self::server(after, i)) {
+                let voted = sa.persistent.voted_for.is_some_and(|v| v != id)
+                    && sa.persistent.voted_for != sb.persistent.voted_for;
+                let accepted = sa.role() == Role::Follower && sa.log().len() > sb.log().len();
+                rejoined = voted || accepted;
+            }
+        }
+        if raft != after.history.raft || rejoined != after.history.rejoined {
+            after.history.raft = raft;
+            after.history.rejoined = rejoined;
+        }
+    }
+}
+
+fn record_invocation(_cfg: &ModelConfig, ghost: &Ghost, env: Envelope<&Msg>) -> Option<Ghost> {
+    if !matches!(env.msg, Msg::Request { .. }) {
+        return None;
+    }
+    let mut next = ghost.clone();
+    // A client sends its request to several servers; only the first send
+    // invokes the operation, later ones are retries.
+    next.clients.on_invoke(env.src, raft_spec::Increment).ok()?;
+    Some(next)
+}
+
+fn record_return(cfg: &ModelConfig, ghost: &Ghost, env: Envelope<&Msg>) -> Option<Ghost> {
+    let Msg::Reply {
+        reply: raft_spec::ClientReply::Ok(value),
+        ..
+    } = env.msg
+    else {
+        return None;
+    };
+    if usize::from(env.dst) < cfg.servers {
+        return None;
+    }
+    let mut next = ghost.clone();
+    next.clients.on_return(env.dst, *value).ok()?;
+    Some(next)
+}
+
+// ---- Properties -----------------------------------------------------------
+
+fn prop_election_safety(_: &RaftModel, s: &State) -> bool {
+    safety::election_safety(&s.history.raft)
+}
+fn prop_leader_append_only(_: &RaftModel, s: &State) -> bool {
+    safety::leader_append_only(&s.history.raft)
+}
+fn prop_log_matching(m: &RaftModel, s: &State) -> bool {
+    safety::log_matching(&m.views(s))
+}
+fn prop_leader_completeness(m: &RaftModel, s: &State) -> bool {
+    safety::leader_completeness(&m.views(s), &s.history.raft)
+}
+fn prop_state_machine_safety(m: &RaftModel, s: &State) -> bool {
+    safety::state_machine_safety(&m.views(s), &s.history.raft)
+}
+fn prop_linearizability(_: &RaftModel, s: &State) -> bool {
+    s.history.clients.serialized_history().is_some()
+}
+fn some_leader_elected(_: &RaftModel, s: &State) -> bool {
+    !s.history.raft.leaders.is_empty()
+}
+fn some_entry_committed(m: &RaftModel, s: &State) -> bool {
+    m.views(s).iter().any(|v| v.commit_index > LogIndex(0))
+}
+fn some_leader_replaced(_: &RaftModel, s: &State) -> bool {
+    let terms: BTreeSet<_> = s.history.raft.leaders.iter().map(|(t, _)| *t).collect();
+    terms.len() >= 2
+}
+fn some_conflict_overwritten(_: &RaftModel, s: &State) -> bool {
+    s.history.raft.conflict_overwritten
+}
+fn some_client_reply(_: &RaftModel, s: &State) -> bool {
+    s.actor_states
+        .iter()
+        .any(|a| matches!(&**a, ActorState::Client(c) if matches!(c.status, ClientStatus::Done(_))))
+}
+fn some_crashed_server_rejoins(_: &RaftModel, s: &State) -> bool {
+    s.history.rejoined
+}
+
+impl Model for RaftModel {
+    type State = State;
+    type Action = Action;
+
+    fn init_states(&self) -> Vec<State> {
+        self.inner.init_states()
+    }
+
+    fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        self.inner.actions(state, actions);
+        // Only servers crash, and at most `crashes` times in all.
+        let budget_left = state.history.crashes < self.config.crashes;
+        let servers = self.config.servers;
+        actions.retain(|a| match a {
+            ActorModelAction::Crash(id) => budget_left && usize::from(*id) < servers,
+            _ => true,
+        });
+    }
+
+    fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let step_of = match &action {
+            ActorModelAction::Deliver { dst, .. } => Some((usize::from(*dst), false)),
+            ActorModelAction::Timeout(id, _) => Some((usize::from(*id), false)),
+            ActorModelAction::Recover(id) => Some((usize::from(*id), true)),
+            _ => None,
+        };
+        let crash = matches!(action, ActorModelAction::Crash(_));
+        let mut next = self.inner.next_state(last, action)?;
+        if crash {
+            next.history.crashes += 1;
+        }
+        if let Some((i, recovered_now)) = step_of {
+            if i < self.config.servers {
+                if recovered_now {
+                    next.history.recovered.insert(NodeId(i as u64));
+                }
+                self.record(last, &mut next, i, recovered_now);
+            }
+        }
+        Some(next)
+    }
+
+    fn properties(&self) -> Vec<Property<Self>> {
+        let mut props = vec![
+            Property::always(safety::ELECTION_SAFETY, prop_election_safety),
+            Property::always(safety::LEADER_APPEND_ONLY, prop_leader_append_only),
+            Property::always(safety::LOG_MATCHING, prop_log_matching),
+            Property::always(safety::LEADER_COMPLETENESS, prop_leader_completeness),
+            Property::always(safety::STATE_MACHINE_SAFETY, prop_state_machine_safety),
+            Property::always(names::LINEARIZABILITY, prop_linearizability),
+            Property::sometimes(names::LEADER_ELECTED, some_leader_elected),
+            Property::sometimes(names::ENTRY_COMMITTED, some_entry_committed),
+        ];
+        let cfg = &self.config;
+        if cfg.max_term >= 2 && (cfg.servers >= 2 || cfg.crashes > 0) {
+            props.push(Property::sometimes(
+                names::LEADER_REPLACED,
+                some_leader_replaced,
+            ));
+        }
+        if cfg.max_term >= 2 && cfg.servers >= 3 {
+            props.push(Property::sometimes(
+                names::CONFLICT_OVERWRITTEN,
+                some_conflict_overwritten,
+            ));
+        }
+        if self.config.requests > 0 {
+            props.push(Property::sometimes(names::CLIENT_REPLY, some_client_reply));
+        }
+        if self.config.crashes > 0 && self.config.servers >= 2 {
+            props.push(Property::sometimes(
+                names::CRASHED_SERVER_REJOINS,
+                some_crashed_server_rejoins,
+            ));
+        }
+        props
+    }
+
+    fn within_boundary(&self, state: &State) -> bool {
+        state
+            .actor_states
+            .iter()
+            .filter_map(|a| a.server())
+            .all(|s| s.current_term().0 <= self.config.max_term)
+    }
+
+    fn format_action(&self, action: &Action) -> String {
+        crate::render::action(action)
+    }
+
+    fn format_step(&self, last_state: &State, action: Action) -> Option<String> {
+        self.inner.format_step(last_state, action)
+    }
+
+    fn as_svg(&self, path: Path<State, Action>) -> Option<String> {
+        self.inner.as_svg(path)
+    }
+}
