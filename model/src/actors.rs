@@ -11,6 +11,7 @@ use stateright::actor::{model_timeout, Actor, Id, Out};
 use stateright::{Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// The state machine the model replicates.
 pub type Sm = Counter;
@@ -31,7 +32,7 @@ pub fn actor_id(node: NodeId) -> Id {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Msg {
     /// A Raft RPC or response.
-    Raft(Message<Cmd>),
+    Raft(Arc<Message<Cmd>>),
     /// A client asks a server to apply its request (the client is the sender).
     Request {
         /// The client's request number.
@@ -57,7 +58,9 @@ fn rewrite_client<S>(plan: &RewritePlan<Id, S>) -> impl Fn(ClientId) -> ClientId
 impl Rewrite<Id> for Msg {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         match self {
-            Msg::Raft(m) => Msg::Raft(m.map_ids(&rewrite_node(plan), &rewrite_client(plan))),
+            Msg::Raft(m) => Msg::Raft(Arc::new(
+                m.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
+            )),
             Msg::Request { .. } => self.clone(),
             Msg::Reply {
                 request_no,
@@ -210,7 +213,7 @@ fn carry_out(server: &Server<Sm>, outputs: Vec<Output<Cmd, u64>>, o: &mut Out<Ra
     for output in outputs {
         match output {
             Output::Persist(_) => o.save(Stored(server.persistent.clone())),
-            Output::Send { to, message } => o.send(actor_id(to), Msg::Raft(message)),
+            Output::Send { to, message } => o.send(actor_id(to), Msg::Raft(Arc::new(message))),
             Output::SetTimer(timer) => o.set_timer(timer, model_timeout()),
             Output::CancelTimer(timer) => o.cancel_timer(timer),
             Output::Applied { .. } => {}
@@ -260,7 +263,7 @@ impl Actor for RaftActor {
             (RaftActor::Server { .. }, Msg::Raft(message)) => {
                 let input = Input::Message {
                     from: node_id(src),
-                    message,
+                    message: Arc::unwrap_or_clone(message),
                 };
                 self.server_step(state, input, o);
             }

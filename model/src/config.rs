@@ -72,6 +72,13 @@ pub struct ModelConfig {
     /// Network semantics.
     pub network: NetworkKind,
     /// Whether the network may lose messages.
+    ///
+    /// On the unordered networks a lost message is indistinguishable from one
+    /// delayed forever for every property checked here (none reads the
+    /// network), so loss adds no server, client or ghost state and the model
+    /// explores it as delay: no `Drop` actions. On the ordered network a loss
+    /// unblocks the messages queued behind it, so there the model drops
+    /// messages for real.
     pub lossy: bool,
 }
 
@@ -158,8 +165,18 @@ impl fmt::Display for ModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "servers={} max_term={} requests={} crashes={} network={} lossy={}",
-            self.servers, self.max_term, self.requests, self.crashes, self.network, self.lossy
+            "servers={} max_term={} requests={} crashes={} network={} lossy={}{}",
+            self.servers,
+            self.max_term,
+            self.requests,
+            self.crashes,
+            self.network,
+            self.lossy,
+            if self.lossy && self.network != NetworkKind::Ordered {
+                " (loss explored as unbounded delay)"
+            } else {
+                ""
+            }
         )
     }
 }

@@ -13,7 +13,7 @@
 use crate::actors::{actor_id, node_id, ActorState, ClientStatus, Cmd, Msg, RaftActor, Sm};
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
-use raft_spec::{Log, LogIndex, NodeId, Role, Server, Timer};
+use raft_spec::{ignores_forever, ClientReply, Log, LogIndex, NodeId, Role, Server, Term, Timer};
 use stateright::actor::{
     ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network,
 };
@@ -99,6 +99,9 @@ pub mod names {
 pub struct RaftModel {
     /// The configuration.
     pub config: ModelConfig,
+    /// Whether dead messages are forgotten (on by default; see
+    /// [`RaftModel::without_garbage_collection`]).
+    pub collect_garbage: bool,
     inner: ActorModel<RaftActor, ModelConfig, Ghost>,
 }
 
@@ -130,7 +133,7 @@ impl RaftModel {
                 servers: config.servers,
             }))
             .init_network(network)
-            .lossy_network(if config.lossy {
+            .lossy_network(if config.lossy && config.network == NetworkKind::Ordered {
                 LossyNetwork::Yes
             } else {
                 LossyNetwork::No
@@ -138,7 +141,18 @@ impl RaftModel {
             .max_crashes(config.crashes.min(config.servers))
             .record_msg_out(record_invocation)
             .record_msg_in(record_return);
-        RaftModel { config, inner }
+        RaftModel {
+            config,
+            collect_garbage: true,
+            inner,
+        }
+    }
+
+    /// The same model, keeping dead messages in the network (for checking
+    /// that the reduction changes no verdict and no reachable server state).
+    pub fn without_garbage_collection(mut self) -> Self {
+        self.collect_garbage = false;
+        self
     }
 
     /// The wrapped Stateright `ActorModel`.
@@ -185,6 +199,86 @@ impl RaftModel {
         }
     }
 
+    /// Whether delivering `msg` to `dst` can never change anything, in this
+    /// state or any later one.
+    fn is_dead(&self, state: &State, dst: Id, msg: &Msg) -> bool {
+        let i = usize::from(dst);
+        let crashed = state.crashed.get(i).copied().unwrap_or(false);
+        match (state.actor_states.get(i).map(|a| &**a), msg) {
+            (Some(ActorState::Client(c)), Msg::Reply { reply, .. }) => {
+                let done = matches!(c.status, ClientStatus::Done(_));
+                // A redirect only makes the client resend its request to the
+                // hinted leader. On a duplicating network that request is
+                // already deliverable (the client sent it to every server at
+                // start; a copy that was dropped is indistinguishable from one
+                // that is delayed), so the redirect adds no behaviour.
+                let redirect_is_moot = match reply {
+                    ClientReply::NotLeader { leader_hint: None } => true,
+                    ClientReply::NotLeader { .. } => {
+                        self.config.network == NetworkKind::UnorderedDuplicating
+                    }
+                    ClientReply::Ok(_) => false,
+                };
+                done || redirect_is_moot
+            }
+            (Some(ActorState::Server(s)), Msg::Raft(m)) => {
+                if crashed {
+                    let term = state
+                        .actor_storages
+                        .get(i)
+                        .and_then(|x| x.as_ref())
+                        .map_or(Term(0), |x| x.0.current_term);
+                    ignores_forever(term, None, m)
+                } else {
+                    s.0.ignores_forever(m)
+                }
+            }
+            _ => false,
+        }
+    }
+
+    /// Forgets messages that no actor will ever act on (see [`Self::is_dead`]).
+    ///
+    /// This is a sound reduction: a dead message's delivery changes no actor
+    /// and sends nothing, so removing it is the same as delaying it forever,
+    /// which every network semantics allows (on an ordered channel, the same
+    /// as delivering it at once). The set of reachable server, client and
+    /// ghost states is unchanged; only states that differ in dead messages are
+    /// merged. `tests/model_check.rs` checks this on small configurations.
+    fn collect_dead_messages(&self, state: &mut State) {
+        let dead: Vec<Envelope<Msg>> = state
+            .network
+            .iter_all()
+            .filter(|e| self.is_dead(state, e.dst, e.msg))
+            .map(|e| e.to_cloned_msg())
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        match &mut state.network {
+            Network::UnorderedDuplicating(set, _) => {
+                for e in dead {
+                    set.remove(&e);
+                }
+            }
+            Network::UnorderedNonDuplicating(multiset) => {
+                for e in dead {
+                    multiset.remove(&e);
+                }
+            }
+            Network::Ordered(flows) => {
+                for e in dead {
+                    if let Some(flow) = flows.get_mut(&(e.src, e.dst)) {
+                        flow.retain(|m| m != &e.msg);
+                        if flow.is_empty() {
+                            flows.remove(&(e.src, e.dst));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Records the step server `i` took from `before` to `after` in the ghost.
     fn record(&self, before: &State, after: &mut State, i: usize, recovered_now: bool) {
         let (Some(b), Some(a)) = (Self::view(before, i), Self::view(after, i)) else {
@@ -205,6 +299,39 @@ impl RaftModel {
         if raft != after.history.raft || rejoined != after.history.rejoined {
             after.history.raft = raft;
             after.history.rejoined = rejoined;
+        }
+    }
+}
+
+/// Keeps at most one copy of identical messages in flight on a channel.
+///
+/// Deviation (bounding): without it a non-duplicating or ordered network
+/// grows without bound, since a leader's heartbeat timer can fire forever,
+/// each time sending the same AppendEntries again. A second copy of an
+/// identical message in flight is coalesced with the first, as a transport
+/// that deduplicates retransmissions would; the duplicating network (the
+/// default) needs no such bound.
+fn coalesce_identical_messages(network: &mut Network<Msg>) {
+    match network {
+        Network::UnorderedDuplicating(..) => {}
+        Network::UnorderedNonDuplicating(multiset) => {
+            if multiset.values().any(|&n| n > 1) {
+                for n in multiset.values_mut() {
+                    *n = (*n).min(1);
+                }
+            }
+        }
+        Network::Ordered(flows) => {
+            for flow in flows.values_mut() {
+                let mut k = 1;
+                while k < flow.len() {
+                    if flow.iter().take(k).any(|m| *m == flow[k]) {
+                        flow.remove(k);
+                    } else {
+                        k += 1;
+                    }
+                }
+            }
         }
     }
 }
@@ -306,6 +433,17 @@ impl Model for RaftModel {
         };
         let crash = matches!(action, ActorModelAction::Crash(_));
         let mut next = self.inner.next_state(last, action)?;
+        // Stateright remembers the last message delivered on a duplicating
+        // network only so that a delivery that changes nothing still yields a
+        // new fingerprint. Nothing reads it; keeping it would multiply every
+        // state by the number of messages that could have been delivered last.
+        if let Network::UnorderedDuplicating(_, last_delivered) = &mut next.network {
+            *last_delivered = None;
+        }
+        if self.collect_garbage {
+            self.collect_dead_messages(&mut next);
+        }
+        coalesce_identical_messages(&mut next.network);
         if crash {
             next.history.crashes += 1;
         }

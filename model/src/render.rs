@@ -22,19 +22,19 @@ fn entries(entries: &[Entry<Cmd>], first_index: u64) -> String {
     format!("[{}]", items.join(" "))
 }
 
-/// A message on one line, e.g. `RequestVote t3 from n1 last 2@1`.
-pub fn message(msg: &Msg) -> String {
+/// A Raft message on one line, e.g. `RequestVote t3 from n1 last 2@1`.
+pub fn raft_message(msg: &Message<Cmd>) -> String {
     match msg {
-        Msg::Raft(Message::RequestVote(m)) => format!(
+        Message::RequestVote(m) => format!(
             "RequestVote t{} from {} last {}@{}",
             m.term.0, m.candidate_id, m.last_log_term.0, m.last_log_index.0
         ),
-        Msg::Raft(Message::RequestVoteResponse(m)) => format!(
+        Message::RequestVoteResponse(m) => format!(
             "RequestVoteResponse t{} {}",
             m.term.0,
             if m.vote_granted { "granted" } else { "refused" }
         ),
-        Msg::Raft(Message::AppendEntries(m)) => format!(
+        Message::AppendEntries(m) => format!(
             "AppendEntries t{} from {} prev {}@{} {} commit {}",
             m.term.0,
             m.leader_id,
@@ -43,12 +43,19 @@ pub fn message(msg: &Msg) -> String {
             entries(&m.entries, m.prev_log_index.0 + 1),
             m.leader_commit.0
         ),
-        Msg::Raft(Message::AppendEntriesResponse(m)) => format!(
+        Message::AppendEntriesResponse(m) => format!(
             "AppendEntriesResponse t{} {} index {}",
             m.term.0,
             if m.success { "ok" } else { "rejected" },
             m.index.0
         ),
+    }
+}
+
+/// A model message on one line.
+pub fn message(msg: &Msg) -> String {
+    match msg {
+        Msg::Raft(m) => raft_message(m),
         Msg::Request { request_no } => format!("ClientRequest #{request_no}"),
         Msg::Reply {
             request_no,

@@ -57,8 +57,8 @@ pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };
 pub use server::{
-    ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Role,
-    Server, Timer, VolatileState,
+    ignores_forever, ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist,
+    PersistentState, Role, Server, Timer, VolatileState,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

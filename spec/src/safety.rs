@@ -154,12 +154,11 @@ impl<C: Clone + PartialEq> History<C> {
             if let Some(entry) = after.log.get(index) {
                 let k = (index.0 - 1) as usize;
                 match self.applied.get(k) {
-                    Some((first, _)) => {
-                        if first != entry {
-                            self.violations
-                                .insert(Violation::StateMachineSafety { server: id, index });
-                        }
+                    Some((first, _)) if first != entry => {
+                        self.violations
+                            .insert(Violation::StateMachineSafety { server: id, index });
                     }
+                    Some(_) => {}
                     None if k == self.applied.len() => {
                         self.applied.push((entry.clone(), after.current_term));
                     }

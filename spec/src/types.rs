@@ -68,9 +68,9 @@ impl LogIndex {
 /// What a log entry carries.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Payload<C> {
-    /// The entry a new leader appends at the start of its term (Raft §8), so
-    /// that entries of earlier terms become committed without waiting for a
-    /// client request.
+    /// An entry that carries no command; applying it changes nothing. The
+    /// leaders of this spec do not append one on election (see
+    /// `Server::become_leader`); a runtime may use it as a barrier (Raft §8).
     Noop,
     /// A client command, identified by its session and request number so that
     /// a retried request is applied only once (Raft §8).

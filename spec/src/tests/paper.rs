@@ -5,7 +5,8 @@
 //!
 //! Every test asserts the whole output vector of the step under test and the
 //! state fields the rule talks about; its doc comment ends with the rule it
-//! checks.
+//! checks. The last section tests [`crate::ignores_forever`], the rule by
+//! which the model checker forgets messages that can no longer matter.
 
 use crate::{
     AppendEntries, AppendEntriesResponse, ClientId, ClientReply, Counter, Entry, HardState,
@@ -19,7 +20,9 @@ use std::collections::{BTreeMap, BTreeSet};
 type Out = Output<Increment, u64>;
 type Msg = Message<Increment>;
 
-/// A no-op entry of `term` (the payload does not matter to most rules).
+/// An entry of `term` without a command (the payload does not matter to most
+/// rules). Leaders do not append such entries themselves (see
+/// [`new_leader_appends_no_entry_on_election`]); tests put them in logs.
 fn entry(term: u64) -> Entry<Increment> {
     Entry {
         term: Term(term),
@@ -39,7 +42,7 @@ fn command(term: u64, client: u64, request_no: u64) -> Entry<Increment> {
     }
 }
 
-/// A log of no-op entries with the given terms at indices 1, 2, ...
+/// A log of entries without commands with the given terms at indices 1, 2, ...
 fn log_of(terms: &[u64]) -> Log<Increment> {
     Log::from_entries(terms.iter().map(|&t| entry(t)).collect())
 }
@@ -70,7 +73,9 @@ fn candidate_of_term(id: u64, cluster: u64, terms: &[u64], term: u64) -> Server<
 }
 
 /// A leader of `term`, elected by votes of its lowest-numbered peers. Its log
-/// is `terms` followed by the no-op entry of `term`.
+/// is exactly `terms`: a new leader appends no entry on election, so it holds
+/// no entry of `term` (and commits nothing) until a client request arrives.
+/// Its next_index is `terms.len() + 1` and its match_index 0 for every peer.
 fn leader_of_term(id: u64, cluster: u64, terms: &[u64], term: u64) -> Server<Counter> {
     let mut s = candidate_of_term(id, cluster, terms, term);
     for peer in s.peers.clone() {
@@ -81,6 +86,7 @@ fn leader_of_term(id: u64, cluster: u64, terms: &[u64], term: u64) -> Server<Cou
     }
     assert_eq!(s.role(), Role::Leader);
     assert_eq!(s.current_term(), Term(term));
+    assert_eq!(s.persistent.log, log_of(terms));
     s
 }
 
@@ -535,7 +541,8 @@ fn candidate_steps_down_on_higher_term_from_any_message() {
 
 /// A leader seeing a higher term in any message becomes a follower of that
 /// term without a vote: it cancels its heartbeat timer, starts its election
-/// timer and forgets its replication state. Its log is kept.
+/// timer and forgets its replication state. Its log (here [1]: the leader of
+/// term 2 has no entry of its term yet) is kept.
 ///
 /// Fig. 2 (Rules for Servers, All Servers rule 2), Raft §5.1
 #[test]
@@ -557,7 +564,6 @@ fn leader_steps_down_on_higher_term_from_any_message() {
     ];
     for (message, expected) in cases {
         let mut s = leader_of_term(1, 3, &[1], 2);
-        assert_eq!(s.persistent.log, log_of(&[1, 2]));
 
         let out = s.step(receive(2, message.clone()));
 
@@ -567,7 +573,7 @@ fn leader_steps_down_on_higher_term_from_any_message() {
         assert_eq!(s.role(), Role::Follower, "{}", message.name());
         assert!(s.volatile.next_index.is_empty(), "{}", message.name());
         assert!(s.volatile.match_index.is_empty(), "{}", message.name());
-        assert_eq!(s.persistent.log, log_of(&[1, 2]), "{}", message.name());
+        assert_eq!(s.persistent.log, log_of(&[1]), "{}", message.name());
     }
 }
 
@@ -673,23 +679,23 @@ fn leader_ignores_election_timeout() {
     assert_eq!(s, before);
 }
 
-/// A candidate that receives votes from a majority becomes leader: it appends
-/// a no-op entry of its term (documented decision, Raft §8), initialises
-/// next_index and match_index, stops its election timer, starts its heartbeat
-/// timer and sends AppendEntries to every peer.
+/// A candidate that receives votes from a majority becomes leader: it
+/// initialises next_index to its last log index + 1 and match_index to 0,
+/// stops its election timer, starts its heartbeat timer and sends every peer
+/// an empty AppendEntries (heartbeat) that follows its last entry. Nothing is
+/// persisted: the log is unchanged.
 ///
-/// Fig. 2 (Candidates rule 2; Leaders rule 1), Raft §5.2
+/// Fig. 2 (Candidates rule 2; Leaders rule 1; State: nextIndex, matchIndex), Raft §5.2
 #[test]
 fn candidate_with_majority_of_votes_becomes_leader() {
     let mut s = candidate_of_term(1, 3, &[1], 2);
 
     let out = s.step(receive(2, rvr(2, true)));
 
-    let heartbeat = ae(2, 1, 1, 1, vec![entry(2)], 0);
+    let heartbeat = ae(2, 1, 1, 1, vec![], 0);
     assert_eq!(
         out,
         vec![
-            persist_log(2, vec![entry(2)]),
             CANCEL_ELECTION,
             SET_HEARTBEAT,
             send(2, heartbeat.clone()),
@@ -699,11 +705,50 @@ fn candidate_with_majority_of_votes_becomes_leader() {
     assert_eq!(s.role(), Role::Leader);
     assert_eq!(s.current_term(), Term(2));
     assert_eq!(s.volatile.leader_hint, Some(NodeId(1)));
-    assert_eq!(s.persistent.log, log_of(&[1, 2]));
+    assert_eq!(s.persistent.log, log_of(&[1]));
     assert_eq!(s.volatile.next_index, indices(&[(2, 2), (3, 2)]));
     assert_eq!(s.volatile.match_index, indices(&[(2, 0), (3, 0)]));
     assert_eq!(s.volatile.commit_index, LogIndex(0));
     assert!(s.volatile.votes_granted.is_empty());
+}
+
+/// A new leader appends no entry on election (no no-op): it persists
+/// nothing, its log and commit index are unchanged, and its heartbeat carries
+/// no entry and follows its last entry. The entries of earlier terms it holds
+/// are not committed even once a majority stores them: they wait for an entry
+/// of the leader's term (the next client request).
+///
+/// Fig. 2 (Leaders rule 1: "send initial empty AppendEntries RPCs
+/// (heartbeat) to each server"), Raft §5.4.2; decision in `become_leader`
+#[test]
+fn new_leader_appends_no_entry_on_election() {
+    let mut s = candidate_of_term(1, 3, &[1, 2], 3);
+
+    let out = s.step(receive(3, rvr(3, true)));
+
+    let heartbeat = ae(3, 1, 2, 2, vec![], 0);
+    assert_eq!(
+        out,
+        vec![
+            CANCEL_ELECTION,
+            SET_HEARTBEAT,
+            send(2, heartbeat.clone()),
+            send(3, heartbeat),
+        ]
+    );
+    assert_eq!(s.role(), Role::Leader);
+    assert_eq!(s.persistent.log, log_of(&[1, 2]));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 3)]));
+    assert_eq!(s.volatile.match_index, indices(&[(2, 0), (3, 0)]));
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+
+    // Both peers acknowledge the heartbeat: entries 1 and 2 are on every
+    // server, yet none is of term 3, so nothing commits.
+    assert_eq!(s.step(receive(2, aer(3, true, 2))), vec![]);
+    assert_eq!(s.step(receive(3, aer(3, true, 2))), vec![]);
+    assert_eq!(s.volatile.match_index, indices(&[(2, 2), (3, 2)]));
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+    assert_eq!(s.persistent.log, log_of(&[1, 2]));
 }
 
 /// Votes from a minority, a duplicated vote and a refusal do not make a
@@ -725,11 +770,10 @@ fn candidate_with_minority_of_votes_stays_candidate() {
 
     let out = s.step(receive(4, rvr(2, true)));
 
-    let heartbeat = ae(2, 1, 0, 0, vec![entry(2)], 0);
+    let heartbeat = ae(2, 1, 0, 0, vec![], 0);
     assert_eq!(
         out,
         vec![
-            persist_log(1, vec![entry(2)]),
             CANCEL_ELECTION,
             SET_HEARTBEAT,
             send(2, heartbeat.clone()),
@@ -742,9 +786,11 @@ fn candidate_with_minority_of_votes_stays_candidate() {
 }
 
 /// In a one-server cluster the candidate's own vote is a majority: it becomes
-/// leader in the same step and commits its no-op at once.
+/// leader in the same step. It has no entry of its term, so it commits
+/// nothing; a client command is then committed, applied and answered in the
+/// step that appends it.
 ///
-/// Raft §5.2
+/// Raft §5.2, Fig. 2 (Leaders rule 4)
 #[test]
 fn single_server_becomes_leader_on_election_timeout() {
     let (mut s, out) = Server::<Counter>::new(NodeId(1), vec![]);
@@ -755,16 +801,29 @@ fn single_server_becomes_leader_on_election_timeout() {
     assert_eq!(
         out,
         vec![
-            persist(Some((1, Some(1))), Some((1, vec![entry(1)]))),
+            persist_hard_state(1, Some(1)),
             SET_ELECTION,
             CANCEL_ELECTION,
             SET_HEARTBEAT,
-            applied(1, 1),
         ]
     );
     assert_eq!(s.role(), Role::Leader);
     assert_eq!(s.current_term(), Term(1));
     assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
+    assert!(s.persistent.log.is_empty());
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+    assert_eq!(s.volatile.last_applied, LogIndex(0));
+
+    let out = s.step(client_request(7, 1));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(1, vec![command(1, 7, 1)]),
+            applied(1, 1),
+            reply_ok(7, 1, 0),
+        ]
+    );
     assert_eq!(s.volatile.commit_index, LogIndex(1));
     assert_eq!(s.volatile.last_applied, LogIndex(1));
 }
@@ -777,8 +836,10 @@ fn single_server_becomes_leader_on_election_timeout() {
 #[test]
 fn leader_heartbeat_timeout_sends_append_entries_to_every_peer() {
     let mut s = leader_of_term(1, 3, &[1], 2);
+    s.step(client_request(7, 1));
     s.step(receive(2, aer(2, true, 2)));
     assert_eq!(s.volatile.commit_index, LogIndex(2));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 2)]));
 
     let out = s.step(Input::HeartbeatTimeout);
 
@@ -787,7 +848,7 @@ fn leader_heartbeat_timeout_sends_append_entries_to_every_peer() {
         vec![
             SET_HEARTBEAT,
             send(2, ae(2, 1, 2, 2, vec![], 2)),
-            send(3, ae(2, 1, 1, 1, vec![entry(2)], 2)),
+            send(3, ae(2, 1, 1, 1, vec![command(2, 7, 1)], 2)),
         ]
     );
 }
@@ -1027,15 +1088,15 @@ fn follower_commit_index_never_decreases() {
 
 /// Figure 8: an entry of an earlier term stored on a majority is not
 /// committed by counting replicas; once an entry of the leader's term is on a
-/// majority, both are committed.
+/// majority, both are committed. Without a no-op on election, that entry of
+/// the leader's term is the next client command.
 ///
 /// Raft §5.4.2 (Figure 8), Fig. 2 (Leaders rule 4)
 #[test]
 fn leader_commits_only_entries_of_its_term_by_counting_replicas() {
     // Server 1 led term 2 and wrote an entry of term 2 at index 2; it is
-    // re-elected in term 4 and appends its no-op at index 3.
+    // re-elected in term 4 and appends nothing on election.
     let mut s = leader_of_term(1, 5, &[1, 2], 4);
-    assert_eq!(s.persistent.log, log_of(&[1, 2, 4]));
 
     // Index 2 (term 2) reaches servers 1, 2 and 3: a majority of 5.
     assert_eq!(s.step(receive(2, aer(4, true, 2))), vec![]);
@@ -1046,6 +1107,23 @@ fn leader_commits_only_entries_of_its_term_by_counting_replicas() {
     );
     assert_eq!(s.volatile.commit_index, LogIndex(0));
 
+    // A client command of term 4 goes to index 3; every peer's next_index is
+    // 3 (initialised to last log index + 1, or advanced by the responses).
+    let out = s.step(client_request(7, 1));
+
+    let request = ae(4, 1, 2, 2, vec![command(4, 7, 1)], 0);
+    assert_eq!(
+        out,
+        vec![
+            persist_log(3, vec![command(4, 7, 1)]),
+            send(2, request.clone()),
+            send(3, request.clone()),
+            send(4, request.clone()),
+            send(5, request),
+        ]
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+
     // Index 3 (term 4) on servers 1 and 2 only: still nothing committed.
     assert_eq!(s.step(receive(2, aer(4, true, 3))), vec![]);
     assert_eq!(s.volatile.commit_index, LogIndex(0));
@@ -1053,7 +1131,15 @@ fn leader_commits_only_entries_of_its_term_by_counting_replicas() {
     // Index 3 on a majority: it commits, and the earlier entries with it.
     let out = s.step(receive(3, aer(4, true, 3)));
 
-    assert_eq!(out, vec![applied(1, 1), applied(2, 2), applied(3, 4)]);
+    assert_eq!(
+        out,
+        vec![
+            applied(1, 1),
+            applied(2, 2),
+            applied(3, 4),
+            reply_ok(7, 1, 0),
+        ]
+    );
     assert_eq!(s.volatile.commit_index, LogIndex(3));
     assert_eq!(s.volatile.last_applied, LogIndex(3));
 }
@@ -1071,10 +1157,7 @@ fn failure_response_decrements_next_index_and_retries() {
 
     let out = s.step(receive(2, aer(2, false, 2)));
 
-    assert_eq!(
-        out,
-        vec![send(2, ae(2, 1, 1, 1, vec![entry(1), entry(2)], 0))]
-    );
+    assert_eq!(out, vec![send(2, ae(2, 1, 1, 1, vec![entry(1)], 0))]);
     assert_eq!(s.volatile.next_index, indices(&[(2, 2), (3, 3)]));
     assert_eq!(s.volatile.match_index, indices(&[(2, 0), (3, 0)]));
 
@@ -1082,10 +1165,7 @@ fn failure_response_decrements_next_index_and_retries() {
 
     assert_eq!(
         out,
-        vec![send(
-            2,
-            ae(2, 1, 0, 0, vec![entry(1), entry(1), entry(2)], 0)
-        )]
+        vec![send(2, ae(2, 1, 0, 0, vec![entry(1), entry(1)], 0))]
     );
     assert_eq!(s.volatile.next_index, indices(&[(2, 1), (3, 3)]));
 }
@@ -1115,11 +1195,21 @@ fn stale_duplicate_failure_response_does_not_move_next_index() {
 #[test]
 fn success_response_sets_match_index_which_never_moves_backwards() {
     let mut s = leader_of_term(1, 3, &[1, 1], 2);
+    s.step(client_request(7, 1));
     s.step(receive(2, aer(2, false, 2)));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 2), (3, 3)]));
 
     let out = s.step(receive(2, aer(2, true, 3)));
 
-    assert_eq!(out, vec![applied(1, 1), applied(2, 1), applied(3, 2)]);
+    assert_eq!(
+        out,
+        vec![
+            applied(1, 1),
+            applied(2, 1),
+            applied(3, 2),
+            reply_ok(7, 1, 0),
+        ]
+    );
     assert_eq!(s.volatile.match_index, indices(&[(2, 3), (3, 0)]));
     assert_eq!(s.volatile.next_index, indices(&[(2, 4), (3, 3)]));
     assert_eq!(s.volatile.commit_index, LogIndex(3));
@@ -1180,37 +1270,40 @@ fn leader_appends_client_command_and_replies_once_applied() {
 
     let out = s.step(client_request(7, 1));
 
-    let request = ae(1, 1, 0, 0, vec![entry(1), command(1, 7, 1)], 0);
+    let request = ae(1, 1, 0, 0, vec![command(1, 7, 1)], 0);
     assert_eq!(
         out,
         vec![
-            persist_log(2, vec![command(1, 7, 1)]),
+            persist_log(1, vec![command(1, 7, 1)]),
             send(2, request.clone()),
             send(3, request),
         ]
     );
-    assert_eq!(
-        s.persistent.log,
-        Log::from_entries(vec![entry(1), command(1, 7, 1)])
-    );
+    assert_eq!(s.persistent.log, Log::from_entries(vec![command(1, 7, 1)]));
     assert_eq!(s.volatile.commit_index, LogIndex(0));
 
-    let out = s.step(receive(2, aer(1, true, 2)));
+    let out = s.step(receive(2, aer(1, true, 1)));
 
-    assert_eq!(out, vec![applied(1, 1), applied(2, 1), reply_ok(7, 1, 0)]);
-    assert_eq!(s.volatile.commit_index, LogIndex(2));
+    assert_eq!(out, vec![applied(1, 1), reply_ok(7, 1, 0)]);
+    assert_eq!(s.volatile.commit_index, LogIndex(1));
     assert_eq!(s.volatile.state_machine, Counter(1));
     assert_eq!(s.volatile.sessions, BTreeMap::from([(ClientId(7), (1, 0))]));
 }
 
-/// A retried request whose entry is already in the log (not yet applied) is
-/// not appended a second time; the reply comes when that entry applies.
+/// A retried request whose entry this leader already appended in its current
+/// term (not yet applied) is not appended a second time; the reply comes
+/// when that entry applies. (A copy from an earlier term is appended again:
+/// see [`retried_request_from_earlier_term_is_appended_again_and_applied_once`].)
 ///
 /// Raft §8
 #[test]
 fn retried_request_already_in_log_is_not_appended_twice() {
-    let mut s = leader_of_term(1, 3, &[], 1);
+    let mut s = leader_of_term(1, 3, &[1], 2);
     s.step(client_request(7, 1));
+    assert_eq!(
+        s.persistent.log,
+        Log::from_entries(vec![entry(1), command(2, 7, 1)])
+    );
     let before = s.clone();
 
     let out = s.step(client_request(7, 1));
@@ -1218,10 +1311,80 @@ fn retried_request_already_in_log_is_not_appended_twice() {
     assert_eq!(out, vec![]);
     assert_eq!(s, before);
 
-    let out = s.step(receive(2, aer(1, true, 2)));
+    let out = s.step(receive(2, aer(2, true, 2)));
 
-    assert_eq!(out, vec![applied(1, 1), applied(2, 1), reply_ok(7, 1, 0)]);
+    assert_eq!(out, vec![applied(1, 1), applied(2, 2), reply_ok(7, 1, 0)]);
     assert_eq!(s.volatile.state_machine, Counter(1));
+    assert_eq!(s.persistent.log.len(), 2);
+}
+
+/// A new leader whose log holds an uncommitted copy of a request from an
+/// earlier term cannot commit that copy by counting replicas, so a retry of
+/// the request appends it again in the current term (a copy of the current
+/// term is then pending and a further retry appends nothing). Once the new
+/// copy commits, both copies are applied: the command runs once (the second
+/// copy is a duplicate for the session table) and the client gets one Ok
+/// reply per applied copy, both with the same value.
+///
+/// Raft §8 (sessions), Raft §5.4.2
+#[test]
+fn retried_request_from_earlier_term_is_appended_again_and_applied_once() {
+    // Server 1 leads term 1 and appends request (7, 1) at index 1, then loses
+    // leadership to a candidate of term 2 before the entry commits.
+    let mut s = leader_of_term(1, 3, &[], 1);
+    s.step(client_request(7, 1));
+    s.step(receive(2, rv(2, 2, 0, 0)));
+    assert_eq!(s.role(), Role::Follower);
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+
+    // It wins term 3 with the vote of server 3.
+    s.step(Input::ElectionTimeout);
+    s.step(receive(3, rvr(3, true)));
+    assert_eq!(s.role(), Role::Leader);
+    assert_eq!(s.current_term(), Term(3));
+    assert_eq!(s.persistent.log, Log::from_entries(vec![command(1, 7, 1)]));
+
+    // The copy of term 1 reaches a majority but does not commit.
+    assert_eq!(s.step(receive(2, aer(3, true, 1))), vec![]);
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+
+    // The client retries: the request is appended again, in term 3.
+    let out = s.step(client_request(7, 1));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_log(2, vec![command(3, 7, 1)]),
+            send(2, ae(3, 1, 1, 1, vec![command(3, 7, 1)], 0)),
+            send(3, ae(3, 1, 1, 1, vec![command(3, 7, 1)], 0)),
+        ]
+    );
+    assert_eq!(
+        s.persistent.log,
+        Log::from_entries(vec![command(1, 7, 1), command(3, 7, 1)])
+    );
+
+    // A second retry finds the copy of term 3 pending.
+    let before = s.clone();
+    assert_eq!(s.step(client_request(7, 1)), vec![]);
+    assert_eq!(s, before);
+
+    // The copy of term 3 reaches a majority: both entries commit and apply.
+    let out = s.step(receive(3, aer(3, true, 2)));
+
+    assert_eq!(
+        out,
+        vec![
+            applied(1, 1),
+            reply_ok(7, 1, 0),
+            applied(2, 3),
+            reply_ok(7, 1, 0),
+        ]
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(2));
+    assert_eq!(s.volatile.last_applied, LogIndex(2));
+    assert_eq!(s.volatile.state_machine, Counter(1));
+    assert_eq!(s.volatile.sessions, BTreeMap::from([(ClientId(7), (1, 0))]));
 }
 
 /// A retried request that was already applied is answered from the session
@@ -1236,9 +1399,9 @@ fn retried_request_already_in_log_is_not_appended_twice() {
 fn retried_request_already_applied_is_answered_from_session() {
     let mut s = leader_of_term(1, 3, &[], 1);
     s.step(client_request(7, 1));
-    s.step(receive(2, aer(1, true, 2)));
+    s.step(receive(2, aer(1, true, 1)));
     s.step(client_request(7, 2));
-    s.step(receive(2, aer(1, true, 3)));
+    s.step(receive(2, aer(1, true, 2)));
     assert_eq!(s.volatile.state_machine, Counter(2));
     let before = s.clone();
 
@@ -1254,16 +1417,17 @@ fn retried_request_already_applied_is_answered_from_session() {
 
     let out = s.step(client_request(7, 3));
 
-    let request = ae(1, 1, 3, 1, vec![command(1, 7, 3)], 3);
+    let request = ae(1, 1, 2, 1, vec![command(1, 7, 3)], 2);
+    let all = vec![command(1, 7, 1), command(1, 7, 2), command(1, 7, 3)];
     assert_eq!(
         out,
         vec![
-            persist_log(4, vec![command(1, 7, 3)]),
+            persist_log(3, vec![command(1, 7, 3)]),
             send(2, request),
-            send(3, ae(1, 1, 0, 0, s.persistent.log.entries().to_vec(), 3)),
+            send(3, ae(1, 1, 0, 0, all.clone(), 2)),
         ]
     );
-    assert_eq!(s.persistent.log.len(), 4);
+    assert_eq!(s.persistent.log, Log::from_entries(all));
 }
 
 /// A log holding the same (client, request number) twice — a retry appended
@@ -1334,8 +1498,8 @@ fn older_request_in_log_after_newer_one_is_not_applied() {
 fn restart_keeps_persistent_state_and_resets_volatile_state() {
     let mut leader = leader_of_term(1, 3, &[1], 5);
     leader.step(client_request(7, 1));
-    leader.step(receive(2, aer(5, true, 3)));
-    assert_eq!(leader.volatile.commit_index, LogIndex(3));
+    leader.step(receive(2, aer(5, true, 2)));
+    assert_eq!(leader.volatile.commit_index, LogIndex(2));
     let persistent = leader.persistent.clone();
 
     let (s, out) = Server::<Counter>::restart(NodeId(1), peers_of(1, 3), persistent.clone());
@@ -1373,9 +1537,10 @@ fn persist_outputs_describe_every_change_to_persistent_state() {
         receive(3, rvr(3, true)),
         client_request(7, 1),
         receive(2, aer(3, true, 5)),
-        // Server 3 won term 4 with log [1, 2, 2, 2, 3] and its no-op replaces
-        // the uncommitted client entry at index 6.
-        receive(3, ae(4, 3, 5, 3, vec![entry(4)], 5)),
+        client_request(7, 2),
+        // Server 3 won term 4 with the first five entries; its first client
+        // command replaces the uncommitted entry of request 2 at index 6.
+        receive(3, ae(4, 3, 5, 3, vec![command(4, 8, 1)], 5)),
     ];
     for input in inputs {
         let out = s.step(input.clone());
@@ -1387,7 +1552,307 @@ fn persist_outputs_describe_every_change_to_persistent_state() {
         }
         assert_eq!(disk, s.persistent, "after {input:?}");
     }
-    assert_eq!(s.persistent.log, log_of(&[1, 2, 2, 2, 3, 4]));
+    assert_eq!(
+        s.persistent.log,
+        Log::from_entries(vec![
+            entry(1),
+            entry(2),
+            entry(2),
+            entry(2),
+            command(3, 7, 1),
+            command(4, 8, 1),
+        ])
+    );
     assert_eq!(s.volatile.commit_index, LogIndex(5));
     assert_eq!(s.current_term(), Term(4));
+}
+
+// ---- Dead messages: ignores_forever ------------------------------------------
+
+/// Every role a server can be in, `None` standing for a crashed server.
+const ROLES: [Option<Role>; 4] = [
+    None,
+    Some(Role::Follower),
+    Some(Role::Candidate),
+    Some(Role::Leader),
+];
+
+/// Both response kinds of `term`, granted and refused, successful and failed.
+fn responses_of_term(term: u64) -> Vec<Msg> {
+    vec![
+        rvr(term, true),
+        rvr(term, false),
+        aer(term, true, 1),
+        aer(term, false, 1),
+    ]
+}
+
+/// A response of an earlier term is stale: every server ignores it, whatever
+/// its role, and it can never matter again since terms only grow.
+///
+/// Raft §5.1 (stale messages are discarded)
+#[test]
+fn stale_responses_are_ignored_forever_by_any_role() {
+    for role in ROLES {
+        for stale_term in [0, 2] {
+            for message in responses_of_term(stale_term) {
+                assert!(
+                    crate::ignores_forever(Term(3), role, &message),
+                    "{role:?} {message:?}"
+                );
+            }
+        }
+    }
+}
+
+/// A RequestVoteResponse of the current term matters only to a candidate of
+/// that term, and only if it grants the vote: a follower or leader of the
+/// term never becomes its candidate, and a refusal changes nothing even for
+/// the candidate.
+///
+/// Fig. 2 (Candidates rule 2), Raft §5.2
+#[test]
+fn request_vote_response_of_current_term_matters_only_to_candidate_if_granted() {
+    for role in ROLES {
+        let candidate = role == Some(Role::Candidate);
+        assert_eq!(
+            crate::ignores_forever(Term(3), role, &rvr(3, true)),
+            !candidate,
+            "{role:?}"
+        );
+        assert!(
+            crate::ignores_forever(Term(3), role, &rvr(3, false)),
+            "{role:?}"
+        );
+    }
+}
+
+/// An AppendEntriesResponse of the current term, successful or not, is
+/// ignored forever by a follower of that term (which never leads it) and
+/// matters to the leader of the term.
+///
+/// Fig. 2 (Leaders rule 3), Raft §5.3
+#[test]
+fn append_entries_response_of_current_term_matters_to_leader() {
+    for message in [aer(3, true, 1), aer(3, false, 1)] {
+        assert!(
+            crate::ignores_forever(Term(3), Some(Role::Follower), &message),
+            "{message:?}"
+        );
+        assert!(
+            !crate::ignores_forever(Term(3), Some(Role::Leader), &message),
+            "{message:?}"
+        );
+    }
+}
+
+/// A candidate of term 2 may still become the leader of term 2, so an
+/// AppendEntriesResponse of term 2 that reaches it is not dead: here it is a
+/// rejection, sent with term 2 by a follower that had moved to term 2, of
+/// an AppendEntries the server sent as leader of term 1 before it crashed.
+/// Delivered once the candidate has won, it makes the leader back off
+/// next_index and retry.
+///
+/// Raft §5.2 (a candidate of a term becomes its leader), Raft §5.3
+#[test]
+fn candidate_does_not_ignore_forever_append_entries_response_of_its_term() {
+    let late_rejection = aer(2, false, 1);
+    let mut s = candidate_of_term(1, 3, &[1, 1], 2);
+
+    let claim = s.ignores_forever(&late_rejection);
+    s.step(receive(2, rvr(2, true)));
+    assert_eq!(s.role(), Role::Leader);
+    let before = s.clone();
+    let out = s.step(receive(3, late_rejection.clone()));
+
+    assert_eq!(
+        out,
+        vec![send(3, ae(2, 1, 0, 0, vec![entry(1), entry(1)], 0))]
+    );
+    assert_ne!(s, before);
+    assert!(
+        !claim,
+        "ignores_forever(Candidate, {late_rejection:?}) is true, but the leader it becomes acts on it"
+    );
+}
+
+/// A crashed server restarts as a follower of its persisted term, which is
+/// neither candidate nor leader of that term: it ignores every response of
+/// its current term.
+///
+/// Fig. 2 (volatile state is reinitialized after a restart), Raft §5.1
+#[test]
+fn crashed_server_ignores_responses_of_its_current_term() {
+    for message in responses_of_term(3) {
+        assert!(
+            crate::ignores_forever(Term(3), None, &message),
+            "{message:?}"
+        );
+    }
+}
+
+/// A response of a later term makes any server adopt that term, so it is
+/// never ignored.
+///
+/// Fig. 2 (Rules for Servers, All Servers rule 2)
+#[test]
+fn responses_of_a_later_term_are_not_ignored() {
+    for role in ROLES {
+        for message in responses_of_term(4) {
+            assert!(
+                !crate::ignores_forever(Term(3), role, &message),
+                "{role:?} {message:?}"
+            );
+        }
+    }
+}
+
+/// Requests always get a reply (a refusal at least), so RequestVote and
+/// AppendEntries are never ignored, whatever their term and the receiver's
+/// role.
+///
+/// Fig. 2 (RequestVote RPC and AppendEntries RPC, receiver rule 1)
+#[test]
+fn requests_are_never_ignored() {
+    for role in ROLES {
+        for term in [0, 2, 3, 4] {
+            for message in [
+                rv(term, 2, 0, 0),
+                rv(term, 2, 5, term),
+                ae(term, 2, 0, 0, vec![], 0),
+                ae(term, 2, 1, 1, vec![entry(term)], 1),
+            ] {
+                assert!(
+                    !crate::ignores_forever(Term(3), role, &message),
+                    "{role:?} {message:?}"
+                );
+            }
+        }
+    }
+}
+
+/// The states of server 1 of a 3-server cluster along a run that goes
+/// through every role: it votes, follows, runs an election that it wins,
+/// replicates and commits, steps down, runs a second election and follows
+/// the winner of a later term.
+fn driven_trace() -> Vec<Server<Counter>> {
+    let (s, _) = Server::<Counter>::new(NodeId(1), peers_of(1, 3));
+    let inputs = vec![
+        receive(2, rv(1, 2, 0, 0)),
+        receive(2, ae(1, 2, 0, 0, vec![command(1, 7, 1)], 0)),
+        Input::ElectionTimeout,
+        receive(2, rvr(2, false)),
+        receive(3, rvr(2, true)),
+        client_request(7, 1),
+        receive(2, aer(2, false, 1)),
+        receive(2, aer(2, true, 2)),
+        Input::HeartbeatTimeout,
+        client_request(8, 1),
+        receive(3, aer(3, false, 0)),
+        Input::ElectionTimeout,
+        receive(2, rvr(4, true)),
+        receive(3, ae(5, 3, 3, 2, vec![], 3)),
+    ];
+    let mut trace = vec![s.clone()];
+    let mut s = s;
+    for input in inputs {
+        s.step(input);
+        trace.push(s.clone());
+    }
+    let roles: BTreeSet<Role> = trace.iter().map(Server::role).collect();
+    assert_eq!(
+        roles,
+        BTreeSet::from([Role::Follower, Role::Candidate, Role::Leader])
+    );
+    trace
+}
+
+/// Every response of terms 0 to 6 from server 2 or 3, with indices 0 to 3.
+fn all_responses() -> Vec<(u64, Msg)> {
+    let mut messages = Vec::new();
+    for from in [2, 3] {
+        for term in 0..=6 {
+            for granted in [true, false] {
+                messages.push((from, rvr(term, granted)));
+            }
+            for success in [true, false] {
+                for index in 0..=3 {
+                    messages.push((from, aer(term, success, index)));
+                }
+            }
+        }
+    }
+    messages
+}
+
+/// Whenever a server claims to ignore a message forever, delivering it sends
+/// nothing and changes nothing: checked on every state of a driven run (and
+/// of a single-server leader, and of each state restarted after a crash, which
+/// `ignores_forever` with role `None` describes) for every response of terms
+/// 0 to 6. The claim covers cases in every role, so the check is not vacuous.
+///
+/// Raft §5.1 (stale messages are discarded), Fig. 2 (Rules for Servers)
+#[test]
+fn ignored_messages_change_nothing_when_delivered() {
+    let mut states = driven_trace();
+    let (mut single, _) = Server::<Counter>::new(NodeId(1), vec![]);
+    single.step(Input::ElectionTimeout);
+    single.step(client_request(7, 1));
+    states.push(single);
+
+    let mut ignored_per_role: BTreeMap<Option<Role>, usize> = BTreeMap::new();
+    for state in &states {
+        let (restarted, _) =
+            Server::<Counter>::restart(state.id, state.peers.clone(), state.persistent.clone());
+        for (from, message) in all_responses() {
+            if crate::ignores_forever(state.current_term(), None, &message) {
+                *ignored_per_role.entry(None).or_default() += 1;
+                assert!(restarted.ignores_forever(&message), "{message:?}");
+            }
+            for server in [state, &restarted] {
+                if !server.ignores_forever(&message) {
+                    continue;
+                }
+                *ignored_per_role.entry(Some(server.role())).or_default() += 1;
+                let mut delivered = server.clone();
+                let out = delivered.step(receive(from, message.clone()));
+                assert_eq!(out, vec![], "{message:?} to {server:?}");
+                assert_eq!(&delivered, server, "{message:?}");
+            }
+        }
+    }
+    for role in ROLES {
+        assert!(
+            ignored_per_role.get(&role).copied().unwrap_or(0) > 0,
+            "no ignored message for {role:?}"
+        );
+    }
+}
+
+/// "Forever": along a run, a message that a state ignores is ignored by every
+/// later state as well (terms only grow, and a server is candidate or leader
+/// of a term at most once).
+///
+/// Raft §5.1, §5.2
+#[test]
+fn ignored_messages_stay_ignored_in_later_states() {
+    let trace = driven_trace();
+    for (from, message) in all_responses() {
+        for (i, earlier) in trace.iter().enumerate() {
+            if !earlier.ignores_forever(&message) {
+                continue;
+            }
+            for (j, later) in trace.iter().enumerate().skip(i + 1) {
+                assert!(
+                    later.ignores_forever(&message),
+                    "{message:?} from {from}: ignored at state {i} ({:?}, term {:?}) \
+                     but not at state {j} ({:?}, term {:?})",
+                    earlier.role(),
+                    earlier.current_term(),
+                    later.role(),
+                    later.current_term(),
+                );
+            }
+        }
+    }
 }
