@@ -137,12 +137,21 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
         Strategy::Bfs => Box::new(builder.spawn_bfs()),
         Strategy::Dfs => Box::new(builder.spawn_dfs()),
     };
-    let handles = checker.take_handles();
+    let mut running = checker.take_handles();
     let mut last_progress = Instant::now();
-    while !handles.iter().all(|h| h.is_finished()) {
+    let mut panicked = false;
+    // A panicking checker thread can leave the others waiting for work it
+    // held, so threads are joined as they finish and a panic ends the wait.
+    while !running.is_empty() && !panicked {
         std::thread::sleep(Duration::from_millis(20));
+        let (finished, still): (Vec<_>, Vec<_>) =
+            running.into_iter().partition(|h| h.is_finished());
+        running = still;
+        for h in finished {
+            panicked |= h.join().is_err();
+        }
         if let Some(every) = options.progress_every {
-            if last_progress.elapsed() >= every {
+            if last_progress.elapsed() >= every && !panicked {
                 last_progress = Instant::now();
                 let secs = start.elapsed().as_secs_f64();
                 let unique = checker.unique_state_count();
@@ -157,10 +166,6 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
                 );
             }
         }
-    }
-    let mut panicked = false;
-    for h in handles {
-        panicked |= h.join().is_err();
     }
     let elapsed = start.elapsed();
     let discoveries = checker.discoveries();
@@ -284,7 +289,7 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
     let model = RaftModel::new(report.config);
     let _ = writeln!(
         out,
-        "{} after {:.2}s: unique states={} states generated={} max depth={} rate={:.0} unique states/s peak memory={}",
+        "{} after {:.2}s: unique states={} states generated={} max depth={} rate={:.0} unique states/s peak memory={} ({} bytes per unique state)",
         if report.panicked {
             "ABORTED (the model panicked; see the panic message above)"
         } else if report.completed {
@@ -300,6 +305,9 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
         report
             .peak_rss_bytes
             .map_or("unknown".to_string(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+        report.peak_rss_bytes.map_or("unknown".to_string(), |b| {
+            (b / report.unique_states.max(1) as u64).to_string()
+        }),
     );
     for v in &report.verdicts {
         let kind = match v.expectation {

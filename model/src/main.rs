@@ -35,13 +35,13 @@ struct ConfigArgs {
     #[arg(long, default_value_t = 3)]
     servers: usize,
     /// Highest term any server may reach.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 1)]
     max_term: u64,
     /// Client requests (one client per request).
     #[arg(long, default_value_t = 1)]
     requests: usize,
     /// Total server crashes over an execution.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 1)]
     crashes: usize,
     /// Network semantics: unordered-duplicating, unordered-nonduplicating or ordered.
     #[arg(long, default_value = "unordered-duplicating")]

@@ -246,12 +246,33 @@ impl RaftModel {
     /// ghost states is unchanged; only states that differ in dead messages are
     /// merged. `tests/model_check.rs` checks this on small configurations.
     fn collect_dead_messages(&self, state: &mut State) {
-        let dead: Vec<Envelope<Msg>> = state
-            .network
-            .iter_all()
-            .filter(|e| self.is_dead(state, e.dst, e.msg))
-            .map(|e| e.to_cloned_msg())
-            .collect();
+        // Stateright 0.31's `Network::iter_all` never ends on an ordered
+        // network, so each variant is walked here directly.
+        let shared: &State = state;
+        let dead: Vec<Envelope<Msg>> = match &shared.network {
+            Network::UnorderedDuplicating(set, _) => set
+                .iter()
+                .filter(|e| self.is_dead(shared, e.dst, &e.msg))
+                .cloned()
+                .collect(),
+            Network::UnorderedNonDuplicating(multiset) => multiset
+                .keys()
+                .filter(|e| self.is_dead(shared, e.dst, &e.msg))
+                .cloned()
+                .collect(),
+            Network::Ordered(flows) => flows
+                .iter()
+                .flat_map(|(&(src, dst), flow)| {
+                    flow.iter()
+                        .filter(move |m| self.is_dead(shared, dst, m))
+                        .map(move |m| Envelope {
+                            src,
+                            dst,
+                            msg: m.clone(),
+                        })
+                })
+                .collect(),
+        };
         if dead.is_empty() {
             return;
         }

@@ -1,0 +1,80 @@
+//! The `raft-model` command line: exit statuses and what it prints.
+
+use std::process::{Command, Output};
+
+fn raft_model(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_raft-model"))
+        .args(args)
+        .output()
+        .expect("run raft-model")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn check_passes_and_reports_every_property() {
+    let o = raft_model(&["check", "--servers", "2", "--max-term", "2", "--requests", "1"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("servers=2 max_term=2 requests=1 crashes=0"), "{out}");
+    assert!(out.contains("Completed after"), "{out}");
+    assert!(out.contains("unique states=633 "), "{out}");
+    for name in [
+        "Election Safety",
+        "Leader Append-Only",
+        "Log Matching",
+        "Leader Completeness",
+        "State Machine Safety",
+        "Linearizability",
+    ] {
+        assert!(
+            out.lines().any(|l| l.contains(name) && l.ends_with("held")),
+            "{name}: {out}"
+        );
+    }
+    assert!(out.contains("peak memory="), "{out}");
+}
+
+#[test]
+fn missing_example_exits_1() {
+    // With no client request nothing is ever committed: the "an entry is
+    // committed" example cannot be found, which is a failed check.
+    let o = raft_model(&["check", "--servers", "2", "--max-term", "1", "--requests", "0"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(stdout(&o).contains("NOT FOUND"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_arguments_exit_2_naming_the_flag() {
+    for (args, flag) in [
+        (vec!["check", "--servers", "0"], "--servers"),
+        (vec!["check", "--servers", "6"], "--servers"),
+        (vec!["check", "--max-term", "0"], "--max-term"),
+        (vec!["check", "--network", "carrier-pigeon"], "--network"),
+        (vec!["check", "--threads", "0"], "--threads"),
+        (vec!["check", "--symmetry"], "--symmetry"),
+        (vec!["check", "--strategy", "random"], "--strategy"),
+        (vec!["check", "--servers", "three"], "--servers"),
+        (vec!["explore", "--addr", "not-an-address"], "--addr"),
+    ] {
+        let o = raft_model(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains(flag), "{args:?}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn symmetry_with_dfs_runs() {
+    let o = raft_model(&[
+        "check", "--servers", "3", "--max-term", "1", "--requests", "1", "--strategy", "dfs",
+        "--symmetry", "--threads", "1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("unique states=1174 "), "{}", stdout(&o));
+}

@@ -1,0 +1,234 @@
+//! Exhaustive model checking of named bounded configurations.
+//!
+//! Each test runs a configuration to completion and asserts that the search
+//! completed, that every `Always` property held, that every `Sometimes`
+//! property was found, and the exact number of unique states. A change to the
+//! state space shows up here first: explain the new count in the commit.
+
+use raft_model::check::{self, CheckOptions, CheckReport, Outcome, Strategy};
+use raft_model::model::names;
+use raft_model::{ModelConfig, NetworkKind, RaftModel};
+use raft_spec::safety::PROPERTY_NAMES;
+use stateright::{Expectation, Model};
+use std::collections::HashSet;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+fn config(servers: usize, max_term: u64, requests: usize, crashes: usize) -> ModelConfig {
+    ModelConfig {
+        servers,
+        max_term,
+        requests,
+        crashes,
+        network: NetworkKind::UnorderedDuplicating,
+        lossy: false,
+    }
+}
+
+fn run(config: ModelConfig, strategy: Strategy, symmetry: bool, threads: usize) -> CheckReport {
+    let options = CheckOptions {
+        strategy,
+        symmetry,
+        threads,
+        progress_every: None,
+    };
+    check::run(config, options, &mut std::io::sink())
+}
+
+/// Asserts completion, every property, every expected discovery.
+fn assert_clean(report: &CheckReport, expected_sometimes: &[&str]) {
+    assert!(report.completed, "search did not complete: {report:?}");
+    assert!(!report.panicked);
+    for name in PROPERTY_NAMES.iter().chain([&names::LINEARIZABILITY]) {
+        let v = report
+            .verdict(name)
+            .unwrap_or_else(|| panic!("property {name} not registered"));
+        assert_eq!(v.expectation, Expectation::Always, "{name}");
+        assert!(matches!(v.outcome, Outcome::Held), "{name}: {:?}", v.outcome);
+    }
+    let sometimes: Vec<&str> = report
+        .verdicts
+        .iter()
+        .filter(|v| v.expectation == Expectation::Sometimes)
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(sometimes, expected_sometimes, "registered Sometimes properties");
+    for v in &report.verdicts {
+        if v.expectation == Expectation::Sometimes {
+            assert!(matches!(v.outcome, Outcome::Found(_)), "{} not found", v.name);
+        }
+    }
+    assert!(report.success());
+}
+
+const ELECTION_ONLY: &[&str] = &[names::LEADER_ELECTED, names::ENTRY_COMMITTED];
+
+/// 3 servers, 1 term, 1 request: an election, replication of the request,
+/// commitment and the reply.
+#[test]
+fn three_servers_one_term_one_request() {
+    let report = run(config(3, 1, 1, 0), Strategy::Bfs, false, 2);
+    assert_clean(&report, &[ELECTION_ONLY, &[names::CLIENT_REPLY]].concat());
+    assert_eq!(report.unique_states, 4_763);
+}
+
+
+/// 3 servers, 2 terms, no request: competing elections, a change of leader.
+/// Without client requests no entry exists, so nothing can commit or conflict:
+/// only the elections' examples are expected.
+#[test]
+fn three_servers_two_terms_no_request() {
+    let report = run(config(3, 2, 0, 0), Strategy::Bfs, false, 2);
+    assert!(report.completed);
+    for name in PROPERTY_NAMES {
+        assert!(matches!(report.verdict(name).map(|v| &v.outcome), Some(Outcome::Held)));
+    }
+    assert!(matches!(
+        report.verdict(names::LEADER_REPLACED).map(|v| &v.outcome),
+        Some(Outcome::Found(_))
+    ));
+    assert!(matches!(
+        report.verdict(names::LEADER_ELECTED).map(|v| &v.outcome),
+        Some(Outcome::Found(_))
+    ));
+    // No entry can ever exist, so none commits: the checker must say so.
+    assert!(matches!(
+        report.verdict(names::ENTRY_COMMITTED).map(|v| &v.outcome),
+        Some(Outcome::NotFound)
+    ));
+    assert!(!report.success());
+    assert_eq!(report.unique_states, 7_083);
+}
+
+/// 2 servers, 2 terms, 1 request: a leader of term 2 replaces the one of term
+/// 1, and the request is replicated, committed and answered.
+#[test]
+fn two_servers_two_terms_one_request() {
+    let report = run(config(2, 2, 1, 0), Strategy::Bfs, false, 2);
+    assert_clean(
+        &report,
+        &[ELECTION_ONLY, &[names::LEADER_REPLACED, names::CLIENT_REPLY]].concat(),
+    );
+    assert_eq!(report.unique_states, 633);
+}
+
+/// (b) 3 servers, 1 term, 1 request, 1 crash, lossy network.
+#[test]
+fn three_servers_one_term_one_request_one_crash_lossy() {
+    let mut cfg = config(3, 1, 1, 1);
+    cfg.lossy = true;
+    let report = run(cfg, Strategy::Bfs, false, 2);
+    assert_clean(
+        &report,
+        &[
+            ELECTION_ONLY,
+            &[names::CLIENT_REPLY, names::CRASHED_SERVER_REJOINS],
+        ]
+        .concat(),
+    );
+    assert_eq!(report.unique_states, 45_926);
+}
+
+/// 2 servers, 2 terms, 1 request, 1 crash: a crashed server keeps its term,
+/// vote and log (no false Election Safety violation), recovers and rejoins.
+#[test]
+fn two_servers_two_terms_one_request_one_crash() {
+    let report = run(config(2, 2, 1, 1), Strategy::Bfs, false, 2);
+    assert_clean(
+        &report,
+        &[
+            ELECTION_ONLY,
+            &[
+                names::LEADER_REPLACED,
+                names::CLIENT_REPLY,
+                names::CRASHED_SERVER_REJOINS,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(report.unique_states, 11_839);
+}
+
+/// (c) DFS with symmetry reduction agrees with BFS on every verdict, on
+/// fewer states.
+#[test]
+fn dfs_with_symmetry_agrees_with_bfs_on_fewer_states() {
+    let cfg = config(3, 1, 1, 0);
+    let bfs = run(cfg, Strategy::Bfs, false, 1);
+    let dfs = run(cfg, Strategy::Dfs, false, 1);
+    let sym = run(cfg, Strategy::Dfs, true, 1);
+    for r in [&bfs, &dfs, &sym] {
+        assert!(r.success(), "{r:?}");
+    }
+    let verdicts = |r: &CheckReport| -> Vec<(&str, bool)> {
+        r.verdicts.iter().map(|v| (v.name, v.is_ok())).collect()
+    };
+    assert_eq!(verdicts(&bfs), verdicts(&sym));
+    assert_eq!(bfs.unique_states, dfs.unique_states);
+    assert_eq!(sym.unique_states, 1_174);
+    assert!(sym.unique_states * 4 < bfs.unique_states);
+}
+
+/// The non-duplicating and the ordered networks are checked too.
+#[test]
+fn other_network_semantics() {
+    let mut cfg = config(2, 2, 1, 0);
+    cfg.network = NetworkKind::UnorderedNonDuplicating;
+    let nondup = run(cfg, Strategy::Bfs, false, 2);
+    let expected = [ELECTION_ONLY, &[names::LEADER_REPLACED, names::CLIENT_REPLY]].concat();
+    assert_clean(&nondup, &expected);
+    assert_eq!(nondup.unique_states, 11_528);
+    cfg.network = NetworkKind::Ordered;
+    cfg.lossy = true;
+    let ordered = run(cfg, Strategy::Bfs, false, 2);
+    assert_clean(&ordered, &expected);
+    assert_eq!(ordered.unique_states, 4_252);
+}
+
+/// Everything about a state except the network: what the properties see.
+fn projection(state: &raft_model::model::State) -> u64 {
+    let mut h = DefaultHasher::new();
+    state.actor_states.hash(&mut h);
+    state.crashed.hash(&mut h);
+    state.actor_storages.hash(&mut h);
+    state.history.hash(&mut h);
+    state.timers_set.hash(&mut h);
+    h.finish()
+}
+
+/// All reachable projections, by a plain breadth-first search.
+fn reachable_projections(model: &RaftModel) -> HashSet<u64> {
+    let mut seen = HashSet::new();
+    let mut projections = HashSet::new();
+    let mut queue: Vec<_> = model.init_states();
+    let mut actions = Vec::new();
+    while let Some(state) = queue.pop() {
+        let mut h = DefaultHasher::new();
+        state.hash(&mut h);
+        if !seen.insert(h.finish()) {
+            continue;
+        }
+        projections.insert(projection(&state));
+        actions.clear();
+        model.actions(&state, &mut actions);
+        for a in actions.drain(..) {
+            if let Some(next) = model.next_state(&state, a) {
+                if model.within_boundary(&next) {
+                    queue.push(next);
+                }
+            }
+        }
+    }
+    projections
+}
+
+/// Forgetting dead messages (raft-spec's `ignores_forever`, moot redirects)
+/// changes no reachable server, client or ghost state: it only merges
+/// states that differ in messages nobody will act on.
+#[test]
+fn dead_message_collection_preserves_reachable_server_states() {
+    for cfg in [config(2, 2, 1, 0), config(2, 1, 1, 1), config(3, 1, 0, 0)] {
+        let with = reachable_projections(&RaftModel::new(cfg));
+        let without = reachable_projections(&RaftModel::new(cfg).without_garbage_collection());
+        assert_eq!(with, without, "{cfg}");
+    }
+}
