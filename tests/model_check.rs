@@ -43,7 +43,11 @@ fn assert_clean(report: &CheckReport, expected_sometimes: &[&str]) {
             .verdict(name)
             .unwrap_or_else(|| panic!("property {name} not registered"));
         assert_eq!(v.expectation, Expectation::Always, "{name}");
-        assert!(matches!(v.outcome, Outcome::Held), "{name}: {:?}", v.outcome);
+        assert!(
+            matches!(v.outcome, Outcome::Held),
+            "{name}: {:?}",
+            v.outcome
+        );
     }
     let sometimes: Vec<&str> = report
         .verdicts
@@ -51,10 +55,17 @@ fn assert_clean(report: &CheckReport, expected_sometimes: &[&str]) {
         .filter(|v| v.expectation == Expectation::Sometimes)
         .map(|v| v.name)
         .collect();
-    assert_eq!(sometimes, expected_sometimes, "registered Sometimes properties");
+    assert_eq!(
+        sometimes, expected_sometimes,
+        "registered Sometimes properties"
+    );
     for v in &report.verdicts {
         if v.expectation == Expectation::Sometimes {
-            assert!(matches!(v.outcome, Outcome::Found(_)), "{} not found", v.name);
+            assert!(
+                matches!(v.outcome, Outcome::Found(_)),
+                "{} not found",
+                v.name
+            );
         }
     }
     assert!(report.success());
@@ -71,7 +82,6 @@ fn three_servers_one_term_one_request() {
     assert_eq!(report.unique_states, 4_763);
 }
 
-
 /// 3 servers, 2 terms, no request: competing elections, a change of leader.
 /// Without client requests no entry exists, so nothing can commit or conflict:
 /// only the elections' examples are expected.
@@ -80,7 +90,10 @@ fn three_servers_two_terms_no_request() {
     let report = run(config(3, 2, 0, 0), Strategy::Bfs, false, 2);
     assert!(report.completed);
     for name in PROPERTY_NAMES {
-        assert!(matches!(report.verdict(name).map(|v| &v.outcome), Some(Outcome::Held)));
+        assert!(matches!(
+            report.verdict(name).map(|v| &v.outcome),
+            Some(Outcome::Held)
+        ));
     }
     assert!(matches!(
         report.verdict(names::LEADER_REPLACED).map(|v| &v.outcome),
@@ -106,7 +119,11 @@ fn two_servers_two_terms_one_request() {
     let report = run(config(2, 2, 1, 0), Strategy::Bfs, false, 2);
     assert_clean(
         &report,
-        &[ELECTION_ONLY, &[names::LEADER_REPLACED, names::CLIENT_REPLY]].concat(),
+        &[
+            ELECTION_ONLY,
+            &[names::LEADER_REPLACED, names::CLIENT_REPLY],
+        ]
+        .concat(),
     );
     assert_eq!(report.unique_states, 633);
 }
@@ -174,7 +191,11 @@ fn other_network_semantics() {
     let mut cfg = config(2, 2, 1, 0);
     cfg.network = NetworkKind::UnorderedNonDuplicating;
     let nondup = run(cfg, Strategy::Bfs, false, 2);
-    let expected = [ELECTION_ONLY, &[names::LEADER_REPLACED, names::CLIENT_REPLY]].concat();
+    let expected = [
+        ELECTION_ONLY,
+        &[names::LEADER_REPLACED, names::CLIENT_REPLY],
+    ]
+    .concat();
     assert_clean(&nondup, &expected);
     assert_eq!(nondup.unique_states, 11_528);
     cfg.network = NetworkKind::Ordered;

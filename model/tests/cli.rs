@@ -19,10 +19,21 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn check_passes_and_reports_every_property() {
-    let o = raft_model(&["check", "--servers", "2", "--max-term", "2", "--requests", "1"]);
+    let o = raft_model(&[
+        "check",
+        "--servers",
+        "2",
+        "--max-term",
+        "2",
+        "--requests",
+        "1",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
-    assert!(out.contains("servers=2 max_term=2 requests=1 crashes=0"), "{out}");
+    assert!(
+        out.contains("servers=2 max_term=2 requests=1 crashes=0"),
+        "{out}"
+    );
     assert!(out.contains("Completed after"), "{out}");
     assert!(out.contains("unique states=633 "), "{out}");
     for name in [
@@ -45,7 +56,15 @@ fn check_passes_and_reports_every_property() {
 fn missing_example_exits_1() {
     // With no client request nothing is ever committed: the "an entry is
     // committed" example cannot be found, which is a failed check.
-    let o = raft_model(&["check", "--servers", "2", "--max-term", "1", "--requests", "0"]);
+    let o = raft_model(&[
+        "check",
+        "--servers",
+        "2",
+        "--max-term",
+        "1",
+        "--requests",
+        "0",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     assert!(stdout(&o).contains("NOT FOUND"), "{}", stdout(&o));
 }
@@ -72,8 +91,18 @@ fn bad_arguments_exit_2_naming_the_flag() {
 #[test]
 fn symmetry_with_dfs_runs() {
     let o = raft_model(&[
-        "check", "--servers", "3", "--max-term", "1", "--requests", "1", "--strategy", "dfs",
-        "--symmetry", "--threads", "1",
+        "check",
+        "--servers",
+        "3",
+        "--max-term",
+        "1",
+        "--requests",
+        "1",
+        "--strategy",
+        "dfs",
+        "--symmetry",
+        "--threads",
+        "1",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("unique states=1174 "), "{}", stdout(&o));
