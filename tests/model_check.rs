@@ -253,3 +253,28 @@ fn dead_message_collection_preserves_reachable_server_states() {
         assert_eq!(with, without, "{cfg}");
     }
 }
+
+/// An example path prints as numbered steps naming the action and the
+/// server's key fields, and has an Explorer URL that replays it.
+#[test]
+fn paths_print_as_numbered_readable_steps() {
+    let cfg = config(2, 1, 1, 0);
+    let report = run(cfg, Strategy::Bfs, false, 1);
+    let Some(Outcome::Found(path)) = report.verdict(names::CLIENT_REPLY).map(|v| &v.outcome) else {
+        panic!("no example of a client reply: {report:?}");
+    };
+    let model = RaftModel::new(cfg);
+    let text = check::format_path(&model, path);
+    let steps = path.clone().into_actions().len();
+    assert!(text.contains("    1. "), "{text}");
+    assert!(text.contains(&format!("{steps:>5}. ")), "{text}");
+    assert!(text.contains("ClientRequest #1"), "{text}");
+    assert!(text.contains("Leader t1"), "{text}");
+    assert!(text.contains("client 2 request #1 done, got 0"), "{text}");
+    let url = check::explorer_url(&model, path, "http://127.0.0.1:3000");
+    let encoded = url
+        .strip_prefix("http://127.0.0.1:3000/#/steps/")
+        .unwrap_or_else(|| panic!("{url}"));
+    // One index for the initial state, then one per action.
+    assert_eq!(encoded.split('/').count(), steps + 1, "{url}");
+}
