@@ -28,11 +28,74 @@ pub fn actor_id(node: NodeId) -> Id {
     Id::from(node.0 as usize)
 }
 
+/// A Raft message shared between states, with its hash computed once.
+///
+/// The checker hashes every message of the network for every state it
+/// generates; caching the hash (a pure function of the content, with fixed
+/// keys, so identical across runs) keeps that cheap. Equality and order still
+/// compare the content.
+#[derive(Clone, Debug)]
+pub struct RaftMsg {
+    hash: u64,
+    message: Arc<Message<Cmd>>,
+}
+
+impl RaftMsg {
+    /// Wraps a message.
+    pub fn new(message: Message<Cmd>) -> Self {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        message.hash(&mut h);
+        RaftMsg {
+            hash: h.finish(),
+            message: Arc::new(message),
+        }
+    }
+
+    /// The message, cloned out if shared.
+    pub fn into_inner(self) -> Message<Cmd> {
+        Arc::unwrap_or_clone(self.message)
+    }
+}
+
+impl std::ops::Deref for RaftMsg {
+    type Target = Message<Cmd>;
+    fn deref(&self) -> &Message<Cmd> {
+        &self.message
+    }
+}
+
+impl PartialEq for RaftMsg {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.message == other.message
+    }
+}
+
+impl Eq for RaftMsg {}
+
+impl std::hash::Hash for RaftMsg {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+impl PartialOrd for RaftMsg {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RaftMsg {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.message.cmp(&other.message)
+    }
+}
+
 /// Messages of the model: Raft RPCs between servers, and the client protocol.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Msg {
     /// A Raft RPC or response.
-    Raft(Arc<Message<Cmd>>),
+    Raft(RaftMsg),
     /// A client asks a server to apply its request (the client is the sender).
     Request {
         /// The client's request number.
@@ -58,7 +121,7 @@ fn rewrite_client<S>(plan: &RewritePlan<Id, S>) -> impl Fn(ClientId) -> ClientId
 impl Rewrite<Id> for Msg {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         match self {
-            Msg::Raft(m) => Msg::Raft(Arc::new(
+            Msg::Raft(m) => Msg::Raft(RaftMsg::new(
                 m.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
             )),
             Msg::Request { .. } => self.clone(),
@@ -213,7 +276,7 @@ fn carry_out(server: &Server<Sm>, outputs: Vec<Output<Cmd, u64>>, o: &mut Out<Ra
     for output in outputs {
         match output {
             Output::Persist(_) => o.save(Stored(server.persistent.clone())),
-            Output::Send { to, message } => o.send(actor_id(to), Msg::Raft(Arc::new(message))),
+            Output::Send { to, message } => o.send(actor_id(to), Msg::Raft(RaftMsg::new(message))),
             Output::SetTimer(timer) => o.set_timer(timer, model_timeout()),
             Output::CancelTimer(timer) => o.cancel_timer(timer),
             Output::Applied { .. } => {}
@@ -263,7 +326,7 @@ impl Actor for RaftActor {
             (RaftActor::Server { .. }, Msg::Raft(message)) => {
                 let input = Input::Message {
                     from: node_id(src),
-                    message: Arc::unwrap_or_clone(message),
+                    message: message.into_inner(),
                 };
                 self.server_step(state, input, o);
             }

@@ -465,6 +465,12 @@ impl Model for RaftModel {
             self.collect_dead_messages(&mut next);
         }
         coalesce_identical_messages(&mut next.network);
+        // A step that changes nothing (typically a message delivered again on
+        // the duplicating network) is a self-loop: skipping it saves the
+        // checker a fingerprint and a lookup without changing what is reachable.
+        if next == *last {
+            return None;
+        }
         if crash {
             next.history.crashes += 1;
         }

@@ -27,6 +27,8 @@ fn check_passes_and_reports_every_property() {
         "2",
         "--requests",
         "1",
+        "--crashes",
+        "0",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
@@ -98,6 +100,8 @@ fn symmetry_with_dfs_runs() {
         "1",
         "--requests",
         "1",
+        "--crashes",
+        "0",
         "--strategy",
         "dfs",
         "--symmetry",
