@@ -10,11 +10,11 @@
 //! use raft_model::{ModelConfig, NetworkKind, RaftModel};
 //! use stateright::{Checker, Model};
 //!
-//! // Two servers, one term: small enough for a doctest.
+//! // Two servers, one term, one client request: small enough for a doctest.
 //! let config = ModelConfig {
 //!     servers: 2,
 //!     max_term: 1,
-//!     requests: 0,
+//!     requests: 1,
 //!     crashes: 0,
 //!     network: NetworkKind::UnorderedNonDuplicating,
 //!     lossy: false,
