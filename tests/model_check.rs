@@ -302,3 +302,21 @@ fn three_servers_two_terms_one_request_with_symmetry() {
     );
     assert_eq!(report.unique_states, 1_339_429);
 }
+
+/// The shortest path to a leader in a 3-server cluster has three steps: an
+/// election timeout, one RequestVote delivered, its granted vote delivered.
+/// (Counterexamples are searched the same way, so they come out shortest.)
+#[test]
+fn shortest_path_to_a_leader_has_three_steps() {
+    let model = RaftModel::new(config(3, 1, 0, 0));
+    let elected =
+        |m: &RaftModel, s: &raft_model::model::State| m.views(s).iter().any(|v| v.is_leader());
+    let path = check::shortest_path(&model, elected, 100_000)
+        .unwrap_or_else(|| panic!("no path to a leader"));
+    let text = check::format_path(&model, &path);
+    assert_eq!(path.clone().into_actions().len(), 3, "{text}");
+    assert!(text.contains("Election timeout"), "{text}");
+    assert!(text.contains("RequestVote t1"), "{text}");
+    assert!(text.contains("RequestVoteResponse t1 granted"), "{text}");
+    assert!(text.contains("Leader t1"), "{text}");
+}

@@ -117,6 +117,9 @@ impl CheckReport {
     }
 }
 
+/// How many states the search for a shortest counterexample may visit.
+pub const SHORTEST_PATH_LIMIT: usize = 2_000_000;
+
 /// Peak resident set size of this process (Linux `VmHWM`).
 pub fn peak_rss_bytes() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -178,7 +181,13 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
             let outcome = match (&p.expectation, found) {
                 (&Expectation::Sometimes, Some(path)) => Outcome::Found(path),
                 (&Expectation::Sometimes, None) => Outcome::NotFound,
-                (_, Some(path)) => Outcome::Violated(path),
+                (_, Some(path)) => {
+                    let holds = p.condition;
+                    let violated = |m: &RaftModel, s: &State| !holds(m, s);
+                    Outcome::Violated(
+                        shortest_path(model, violated, SHORTEST_PATH_LIMIT).unwrap_or(path),
+                    )
+                }
                 (_, None) => Outcome::Held,
             };
             Verdict {
@@ -235,6 +244,70 @@ impl<C: Checker<RaftModel>> DynChecker for C {
     fn model(&self) -> &RaftModel {
         Checker::model(self)
     }
+}
+
+fn state_key(state: &State) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut h = DefaultHasher::new();
+    state.hash(&mut h);
+    h.finish()
+}
+
+/// A shortest path from an initial state to a state where `goal` holds, by a
+/// breadth-first search of at most `limit` states (None past it).
+///
+/// Stateright 0.31 records a property's discovery again each time another
+/// state satisfies it, so the path its checker reports is not the shortest;
+/// this search gives counterexamples their shortest form.
+pub fn shortest_path(
+    model: &RaftModel,
+    goal: impl Fn(&RaftModel, &State) -> bool,
+    limit: usize,
+) -> Option<Path<State, Action>> {
+    use std::collections::{HashMap, VecDeque};
+    let mut parent: HashMap<u64, Option<(u64, Action)>> = HashMap::new();
+    let mut queue = VecDeque::new();
+    let mut init = None;
+    for s in model.init_states() {
+        if model.within_boundary(&s) && parent.insert(state_key(&s), None).is_none() {
+            init.get_or_insert_with(|| s.clone());
+            queue.push_back(s);
+        }
+    }
+    let init = init?;
+    let mut actions = Vec::new();
+    while let Some(state) = queue.pop_front() {
+        let key = state_key(&state);
+        if goal(model, &state) {
+            let mut steps = Vec::new();
+            let mut cursor = key;
+            while let Some(Some((prev, action))) = parent.get(&cursor) {
+                steps.push(action.clone());
+                cursor = *prev;
+            }
+            steps.reverse();
+            return Path::from_actions(model, init, steps.iter());
+        }
+        if parent.len() >= limit {
+            return None;
+        }
+        actions.clear();
+        model.actions(&state, &mut actions);
+        for action in actions.drain(..) {
+            let Some(next) = model.next_state(&state, action.clone()) else {
+                continue;
+            };
+            if !model.within_boundary(&next) {
+                continue;
+            }
+            let next_key = state_key(&next);
+            if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(next_key) {
+                e.insert(Some((key, action)));
+                queue.push_back(next);
+            }
+        }
+    }
+    None
 }
 
 /// The Explorer URL that opens `path` (served by `raft-model explore` with
