@@ -110,11 +110,11 @@ pub enum Msg {
     },
 }
 
-fn rewrite_node<S>(plan: &RewritePlan<Id, S>) -> impl Fn(NodeId) -> NodeId + '_ {
+pub(crate) fn rewrite_node<S>(plan: &RewritePlan<Id, S>) -> impl Fn(NodeId) -> NodeId + '_ {
     move |n| node_id(plan.rewrite(&actor_id(n)))
 }
 
-fn rewrite_client<S>(plan: &RewritePlan<Id, S>) -> impl Fn(ClientId) -> ClientId + '_ {
+pub(crate) fn rewrite_client<S>(plan: &RewritePlan<Id, S>) -> impl Fn(ClientId) -> ClientId + '_ {
     move |c| ClientId(usize::from(plan.rewrite(&Id::from(c.0 as usize))) as u64)
 }
 
@@ -222,20 +222,7 @@ pub struct Stored(pub PersistentState<Cmd>);
 
 impl Rewrite<Id> for Stored {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        let nodes = rewrite_node(plan);
-        let clients = rewrite_client(plan);
-        Stored(PersistentState {
-            current_term: self.0.current_term,
-            voted_for: self.0.voted_for.map(&nodes),
-            log: raft_spec::Log::from_entries(
-                self.0
-                    .log
-                    .entries()
-                    .iter()
-                    .map(|e| e.map_client_ids(&clients))
-                    .collect(),
-            ),
-        })
+        Stored(self.0.map_ids(&rewrite_node(plan), &rewrite_client(plan)))
     }
 }
 

@@ -10,10 +10,14 @@
 //! Stateright's `max_crashes` bounds only the number of servers down *at the
 //! same time*.
 
-use crate::actors::{actor_id, node_id, ActorState, ClientStatus, Cmd, Msg, RaftActor, Sm};
+use crate::actors::{
+    rewrite_client, rewrite_node, ActorState, ClientStatus, Cmd, Msg, RaftActor, Sm,
+};
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
-use raft_spec::{ignores_forever, ClientReply, Log, LogIndex, NodeId, Role, Server, Term, Timer};
+use raft_spec::{
+    ignores_forever, ClientReply, Log, LogIndex, NodeId, Role, Server, StateMachine, Timer,
+};
 use stateright::actor::{
     ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network,
 };
@@ -24,17 +28,16 @@ use std::sync::OnceLock;
 
 /// The sequential specification of the replicated counter, for the
 /// linearizability check of client replies.
+/// It is the servers' own state machine, applied sequentially.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
-pub struct CounterSpec(u64);
+pub struct CounterSpec(Sm);
 
 impl SequentialSpec for CounterSpec {
     type Op = Cmd;
     type Ret = u64;
 
-    fn invoke(&mut self, _op: &Cmd) -> u64 {
-        let before = self.0;
-        self.0 += 1;
-        before
+    fn invoke(&mut self, op: &Cmd) -> u64 {
+        self.0.apply(op)
     }
 }
 
@@ -56,10 +59,8 @@ pub struct Ghost {
 
 impl Rewrite<Id> for Ghost {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        let nodes = |n: NodeId| node_id(plan.rewrite(&actor_id(n)));
-        let clients = |c: raft_spec::ClientId| {
-            raft_spec::ClientId(usize::from(plan.rewrite(&Id::from(c.0 as usize))) as u64)
-        };
+        let nodes = rewrite_node(plan);
+        let clients = rewrite_client(plan);
         Ghost {
             raft: self.raft.map_ids(&nodes, &clients),
             crashes: self.crashes,
@@ -203,7 +204,6 @@ impl RaftModel {
     /// state or any later one.
     fn is_dead(&self, state: &State, dst: Id, msg: &Msg) -> bool {
         let i = usize::from(dst);
-        let crashed = state.crashed.get(i).copied().unwrap_or(false);
         match (state.actor_states.get(i).map(|a| &**a), msg) {
             (Some(ActorState::Client(c)), Msg::Reply { reply, .. }) => {
                 let done = matches!(c.status, ClientStatus::Done(_));
@@ -221,18 +221,10 @@ impl RaftModel {
                 };
                 done || redirect_is_moot
             }
-            (Some(ActorState::Server(s)), Msg::Raft(m)) => {
-                if crashed {
-                    let term = state
-                        .actor_storages
-                        .get(i)
-                        .and_then(|x| x.as_ref())
-                        .map_or(Term(0), |x| x.0.current_term);
-                    ignores_forever(term, None, m)
-                } else {
-                    s.0.ignores_forever(m)
-                }
-            }
+            (Some(ActorState::Server(_)), Msg::Raft(m)) => Self::view(state, i).is_some_and(|v| {
+                let role = (!v.crashed).then_some(v.role);
+                ignores_forever(v.current_term, role, m)
+            }),
             _ => false,
         }
     }

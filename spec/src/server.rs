@@ -74,6 +74,29 @@ impl<C> PersistentState<C> {
         }
     }
 
+    /// Rewrites node and client ids (used for symmetry reduction).
+    #[must_use]
+    pub fn map_ids(
+        &self,
+        nodes: &dyn Fn(NodeId) -> NodeId,
+        clients: &dyn Fn(ClientId) -> ClientId,
+    ) -> Self
+    where
+        C: Clone,
+    {
+        PersistentState {
+            current_term: self.current_term,
+            voted_for: self.voted_for.map(nodes),
+            log: Log::from_entries(
+                self.log
+                    .entries()
+                    .iter()
+                    .map(|e| e.map_client_ids(clients))
+                    .collect(),
+            ),
+        }
+    }
+
     /// Carries out a [`Persist`] output on this persistent state: what a
     /// storage engine does on disk, done in memory.
     pub fn apply_persist(&mut self, persist: &Persist<C>)
@@ -866,18 +889,7 @@ impl<S: StateMachine> Server<S> {
         Server {
             id: nodes(self.id),
             peers,
-            persistent: PersistentState {
-                current_term: self.persistent.current_term,
-                voted_for: self.persistent.voted_for.map(nodes),
-                log: Log::from_entries(
-                    self.persistent
-                        .log
-                        .entries()
-                        .iter()
-                        .map(|e| e.map_client_ids(clients))
-                        .collect(),
-                ),
-            },
+            persistent: self.persistent.map_ids(nodes, clients),
             volatile: VolatileState {
                 role: v.role,
                 commit_index: v.commit_index,

@@ -10,8 +10,8 @@
 
 use crate::{
     AppendEntries, AppendEntriesResponse, ClientId, ClientReply, Counter, Entry, HardState,
-    Increment, Input, Log, LogIndex, LogWrite, Message, NodeId, Output, Payload, Persist,
-    PersistentState, RequestVote, RequestVoteResponse, Role, Server, Term, Timer,
+    Increment, Input, Log, LogIndex, LogWrite, Message, NodeId, Output, Persist, PersistentState,
+    RequestVote, RequestVoteResponse, Role, Server, Term, Timer,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,27 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 type Out = Output<Increment, u64>;
 type Msg = Message<Increment>;
 
-/// An entry of `term` without a command (the payload does not matter to most
-/// rules). Leaders do not append such entries themselves (see
-/// [`new_leader_appends_no_entry_on_election`]); tests put them in logs.
-fn entry(term: u64) -> Entry<Increment> {
-    Entry {
-        term: Term(term),
-        payload: Payload::Noop,
-    }
-}
-
-/// A client command entry of `term`.
-fn command(term: u64, client: u64, request_no: u64) -> Entry<Increment> {
-    Entry {
-        term: Term(term),
-        payload: Payload::Command {
-            client_id: ClientId(client),
-            request_no,
-            command: Increment,
-        },
-    }
-}
+use super::{command, entry};
 
 /// A log of entries without commands with the given terms at indices 1, 2, ...
 fn log_of(terms: &[u64]) -> Log<Increment> {

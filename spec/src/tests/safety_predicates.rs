@@ -6,28 +6,12 @@ use crate::safety::{
     violated_properties, History, ServerView, Violation, ELECTION_SAFETY, LEADER_COMPLETENESS,
     LOG_MATCHING, STATE_MACHINE_SAFETY,
 };
-use crate::{ClientId, Entry, Increment, Log, LogIndex, NodeId, Payload, Role, Term};
+use crate::{Increment, Log, LogIndex, NodeId, Role, Term};
 use std::collections::BTreeSet;
 
 type View<'a> = ServerView<'a, Increment>;
 
-fn entry(term: u64) -> Entry<Increment> {
-    Entry {
-        term: Term(term),
-        payload: Payload::Noop,
-    }
-}
-
-fn command(term: u64, client: u64, request_no: u64) -> Entry<Increment> {
-    Entry {
-        term: Term(term),
-        payload: Payload::Command {
-            client_id: ClientId(client),
-            request_no,
-            command: Increment,
-        },
-    }
-}
+use super::{command, entry};
 
 fn log_of(terms: &[u64]) -> Log<Increment> {
     Log::from_entries(terms.iter().map(|&t| entry(t)).collect())
