@@ -46,13 +46,16 @@
 //! ```
 
 mod counter;
+mod kv;
 mod message;
 pub mod safety;
 mod server;
 mod state_machine;
+pub mod trace;
 mod types;
 
 pub use counter::{Counter, Increment};
+pub use kv::{Kv, KvCommand, KvOutput};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };

@@ -1,0 +1,147 @@
+//! A replicated key-value map: the state machine that `raft-node` runs, kept
+//! here so that the model and the trace replayer apply the very same code.
+//!
+//! Reads are linearizable because they go through the log like writes: a
+//! [`KvCommand::Get`] is committed and applied in log order, and its reply is
+//! the value at that point of the log (Raft §8 allows reads to go through the
+//! log; it costs one round of replication and needs no extra protocol rule).
+//! Writes are exactly-once through the server's session table (Raft §8): a
+//! retried `(client id, request number)` is answered from the table.
+
+use crate::state_machine::StateMachine;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// A client command on the map.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum KvCommand {
+    /// Sets `key` to `value`; returns the previous value.
+    Put {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: String,
+    },
+    /// Reads `key`; returns its value.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Removes `key`; returns the value it had.
+    Delete {
+        /// The key.
+        key: String,
+    },
+}
+
+impl KvCommand {
+    /// The key the command is about.
+    pub fn key(&self) -> &str {
+        match self {
+            KvCommand::Put { key, .. } | KvCommand::Get { key } | KvCommand::Delete { key } => key,
+        }
+    }
+}
+
+impl fmt::Display for KvCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KvCommand::Put { key, value } => write!(f, "put {key}={value}"),
+            KvCommand::Get { key } => write!(f, "get {key}"),
+            KvCommand::Delete { key } => write!(f, "delete {key}"),
+        }
+    }
+}
+
+/// What applying a [`KvCommand`] returns: the value the key held before the
+/// command (for `Get`, the value it holds), `None` if it was absent.
+pub type KvOutput = Option<String>;
+
+/// The replicated map. Keys are ordered, so its serialization, hash and
+/// comparison are canonical.
+#[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Kv {
+    map: BTreeMap<String, String>,
+}
+
+impl Kv {
+    /// The value of `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.map.get(key).map(String::as_str)
+    }
+
+    /// The number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the map is empty.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// All pairs, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.map.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+impl StateMachine for Kv {
+    type Command = KvCommand;
+    type Output = KvOutput;
+
+    fn apply(&mut self, command: &KvCommand) -> KvOutput {
+        match command {
+            KvCommand::Put { key, value } => self.map.insert(key.clone(), value.clone()),
+            KvCommand::Get { key } => self.map.get(key).cloned(),
+            KvCommand::Delete { key } => self.map.remove(key),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> KvCommand {
+        KvCommand::Put {
+            key: k.into(),
+            value: v.into(),
+        }
+    }
+
+    #[test]
+    fn put_get_delete_return_the_previous_value() {
+        let mut kv = Kv::default();
+        assert_eq!(kv.apply(&put("a", "1")), None);
+        assert_eq!(kv.apply(&put("a", "2")), Some("1".into()));
+        assert_eq!(
+            kv.apply(&KvCommand::Get { key: "a".into() }),
+            Some("2".into())
+        );
+        assert_eq!(kv.apply(&KvCommand::Get { key: "b".into() }), None);
+        assert_eq!(
+            kv.apply(&KvCommand::Delete { key: "a".into() }),
+            Some("2".into())
+        );
+        assert_eq!(kv.apply(&KvCommand::Delete { key: "a".into() }), None);
+        assert!(kv.is_empty());
+    }
+
+    #[test]
+    fn get_does_not_change_the_map() {
+        let mut kv = Kv::default();
+        kv.apply(&put("k", "v"));
+        let before = kv.clone();
+        kv.apply(&KvCommand::Get { key: "k".into() });
+        assert_eq!(kv, before);
+        assert_eq!(kv.iter().collect::<Vec<_>>(), vec![("k", "v")]);
+    }
+
+    #[test]
+    fn commands_display_and_name_their_key() {
+        assert_eq!(put("a", "1").to_string(), "put a=1");
+        assert_eq!(KvCommand::Delete { key: "z".into() }.key(), "z");
+    }
+}
