@@ -92,7 +92,10 @@ impl Ord for RaftMsg {
 }
 
 /// Messages of the model: Raft RPCs between servers, and the client protocol.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+///
+/// Its `Debug` is the one-line rendering of [`crate::render::message`], which
+/// Stateright's Explorer uses to label the sequence diagram.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Msg {
     /// A Raft RPC or response.
     Raft(RaftMsg),

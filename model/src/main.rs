@@ -94,7 +94,7 @@ struct CheckArgs {
 struct ExploreArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Address to serve the Explorer on.
+    /// Address to serve the Explorer on (port 0: any free port, printed).
     #[arg(long, default_value = "127.0.0.1:3000")]
     addr: String,
 }
@@ -161,12 +161,13 @@ fn run_explore(args: ExploreArgs) -> ExitCode {
         Err(e) => return bad_argument(e),
     };
     // Bind once ourselves, so a busy or invalid address is a clear error
-    // rather than a panic inside the Explorer.
-    match std::net::TcpListener::bind(&args.addr) {
-        Ok(listener) => drop(listener),
+    // rather than a panic inside the Explorer, and so that port 0 (any free
+    // port) prints the port actually served.
+    let addr = match std::net::TcpListener::bind(&args.addr).and_then(|l| l.local_addr()) {
+        Ok(addr) => addr,
         Err(e) => return bad_argument(format!("--addr {}: cannot listen: {e}", args.addr)),
-    }
-    println!("Explorer for {config} at http://{}/", args.addr);
-    RaftModel::new(config).checker().serve(args.addr.as_str());
+    };
+    println!("Explorer for {config} at http://{addr}/");
+    RaftModel::new(config).checker().serve(addr);
     ExitCode::SUCCESS
 }

@@ -22,7 +22,7 @@ use stateright::actor::{
     ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network,
 };
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
-use stateright::{Model, Path, Property, Rewrite, RewritePlan};
+use stateright::{Model, Path, Property, Representative, Rewrite, RewritePlan};
 use std::collections::BTreeSet;
 use std::sync::OnceLock;
 
@@ -71,8 +71,36 @@ impl Rewrite<Id> for Ghost {
     }
 }
 
-/// A state of the model.
-pub type State = ActorModelState<RaftActor, Ghost>;
+/// A state of the model: Stateright's `ActorModelState` of the actors and
+/// the ghost history.
+///
+/// A newtype only for its `Debug`, which is what Stateright's Explorer shows
+/// for a state: [`crate::render`] writes one line per server, client and
+/// message in flight instead of a raw dump. `Hash` and `Eq` are the wrapped
+/// state's (the derived `Hash` of a one-field struct hashes just that field),
+/// so fingerprints and the checked state space are exactly those of the
+/// `ActorModelState`; `Debug` is never hashed.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct State(pub ActorModelState<RaftActor, Ghost>);
+
+impl std::ops::Deref for State {
+    type Target = ActorModelState<RaftActor, Ghost>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for State {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Representative for State {
+    fn representative(&self) -> Self {
+        State(self.0.representative())
+    }
+}
 /// An action of the model.
 pub type Action = ActorModelAction<Msg, Timer, ()>;
 
@@ -423,7 +451,7 @@ impl Model for RaftModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        self.inner.init_states()
+        self.inner.init_states().into_iter().map(State).collect()
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
@@ -445,7 +473,7 @@ impl Model for RaftModel {
             _ => None,
         };
         let crash = matches!(action, ActorModelAction::Crash(_));
-        let mut next = self.inner.next_state(last, action)?;
+        let mut next = State(self.inner.next_state(last, action)?);
         // Stateright remembers the last message delivered on a duplicating
         // network only so that a delivery that changes nothing still yields a
         // new fingerprint. Nothing reads it; keeping it would multiply every
@@ -528,10 +556,10 @@ impl Model for RaftModel {
     }
 
     fn format_step(&self, last_state: &State, action: Action) -> Option<String> {
-        self.inner.format_step(last_state, action)
+        Some(crate::render::step(self, last_state, &action))
     }
 
     fn as_svg(&self, path: Path<State, Action>) -> Option<String> {
-        self.inner.as_svg(path)
+        crate::render::sequence_diagram(self, path)
     }
 }
