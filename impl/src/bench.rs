@@ -1,0 +1,272 @@
+//! `raft-node bench`: throughput and latency of writes on a local 3-node
+//! cluster of processes over TCP with fsync on, then failover time.
+//!
+//! - **Throughput and latency**: for each concurrency `c`, `c` client threads
+//!   (each its own session) issue `put`s back to back for the given duration;
+//!   the report gives writes per second and the p50/p99 latency of a write
+//!   (from the request to the leader's reply, which comes after the entry is
+//!   committed: fsynced on the leader and on a follower).
+//! - **Failover**: the leader is killed with SIGKILL; the time until a client
+//!   write succeeds is measured, the node is restarted and caught up, and
+//!   this is repeated. The median is compared with the bound of the source
+//!   articles, election timeout + 2 × round trip, where the round trip is the
+//!   median of a `status` request's.
+
+use crate::client::ClientOptions;
+use crate::cluster::{ClusterOptions, LocalCluster};
+use crate::config::Timing;
+use raft_spec::{KvCommand, NodeId};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// What to measure.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// The `raft-node` executable.
+    pub exe: PathBuf,
+    /// Where the nodes keep their data.
+    pub data_dir: PathBuf,
+    /// The concurrencies to measure.
+    pub clients: Vec<usize>,
+    /// How long each concurrency runs.
+    pub duration: Duration,
+    /// Failover trials.
+    pub trials: u32,
+    /// Node timing.
+    pub timing: Timing,
+    /// Value size in bytes.
+    pub value_size: usize,
+}
+
+/// One concurrency's figures.
+#[derive(Clone, Debug)]
+pub struct Throughput {
+    /// Concurrent clients.
+    pub clients: usize,
+    /// Successful writes.
+    pub writes: u64,
+    /// Failed writes (timeouts).
+    pub errors: u64,
+    /// Writes per second.
+    pub per_sec: f64,
+    /// Median latency.
+    pub p50: Duration,
+    /// 99th percentile latency.
+    pub p99: Duration,
+}
+
+/// The failover figures.
+#[derive(Clone, Debug)]
+pub struct Failover {
+    /// Each trial's time from the kill to the first successful write.
+    pub trials: Vec<Duration>,
+    /// Their median.
+    pub median: Duration,
+    /// Median round trip of a status request.
+    pub rtt: Duration,
+    /// election_max + 2 × rtt.
+    pub bound: Duration,
+}
+
+/// The whole report.
+#[derive(Clone, Debug)]
+pub struct BenchReport {
+    /// Per concurrency.
+    pub throughput: Vec<Throughput>,
+    /// Failover, if trials were run.
+    pub failover: Option<Failover>,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn put(key: String, value: &str) -> KvCommand {
+    KvCommand::Put {
+        key,
+        value: value.to_string(),
+    }
+}
+
+/// Runs the benchmark, printing progress to stderr.
+pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
+    let mut copts = ClusterOptions::new(options.exe.clone(), options.data_dir.clone());
+    copts.timing = options.timing;
+    copts.rust_log = Some("warn".into());
+    let mut cluster =
+        LocalCluster::start(copts).map_err(|e| format!("cannot start the cluster: {e}"))?;
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .ok_or("no leader elected within 10 s")?;
+    eprintln!(
+        "cluster {} up, leader node {}",
+        cluster.peers_arg(),
+        leader.id.0
+    );
+    let value = "x".repeat(options.value_size);
+    let mut throughput = Vec::new();
+    for &c in &options.clients {
+        let t = measure(&cluster, c, options.duration, &value);
+        eprintln!(
+            "{:>3} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes, {} errors)",
+            t.clients,
+            t.per_sec,
+            t.p50.as_secs_f64() * 1e3,
+            t.p99.as_secs_f64() * 1e3,
+            t.writes,
+            t.errors
+        );
+        throughput.push(t);
+    }
+    let failover = if options.trials > 0 {
+        Some(failover(&mut cluster, options, &value)?)
+    } else {
+        None
+    };
+    Ok(BenchReport {
+        throughput,
+        failover,
+    })
+}
+
+fn measure(cluster: &LocalCluster, clients: usize, duration: Duration, value: &str) -> Throughput {
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .map(|s| s.id);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut handles = Vec::new();
+    for t in 0..clients {
+        let mut client = cluster.client();
+        if let Some(l) = leader {
+            client.prefer(l);
+        }
+        let stop = stop.clone();
+        let value = value.to_string();
+        handles.push(thread::spawn(move || {
+            let mut lat = Vec::new();
+            let mut errors = 0u64;
+            // One write to find the leader before measuring.
+            let _ = client.call(put(format!("warm-{clients}-{t}"), &value));
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let started = Instant::now();
+                match client.call(put(format!("b{clients}-{t}-{i}"), &value)) {
+                    Ok(_) => lat.push(started.elapsed()),
+                    Err(_) => errors += 1,
+                }
+                i += 1;
+            }
+            (lat, errors)
+        }));
+    }
+    // Let every client find the leader, then measure a window.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut all = Vec::new();
+    let mut errors = 0;
+    thread::sleep(duration);
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed() + Duration::from_millis(300);
+    for h in handles {
+        if let Ok((lat, e)) = h.join() {
+            all.extend(lat);
+            errors += e;
+        }
+    }
+    all.sort();
+    Throughput {
+        clients,
+        writes: all.len() as u64,
+        errors,
+        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: percentile(&all, 0.50),
+        p99: percentile(&all, 0.99),
+    }
+}
+
+fn rtt(cluster: &LocalCluster, node: NodeId) -> Duration {
+    let mut o = ClientOptions::new(cluster.peers().clone());
+    o.attempt_timeout = Duration::from_millis(500);
+    let mut c = crate::client::Client::new(o);
+    let mut samples: Vec<Duration> = (0..21)
+        .filter_map(|_| {
+            let t = Instant::now();
+            c.status(node).ok().map(|_| t.elapsed())
+        })
+        .collect();
+    samples.sort();
+    percentile(&samples, 0.5)
+}
+
+fn failover(
+    cluster: &mut LocalCluster,
+    options: &BenchOptions,
+    value: &str,
+) -> Result<Failover, String> {
+    let mut trials = Vec::new();
+    let mut rtts = Vec::new();
+    for trial in 1..=options.trials {
+        let leader = cluster
+            .wait_for_leader(Duration::from_secs(10))
+            .ok_or("no leader before a failover trial")?;
+        rtts.push(rtt(cluster, leader.id));
+        let mut client = cluster.client();
+        client.prefer(leader.id);
+        client
+            .call(put(format!("pre-{trial}"), value))
+            .map_err(|e| format!("write before trial {trial}: {e}"))?;
+        cluster
+            .kill(leader.id)
+            .map_err(|e| format!("cannot kill node {}: {e}", leader.id.0))?;
+        let killed = Instant::now();
+        client
+            .call(put(format!("post-{trial}"), value))
+            .map_err(|e| format!("no successful write after killing the leader: {e}"))?;
+        let took = killed.elapsed();
+        eprintln!(
+            "failover trial {trial}: killed leader node {} (term {}), first write after {:.1} ms (new leader node {})",
+            leader.id.0,
+            leader.term.0,
+            took.as_secs_f64() * 1e3,
+            client.leader().map_or(0, |n| n.0)
+        );
+        trials.push(took);
+        cluster
+            .start_node(leader.id)
+            .map_err(|e| format!("cannot restart node {}: {e}", leader.id.0))?;
+        // Let the restarted node catch up before the next trial.
+        let target = client
+            .leader()
+            .and_then(|l| cluster.status().into_iter().find(|(n, _)| *n == l))
+            .and_then(|(_, s)| s.ok())
+            .map_or(0, |s| s.commit_index.0);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            let caught_up = cluster
+                .status()
+                .into_iter()
+                .any(|(n, s)| n == leader.id && s.is_ok_and(|s| s.last_log_index.0 >= target));
+            if caught_up {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut sorted = trials.clone();
+    sorted.sort();
+    rtts.sort();
+    let rtt = percentile(&rtts, 0.5);
+    Ok(Failover {
+        median: percentile(&sorted, 0.5),
+        trials,
+        rtt,
+        bound: options.timing.election_max + 2 * rtt,
+    })
+}

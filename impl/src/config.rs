@@ -1,0 +1,179 @@
+//! Configuration: cluster membership, timing, and their parsing from the
+//! command line.
+
+use raft_spec::NodeId;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use thiserror::Error;
+
+/// An invalid configuration value (a command-line argument).
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A `--peers` item is not `ID=HOST:PORT`.
+    #[error("bad peer {item:?}: expected ID=HOST:PORT (e.g. 1=127.0.0.1:7001)")]
+    BadPeer {
+        /// The offending item.
+        item: String,
+    },
+    /// The same id appears twice in `--peers`.
+    #[error("peer id {0} appears twice in --peers")]
+    DuplicatePeer(u64),
+    /// `--peers` lists no server.
+    #[error("--peers lists no server")]
+    NoPeers,
+    /// `--id` is not one of the `--peers`.
+    #[error("node id {id} is not in --peers (known ids: {known})")]
+    UnknownId {
+        /// The id given.
+        id: u64,
+        /// The ids of `--peers`.
+        known: String,
+    },
+    /// Election timeouts must satisfy `0 < min <= max`, heartbeat `0 < hb < min`.
+    #[error("bad timing: {0}")]
+    BadTiming(String),
+}
+
+/// The servers of a cluster and their addresses, by id.
+pub type Peers = BTreeMap<NodeId, String>;
+
+/// Parses `1=127.0.0.1:7001,2=127.0.0.1:7002,...`.
+pub fn parse_peers(s: &str) -> Result<Peers, ConfigError> {
+    let mut peers = Peers::new();
+    for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = || ConfigError::BadPeer {
+            item: item.to_string(),
+        };
+        let (id, addr) = item.split_once('=').ok_or_else(bad)?;
+        let id: u64 = id.trim().parse().map_err(|_| bad())?;
+        let addr = addr.trim();
+        let (host, port) = addr.rsplit_once(':').ok_or_else(bad)?;
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(bad());
+        }
+        if peers.insert(NodeId(id), addr.to_string()).is_some() {
+            return Err(ConfigError::DuplicatePeer(id));
+        }
+    }
+    if peers.is_empty() {
+        return Err(ConfigError::NoPeers);
+    }
+    Ok(peers)
+}
+
+/// Checks that `id` is one of `peers`.
+pub fn check_member(id: NodeId, peers: &Peers) -> Result<(), ConfigError> {
+    if peers.contains_key(&id) {
+        Ok(())
+    } else {
+        Err(ConfigError::UnknownId {
+            id: id.0,
+            known: peers
+                .keys()
+                .map(|n| n.0.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+        })
+    }
+}
+
+/// Timer durations. The election timeout is drawn uniformly from
+/// `[election_min, election_max]` each time the timer is set (Raft §5.2:
+/// randomized election timeouts make split votes rare).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Lower bound of the election timeout.
+    pub election_min: Duration,
+    /// Upper bound of the election timeout.
+    pub election_max: Duration,
+    /// The leader's heartbeat interval.
+    pub heartbeat: Duration,
+}
+
+impl Default for Timing {
+    /// 150–300 ms election timeout, 50 ms heartbeat (Raft §9.3 suggests
+    /// 150–300 ms).
+    fn default() -> Self {
+        Timing {
+            election_min: Duration::from_millis(150),
+            election_max: Duration::from_millis(300),
+            heartbeat: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Timing {
+    /// Builds and checks a timing from milliseconds.
+    pub fn from_millis(
+        election_min: u64,
+        election_max: u64,
+        heartbeat: u64,
+    ) -> Result<Self, ConfigError> {
+        let t = Timing {
+            election_min: Duration::from_millis(election_min),
+            election_max: Duration::from_millis(election_max),
+            heartbeat: Duration::from_millis(heartbeat),
+        };
+        t.check()?;
+        Ok(t)
+    }
+
+    /// Checks `0 < heartbeat < election_min <= election_max`.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.election_min.is_zero() || self.election_min > self.election_max {
+            return Err(ConfigError::BadTiming(format!(
+                "election timeout range {:?}..{:?} must be non-empty and positive",
+                self.election_min, self.election_max
+            )));
+        }
+        if self.heartbeat.is_zero() || self.heartbeat >= self.election_min {
+            return Err(ConfigError::BadTiming(format!(
+                "heartbeat {:?} must be positive and below the election timeout {:?}",
+                self.heartbeat, self.election_min
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse_and_reject_bad_items() {
+        let p = parse_peers("1=127.0.0.1:7001, 2=localhost:7002").unwrap();
+        assert_eq!(p.len(), 2);
+        assert_eq!(p[&NodeId(2)], "localhost:7002");
+        assert_eq!(
+            parse_peers("1=127.0.0.1"),
+            Err(ConfigError::BadPeer {
+                item: "1=127.0.0.1".into()
+            })
+        );
+        assert_eq!(
+            parse_peers("x=127.0.0.1:1"),
+            Err(ConfigError::BadPeer {
+                item: "x=127.0.0.1:1".into()
+            })
+        );
+        assert_eq!(
+            parse_peers("1=a:1,1=b:2"),
+            Err(ConfigError::DuplicatePeer(1))
+        );
+        assert_eq!(parse_peers(" , "), Err(ConfigError::NoPeers));
+        assert_eq!(
+            check_member(NodeId(4), &p).unwrap_err().to_string(),
+            "node id 4 is not in --peers (known ids: 1,2)"
+        );
+    }
+
+    #[test]
+    fn timing_is_checked() {
+        assert!(Timing::from_millis(150, 300, 50).is_ok());
+        assert!(Timing::from_millis(300, 150, 50).is_err());
+        assert!(Timing::from_millis(150, 300, 150).is_err());
+        assert!(Timing::from_millis(0, 300, 0).is_err());
+        Timing::default().check().unwrap();
+    }
+}

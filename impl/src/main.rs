@@ -1,0 +1,455 @@
+//! `raft-node`: run a node, a local cluster, a client command or the
+//! benchmark. Exit codes: 0 success, 1 operation failed, 2 bad arguments.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use raft_node::bench::{self, BenchOptions};
+use raft_node::client::{Client, ClientOptions};
+use raft_node::cluster::{ClusterOptions, LocalCluster};
+use raft_node::config::{self, ConfigError, Peers, Timing};
+use raft_node::runtime::{self, ServeError, ServeOptions};
+use raft_node::wire::DEFAULT_MAX_FRAME;
+use raft_spec::{KvCommand, NodeId, Role};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::thread;
+use std::time::Duration;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "raft-node",
+    version,
+    about = "Raft nodes running raft-spec's transition functions"
+)]
+struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=debug).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+struct TimingArgs {
+    /// Election timeout range in milliseconds, MIN..MAX (drawn uniformly).
+    #[arg(long, default_value = "150..300")]
+    election_timeout_ms: String,
+    /// Leader heartbeat interval in milliseconds.
+    #[arg(long, default_value_t = 50)]
+    heartbeat_ms: u64,
+}
+
+impl TimingArgs {
+    fn timing(&self) -> Result<Timing, ConfigError> {
+        let bad = || {
+            ConfigError::BadTiming(format!(
+                "--election-timeout-ms {:?}: expected MIN..MAX in milliseconds",
+                self.election_timeout_ms
+            ))
+        };
+        let (lo, hi) = self.election_timeout_ms.split_once("..").ok_or_else(bad)?;
+        let lo = lo.trim().parse().map_err(|_| bad())?;
+        let hi = hi.trim().parse().map_err(|_| bad())?;
+        Timing::from_millis(lo, hi, self.heartbeat_ms)
+    }
+}
+
+#[derive(Args, Debug, Clone)]
+struct ClientArgs {
+    /// The cluster's nodes: ID=HOST:PORT,... (the same addresses as --peers).
+    #[arg(long)]
+    cluster: String,
+    /// Cluster id to present (empty: the nodes do not check it).
+    #[arg(long, default_value = "")]
+    cluster_id: String,
+    /// How long to keep trying (finding the leader, retrying), in ms.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Run one node.
+    Serve {
+        /// This node's id (one of --peers).
+        #[arg(long)]
+        id: u64,
+        /// Every node of the cluster, this one included: ID=HOST:PORT,...
+        /// Peers and clients use the same addresses.
+        #[arg(long)]
+        peers: String,
+        /// Where the node keeps its term, vote and log.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Record an NDJSON trace of every step (format: raft_spec::trace).
+        #[arg(long)]
+        trace: Option<PathBuf>,
+        /// The cluster id; nodes of other clusters are refused.
+        #[arg(long, default_value = "local")]
+        cluster_id: String,
+        /// Address to listen on (default: 127.0.0.1 with this node's port).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Largest frame accepted, in bytes.
+        #[arg(long, default_value_t = DEFAULT_MAX_FRAME)]
+        max_frame_bytes: usize,
+        /// Accept the test-only partition control from clients.
+        #[arg(long, hide = true)]
+        test_control: bool,
+        #[command(flatten)]
+        timing: TimingArgs,
+    },
+    /// Start a local cluster of node processes and show their events.
+    Cluster {
+        /// Number of nodes.
+        #[arg(long, default_value_t = 3)]
+        nodes: u64,
+        /// Parent of the nodes' data directories.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Write each node's trace to DIR/node-N.ndjson.
+        #[arg(long)]
+        trace_dir: Option<PathBuf>,
+        /// Port of node 1; node N listens on BASE+N-1.
+        #[arg(long, default_value_t = 7001)]
+        base_port: u16,
+        /// The cluster id.
+        #[arg(long, default_value = "local")]
+        cluster_id: String,
+        #[command(flatten)]
+        timing: TimingArgs,
+    },
+    /// Set KEY to VALUE.
+    Put {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read KEY (linearizable: the read goes through the log).
+    Get {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key.
+        key: String,
+    },
+    /// Remove KEY.
+    Delete {
+        #[command(flatten)]
+        client: ClientArgs,
+        /// The key.
+        key: String,
+    },
+    /// One line per node: id, role, term, commit index, last log index.
+    Status {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Measure throughput, latency and failover on a local 3-node cluster.
+    Bench {
+        /// Where the nodes keep their data (default: a fresh temporary dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Concurrencies to measure.
+        #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+        clients: Vec<usize>,
+        /// Seconds per concurrency.
+        #[arg(long, default_value_t = 5)]
+        duration_secs: u64,
+        /// Failover trials (0: skip).
+        #[arg(long, default_value_t = 10)]
+        trials: u32,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 16)]
+        value_size: usize,
+        #[command(flatten)]
+        timing: TimingArgs,
+    },
+}
+
+fn init_logging(format: LogFormat, default: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Exit code 2: bad arguments.
+fn usage(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(2)
+}
+
+/// Exit code 1: the operation failed.
+fn failed(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {msg}");
+    ExitCode::from(1)
+}
+
+fn client_options(args: &ClientArgs) -> Result<ClientOptions, ConfigError> {
+    let peers: Peers = config::parse_peers(&args.cluster)?;
+    let mut o = ClientOptions::new(peers);
+    o.cluster_id = args.cluster_id.clone();
+    o.timeout = Duration::from_millis(args.timeout_ms);
+    Ok(o)
+}
+
+fn run_command(args: &ClientArgs, command: KvCommand) -> ExitCode {
+    let options = match client_options(args) {
+        Ok(o) => o,
+        Err(e) => return usage(e),
+    };
+    let is_get = matches!(command, KvCommand::Get { .. });
+    let mut client = Client::new(options);
+    match client.call(command) {
+        Ok(Some(v)) if is_get => {
+            println!("{v}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) if is_get => {
+            eprintln!("(not found)");
+            ExitCode::SUCCESS
+        }
+        Ok(previous) => {
+            match previous {
+                Some(p) => println!("OK (previous value: {p})"),
+                None => println!("OK"),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(e),
+    }
+}
+
+fn serve_exit(e: &ServeError) -> ExitCode {
+    match e {
+        ServeError::Config(_) => usage(e),
+        _ => failed(e),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Cmd::Serve {
+            id,
+            peers,
+            data_dir,
+            trace,
+            cluster_id,
+            listen,
+            max_frame_bytes,
+            test_control,
+            timing,
+        } => {
+            init_logging(cli.log_format, "info");
+            let peers = match config::parse_peers(&peers) {
+                Ok(p) => p,
+                Err(e) => return usage(e),
+            };
+            let timing = match timing.timing() {
+                Ok(t) => t,
+                Err(e) => return usage(e),
+            };
+            let options = ServeOptions {
+                id: NodeId(id),
+                peers,
+                cluster_id,
+                data_dir,
+                trace,
+                timing,
+                listen,
+                max_frame: max_frame_bytes,
+                test_control,
+            };
+            match runtime::serve(options) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    serve_exit(&e)
+                }
+            }
+        }
+        Cmd::Cluster {
+            nodes,
+            data_dir,
+            trace_dir,
+            base_port,
+            cluster_id,
+            timing,
+        } => {
+            init_logging(cli.log_format, "info");
+            let timing = match timing.timing() {
+                Ok(t) => t,
+                Err(e) => return usage(e),
+            };
+            if nodes == 0 {
+                return usage("--nodes must be at least 1");
+            }
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => return failed(format!("cannot find the raft-node executable: {e}")),
+            };
+            let mut options = ClusterOptions::new(exe, data_dir);
+            options.nodes = nodes;
+            options.trace_dir = trace_dir;
+            options.base_port = Some(base_port);
+            options.cluster_id = cluster_id;
+            options.timing = timing;
+            options.inherit_output = true;
+            if std::env::var_os("RUST_LOG").is_none() {
+                options.rust_log = Some("info".into());
+            }
+            let mut cluster = match LocalCluster::start(options) {
+                Ok(c) => c,
+                Err(e) => return failed(format!("cannot start the cluster: {e}")),
+            };
+            eprintln!(
+                "cluster started: --peers {}\n  try: raft-node put --cluster {} greeting hello",
+                cluster.peers_arg(),
+                cluster.peers_arg()
+            );
+            loop {
+                for (id, status) in cluster.exited() {
+                    eprintln!("node {} exited: {status}", id.0);
+                }
+                if cluster.running().is_empty() {
+                    return failed("every node has exited");
+                }
+                thread::sleep(Duration::from_millis(200));
+            }
+        }
+        Cmd::Put { client, key, value } => {
+            init_logging(cli.log_format, "warn");
+            run_command(&client, KvCommand::Put { key, value })
+        }
+        Cmd::Get { client, key } => {
+            init_logging(cli.log_format, "warn");
+            run_command(&client, KvCommand::Get { key })
+        }
+        Cmd::Delete { client, key } => {
+            init_logging(cli.log_format, "warn");
+            run_command(&client, KvCommand::Delete { key })
+        }
+        Cmd::Status { client } => {
+            init_logging(cli.log_format, "warn");
+            let mut options = match client_options(&client) {
+                Ok(o) => o,
+                Err(e) => return usage(e),
+            };
+            options.attempt_timeout = Duration::from_millis(1000);
+            let mut c = Client::new(options);
+            let mut answered = 0;
+            for (id, s) in c.cluster_status() {
+                match s {
+                    Ok(s) => {
+                        answered += 1;
+                        let role = match s.role {
+                            Role::Leader => "leader",
+                            Role::Candidate => "candidate",
+                            Role::Follower => "follower",
+                        };
+                        println!(
+                            "node {}: {role}, term {}, commit index {}, last log index {}",
+                            id.0, s.term.0, s.commit_index.0, s.last_log_index.0
+                        );
+                    }
+                    Err(e) => println!("node {}: unreachable ({e})", id.0),
+                }
+            }
+            if answered == 0 {
+                failed("no node answered")
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Cmd::Bench {
+            data_dir,
+            clients,
+            duration_secs,
+            trials,
+            value_size,
+            timing,
+        } => {
+            init_logging(cli.log_format, "warn");
+            let timing = match timing.timing() {
+                Ok(t) => t,
+                Err(e) => return usage(e),
+            };
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => return failed(format!("cannot find the raft-node executable: {e}")),
+            };
+            let tmp;
+            let data_dir = match data_dir {
+                Some(d) => d,
+                None => {
+                    tmp = raft_node::testing::TempDir::new("bench");
+                    tmp.path().to_path_buf()
+                }
+            };
+            let options = BenchOptions {
+                exe,
+                data_dir,
+                clients,
+                duration: Duration::from_secs(duration_secs),
+                trials,
+                timing,
+                value_size,
+            };
+            match bench::run(&options) {
+                Ok(report) => {
+                    println!("clients  writes/s   p50 ms   p99 ms  errors");
+                    for t in &report.throughput {
+                        println!(
+                            "{:>7} {:>9.0} {:>8.2} {:>8.2} {:>7}",
+                            t.clients,
+                            t.per_sec,
+                            t.p50.as_secs_f64() * 1e3,
+                            t.p99.as_secs_f64() * 1e3,
+                            t.errors
+                        );
+                    }
+                    if let Some(f) = &report.failover {
+                        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+                        println!(
+                            "failover over {} trials: median {:.1} ms, min {:.1} ms, max {:.1} ms; \
+                             bound election_max + 2*rtt = {:.1} ms (rtt {:.2} ms); 2*election_max = {:.0} ms",
+                            f.trials.len(),
+                            ms(f.median),
+                            ms(f.trials.iter().copied().min().unwrap_or_default()),
+                            ms(f.trials.iter().copied().max().unwrap_or_default()),
+                            ms(f.bound),
+                            ms(f.rtt),
+                            ms(2 * timing.election_max)
+                        );
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => failed(e),
+            }
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! The event loop's core: one [`Node`] owns a `raft-spec` [`Server`] and
+//! carries out its outputs. It does no I/O of its own: storage and the outside
+//! world are handed in ([`Storage`], [`Io`]) and time is a parameter, so the
+//! same code runs over TCP, disk and the wall clock ([`crate::runtime`]) and
+//! over the simulated network, storage and clock of [`crate::sim`].
+//!
+//! ```text
+//!  events ──► Node::handle(now, events, io)
+//!  (peer messages,   1. fire the timers due at `now` (ElectionTimeout, HeartbeatTimeout)
+//!   client requests, 2. step the server once per event, in order; for each step
+//!   status, ...)        - Persist   → storage.append (buffered)
+//!                       - SetTimer / CancelTimer → deadlines (election: random in range)
+//!                       - Send / ClientReply     → held back
+//!                    3. storage.sync(): one fsync for the whole batch (group commit)
+//!                    4. trace lines of the batch's steps (now durable)
+//!                    5. release the held-back sends and replies, in order
+//! ```
+//!
+//! The ordering contract of [`raft_spec::Output`] holds: a step's `Persist`
+//! is durable before any of its sends or replies leaves, and the sends of
+//! every step of a batch wait for the batch's fsync. Outputs are carried out
+//! in the order the server produced them.
+//!
+//! Decision: within one batch only the last AppendEntries to each peer is
+//! sent. It carries the leader's latest view (every entry from the peer's
+//! `next_index` on, and the latest `leader_commit`), so the dropped earlier
+//! ones are a prefix of what it says; dropping a message is what an
+//! unreliable network may do anyway (Raft §5.1, "messages may be lost"), so
+//! no rule of the protocol changes. Without it, a batch of `k` client
+//! requests would send each follower `k` AppendEntries holding `k²/2` entries.
+//!
+//! No Raft rule is written here: the node only decides *when* inputs happen
+//! (timer deadlines, batching) and carries out outputs.
+
+use crate::config::{Peers, Timing};
+use crate::storage::{Storage, StorageError};
+use crate::wire::{Response, StatusInfo};
+use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceWriter};
+use raft_spec::{
+    ClientId, ClientReply, Input, Kv, KvCommand, Message, NodeId, Output, PersistentState, Role,
+    Server, Timer,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::time::Duration;
+use thiserror::Error;
+use tracing::{debug, debug_span, info, warn};
+
+/// Time as seen by a node: a duration since an arbitrary origin (the
+/// process start, or the simulation's start).
+pub type Time = Duration;
+
+/// A client connection, as numbered by the transport.
+pub type ConnId = u64;
+
+/// An input to the event loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A Raft message from a peer (the sender is the one authenticated by the
+    /// connection's handshake).
+    Peer {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        message: Message<KvCommand>,
+    },
+    /// A client request.
+    Request {
+        /// Where to answer.
+        conn: ConnId,
+        /// The client session.
+        client_id: ClientId,
+        /// The client's request number.
+        request_no: u64,
+        /// The command.
+        command: KvCommand,
+    },
+    /// A client asks for the status.
+    Status {
+        /// Where to answer.
+        conn: ConnId,
+    },
+    /// A client connection closed: forget what it waits for.
+    ClientGone {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// What the event loop does to the outside world (after the batch's fsync).
+pub trait Io {
+    /// Sends a message to a peer; delivery is not guaranteed.
+    fn send(&mut self, to: NodeId, message: Message<KvCommand>);
+    /// Answers a client connection.
+    fn reply(&mut self, conn: ConnId, response: Response);
+}
+
+/// A fatal error of the event loop.
+#[derive(Debug, Error)]
+pub enum NodeError {
+    /// Storage failed: the node stops (it cannot keep its promises).
+    #[error("storage failure: {0}")]
+    Storage(#[from] StorageError),
+    /// The trace file could not be written.
+    #[error("trace file: {0}")]
+    Trace(std::io::Error),
+}
+
+/// A small, seedable pseudo-random generator (SplitMix64) for election
+/// timeouts and the simulation: deterministic for a seed, no dependency.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    /// A generator with `seed`.
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        if hi <= lo {
+            return lo;
+        }
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+
+    /// True with probability `p` (0.0 to 1.0).
+    pub fn chance(&mut self, p: f64) -> bool {
+        ((self.next_u64() >> 11) as f64 / (1u64 << 53) as f64) < p
+    }
+}
+
+/// Where trace lines go: a writer plus the incremental log digest.
+struct Tracer {
+    writer: TraceWriter<Box<dyn Write + Send>>,
+    log_digest: LogDigest,
+    seq: u64,
+    steps: Vec<Step<KvCommand>>,
+}
+
+/// What one batch holds back until its fsync.
+#[derive(Default)]
+struct Batch {
+    persisted: bool,
+    release: Vec<Release>,
+}
+
+enum Release {
+    Send(NodeId, Message<KvCommand>),
+    Reply(ConnId, Response),
+}
+
+/// Counters, for `status` and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Steps taken.
+    pub steps: u64,
+    /// Batches handled.
+    pub batches: u64,
+    /// Storage syncs (fsyncs).
+    pub syncs: u64,
+    /// Messages sent.
+    pub sent: u64,
+    /// AppendEntries dropped because a later one to the same peer superseded
+    /// them in the same batch.
+    pub coalesced: u64,
+}
+
+/// One node: the server, its storage, its timers and its waiting clients.
+pub struct Node<St: Storage> {
+    server: Server<Kv>,
+    storage: St,
+    timing: Timing,
+    rng: SplitMix64,
+    election_deadline: Option<Time>,
+    heartbeat_deadline: Option<Time>,
+    /// Clients waiting for the reply to `(client id, request number)`.
+    pending: HashMap<(ClientId, u64), ConnId>,
+    addresses: Peers,
+    trace: Option<Tracer>,
+    counters: Counters,
+}
+
+impl<St: Storage> std::fmt::Debug for Node<St> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.server.id)
+            .field("role", &self.server.role())
+            .field("term", &self.server.current_term())
+            .finish_non_exhaustive()
+    }
+}
+
+/// How to start a [`Node`].
+pub struct NodeOptions {
+    /// This node's id.
+    pub id: NodeId,
+    /// Every server of the cluster (this one included) and its address.
+    pub peers: Peers,
+    /// The cluster id (for the trace header).
+    pub cluster_id: String,
+    /// Timer durations.
+    pub timing: Timing,
+    /// Seed of the election-timeout randomness.
+    pub seed: u64,
+    /// Where to write the trace, if anywhere.
+    pub trace: Option<Box<dyn Write + Send>>,
+}
+
+impl<St: Storage> Node<St> {
+    /// Starts (or restarts) the node from what `storage` recovered
+    /// ([`Server::restart`]), carrying out the restart's outputs.
+    pub fn start(
+        options: NodeOptions,
+        persistent: PersistentState<KvCommand>,
+        storage: St,
+        now: Time,
+        io: &mut impl Io,
+    ) -> Result<Self, NodeError> {
+        let NodeOptions {
+            id,
+            peers,
+            cluster_id,
+            timing,
+            seed,
+            trace,
+        } = options;
+        let ids: Vec<NodeId> = peers.keys().copied().collect();
+        let trace = match trace {
+            None => None,
+            Some(out) => {
+                let header = Header::new(cluster_id, ids.clone(), "kv", id);
+                Some(Tracer {
+                    writer: TraceWriter::new(out, &header).map_err(NodeError::Trace)?,
+                    log_digest: LogDigest::of(&persistent.log),
+                    seq: 0,
+                    steps: Vec::new(),
+                })
+            }
+        };
+        let (server, outputs) = Server::restart(id, ids, persistent);
+        info!(
+            term = server.current_term().0,
+            last_log_index = server.log().last_index().0,
+            "started as follower"
+        );
+        let mut node = Node {
+            server,
+            storage,
+            timing,
+            rng: SplitMix64::new(seed),
+            election_deadline: None,
+            heartbeat_deadline: None,
+            pending: HashMap::new(),
+            addresses: peers,
+            trace,
+            counters: Counters::default(),
+        };
+        let mut batch = Batch::default();
+        node.carry_out(now, outputs, &mut batch)?;
+        node.record(TraceInput::Restart);
+        node.finish(batch, io)?;
+        Ok(node)
+    }
+
+    /// The server (read-only).
+    pub fn server(&self) -> &Server<Kv> {
+        &self.server
+    }
+
+    /// The storage (read-only).
+    pub fn storage(&self) -> &St {
+        &self.storage
+    }
+
+    /// Mutable access to the storage (the simulation injects faults).
+    pub fn storage_mut(&mut self) -> &mut St {
+        &mut self.storage
+    }
+
+    /// Gives the storage back (the simulation keeps it across a crash).
+    pub fn into_storage(self) -> St {
+        self.storage
+    }
+
+    /// The counters.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// The node's status.
+    pub fn status(&self) -> StatusInfo {
+        let s = &self.server;
+        StatusInfo {
+            id: s.id,
+            role: s.role(),
+            term: s.current_term(),
+            commit_index: s.volatile.commit_index,
+            last_applied: s.volatile.last_applied,
+            last_log_index: s.log().last_index(),
+            last_log_term: s.log().last_term(),
+            leader: s.volatile.leader_hint,
+        }
+    }
+
+    /// When the next timer fires, if any is set.
+    pub fn next_deadline(&self) -> Option<Time> {
+        match (self.election_deadline, self.heartbeat_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Handles one batch of events at time `now` (see the module docs).
+    pub fn handle(
+        &mut self,
+        now: Time,
+        events: impl IntoIterator<Item = Event>,
+        io: &mut impl Io,
+    ) -> Result<(), NodeError> {
+        let mut batch = Batch::default();
+        self.fire_timers(now, &mut batch)?;
+        for event in events {
+            match event {
+                Event::Peer { from, message } => {
+                    if !self.server.peers.contains(&from) {
+                        warn!(
+                            from = from.0,
+                            "message from a server outside the cluster dropped"
+                        );
+                        continue;
+                    }
+                    self.step(now, Input::Message { from, message }, &mut batch)?;
+                }
+                Event::Request {
+                    conn,
+                    client_id,
+                    request_no,
+                    command,
+                } => {
+                    self.pending.insert((client_id, request_no), conn);
+                    let input = Input::ClientRequest {
+                        client_id,
+                        request_no,
+                        command,
+                    };
+                    self.step(now, input, &mut batch)?;
+                }
+                Event::Status { conn } => {
+                    batch
+                        .release
+                        .push(Release::Reply(conn, Response::Status(self.status())));
+                }
+                Event::ClientGone { conn } => self.pending.retain(|_, c| *c != conn),
+            }
+        }
+        self.finish(batch, io)
+    }
+
+    fn fire_timers(&mut self, now: Time, batch: &mut Batch) -> Result<(), NodeError> {
+        if self.election_deadline.is_some_and(|d| d <= now) {
+            self.election_deadline = None;
+            self.step(now, Input::ElectionTimeout, batch)?;
+        }
+        if self.heartbeat_deadline.is_some_and(|d| d <= now) {
+            self.heartbeat_deadline = None;
+            self.step(now, Input::HeartbeatTimeout, batch)?;
+        }
+        Ok(())
+    }
+
+    fn step(
+        &mut self,
+        now: Time,
+        input: Input<KvCommand>,
+        batch: &mut Batch,
+    ) -> Result<(), NodeError> {
+        let name = input_name(&input);
+        let span = debug_span!("step", input = name);
+        let _entered = span.enter();
+        let before = (
+            self.server.role(),
+            self.server.current_term(),
+            self.server.volatile.commit_index,
+        );
+        let traced = self.trace.as_ref().map(|_| TraceInput::from(input.clone()));
+        if let Input::Message { from, message } = &input {
+            debug!(
+                from = from.0,
+                term = message.term().0,
+                "received {}",
+                message.name()
+            );
+        }
+        let outputs = self.server.step(input);
+        self.counters.steps += 1;
+        self.carry_out(now, outputs, batch)?;
+        self.log_changes(before);
+        if let Some(input) = traced {
+            self.record(input);
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, input: TraceInput<KvCommand>) {
+        if let Some(t) = &mut self.trace {
+            t.seq += 1;
+            let step = Step::after(t.seq, input, &self.server, &t.log_digest);
+            t.steps.push(step);
+        }
+    }
+
+    fn log_changes(&self, (role, term, commit): (Role, raft_spec::Term, raft_spec::LogIndex)) {
+        let s = &self.server;
+        let now_term = s.current_term().0;
+        if s.role() != role || s.current_term() != term {
+            match s.role() {
+                Role::Candidate => info!(
+                    term = now_term,
+                    last_log_index = s.log().last_index().0,
+                    "became candidate: election timeout, requesting votes"
+                ),
+                Role::Leader => info!(
+                    term = now_term,
+                    votes = ?s.volatile.votes_granted,
+                    "became leader"
+                ),
+                Role::Follower if role == Role::Leader => {
+                    info!(term = now_term, "stepped down: leader became follower")
+                }
+                Role::Follower if role == Role::Candidate => {
+                    info!(term = now_term, "candidate became follower")
+                }
+                Role::Follower => info!(term = now_term, "follower moved to a new term"),
+            }
+        }
+        if s.volatile.commit_index > commit {
+            info!(
+                term = now_term,
+                commit_index = s.volatile.commit_index.0,
+                role = ?s.role(),
+                "committed"
+            );
+        }
+    }
+
+    fn carry_out(
+        &mut self,
+        now: Time,
+        outputs: Vec<Output<KvCommand, Option<String>>>,
+        batch: &mut Batch,
+    ) -> Result<(), NodeError> {
+        for output in outputs {
+            match output {
+                Output::Persist(p) => {
+                    if let Some(w) = &p.log {
+                        info!(
+                            from = w.from.0,
+                            entries = w.entries.len(),
+                            last_log_index = self.server.log().last_index().0,
+                            "log write"
+                        );
+                    }
+                    if let Some(t) = &mut self.trace {
+                        if let Some(w) = &p.log {
+                            t.log_digest.apply(w);
+                        }
+                    }
+                    self.storage.append(&p)?;
+                    batch.persisted = true;
+                }
+                Output::Send { to, message } => {
+                    if let Message::RequestVoteResponse(r) = &message {
+                        if r.vote_granted {
+                            info!(candidate = to.0, term = r.term.0, "granted vote");
+                        }
+                    }
+                    batch.release.push(Release::Send(to, message));
+                }
+                Output::SetTimer(Timer::Election) => {
+                    let lo = self.timing.election_min.as_micros() as u64;
+                    let hi = self.timing.election_max.as_micros() as u64;
+                    let after = Duration::from_micros(self.rng.range(lo, hi));
+                    self.election_deadline = Some(now + after);
+                }
+                Output::SetTimer(Timer::Heartbeat) => {
+                    self.heartbeat_deadline = Some(now + self.timing.heartbeat);
+                }
+                Output::CancelTimer(Timer::Election) => self.election_deadline = None,
+                Output::CancelTimer(Timer::Heartbeat) => self.heartbeat_deadline = None,
+                Output::Applied { index, term } => {
+                    debug!(index = index.0, term = term.0, "applied");
+                }
+                Output::ClientReply {
+                    client_id,
+                    request_no,
+                    reply,
+                } => {
+                    let Some(conn) = self.pending.remove(&(client_id, request_no)) else {
+                        continue;
+                    };
+                    let response = match reply {
+                        ClientReply::Ok(output) => Response::Ok(output),
+                        ClientReply::NotLeader { leader_hint } => Response::NotLeader {
+                            leader: leader_hint,
+                            address: leader_hint.and_then(|n| self.addresses.get(&n).cloned()),
+                        },
+                    };
+                    batch.release.push(Release::Reply(conn, response));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Group commit, trace, then release in order.
+    fn finish(&mut self, batch: Batch, io: &mut impl Io) -> Result<(), NodeError> {
+        self.counters.batches += 1;
+        if batch.persisted {
+            self.storage.sync()?;
+            self.counters.syncs += 1;
+        }
+        if let Some(t) = &mut self.trace {
+            for step in t.steps.drain(..) {
+                t.writer.write_step(&step).map_err(NodeError::Trace)?;
+            }
+            t.writer.flush().map_err(NodeError::Trace)?;
+        }
+        // The last AppendEntries to each peer in this batch (module docs).
+        let mut last_append: BTreeMap<NodeId, usize> = BTreeMap::new();
+        for (i, r) in batch.release.iter().enumerate() {
+            if let Release::Send(to, Message::AppendEntries(_)) = r {
+                last_append.insert(*to, i);
+            }
+        }
+        for (i, r) in batch.release.into_iter().enumerate() {
+            match r {
+                Release::Send(to, message) => {
+                    if matches!(message, Message::AppendEntries(_))
+                        && last_append.get(&to) != Some(&i)
+                    {
+                        self.counters.coalesced += 1;
+                        continue;
+                    }
+                    self.counters.sent += 1;
+                    io.send(to, message);
+                }
+                Release::Reply(conn, response) => io.reply(conn, response),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn input_name(input: &Input<KvCommand>) -> &'static str {
+    match input {
+        Input::Message { message, .. } => message.name(),
+        Input::ClientRequest { .. } => "ClientRequest",
+        Input::ElectionTimeout => "ElectionTimeout",
+        Input::HeartbeatTimeout => "HeartbeatTimeout",
+    }
+}
+
+#[cfg(test)]
+mod tests;

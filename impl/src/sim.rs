@@ -1,0 +1,606 @@
+//! A deterministic in-process cluster: the real event-loop code
+//! ([`Node::handle`]) over a simulated network, clock and storage, driven by
+//! one seed.
+//!
+//! - **Clock**: virtual; the simulation jumps to the next event (a message
+//!   delivery, a timer deadline, a client's retry deadline).
+//! - **Network**: every message gets a random delay in
+//!   `[delay_min, delay_max]`, is lost with probability `loss`, duplicated with
+//!   probability `duplicate` (the copy has its own delay, so messages also
+//!   reorder), and dropped if its link is cut by a partition.
+//! - **Storage**: [`MemStorage`]; a crash keeps only what was synced, and
+//!   [`Sim::crash_before_sync`] makes a node crash in the middle of its next
+//!   batch, after its steps and before its fsync: nothing of that batch is
+//!   durable, and nothing it would have sent leaves.
+//! - **Clients**: sessions that retry on timeout and follow redirects, with
+//!   the same request number, like [`crate::client::Client`].
+//!
+//! Every random choice comes from one [`SplitMix64`] seeded by
+//! [`SimConfig::seed`], and every collection iterates in a fixed order, so a
+//! run is a function of its seed and schedule.
+
+use crate::config::{Peers, Timing};
+use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time};
+use crate::storage::MemStorage;
+use crate::wire::Response;
+use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, Role};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Simulation parameters.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed of every random choice.
+    pub seed: u64,
+    /// Number of nodes (ids 1..=n).
+    pub nodes: u64,
+    /// Timer durations.
+    pub timing: Timing,
+    /// Probability that a message is lost.
+    pub loss: f64,
+    /// Probability that a message is delivered twice.
+    pub duplicate: f64,
+    /// Smallest network delay.
+    pub delay_min: Duration,
+    /// Largest network delay.
+    pub delay_max: Duration,
+    /// How long a client waits for an answer before trying another node.
+    pub client_attempt_timeout: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            seed: 0,
+            nodes: 3,
+            timing: Timing::default(),
+            loss: 0.0,
+            duplicate: 0.0,
+            delay_min: Duration::from_micros(500),
+            delay_max: Duration::from_millis(3),
+            client_attempt_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+enum SimNode {
+    Up(Box<Node<MemStorage>>),
+    Down(MemStorage),
+}
+
+#[derive(Clone, Debug)]
+enum Delivery {
+    Peer {
+        to: NodeId,
+        from: NodeId,
+        message: Message<KvCommand>,
+    },
+    Request {
+        to: NodeId,
+        conn: ConnId,
+        client_id: ClientId,
+        request_no: u64,
+        command: KvCommand,
+    },
+    Reply {
+        conn: ConnId,
+        response: Response,
+    },
+}
+
+/// One acknowledged client operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Acked {
+    /// The client session.
+    pub client_id: ClientId,
+    /// The request number.
+    pub request_no: u64,
+    /// The command.
+    pub command: KvCommand,
+    /// What it returned.
+    pub output: KvOutput,
+}
+
+struct Attempt {
+    conn: ConnId,
+    deadline: Time,
+}
+
+struct SimClient {
+    id: ClientId,
+    next_no: u64,
+    target: NodeId,
+    /// The operation in flight: request number, command, current attempt.
+    current: Option<(u64, KvCommand, Attempt)>,
+    /// Commands still to issue.
+    todo: Vec<KvCommand>,
+}
+
+#[derive(Default)]
+struct Outbox {
+    sent: Vec<(NodeId, Message<KvCommand>)>,
+    replies: Vec<(ConnId, Response)>,
+}
+
+impl Io for Outbox {
+    fn send(&mut self, to: NodeId, message: Message<KvCommand>) {
+        self.sent.push((to, message));
+    }
+    fn reply(&mut self, conn: ConnId, response: Response) {
+        self.replies.push((conn, response));
+    }
+}
+
+/// Counts of what the simulation did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SimStats {
+    /// Messages sent by nodes.
+    pub sent: u64,
+    /// Messages lost (loss, partition, or a down receiver).
+    pub dropped: u64,
+    /// Messages duplicated.
+    pub duplicated: u64,
+    /// Crashes (including crashes before a sync).
+    pub crashes: u64,
+}
+
+/// The simulated cluster.
+pub struct Sim {
+    config: SimConfig,
+    rng: SplitMix64,
+    now: Time,
+    nodes: BTreeMap<NodeId, SimNode>,
+    queue: BTreeMap<(Time, u64), Delivery>,
+    seq: u64,
+    /// Directed links that drop everything.
+    cut: BTreeSet<(NodeId, NodeId)>,
+    clients: Vec<SimClient>,
+    /// Each attempt's client and request number.
+    conns: BTreeMap<ConnId, (usize, u64)>,
+    next_conn: ConnId,
+    acked: Vec<Acked>,
+    stats: SimStats,
+}
+
+impl std::fmt::Debug for Sim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sim")
+            .field("now", &self.now)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sim {
+    /// Starts a cluster of fresh nodes at time 0.
+    pub fn new(config: SimConfig) -> Self {
+        let mut sim = Sim {
+            rng: SplitMix64::new(config.seed),
+            config,
+            now: Duration::ZERO,
+            nodes: BTreeMap::new(),
+            queue: BTreeMap::new(),
+            seq: 0,
+            cut: BTreeSet::new(),
+            clients: Vec::new(),
+            conns: BTreeMap::new(),
+            next_conn: 1,
+            acked: Vec::new(),
+            stats: SimStats::default(),
+        };
+        for i in 1..=sim.config.nodes {
+            sim.nodes
+                .insert(NodeId(i), SimNode::Down(MemStorage::default()));
+            sim.restart(NodeId(i));
+        }
+        sim
+    }
+
+    fn peers(&self) -> Peers {
+        (1..=self.config.nodes)
+            .map(|i| (NodeId(i), format!("sim:{i}")))
+            .collect()
+    }
+
+    /// The current virtual time.
+    pub fn now(&self) -> Time {
+        self.now
+    }
+
+    /// What the simulation did so far.
+    pub fn stats(&self) -> SimStats {
+        self.stats
+    }
+
+    /// The node `id`, if it is up.
+    pub fn node(&self, id: NodeId) -> Option<&Node<MemStorage>> {
+        match self.nodes.get(&id) {
+            Some(SimNode::Up(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    /// The ids of the nodes that are up.
+    pub fn up(&self) -> Vec<NodeId> {
+        self.nodes
+            .iter()
+            .filter(|(_, n)| matches!(n, SimNode::Up(_)))
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The leader of the highest term among the nodes that are up, if one.
+    pub fn leader(&self) -> Option<NodeId> {
+        let up: Vec<&Node<MemStorage>> =
+            self.up().into_iter().filter_map(|i| self.node(i)).collect();
+        let max = up.iter().map(|n| n.server().current_term()).max()?;
+        up.iter()
+            .find(|n| n.server().role() == Role::Leader && n.server().current_term() == max)
+            .map(|n| n.server().id)
+    }
+
+    /// Every acknowledged client operation, in acknowledgement order.
+    pub fn acked(&self) -> &[Acked] {
+        &self.acked
+    }
+
+    /// Crashes node `id`: it loses its volatile state and unsynced writes.
+    pub fn crash(&mut self, id: NodeId) {
+        if let Some(SimNode::Up(_)) = self.nodes.get(&id) {
+            if let Some(SimNode::Up(node)) = self.nodes.remove(&id) {
+                let mut storage = node.into_storage();
+                storage.crash();
+                self.nodes.insert(id, SimNode::Down(storage));
+                self.stats.crashes += 1;
+            }
+        }
+    }
+
+    /// Makes node `id` crash during its next batch, after stepping and
+    /// before its fsync.
+    pub fn crash_before_sync(&mut self, id: NodeId) {
+        if let Some(SimNode::Up(node)) = self.nodes.get_mut(&id) {
+            node.storage_mut().fail_next_sync = true;
+        }
+    }
+
+    /// Restarts node `id` from what it had synced (no-op if it is up).
+    pub fn restart(&mut self, id: NodeId) {
+        let Some(SimNode::Down(_)) = self.nodes.get(&id) else {
+            return;
+        };
+        let Some(SimNode::Down(storage)) = self.nodes.remove(&id) else {
+            return;
+        };
+        let options = NodeOptions {
+            id,
+            peers: self.peers(),
+            cluster_id: "sim".into(),
+            timing: self.config.timing,
+            seed: self.rng.next_u64(),
+            trace: None,
+        };
+        let persistent = storage.durable().clone();
+        let mut out = Outbox::default();
+        match Node::start(options, persistent, storage, self.now, &mut out) {
+            Ok(node) => {
+                self.nodes.insert(id, SimNode::Up(Box::new(node)));
+            }
+            Err(_) => {
+                // MemStorage never fails a start (nothing is synced then).
+                self.nodes.insert(id, SimNode::Down(MemStorage::default()));
+            }
+        }
+        self.dispatch(id, out);
+    }
+
+    /// Cuts every link between `group` and the other nodes (both ways).
+    pub fn partition(&mut self, group: &[NodeId]) {
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for &a in group {
+            for &b in &ids {
+                if !group.contains(&b) {
+                    self.cut.insert((a, b));
+                    self.cut.insert((b, a));
+                }
+            }
+        }
+    }
+
+    /// Restores every link.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+    }
+
+    /// Sets the loss and duplication probabilities.
+    pub fn set_faults(&mut self, loss: f64, duplicate: f64) {
+        self.config.loss = loss;
+        self.config.duplicate = duplicate;
+    }
+
+    /// Adds a client session that issues `commands` one after the other.
+    pub fn add_client(&mut self, commands: Vec<KvCommand>) {
+        let id = ClientId(self.rng.next_u64());
+        let target = NodeId(1 + self.rng.next_u64() % self.config.nodes.max(1));
+        let mut todo = commands;
+        todo.reverse();
+        self.clients.push(SimClient {
+            id,
+            next_no: 1,
+            target,
+            current: None,
+            todo,
+        });
+    }
+
+    /// Whether every client has finished its commands.
+    pub fn clients_done(&self) -> bool {
+        self.clients
+            .iter()
+            .all(|c| c.current.is_none() && c.todo.is_empty())
+    }
+
+    /// Runs one command through a fresh client session, for at most
+    /// `timeout_ms` of virtual time; its output, or `None` on timeout.
+    pub fn call(&mut self, command: KvCommand, timeout_ms: u64) -> Option<KvOutput> {
+        let client = self.clients.len();
+        self.add_client(vec![command]);
+        let end = self.now + Duration::from_millis(timeout_ms);
+        let acked_before = self.acked.len();
+        while self.now < end {
+            if self.acked[acked_before..]
+                .iter()
+                .any(|a| a.client_id == self.clients[client].id)
+            {
+                break;
+            }
+            self.step_until(end);
+        }
+        self.acked[acked_before..]
+            .iter()
+            .find(|a| a.client_id == self.clients[client].id)
+            .map(|a| a.output.clone())
+    }
+
+    /// Runs for `ms` milliseconds of virtual time.
+    pub fn run_for_millis(&mut self, ms: u64) {
+        let end = self.now + Duration::from_millis(ms);
+        while self.now < end {
+            self.step_until(end);
+        }
+    }
+
+    fn schedule(&mut self, at: Time, d: Delivery) {
+        self.seq += 1;
+        self.queue.insert((at, self.seq), d);
+    }
+
+    fn delay(&mut self) -> Duration {
+        let lo = self.config.delay_min.as_micros() as u64;
+        let hi = self.config.delay_max.as_micros() as u64;
+        Duration::from_micros(self.rng.range(lo, hi))
+    }
+
+    fn dispatch(&mut self, from: NodeId, out: Outbox) {
+        for (to, message) in out.sent {
+            self.stats.sent += 1;
+            if self.cut.contains(&(from, to)) || self.rng.chance(self.config.loss) {
+                self.stats.dropped += 1;
+                continue;
+            }
+            let copies = if self.rng.chance(self.config.duplicate) {
+                self.stats.duplicated += 1;
+                2
+            } else {
+                1
+            };
+            for _ in 0..copies {
+                let at = self.now + self.delay();
+                let d = Delivery::Peer {
+                    to,
+                    from,
+                    message: message.clone(),
+                };
+                self.schedule(at, d);
+            }
+        }
+        for (conn, response) in out.replies {
+            let at = self.now + self.delay();
+            self.schedule(at, Delivery::Reply { conn, response });
+        }
+    }
+
+    fn client_deadline(&self) -> Option<Time> {
+        self.clients
+            .iter()
+            .filter_map(|c| c.current.as_ref().map(|(_, _, a)| a.deadline))
+            .min()
+    }
+
+    /// Advances to the next event (not past `end`) and handles everything
+    /// due then.
+    fn step_until(&mut self, end: Time) {
+        self.start_idle_clients();
+        let mut next = end;
+        if let Some((&(t, _), _)) = self.queue.iter().next() {
+            next = next.min(t);
+        }
+        for n in self.nodes.values() {
+            if let SimNode::Up(node) = n {
+                if let Some(d) = node.next_deadline() {
+                    next = next.min(d);
+                }
+            }
+        }
+        if let Some(d) = self.client_deadline() {
+            next = next.min(d);
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+
+        // Everything due now, grouped per node in queue order.
+        let mut per_node: BTreeMap<NodeId, Vec<Event>> = BTreeMap::new();
+        while let Some(entry) = self.queue.first_entry() {
+            if entry.key().0 > now {
+                break;
+            }
+            match entry.remove() {
+                Delivery::Peer { to, from, message } => {
+                    per_node
+                        .entry(to)
+                        .or_default()
+                        .push(Event::Peer { from, message });
+                }
+                Delivery::Request {
+                    to,
+                    conn,
+                    client_id,
+                    request_no,
+                    command,
+                } => per_node.entry(to).or_default().push(Event::Request {
+                    conn,
+                    client_id,
+                    request_no,
+                    command,
+                }),
+                Delivery::Reply { conn, response } => self.client_reply(conn, response),
+            }
+        }
+        let ids: Vec<NodeId> = self.nodes.keys().copied().collect();
+        for id in ids {
+            let events = per_node.remove(&id).unwrap_or_default();
+            let due = match self.nodes.get(&id) {
+                Some(SimNode::Up(node)) => node.next_deadline().is_some_and(|d| d <= now),
+                _ => {
+                    self.stats.dropped += events.len() as u64;
+                    continue;
+                }
+            };
+            if events.is_empty() && !due {
+                continue;
+            }
+            let mut out = Outbox::default();
+            let result = match self.nodes.get_mut(&id) {
+                Some(SimNode::Up(node)) => node.handle(now, events, &mut out),
+                _ => continue,
+            };
+            match result {
+                Ok(()) => self.dispatch(id, out),
+                // A failed sync is a crash before the fsync: nothing of the
+                // batch is released.
+                Err(_) => self.crash(id),
+            }
+        }
+        self.client_timeouts();
+    }
+
+    fn start_idle_clients(&mut self) {
+        for i in 0..self.clients.len() {
+            if self.clients[i].current.is_none() {
+                if let Some(cmd) = self.clients[i].todo.pop() {
+                    let no = self.clients[i].next_no;
+                    self.clients[i].next_no += 1;
+                    self.send_attempt(i, no, cmd);
+                }
+            }
+        }
+    }
+
+    fn send_attempt(&mut self, client: usize, request_no: u64, command: KvCommand) {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.conns.insert(conn, (client, request_no));
+        let deadline = self.now + self.config.client_attempt_timeout;
+        let to = self.clients[client].target;
+        let client_id = self.clients[client].id;
+        let at = self.now + self.delay();
+        self.schedule(
+            at,
+            Delivery::Request {
+                to,
+                conn,
+                client_id,
+                request_no,
+                command: command.clone(),
+            },
+        );
+        self.clients[client].current = Some((request_no, command, Attempt { conn, deadline }));
+    }
+
+    fn client_reply(&mut self, conn: ConnId, response: Response) {
+        let Some(&(i, for_no)) = self.conns.get(&conn) else {
+            return;
+        };
+        // Only an answer about the request in flight counts (an answer to an
+        // earlier attempt of the same request is as good as the latest).
+        let Some((no, cmd, attempt)) = self.clients[i].current.take() else {
+            return;
+        };
+        if for_no != no || (attempt.conn != conn && !matches!(response, Response::Ok(_))) {
+            self.clients[i].current = Some((no, cmd, attempt));
+            return;
+        }
+        match response {
+            Response::Ok(output) => {
+                self.acked.push(Acked {
+                    client_id: self.clients[i].id,
+                    request_no: no,
+                    command: cmd,
+                    output,
+                });
+            }
+            Response::NotLeader { leader, .. } => {
+                let n = self.config.nodes.max(1);
+                let c = &mut self.clients[i];
+                c.target = match leader {
+                    Some(l) if l != c.target => l,
+                    _ => NodeId(c.target.0 % n + 1),
+                };
+                // Retry after a short pause, as the real client does.
+                let pause = Duration::from_millis(20);
+                self.clients[i].current = Some((
+                    no,
+                    cmd,
+                    Attempt {
+                        conn: 0,
+                        deadline: self.now + pause,
+                    },
+                ));
+            }
+            Response::Status(_) => {}
+        }
+    }
+
+    fn client_timeouts(&mut self) {
+        let now = self.now;
+        for i in 0..self.clients.len() {
+            let expired = matches!(&self.clients[i].current, Some((_, _, a)) if a.deadline <= now);
+            if !expired {
+                continue;
+            }
+            if let Some((no, cmd, attempt)) = self.clients[i].current.take() {
+                let n = self.config.nodes.max(1);
+                if attempt.conn != 0 {
+                    // No answer in time: try the next node.
+                    let c = &mut self.clients[i];
+                    c.target = NodeId(c.target.0 % n + 1);
+                }
+                self.send_attempt(i, no, cmd);
+            }
+        }
+    }
+
+    /// The state machines of the nodes that are up.
+    pub fn state_machines(&self) -> BTreeMap<NodeId, Kv> {
+        self.up()
+            .into_iter()
+            .filter_map(|id| {
+                self.node(id)
+                    .map(|n| (id, n.server().volatile.state_machine.clone()))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

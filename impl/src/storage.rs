@@ -1,0 +1,436 @@
+//! Durable storage of the persistent state (`current_term`, `voted_for`,
+//! log): a write-ahead log of the server's [`Persist`] outputs.
+//!
+//! # On disk
+//!
+//! A data directory holds:
+//! - `identity.json`: the cluster id and node id the directory belongs to,
+//!   written (and fsynced, with the directory) on first start. Starting a node
+//!   with another node's or another cluster's directory is refused.
+//! - `raft.wal`: an 8-byte magic `RAFTWAL1`, then records. A record is a
+//!   12-byte header (`len: u32 LE`, `len_crc: u32 LE` = CRC-32 of the four
+//!   length bytes, `crc: u32 LE` = CRC-32 of the payload), then `len` bytes of
+//!   payload: one [`Persist`] encoded with postcard. Recovery folds the records
+//!   with [`PersistentState::apply_persist`], so a restart recovers exactly
+//!   what was persisted.
+//!
+//! Decision: one append-only file rather than segments. The spec has no
+//! snapshots, so no prefix of the log can ever be dropped and segments would
+//! buy nothing yet.
+//!
+//! # Durability
+//!
+//! [`Storage::append`] buffers; [`Storage::sync`] writes the buffer with one
+//! `write` and one `fdatasync`: the group commit of the event loop. Nothing
+//! the server sends or replies leaves before the `sync` that covers its step.
+//!
+//! # Recovery
+//!
+//! - A **torn tail** (a record cut short by a crash during the last write, or
+//!   zero bytes where it should be) is truncated with a warning. A record
+//!   whose checksum fails is treated as torn only if it is the last thing in
+//!   the file: nothing valid follows it.
+//! - **Corruption before the tail** (a checksum failure with valid records
+//!   after it) stops the node with [`StorageError::Corrupt`], naming the file
+//!   and the byte offset of the bad record. Nothing is truncated then: the
+//!   operator decides.
+//!
+//! A storage failure is fatal for the node (as etcd's `Storage` documents):
+//! the event loop stops rather than run on a state it cannot persist.
+
+use raft_spec::{KvCommand, NodeId, Persist, PersistentState};
+use serde::{Deserialize, Serialize};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+use tracing::{info, warn};
+
+/// The WAL file's first bytes.
+pub const MAGIC: &[u8; 8] = b"RAFTWAL1";
+/// Bytes of a record header.
+pub const HEADER_LEN: usize = 12;
+/// The largest record accepted when reading (a record holds what one step
+/// persisted).
+pub const MAX_RECORD: usize = 256 << 20;
+
+/// What the event loop needs from storage.
+pub trait Storage {
+    /// Adds one step's [`Persist`] to the current batch (not yet durable).
+    fn append(&mut self, persist: &Persist<KvCommand>) -> Result<(), StorageError>;
+    /// Makes every appended record durable.
+    fn sync(&mut self) -> Result<(), StorageError>;
+}
+
+/// A storage failure. Each variant names the file.
+#[derive(Debug, Error)]
+pub enum StorageError {
+    /// An I/O error on a file or directory.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// A record before the tail fails its checksum or does not decode.
+    #[error("corrupted record in {} at byte offset {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The WAL file.
+        path: PathBuf,
+        /// Offset of the record's header.
+        offset: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The file does not start with [`MAGIC`].
+    #[error("{} is not a raft-node WAL (bad magic)", path.display())]
+    BadMagic {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The data directory belongs to another node or cluster.
+    #[error("data directory {} belongs to node {found_node} of cluster {found_cluster:?}, not node {node} of cluster {cluster:?}", dir.display())]
+    WrongIdentity {
+        /// The directory.
+        dir: PathBuf,
+        /// The node id it was created for.
+        found_node: u64,
+        /// The cluster id it was created for.
+        found_cluster: String,
+        /// The node id asked for.
+        node: u64,
+        /// The cluster id asked for.
+        cluster: String,
+    },
+    /// A record could not be encoded.
+    #[error("cannot encode a record: {0}")]
+    Encode(String),
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+struct Identity {
+    cluster_id: String,
+    node_id: NodeId,
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Recovery {
+    /// Records read.
+    pub records: u64,
+    /// Bytes of torn tail that were truncated (0 if none).
+    pub truncated_bytes: u64,
+    /// Offset where the torn tail started.
+    pub truncated_at: Option<u64>,
+}
+
+/// The WAL on disk.
+#[derive(Debug)]
+pub struct FileStorage {
+    path: PathBuf,
+    file: File,
+    buf: Vec<u8>,
+    /// Whether to fdatasync (always true outside benchmarks of the storage
+    /// itself).
+    fsync: bool,
+}
+
+fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync directory", dir))
+}
+
+impl FileStorage {
+    /// Opens (or creates) the data directory `dir` for node `node` of cluster
+    /// `cluster_id` and recovers the persistent state.
+    pub fn open(
+        dir: &Path,
+        cluster_id: &str,
+        node: NodeId,
+    ) -> Result<(Self, PersistentState<KvCommand>, Recovery), StorageError> {
+        fs::create_dir_all(dir).map_err(io_err("create data directory", dir))?;
+        let id_path = dir.join("identity.json");
+        let want = Identity {
+            cluster_id: cluster_id.to_string(),
+            node_id: node,
+        };
+        match fs::read(&id_path) {
+            Ok(bytes) => {
+                let found: Identity =
+                    serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                        path: id_path.clone(),
+                        offset: e.column() as u64,
+                        reason: e.to_string(),
+                    })?;
+                if found != want {
+                    return Err(StorageError::WrongIdentity {
+                        dir: dir.to_path_buf(),
+                        found_node: found.node_id.0,
+                        found_cluster: found.cluster_id,
+                        node: node.0,
+                        cluster: cluster_id.to_string(),
+                    });
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let tmp = dir.join("identity.json.tmp");
+                let bytes =
+                    serde_json::to_vec(&want).map_err(|e| StorageError::Encode(e.to_string()))?;
+                let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+                f.write_all(&bytes).map_err(io_err("write", &tmp))?;
+                f.sync_all().map_err(io_err("fsync", &tmp))?;
+                fs::rename(&tmp, &id_path).map_err(io_err("rename", &id_path))?;
+                sync_dir(dir)?;
+            }
+            Err(e) => return Err(io_err("read", &id_path)(e)),
+        }
+
+        let path = dir.join("raft.wal");
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err("open", &path))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(io_err("read", &path))?;
+        let (state, recovery) = if bytes.is_empty() {
+            file.write_all(MAGIC).map_err(io_err("write", &path))?;
+            file.sync_all().map_err(io_err("fsync", &path))?;
+            sync_dir(dir)?;
+            (PersistentState::default(), Recovery::default())
+        } else {
+            let (state, recovery) = recover(&path, &bytes)?;
+            if let Some(at) = recovery.truncated_at {
+                warn!(
+                    file = %path.display(),
+                    offset = at,
+                    bytes = recovery.truncated_bytes,
+                    "torn tail in the WAL: truncating"
+                );
+                file.set_len(at).map_err(io_err("truncate", &path))?;
+                file.sync_all().map_err(io_err("fsync", &path))?;
+            }
+            (state, recovery)
+        };
+        info!(
+            file = %path.display(),
+            records = recovery.records,
+            term = state.current_term.0,
+            log = state.log.len(),
+            "recovered persistent state"
+        );
+        Ok((
+            FileStorage {
+                path,
+                file,
+                buf: Vec::new(),
+                fsync: true,
+            },
+            state,
+            recovery,
+        ))
+    }
+
+    /// The WAL's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Encodes one record (header and payload).
+pub fn encode_record(persist: &Persist<KvCommand>, out: &mut Vec<u8>) -> Result<(), StorageError> {
+    let payload =
+        postcard::to_allocvec(persist).map_err(|e| StorageError::Encode(e.to_string()))?;
+    let len = u32::try_from(payload.len())
+        .ok()
+        .filter(|&l| (l as usize) <= MAX_RECORD)
+        .ok_or_else(|| StorageError::Encode(format!("record of {} bytes", payload.len())))?;
+    let len_bytes = len.to_le_bytes();
+    out.extend_from_slice(&len_bytes);
+    out.extend_from_slice(&crc32fast::hash(&len_bytes).to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(())
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+/// Checks the record at `at`: `Ok(Some((payload range, next)))` if valid,
+/// `Ok(None)` if it is incomplete (runs past the end), `Err(reason)` if a
+/// checksum fails.
+fn check_record(bytes: &[u8], at: usize) -> Result<Option<(usize, usize)>, String> {
+    if bytes.len() - at < HEADER_LEN {
+        return Ok(None);
+    }
+    let len = u32_at(bytes, at);
+    if crc32fast::hash(&len.to_le_bytes()) != u32_at(bytes, at + 4) {
+        return Err("record header checksum mismatch".into());
+    }
+    let len = len as usize;
+    if len > MAX_RECORD {
+        return Err(format!("record length {len} exceeds {MAX_RECORD}"));
+    }
+    let start = at + HEADER_LEN;
+    if bytes.len() - start < len {
+        return Ok(None);
+    }
+    if crc32fast::hash(&bytes[start..start + len]) != u32_at(bytes, at + 8) {
+        return Err("record checksum mismatch".into());
+    }
+    Ok(Some((start, start + len)))
+}
+
+/// Whether a valid record starts anywhere in `bytes[from..]`.
+fn valid_record_after(bytes: &[u8], from: usize) -> bool {
+    (from..bytes.len()).any(|at| matches!(check_record(bytes, at), Ok(Some(_))))
+}
+
+/// Recovers the persistent state from the WAL's bytes. Returns where a torn
+/// tail starts, if any; the caller truncates it.
+pub fn recover(
+    path: &Path,
+    bytes: &[u8],
+) -> Result<(PersistentState<KvCommand>, Recovery), StorageError> {
+    let mut state = PersistentState::default();
+    let mut recovery = Recovery::default();
+    if bytes.len() < MAGIC.len() {
+        // A crash while creating the file: only a prefix of the magic exists.
+        if MAGIC.starts_with(bytes) {
+            recovery.truncated_at = Some(0);
+            recovery.truncated_bytes = bytes.len() as u64;
+            return Ok((state, recovery));
+        }
+        return Err(StorageError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
+    if &bytes[..MAGIC.len()] != MAGIC {
+        return Err(StorageError::BadMagic {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut at = MAGIC.len();
+    while at < bytes.len() {
+        let corrupt = |reason: String| StorageError::Corrupt {
+            path: path.to_path_buf(),
+            offset: at as u64,
+            reason,
+        };
+        match check_record(bytes, at) {
+            Ok(Some((start, end))) => {
+                let persist: Persist<KvCommand> = postcard::from_bytes(&bytes[start..end])
+                    .map_err(|e| corrupt(format!("record does not decode: {e}")))?;
+                state.apply_persist(&persist);
+                recovery.records += 1;
+                at = end;
+            }
+            Ok(None) => {
+                // Runs past the end of the file: a write cut short.
+                recovery.truncated_at = Some(at as u64);
+                recovery.truncated_bytes = (bytes.len() - at) as u64;
+                break;
+            }
+            Err(reason) => {
+                if valid_record_after(bytes, at + 1) {
+                    return Err(corrupt(reason));
+                }
+                recovery.truncated_at = Some(at as u64);
+                recovery.truncated_bytes = (bytes.len() - at) as u64;
+                break;
+            }
+        }
+    }
+    Ok((state, recovery))
+}
+
+impl Storage for FileStorage {
+    fn append(&mut self, persist: &Persist<KvCommand>) -> Result<(), StorageError> {
+        encode_record(persist, &mut self.buf)
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        self.file
+            .write_all(&self.buf)
+            .map_err(io_err("append to", &self.path))?;
+        self.buf.clear();
+        if self.fsync {
+            self.file
+                .sync_data()
+                .map_err(io_err("fdatasync", &self.path))?;
+        }
+        Ok(())
+    }
+}
+
+/// In-memory storage for the deterministic harness: appended records become
+/// durable on [`Storage::sync`]; a simulated crash keeps only the durable ones.
+#[derive(Debug, Clone, Default)]
+pub struct MemStorage {
+    durable: PersistentState<KvCommand>,
+    pending: Vec<Persist<KvCommand>>,
+    /// Number of syncs done.
+    pub syncs: u64,
+    /// When set, the next sync fails (a simulated crash before the fsync).
+    pub fail_next_sync: bool,
+}
+
+impl MemStorage {
+    /// What a restart recovers: the durable state only.
+    pub fn durable(&self) -> &PersistentState<KvCommand> {
+        &self.durable
+    }
+
+    /// Forgets the records not yet synced, as a crash does.
+    pub fn crash(&mut self) {
+        self.pending.clear();
+        self.fail_next_sync = false;
+    }
+}
+
+impl Storage for MemStorage {
+    fn append(&mut self, persist: &Persist<KvCommand>) -> Result<(), StorageError> {
+        self.pending.push(persist.clone());
+        Ok(())
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        if self.fail_next_sync {
+            self.fail_next_sync = false;
+            self.pending.clear();
+            return Err(StorageError::Io {
+                op: "fdatasync",
+                path: PathBuf::from("<simulated>"),
+                source: io::Error::other("simulated crash before fsync"),
+            });
+        }
+        for p in self.pending.drain(..) {
+            self.durable.apply_persist(&p);
+        }
+        self.syncs += 1;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,496 @@
+//! TCP transport: accepts peers and clients on one listening address, dials
+//! every peer, and turns frames into [`Event`]s for the event loop.
+//!
+//! Threads: one accepting; one per inbound connection (reads frames); one per
+//! peer (dials it, reconnecting with exponential backoff from 10 ms to
+//! 500 ms, and writes the messages the event loop hands it); one per client
+//! connection (writes responses). Messages to a peer that is unreachable are
+//! dropped, as a lossy network would: Raft retransmits what matters.
+//!
+//! Refusals are answered with [`Frame::Refused`] and logged: a node of another
+//! cluster (cluster id mismatch), an unknown node id, another protocol
+//! version, a first frame that is not `Hello`. An oversized or malformed
+//! frame closes its connection with a warning; nothing reaches the server.
+
+use crate::config::Peers;
+use crate::node::{ConnId, Event, Io};
+use crate::wire::{self, Frame, FrameError, Response, Sender, PROTOCOL_VERSION};
+use raft_spec::{KvCommand, Message, NodeId};
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread;
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// How long an accepted connection may take to say `Hello`.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(10);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// How the transport is set up.
+#[derive(Clone, Debug)]
+pub struct TransportOptions {
+    /// This node.
+    pub id: NodeId,
+    /// The cluster id checked in every handshake.
+    pub cluster_id: String,
+    /// Every server (this one included) and its address.
+    pub peers: Peers,
+    /// The frame size limit.
+    pub max_frame: usize,
+    /// Whether clients may send [`Frame::Partition`] (tests only).
+    pub test_control: bool,
+}
+
+type ClientMap = Arc<Mutex<HashMap<ConnId, mpsc::Sender<Response>>>>;
+
+/// The running transport; the event loop's [`Io`].
+#[derive(Debug)]
+pub struct Transport {
+    peers: HashMap<NodeId, mpsc::Sender<Message<KvCommand>>>,
+    clients: ClientMap,
+    blocked: Arc<RwLock<BTreeSet<NodeId>>>,
+}
+
+impl Io for Transport {
+    fn send(&mut self, to: NodeId, message: Message<KvCommand>) {
+        if is_blocked(&self.blocked, to) {
+            return;
+        }
+        if let Some(tx) = self.peers.get(&to) {
+            // A closed channel means the peer's thread ended; the node is
+            // stopping.
+            let _ = tx.send(message);
+        }
+    }
+
+    fn reply(&mut self, conn: ConnId, response: Response) {
+        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(tx) = clients.get(&conn) {
+            let _ = tx.send(response);
+        }
+    }
+}
+
+fn is_blocked(blocked: &RwLock<BTreeSet<NodeId>>, peer: NodeId) -> bool {
+    blocked
+        .read()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains(&peer)
+}
+
+/// Starts the transport on `listener`: inbound connections feed `events`.
+pub fn start(
+    options: TransportOptions,
+    listener: TcpListener,
+    events: mpsc::Sender<Event>,
+) -> Transport {
+    let clients: ClientMap = Arc::default();
+    let blocked: Arc<RwLock<BTreeSet<NodeId>>> = Arc::default();
+    let mut peers = HashMap::new();
+    for (&peer, addr) in &options.peers {
+        if peer == options.id {
+            continue;
+        }
+        let (tx, rx) = mpsc::channel();
+        peers.insert(peer, tx);
+        let opts = options.clone();
+        let addr = addr.clone();
+        let spawned = thread::Builder::new()
+            .name(format!("peer-{}", peer.0))
+            .spawn(move || dial_peer(&opts, peer, &addr, &rx));
+        if let Err(e) = spawned {
+            warn!(peer = peer.0, "cannot start the peer thread: {e}");
+        }
+    }
+    let accept = {
+        let clients = clients.clone();
+        let blocked = blocked.clone();
+        move || accept_loop(&options, &listener, &events, &clients, &blocked)
+    };
+    if let Err(e) = thread::Builder::new().name("accept".into()).spawn(accept) {
+        warn!("cannot start the accepting thread: {e}");
+    }
+    Transport {
+        peers,
+        clients,
+        blocked,
+    }
+}
+
+fn accept_loop(
+    options: &TransportOptions,
+    listener: &TcpListener,
+    events: &mpsc::Sender<Event>,
+    clients: &ClientMap,
+    blocked: &Arc<RwLock<BTreeSet<NodeId>>>,
+) {
+    let next_conn = Arc::new(AtomicU64::new(1));
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("accept failed: {e}");
+                thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+        };
+        let options = options.clone();
+        let events = events.clone();
+        let clients = clients.clone();
+        let blocked = blocked.clone();
+        let next_conn = next_conn.clone();
+        let spawned = thread::Builder::new().name("conn".into()).spawn(move || {
+            let peer_addr = stream
+                .peer_addr()
+                .map_or_else(|_| "?".to_string(), |a| a.to_string());
+            serve_connection(
+                &options, stream, &peer_addr, &events, &clients, &blocked, &next_conn,
+            );
+        });
+        if let Err(e) = spawned {
+            warn!("cannot start a connection thread: {e}");
+        }
+    }
+}
+
+fn refuse(stream: &mut TcpStream, remote: &str, reason: String) {
+    warn!(remote, "refused connection: {reason}");
+    let _ = wire::write_frame(stream, &Frame::Refused { reason });
+    let _ = stream.flush();
+    let _ = stream.shutdown(Shutdown::Both);
+}
+
+fn serve_connection(
+    options: &TransportOptions,
+    mut stream: TcpStream,
+    remote: &str,
+    events: &mpsc::Sender<Event>,
+    clients: &ClientMap,
+    blocked: &Arc<RwLock<BTreeSet<NodeId>>>,
+    next_conn: &AtomicU64,
+) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
+    let hello = match wire::read_frame(&mut stream, options.max_frame) {
+        Ok(f) => f,
+        Err(e) => {
+            if !e.is_eof() {
+                refuse(&mut stream, remote, format!("bad handshake: {e}"));
+            }
+            return;
+        }
+    };
+    let Frame::Hello {
+        protocol,
+        cluster_id,
+        sender,
+    } = hello
+    else {
+        return refuse(&mut stream, remote, "first frame is not Hello".into());
+    };
+    if protocol != PROTOCOL_VERSION {
+        return refuse(
+            &mut stream,
+            remote,
+            format!("protocol version {protocol}, this node speaks {PROTOCOL_VERSION}"),
+        );
+    }
+    let foreign = cluster_id != options.cluster_id;
+    match sender {
+        Sender::Peer(id) => {
+            if foreign {
+                return refuse(
+                    &mut stream,
+                    remote,
+                    format!(
+                        "node {id} belongs to cluster {cluster_id:?}, this is cluster {:?}",
+                        options.cluster_id
+                    ),
+                );
+            }
+            if id == options.id || !options.peers.contains_key(&id) {
+                return refuse(
+                    &mut stream,
+                    remote,
+                    format!(
+                        "unknown node id {} (not a peer of node {})",
+                        id.0, options.id.0
+                    ),
+                );
+            }
+            if welcome(&mut stream).is_err() {
+                return;
+            }
+            debug!(peer = id.0, remote, "peer connected");
+            read_peer(options, stream, id, events, blocked);
+        }
+        Sender::Client => {
+            if foreign && !cluster_id.is_empty() {
+                return refuse(
+                    &mut stream,
+                    remote,
+                    format!(
+                        "client of cluster {cluster_id:?}, this is cluster {:?}",
+                        options.cluster_id
+                    ),
+                );
+            }
+            if welcome(&mut stream).is_err() {
+                return;
+            }
+            let conn = next_conn.fetch_add(1, Ordering::Relaxed);
+            read_client(options, stream, conn, events, clients, blocked);
+        }
+    }
+}
+
+fn welcome(stream: &mut TcpStream) -> std::io::Result<()> {
+    wire::write_frame(stream, &Frame::Welcome)?;
+    stream.flush()?;
+    stream.set_read_timeout(None)
+}
+
+fn read_peer(
+    options: &TransportOptions,
+    stream: TcpStream,
+    id: NodeId,
+    events: &mpsc::Sender<Event>,
+    blocked: &RwLock<BTreeSet<NodeId>>,
+) {
+    let mut reader = BufReader::with_capacity(64 << 10, stream);
+    loop {
+        match wire::read_frame(&mut reader, options.max_frame) {
+            Ok(Frame::Raft(message)) => {
+                if is_blocked(blocked, id) {
+                    continue;
+                }
+                if events.send(Event::Peer { from: id, message }).is_err() {
+                    return;
+                }
+            }
+            Ok(other) => {
+                warn!(
+                    peer = id.0,
+                    "unexpected frame from a peer, closing: {other:?}"
+                );
+                return;
+            }
+            Err(e) if e.is_eof() => return,
+            Err(e) => {
+                warn!(peer = id.0, "closing the connection from the peer: {e}");
+                return;
+            }
+        }
+    }
+}
+
+fn read_client(
+    options: &TransportOptions,
+    stream: TcpStream,
+    conn: ConnId,
+    events: &mpsc::Sender<Event>,
+    clients: &ClientMap,
+    blocked: &RwLock<BTreeSet<NodeId>>,
+) {
+    let Ok(write_half) = stream.try_clone() else {
+        return;
+    };
+    let (tx, rx) = mpsc::channel::<Response>();
+    clients
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(conn, tx.clone());
+    let writer = thread::Builder::new()
+        .name("client-writer".into())
+        .spawn(move || write_responses(write_half, &rx));
+    if writer.is_err() {
+        warn!("cannot start a client writer thread");
+    }
+    let mut reader = BufReader::new(stream);
+    loop {
+        let event = match wire::read_frame(&mut reader, options.max_frame) {
+            Ok(Frame::Request {
+                client_id,
+                request_no,
+                command,
+            }) => Event::Request {
+                conn,
+                client_id,
+                request_no,
+                command,
+            },
+            Ok(Frame::Status) => Event::Status { conn },
+            Ok(Frame::Partition { blocked: peers }) if options.test_control => {
+                info!(?peers, "test control: blocking traffic with these peers");
+                *blocked.write().unwrap_or_else(PoisonError::into_inner) =
+                    peers.into_iter().collect();
+                let _ = tx.send(Response::Ok(None));
+                continue;
+            }
+            Ok(other) => {
+                warn!(conn, "unexpected frame from a client, closing: {other:?}");
+                break;
+            }
+            Err(e) if e.is_eof() => break,
+            Err(FrameError::Io(e)) => {
+                debug!(conn, "client connection closed: {e}");
+                break;
+            }
+            Err(e) => {
+                warn!(conn, "closing the client connection: {e}");
+                break;
+            }
+        };
+        if events.send(event).is_err() {
+            break;
+        }
+    }
+    clients
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&conn);
+    let _ = events.send(Event::ClientGone { conn });
+}
+
+fn write_responses(stream: TcpStream, rx: &mpsc::Receiver<Response>) {
+    let mut w = BufWriter::new(stream);
+    while let Ok(response) = rx.recv() {
+        if wire::write_frame(&mut w, &Frame::Response(response)).is_err() {
+            return;
+        }
+        while let Ok(more) = rx.try_recv() {
+            if wire::write_frame(&mut w, &Frame::Response(more)).is_err() {
+                return;
+            }
+        }
+        if w.flush().is_err() {
+            return;
+        }
+    }
+}
+
+/// Opens a connection to `addr` and performs the handshake as `sender`.
+pub fn connect(
+    addr: &str,
+    cluster_id: &str,
+    sender: Sender,
+    timeout: Duration,
+    max_frame: usize,
+) -> Result<TcpStream, String> {
+    let sock = addr
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{addr} resolves to no address"))?;
+    let mut stream =
+        TcpStream::connect_timeout(&sock, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| format!("{addr}: {e}"))?;
+    wire::write_frame(
+        &mut stream,
+        &Frame::Hello {
+            protocol: PROTOCOL_VERSION,
+            cluster_id: cluster_id.to_string(),
+            sender,
+        },
+    )
+    .and_then(|()| stream.flush())
+    .map_err(|e| format!("handshake with {addr}: {e}"))?;
+    match wire::read_frame(&mut stream, max_frame) {
+        Ok(Frame::Welcome) => Ok(stream),
+        Ok(Frame::Refused { reason }) => Err(format!("{addr} refused the connection: {reason}")),
+        Ok(other) => Err(format!("{addr} answered the handshake with {other:?}")),
+        Err(e) => Err(format!("handshake with {addr}: {e}")),
+    }
+}
+
+fn dial_peer(
+    options: &TransportOptions,
+    peer: NodeId,
+    addr: &str,
+    rx: &mpsc::Receiver<Message<KvCommand>>,
+) {
+    let mut backoff = BACKOFF_MIN;
+    let mut failures = 0u64;
+    loop {
+        match connect(
+            addr,
+            &options.cluster_id,
+            Sender::Peer(options.id),
+            Duration::from_secs(1),
+            options.max_frame,
+        ) {
+            Ok(stream) => {
+                if failures > 0 {
+                    info!(
+                        peer = peer.0,
+                        addr, "connected to peer after {failures} failed attempts"
+                    );
+                } else {
+                    debug!(peer = peer.0, addr, "connected to peer");
+                }
+                failures = 0;
+                backoff = BACKOFF_MIN;
+                let _ = stream.set_read_timeout(None);
+                if !write_messages(stream, peer, rx) {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || e.contains("refused the connection:") {
+                    warn!(
+                        peer = peer.0,
+                        "cannot reach peer (retrying with backoff): {e}"
+                    );
+                } else {
+                    debug!(peer = peer.0, "cannot reach peer: {e}");
+                }
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+                // Drop what queued up meanwhile; stop if the node is gone.
+                loop {
+                    match rx.try_recv() {
+                        Ok(_) => {}
+                        Err(mpsc::TryRecvError::Empty) => break,
+                        Err(mpsc::TryRecvError::Disconnected) => return,
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes messages until the connection fails (returns true: reconnect) or
+/// the node stops (returns false).
+fn write_messages(
+    stream: TcpStream,
+    peer: NodeId,
+    rx: &mpsc::Receiver<Message<KvCommand>>,
+) -> bool {
+    let mut w = BufWriter::with_capacity(64 << 10, stream);
+    loop {
+        let Ok(message) = rx.recv() else {
+            return false;
+        };
+        let mut result = wire::write_frame(&mut w, &Frame::Raft(message));
+        while result.is_ok() {
+            match rx.try_recv() {
+                Ok(more) => result = wire::write_frame(&mut w, &Frame::Raft(more)),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = result.and_then(|()| w.flush()) {
+            info!(peer = peer.0, "connection to peer lost: {e}");
+            return true;
+        }
+    }
+}

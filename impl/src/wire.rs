@@ -1,0 +1,238 @@
+//! The wire protocol: length-prefixed frames of postcard-encoded [`Frame`]s.
+//!
+//! A frame is a 4-byte big-endian payload length followed by the payload. A
+//! length above the reader's limit ([`DEFAULT_MAX_FRAME`] unless configured)
+//! is refused before anything is allocated.
+//!
+//! Every connection starts with [`Frame::Hello`] from the side that
+//! connects, carrying the protocol version, the cluster id and who connects
+//! (a peer node with its id, or a client). The accepting node answers
+//! [`Frame::Welcome`] or [`Frame::Refused`] with the reason, logs a refusal,
+//! and closes. After that:
+//! - peer connections carry [`Frame::Raft`] one way (each node dials every
+//!   peer for what it sends; replies come back on the peer's own connection);
+//! - client connections carry [`Frame::Request`] / [`Frame::Status`] from the
+//!   client and [`Frame::Response`] back.
+
+use raft_spec::{ClientId, KvCommand, KvOutput, LogIndex, Message, NodeId, Role, Term};
+use serde::{Deserialize, Serialize};
+use std::io::{self, Read, Write};
+use thiserror::Error;
+
+/// The protocol version of [`Frame::Hello`].
+pub const PROTOCOL_VERSION: u32 = 1;
+/// The default limit on a frame's payload: 64 MiB (an AppendEntries that
+/// carries a lagging follower's missing entries can be large).
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+
+/// Who opens a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sender {
+    /// A server of the cluster.
+    Peer(NodeId),
+    /// A client.
+    Client,
+}
+
+/// A node's state as `status` reports it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// The node's id.
+    pub id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// Its commit index.
+    pub commit_index: LogIndex,
+    /// Its last applied index.
+    pub last_applied: LogIndex,
+    /// The index of its last log entry.
+    pub last_log_index: LogIndex,
+    /// The term of its last log entry.
+    pub last_log_term: Term,
+    /// The leader it knows of.
+    pub leader: Option<NodeId>,
+}
+
+/// A node's answer to a client.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The command was committed and applied; what it returned.
+    Ok(KvOutput),
+    /// This node is not the leader; the leader it knows of and its address.
+    NotLeader {
+        /// The leader's id, if known.
+        leader: Option<NodeId>,
+        /// The leader's address, if known.
+        address: Option<String>,
+    },
+    /// The answer to [`Frame::Status`].
+    Status(StatusInfo),
+}
+
+/// Everything that travels on a connection.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The first frame of a connection.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the sender.
+        protocol: u32,
+        /// The cluster id (a client may leave it empty: it does not check).
+        cluster_id: String,
+        /// Who connects.
+        sender: Sender,
+    },
+    /// The handshake was accepted.
+    Welcome,
+    /// The handshake was refused; the connection closes.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+    /// A Raft message from the peer that opened the connection.
+    Raft(Message<KvCommand>),
+    /// A client request (exactly-once by `(client_id, request_no)`).
+    Request {
+        /// The client session.
+        client_id: ClientId,
+        /// The request number, from 1.
+        request_no: u64,
+        /// The command.
+        command: KvCommand,
+    },
+    /// A client asks for the node's status.
+    Status,
+    /// A node's answer to a client.
+    Response(Response),
+    /// Test control (accepted only by a node started with test control on):
+    /// drop all traffic to and from these peers, in-process, to make a
+    /// network partition between real processes. An empty list heals.
+    Partition {
+        /// The peers cut off.
+        blocked: Vec<NodeId>,
+    },
+}
+
+/// A frame that cannot be read.
+#[derive(Debug, Error)]
+pub enum FrameError {
+    /// The connection failed or closed.
+    #[error("connection: {0}")]
+    Io(#[from] io::Error),
+    /// The announced length is above the limit.
+    #[error("oversized frame: {len} bytes, limit {max}")]
+    Oversized {
+        /// The announced length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The payload does not decode.
+    #[error("malformed frame of {len} bytes: {reason}")]
+    Malformed {
+        /// The payload's length.
+        len: usize,
+        /// The decoder's message.
+        reason: String,
+    },
+}
+
+impl FrameError {
+    /// Whether the peer simply closed the connection.
+    pub fn is_eof(&self) -> bool {
+        matches!(self, FrameError::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof)
+    }
+}
+
+/// Encodes `frame` with its length prefix.
+pub fn encode(frame: &Frame) -> io::Result<Vec<u8>> {
+    let payload = postcard::to_allocvec(frame).map_err(io::Error::other)?;
+    let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("frame above 4 GiB"))?;
+    let mut framed = Vec::with_capacity(payload.len() + 4);
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(&payload);
+    Ok(framed)
+}
+
+/// Writes one frame (the caller flushes).
+pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
+    w.write_all(&encode(frame)?)
+}
+
+/// Reads one frame, refusing payloads above `max` bytes.
+pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > max {
+        return Err(FrameError::Oversized { len, max });
+    }
+    let mut payload = vec![0u8; len];
+    r.read_exact(&mut payload)?;
+    postcard::from_bytes(&payload).map_err(|e| FrameError::Malformed {
+        len,
+        reason: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use raft_spec::{AppendEntries, Entry, Payload};
+
+    #[test]
+    fn frames_round_trip() {
+        let frames = vec![
+            Frame::Hello {
+                protocol: PROTOCOL_VERSION,
+                cluster_id: "c".into(),
+                sender: Sender::Peer(NodeId(3)),
+            },
+            Frame::Raft(Message::AppendEntries(AppendEntries {
+                term: Term(2),
+                leader_id: NodeId(1),
+                prev_log_index: LogIndex(4),
+                prev_log_term: Term(1),
+                entries: vec![Entry {
+                    term: Term(2),
+                    payload: Payload::Command {
+                        client_id: ClientId(u64::MAX),
+                        request_no: 7,
+                        command: KvCommand::Put {
+                            key: "k".into(),
+                            value: "v".into(),
+                        },
+                    },
+                }],
+                leader_commit: LogIndex(4),
+            })),
+            Frame::Response(Response::NotLeader {
+                leader: Some(NodeId(2)),
+                address: Some("127.0.0.1:1".into()),
+            }),
+        ];
+        let mut buf = Vec::new();
+        for f in &frames {
+            write_frame(&mut buf, f).unwrap();
+        }
+        let mut r = &buf[..];
+        for f in &frames {
+            assert_eq!(&read_frame(&mut r, DEFAULT_MAX_FRAME).unwrap(), f);
+        }
+        assert!(read_frame(&mut r, DEFAULT_MAX_FRAME).unwrap_err().is_eof());
+    }
+
+    #[test]
+    fn oversized_and_malformed_frames_are_errors() {
+        let mut buf = (1000u32).to_be_bytes().to_vec();
+        buf.extend_from_slice(&[0u8; 1000]);
+        let err = read_frame(&mut &buf[..], 100).unwrap_err();
+        assert_eq!(err.to_string(), "oversized frame: 1000 bytes, limit 100");
+
+        let mut buf = 3u32.to_be_bytes().to_vec();
+        buf.extend_from_slice(&[200, 200, 200]);
+        let err = read_frame(&mut &buf[..], 100).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed { len: 3, .. }), "{err}");
+    }
+}
