@@ -180,7 +180,8 @@ impl LocalCluster {
                 .open(self.log_file(id))?;
             cmd.stdout(log.try_clone()?).stderr(log);
         }
-        cmd.stdin(Stdio::null());
+        // The node exits when this process goes away (its stdin closes).
+        cmd.arg("--exit-on-stdin-eof").stdin(Stdio::piped());
         let child = cmd.spawn()?;
         self.children.insert(id, child);
         Ok(())

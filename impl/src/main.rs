@@ -102,6 +102,10 @@ enum Cmd {
         /// Accept the test-only partition control from clients.
         #[arg(long, hide = true)]
         test_control: bool,
+        /// Exit when stdin closes (used by `cluster`, so that nodes do not
+        /// outlive their launcher).
+        #[arg(long, hide = true)]
+        exit_on_stdin_eof: bool,
         #[command(flatten)]
         timing: TimingArgs,
     },
@@ -262,9 +266,18 @@ fn main() -> ExitCode {
             listen,
             max_frame_bytes,
             test_control,
+            exit_on_stdin_eof,
             timing,
         } => {
             init_logging(cli.log_format, "info");
+            if exit_on_stdin_eof {
+                thread::spawn(|| {
+                    let mut sink = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                    tracing::info!("stdin closed: the launcher is gone, exiting");
+                    std::process::exit(0);
+                });
+            }
             let peers = match config::parse_peers(&peers) {
                 Ok(p) => p,
                 Err(e) => return usage(e),

@@ -430,11 +430,7 @@ impl<St: Storage> Node<St> {
                     last_log_index = s.log().last_index().0,
                     "became candidate: election timeout, requesting votes"
                 ),
-                Role::Leader => info!(
-                    term = now_term,
-                    votes = ?s.volatile.votes_granted,
-                    "became leader"
-                ),
+                Role::Leader => info!(term = now_term, "became leader"),
                 Role::Follower if role == Role::Leader => {
                     info!(term = now_term, "stepped down: leader became follower")
                 }
