@@ -264,6 +264,15 @@ impl Sim {
         }
     }
 
+    /// Cancels every [`Sim::crash_before_sync`] not yet triggered.
+    pub fn cancel_pending_crashes(&mut self) {
+        for n in self.nodes.values_mut() {
+            if let SimNode::Up(node) = n {
+                node.storage_mut().fail_next_sync = false;
+            }
+        }
+    }
+
     /// Restarts node `id` from what it had synced (no-op if it is up).
     pub fn restart(&mut self, id: NodeId) {
         let Some(SimNode::Down(_)) = self.nodes.get(&id) else {

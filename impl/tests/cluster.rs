@@ -1,0 +1,348 @@
+//! End-to-end tests on real `raft-node` processes over TCP and disk.
+
+use raft_node::client::{Client, ClientError, ClientOptions};
+use raft_node::cluster::{ClusterOptions, LocalCluster};
+use raft_node::testing::TempDir;
+use raft_node::wire::{self, Frame, Sender, StatusInfo};
+use raft_spec::trace::TraceReader;
+use raft_spec::{ClientId, KvCommand, NodeId, Role};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const EXE: &str = env!("CARGO_BIN_EXE_raft-node");
+
+fn cluster(dir: &TempDir, traces: bool) -> LocalCluster {
+    let mut o = ClusterOptions::new(PathBuf::from(EXE), dir.path().join("data"));
+    o.test_control = true;
+    o.rust_log = Some("info".into());
+    if traces {
+        o.trace_dir = Some(dir.path().join("traces"));
+    }
+    LocalCluster::start(o).expect("start the cluster")
+}
+
+fn put(k: &str, v: &str) -> KvCommand {
+    KvCommand::Put {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+fn get(k: &str) -> KvCommand {
+    KvCommand::Get { key: k.into() }
+}
+
+fn statuses(c: &LocalCluster) -> Vec<StatusInfo> {
+    c.status().into_iter().filter_map(|(_, s)| s.ok()).collect()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting until {what}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn leader_of(c: &LocalCluster) -> StatusInfo {
+    c.wait_for_leader(Duration::from_secs(10))
+        .expect("a leader within 10 s")
+}
+
+#[test]
+fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
+    let dir = TempDir::new("e2e-main");
+    let mut c = cluster(&dir, true);
+    let leader = leader_of(&c);
+    // Exactly one leader among the nodes at the highest term.
+    let all = statuses(&c);
+    assert_eq!(all.len(), 3);
+    let max_term = all.iter().map(|s| s.term).max();
+    assert_eq!(
+        all.iter()
+            .filter(|s| s.role == Role::Leader && Some(s.term) == max_term)
+            .count(),
+        1
+    );
+
+    // Put/get round trip.
+    let mut client = c.client();
+    assert_eq!(client.call(put("greeting", "hello")), Ok(None));
+    assert_eq!(client.call(get("greeting")), Ok(Some("hello".into())));
+
+    // A follower redirects the client to the leader.
+    let follower = all.iter().find(|s| s.role != Role::Leader).map(|s| s.id);
+    let mut redirected = c.client();
+    redirected.prefer(follower.expect("a follower"));
+    assert_eq!(redirected.call(get("greeting")), Ok(Some("hello".into())));
+    assert!(redirected.redirects >= 1);
+    assert_eq!(redirected.leader(), Some(leader.id));
+
+    // Acknowledged writes.
+    for i in 0..20 {
+        assert_eq!(
+            client.call(put(&format!("k{i}"), &format!("v{i}"))),
+            Ok(None)
+        );
+    }
+
+    // kill -9 of the leader: a new leader, every acknowledged write readable.
+    c.kill(leader.id).expect("kill the leader");
+    let new_leader = leader_of(&c);
+    assert_ne!(new_leader.id, leader.id);
+    assert!(new_leader.term > leader.term);
+    for i in 0..20 {
+        assert_eq!(
+            client.call(get(&format!("k{i}"))),
+            Ok(Some(format!("v{i}"))),
+            "key k{i}"
+        );
+    }
+    // More writes while the old leader is down, so its log lags.
+    for i in 20..30 {
+        assert_eq!(client.call(put(&format!("k{i}"), "late")), Ok(None));
+    }
+
+    // The restarted node catches up (the leader backs off its next_index).
+    c.start_node(leader.id).expect("restart");
+    let target = statuses(&c)
+        .into_iter()
+        .find(|s| s.id == new_leader.id)
+        .expect("leader status");
+    wait_until(
+        "the restarted node catches up",
+        Duration::from_secs(10),
+        || {
+            statuses(&c).into_iter().any(|s| {
+                s.id == leader.id
+                    && s.last_log_index >= target.last_log_index
+                    && s.commit_index >= target.commit_index
+            })
+        },
+    );
+
+    // A retried request is applied once: a second application of this put
+    // would return the previous value "once".
+    let options = ClientOptions::new(c.peers().clone());
+    let mut session = Client::with_session(options.clone(), ClientId(4242), 1);
+    assert_eq!(session.call_numbered(1, put("once", "once")), Ok(None));
+    let mut retry = Client::with_session(options, ClientId(4242), 1);
+    assert_eq!(retry.call_numbered(1, put("once", "once")), Ok(None));
+    assert_eq!(client.call(get("once")), Ok(Some("once".into())));
+
+    // Every node wrote a readable trace: header, then steps from Restart on.
+    drop(c);
+    for id in 1..=3u64 {
+        let path = dir.path().join(format!("traces/node-{id}.ndjson"));
+        let reader = TraceReader::open(&path).expect("trace header");
+        assert_eq!(reader.header().recorded_by, NodeId(id));
+        assert_eq!(
+            reader.header().servers,
+            vec![NodeId(1), NodeId(2), NodeId(3)]
+        );
+        let steps = reader.steps::<KvCommand>().expect("trace steps");
+        assert_eq!(steps[0].input.name(), "Restart");
+        assert!(steps.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+        assert!(steps.len() > 10, "node {id}: {} steps", steps.len());
+    }
+    // The restarted node's second run went to its own file.
+    let second = dir
+        .path()
+        .join(format!("traces/node-{}.2.ndjson", leader.id.0));
+    let steps = TraceReader::open(&second)
+        .expect("second trace")
+        .steps::<KvCommand>()
+        .expect("steps");
+    assert!(steps[0].last_log_index.0 >= 20, "recovered its log");
+}
+
+#[test]
+fn a_leader_cut_off_in_a_minority_steps_down_when_the_partition_heals() {
+    // The partition is made in-process by each node's transport, which drops
+    // all traffic with the blocked peers (test-only control).
+    let dir = TempDir::new("e2e-partition");
+    let c = cluster(&dir, false);
+    let old = leader_of(&c);
+    let others: Vec<NodeId> = c.peers().keys().copied().filter(|&n| n != old.id).collect();
+    let mut ctl = c.client();
+    ctl.partition(old.id, &others).expect("isolate the leader");
+    for &n in &others {
+        ctl.partition(n, &[old.id]).expect("block the leader");
+    }
+
+    // The majority elects a new leader, which serves.
+    let mut new = None;
+    wait_until(
+        "the majority elects a leader",
+        Duration::from_secs(10),
+        || {
+            new = statuses(&c)
+                .into_iter()
+                .find(|s| s.role == Role::Leader && s.id != old.id);
+            new.is_some()
+        },
+    );
+    let new = new.expect("new leader");
+    assert!(new.term > old.term);
+    let mut client = c.client();
+    client.prefer(new.id);
+    assert_eq!(client.call(put("side", "majority")), Ok(None));
+
+    // The old leader still believes it leads, but cannot commit.
+    let mut minority =
+        ClientOptions::new([(old.id, c.peers()[&old.id].clone())].into_iter().collect());
+    minority.timeout = Duration::from_millis(700);
+    let stuck = Client::new(minority).call(put("side", "minority"));
+    assert!(
+        matches!(stuck, Err(ClientError::Timeout { .. })),
+        "{stuck:?}"
+    );
+    let old_now = statuses(&c)
+        .into_iter()
+        .find(|s| s.id == old.id)
+        .expect("old leader status");
+    assert_eq!(old_now.role, Role::Leader);
+    assert_eq!(old_now.term, old.term);
+
+    // Heal: the old leader steps down to the new term.
+    for n in c.peers().keys() {
+        ctl.partition(*n, &[]).expect("heal");
+    }
+    wait_until("the old leader steps down", Duration::from_secs(10), || {
+        statuses(&c)
+            .into_iter()
+            .any(|s| s.id == old.id && s.role == Role::Follower && s.term >= new.term)
+    });
+    assert_eq!(client.call(get("side")), Ok(Some("majority".into())));
+}
+
+fn serve(args: &[&str]) -> std::process::Output {
+    Command::new(EXE)
+        .arg("serve")
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run raft-node")
+}
+
+#[test]
+fn bad_arguments_and_unusable_resources_are_clear_errors() {
+    let dir = TempDir::new("e2e-bad");
+    let data = dir.path().join("d");
+    let data = data.to_str().expect("utf-8 path");
+
+    let out = serve(&["--id", "4", "--peers", "1=127.0.0.1:1", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("node id 4 is not in --peers"));
+
+    let out = serve(&["--id", "1", "--peers", "1=nonsense", "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad peer \"1=nonsense\""));
+
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = busy.local_addr().expect("addr").port();
+    let peers = format!("1=127.0.0.1:{port}");
+    let out = serve(&["--id", "1", "--peers", &peers, "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{port}")),
+        "{err}"
+    );
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").expect("write");
+    let out = serve(&[
+        "--id",
+        "1",
+        "--peers",
+        &peers,
+        "--data-dir",
+        file.to_str().expect("utf-8"),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("create data directory"));
+
+    // No leader reachable: exit code 1; bad arguments: 2.
+    let out = Command::new(EXE)
+        .args(["get", "--cluster", &peers, "--timeout-ms", "300", "k"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer from a leader"));
+    let out = Command::new(EXE)
+        .args(["put", "--cluster"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
+    let dir = TempDir::new("e2e-frames");
+    let mut o = ClusterOptions::new(PathBuf::from(EXE), dir.path().join("data"));
+    o.nodes = 1;
+    o.cluster_id = "alpha".into();
+    o.rust_log = Some("info".into());
+    let c = LocalCluster::start(o).expect("start");
+    leader_of(&c);
+    let addr = c.peers()[&NodeId(1)].clone();
+
+    // A node of another cluster is refused, and the refusal is logged.
+    let err = raft_node::transport::connect(
+        &addr,
+        "beta",
+        Sender::Peer(NodeId(1)),
+        Duration::from_secs(1),
+        1 << 20,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("belongs to cluster \"beta\", this is cluster \"alpha\""),
+        "{err}"
+    );
+    // An unknown node id of this cluster is refused too.
+    let err = raft_node::transport::connect(
+        &addr,
+        "alpha",
+        Sender::Peer(NodeId(9)),
+        Duration::from_secs(1),
+        1 << 20,
+    )
+    .unwrap_err();
+    assert!(err.contains("unknown node id 9"), "{err}");
+
+    // An oversized frame and a malformed frame close their connection.
+    for payload in [
+        u32::MAX.to_be_bytes().to_vec(),
+        [&5u32.to_be_bytes()[..], &[0xff; 5]].concat(),
+    ] {
+        let mut s = TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
+        s.write_all(&payload).expect("write");
+        let answer = wire::read_frame(&mut s, 1 << 20);
+        assert!(matches!(answer, Ok(Frame::Refused { .. })), "{answer:?}");
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).ok(), Some(0), "closed");
+    }
+    // A client that sends garbage after its handshake is disconnected.
+    let mut s =
+        raft_node::transport::connect(&addr, "", Sender::Client, Duration::from_secs(1), 1 << 20)
+            .expect("client handshake");
+    s.write_all(&[0, 0, 0, 3, 0xff, 0xff, 0xff]).expect("write");
+    let mut rest = Vec::new();
+    assert_eq!(s.read_to_end(&mut rest).ok(), Some(0), "closed");
+
+    // The node still serves.
+    let mut client = c.client();
+    assert_eq!(client.call(put("still", "alive")), Ok(None));
+    drop(c);
+    let log = std::fs::read_to_string(dir.path().join("data/node-1.log")).expect("log");
+    assert!(log.contains("refused connection"), "{log}");
+    assert!(log.contains("oversized frame"), "{log}");
+}
