@@ -24,7 +24,7 @@
 //! - [`wire`] and [`transport`]: frames, handshake, TCP connections;
 //! - [`runtime`]: one node process (`raft-node serve`);
 //! - [`client`]: the client that follows redirects and retries exactly once;
-//! - [`cluster`] and [`bench`]: local clusters of node processes;
+//! - [`cluster`] and [`bench`](mod@bench): local clusters of node processes;
 //! - [`sim`]: an in-process cluster with simulated network, clock and storage.
 //!
 //! The state machine is [`raft_spec::Kv`], a replicated key-value map whose

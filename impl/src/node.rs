@@ -568,4 +568,5 @@ fn input_name(input: &Input<KvCommand>) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

@@ -612,4 +612,5 @@ impl Sim {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

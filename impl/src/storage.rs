@@ -433,4 +433,5 @@ impl Storage for MemStorage {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests;

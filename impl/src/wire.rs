@@ -177,6 +177,7 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use raft_spec::{AppendEntries, Entry, Payload};

@@ -1,5 +1,7 @@
 //! End-to-end tests on real `raft-node` processes over TCP and disk.
 
+#![allow(clippy::unwrap_used)]
+
 use raft_node::client::{Client, ClientError, ClientOptions};
 use raft_node::cluster::{ClusterOptions, LocalCluster};
 use raft_node::testing::TempDir;

@@ -3,6 +3,8 @@
 //! duplication), once the faults heal every node converges and no
 //! acknowledged write is lost.
 
+#![allow(clippy::unwrap_used)]
+
 use proptest::prelude::*;
 use raft_node::sim::{Sim, SimConfig};
 use raft_spec::{KvCommand, NodeId};

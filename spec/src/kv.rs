@@ -101,6 +101,7 @@ impl StateMachine for Kv {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

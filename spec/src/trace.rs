@@ -661,6 +661,7 @@ impl<R: BufRead> TraceReader<R> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::{Kv, KvCommand, Payload, RequestVote};
