@@ -123,15 +123,11 @@ impl LocalCluster {
         self.options.data_dir.join(format!("node-{}.log", id.0))
     }
 
-    /// The trace file of node `id`, if traces are on. A restarted node
-    /// writes `node-N.ndjson`, then `node-N.2.ndjson`, ...
-    pub fn trace_file(&self, id: NodeId, incarnation: u32) -> Option<PathBuf> {
+    /// The trace file of node `id`, if traces are on (a restarted node
+    /// continues its file).
+    pub fn trace_file(&self, id: NodeId) -> Option<PathBuf> {
         let dir = self.options.trace_dir.as_ref()?;
-        Some(if incarnation <= 1 {
-            dir.join(format!("node-{}.ndjson", id.0))
-        } else {
-            dir.join(format!("node-{}.{incarnation}.ndjson", id.0))
-        })
+        Some(dir.join(format!("node-{}.ndjson", id.0)))
     }
 
     /// Starts (or restarts) node `id`.
@@ -158,15 +154,8 @@ impl LocalCluster {
         if o.test_control {
             cmd.arg("--test-control");
         }
-        if o.trace_dir.is_some() {
-            let mut n = 1;
-            while let Some(t) = self.trace_file(id, n) {
-                if !t.exists() {
-                    cmd.arg("--trace").arg(t);
-                    break;
-                }
-                n += 1;
-            }
+        if let Some(t) = self.trace_file(id) {
+            cmd.arg("--trace").arg(t);
         }
         if let Some(l) = &o.rust_log {
             cmd.env("RUST_LOG", l);

@@ -214,7 +214,16 @@ pub struct NodeOptions {
     /// Seed of the election-timeout randomness.
     pub seed: u64,
     /// Where to write the trace, if anywhere.
-    pub trace: Option<Box<dyn Write + Send>>,
+    pub trace: Option<TraceOut>,
+}
+
+/// Where a node writes its trace.
+pub struct TraceOut {
+    /// The file (or any writer).
+    pub out: Box<dyn Write + Send>,
+    /// `None`: a new trace (the header is written first). `Some(seq)`: the
+    /// writer continues an existing trace whose last step is `seq`.
+    pub resume_after: Option<u64>,
 }
 
 impl<St: Storage> Node<St> {
@@ -238,12 +247,18 @@ impl<St: Storage> Node<St> {
         let ids: Vec<NodeId> = peers.keys().copied().collect();
         let trace = match trace {
             None => None,
-            Some(out) => {
-                let header = Header::new(cluster_id, ids.clone(), "kv", id);
+            Some(TraceOut { out, resume_after }) => {
+                let writer = match resume_after {
+                    Some(_) => TraceWriter::resume(out),
+                    None => {
+                        let header = Header::new(cluster_id, ids.clone(), "kv", id);
+                        TraceWriter::new(out, &header).map_err(NodeError::Trace)?
+                    }
+                };
                 Some(Tracer {
-                    writer: TraceWriter::new(out, &header).map_err(NodeError::Trace)?,
+                    writer,
                     log_digest: LogDigest::of(&persistent.log),
-                    seq: 0,
+                    seq: resume_after.unwrap_or(0),
                     steps: Vec::new(),
                 })
             }

@@ -2,14 +2,15 @@
 //! the wall clock (`raft-node serve`).
 
 use crate::config::{check_member, ConfigError, Peers, Timing};
-use crate::node::{Event, Node, NodeError, NodeOptions, Time};
+use crate::node::{Event, Node, NodeError, NodeOptions, Time, TraceOut};
 use crate::storage::{FileStorage, StorageError};
 use crate::transport::{self, TransportOptions};
-use raft_spec::NodeId;
-use std::fs::File;
-use std::io::Write;
+use raft_spec::trace::TraceReader;
+use raft_spec::{KvCommand, NodeId};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom};
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -59,13 +60,21 @@ pub enum ServeError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The trace file could not be created.
-    #[error("cannot create trace file {}: {source}", path.display())]
+    /// The trace file could not be created, read or extended.
+    #[error("trace file {}: {source}", path.display())]
     TraceFile {
         /// The file.
         path: PathBuf,
         /// The cause.
         source: std::io::Error,
+    },
+    /// The existing trace file cannot be continued.
+    #[error("trace file {}: {message}", path.display())]
+    TraceMismatch {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (another node's trace, a malformed line, ...).
+        message: String,
     },
     /// The event loop stopped on a fatal error.
     #[error(transparent)]
@@ -84,6 +93,65 @@ pub fn listen_address(options: &ServeOptions) -> Result<String, ServeError> {
     Ok(format!("127.0.0.1:{port}"))
 }
 
+/// Opens the trace file: a new file gets a header; an existing trace of this
+/// node and cluster is continued after its last complete line (a line cut
+/// short by a crash is truncated); another node's trace is refused.
+pub fn open_trace(path: &Path, options: &ServeOptions) -> Result<TraceOut, ServeError> {
+    let io = |source| ServeError::TraceFile {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mismatch = |message: String| ServeError::TraceMismatch {
+        path: path.to_path_buf(),
+        message,
+    };
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(io(e)),
+    };
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if complete == 0 {
+        let file = File::create(path).map_err(io)?;
+        return Ok(TraceOut {
+            out: Box::new(file),
+            resume_after: None,
+        });
+    }
+    let text =
+        std::str::from_utf8(&bytes[..complete]).map_err(|e| mismatch(format!("not UTF-8: {e}")))?;
+    let name = path.display().to_string();
+    let mut reader =
+        TraceReader::new(name, text.as_bytes()).map_err(|e| mismatch(e.to_string()))?;
+    let h = reader.header();
+    let servers: Vec<NodeId> = options.peers.keys().copied().collect();
+    if h.recorded_by != options.id || h.cluster_id != options.cluster_id || h.servers != servers {
+        return Err(mismatch(format!(
+            "it records node {} of cluster {:?} with servers {:?}, not node {} of cluster {:?} with servers {:?}",
+            h.recorded_by.0, h.cluster_id, h.servers, options.id.0, options.cluster_id, servers
+        )));
+    }
+    let mut last = 0;
+    while let Some(step) = reader.next_step::<KvCommand>() {
+        last = step.map_err(|e| mismatch(e.to_string()))?.seq;
+    }
+    let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+    if complete < bytes.len() {
+        tracing::warn!(
+            file = %path.display(),
+            bytes = bytes.len() - complete,
+            "trace ends with a partial line: truncating it"
+        );
+        file.set_len(complete as u64).map_err(io)?;
+    }
+    let mut file = file;
+    file.seek(SeekFrom::End(0)).map_err(io)?;
+    Ok(TraceOut {
+        out: Box::new(file),
+        resume_after: Some(last),
+    })
+}
+
 /// Runs a node until a fatal error.
 pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     check_member(options.id, &options.peers)?;
@@ -97,14 +165,9 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         addr: addr.clone(),
         source,
     })?;
-    let trace: Option<Box<dyn Write + Send>> = match &options.trace {
+    let trace = match &options.trace {
         None => None,
-        Some(path) => Some(Box::new(File::create(path).map_err(|source| {
-            ServeError::TraceFile {
-                path: path.clone(),
-                source,
-            }
-        })?)),
+        Some(path) => Some(open_trace(path, &options)?),
     };
     tracing::info!(addr, data_dir = %options.data_dir.display(), "listening");
     let (tx, rx) = mpsc::channel::<Event>();
@@ -158,5 +221,75 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             }
         }
         node.handle(origin.elapsed(), batch.drain(..), &mut transport)?;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::testing::TempDir;
+    use crate::wire::DEFAULT_MAX_FRAME;
+
+    fn options(dir: &TempDir, id: u64) -> ServeOptions {
+        ServeOptions {
+            id: NodeId(id),
+            peers: crate::config::parse_peers("1=127.0.0.1:1,2=127.0.0.1:2").unwrap(),
+            cluster_id: "c".into(),
+            data_dir: dir.path().join("data"),
+            trace: None,
+            timing: Timing::default(),
+            listen: None,
+            max_frame: DEFAULT_MAX_FRAME,
+            test_control: false,
+        }
+    }
+
+    #[test]
+    fn a_trace_is_continued_after_its_last_complete_line_or_refused() {
+        let dir = TempDir::new("trace-resume");
+        let path = dir.path().join("t.ndjson");
+        let o = options(&dir, 1);
+        let fresh = open_trace(&path, &o).unwrap();
+        assert_eq!(fresh.resume_after, None);
+        drop(fresh);
+
+        let header =
+            raft_spec::trace::Header::new("c", vec![NodeId(1), NodeId(2)], "kv", NodeId(1));
+        let mut text = serde_json::to_string(&header).unwrap();
+        text.push('\n');
+        let (server, _) = raft_spec::Server::<raft_spec::Kv>::new(NodeId(1), vec![NodeId(2)]);
+        let digest = raft_spec::trace::LogDigest::default();
+        for seq in 1..=2 {
+            let step = raft_spec::trace::Step::after(
+                seq,
+                raft_spec::trace::TraceInput::Restart,
+                &server,
+                &digest,
+            );
+            text.push_str(&serde_json::to_string(&step).unwrap());
+            text.push('\n');
+        }
+        let complete = text.len() as u64;
+        text.push_str("{\"seq\":3,\"ser"); // cut short by a crash
+        std::fs::write(&path, &text).unwrap();
+        let resumed = open_trace(&path, &o).unwrap();
+        assert_eq!(resumed.resume_after, Some(2));
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), complete);
+        drop(resumed);
+
+        let err = open_trace(&path, &options(&dir, 2)).err().unwrap();
+        assert!(
+            err.to_string()
+                .contains("it records node 1 of cluster \"c\""),
+            "{err}"
+        );
+
+        std::fs::write(&path, "not json\n").unwrap();
+        let err = open_trace(&path, &o).err().unwrap();
+        assert!(
+            err.to_string().contains("t.ndjson:1: malformed trace line"),
+            "{err}"
+        );
     }
 }

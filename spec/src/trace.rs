@@ -24,8 +24,11 @@
 //! {"seq":3,"server":1,"input":{"Message":{"from":2,"message":{"RequestVoteResponse":{"term":1,"vote_granted":true}}}},"digest":"5f0c2d6e8a9b1c3d","term":1,"role":"Leader","voted_for":1,"commit_index":0,"last_applied":0,"last_log_index":0,"last_log_term":0}
 //! ```
 //!
-//! - `seq` counts the server's steps from 1 within the file (a restart does
-//!   not reset it);
+//! - `seq` counts the server's steps from 1 within the file. A restarted
+//!   node appends to its trace (no second header) and continues the count:
+//!   its first step after the restart is `"Restart"`, which a replayer turns
+//!   into a crash and a recovery from the persistent state of the previous
+//!   step (every recorded step is durable);
 //! - `input` is a [`TraceInput`]: `"Restart"` (the server (re)started from
 //!   what it had persisted: [`crate::Server::restart`]), `"ElectionTimeout"`,
 //!   `"HeartbeatTimeout"`, `{"Message":{"from":N,"message":M}}` with `M` a
@@ -532,6 +535,15 @@ impl<W: Write> TraceWriter<W> {
         };
         w.line(header)?;
         Ok(w)
+    }
+
+    /// Continues a trace on `out` (positioned after the last complete line of
+    /// an existing trace) without writing a header: a restarted node appends
+    /// to its trace, starting with a [`TraceInput::Restart`] step.
+    pub fn resume(out: W) -> Self {
+        TraceWriter {
+            out: io::BufWriter::new(out),
+        }
     }
 
     fn line<T: Serialize>(&mut self, value: &T) -> io::Result<()> {

@@ -280,7 +280,10 @@ fn the_trace_records_each_step_after_its_sync() {
     }
     let out = Shared::default();
     let mut o = options(1);
-    o.trace = Some(Box::new(out.clone()));
+    o.trace = Some(TraceOut {
+        out: Box::new(out.clone()),
+        resume_after: None,
+    });
     let j = Journal::default();
     let mut node = Node::start(
         o,
