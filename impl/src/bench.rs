@@ -99,7 +99,8 @@ fn put(key: String, value: &str) -> KvCommand {
 pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let mut copts = ClusterOptions::new(options.exe.clone(), options.data_dir.clone());
     copts.timing = options.timing;
-    copts.rust_log = Some("warn".into());
+    // The nodes log warnings only, unless RUST_LOG says otherwise.
+    copts.rust_log = Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
     let mut cluster =
         LocalCluster::start(copts).map_err(|e| format!("cannot start the cluster: {e}"))?;
     let leader = cluster

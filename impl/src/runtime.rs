@@ -170,6 +170,11 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Some(path) => Some(open_trace(path, &options)?),
     };
     tracing::info!(addr, data_dir = %options.data_dir.display(), "listening");
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32)
+        ^ options.id.0;
     let (tx, rx) = mpsc::channel::<Event>();
     let mut transport = transport::start(
         TransportOptions {
@@ -178,16 +183,12 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             peers: options.peers.clone(),
             max_frame: options.max_frame,
             test_control: options.test_control,
+            incarnation: crate::node::SplitMix64::new(seed).next_u64(),
         },
         listener,
         tx,
     );
     let origin = Instant::now();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64)
-        ^ (u64::from(std::process::id()) << 32)
-        ^ options.id.0;
     let mut node = Node::start(
         NodeOptions {
             id: options.id,

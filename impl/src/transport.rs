@@ -3,7 +3,8 @@
 //!
 //! Threads: one accepting; one per inbound connection (reads frames); one per
 //! peer (dials it, reconnecting with exponential backoff from 10 ms to
-//! 500 ms, and writes the messages the event loop hands it); one per client
+//! 500 ms, cut short when that peer connects to us, since it is evidently up
+//! again; and writes the messages the event loop hands it); one per client
 //! connection (writes responses). Messages to a peer that is unreachable are
 //! dropped, as a lossy network would: Raft retransmits what matters.
 //!
@@ -21,7 +22,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, ToSocketAddrs};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
 use tracing::{debug, info, warn};
@@ -45,9 +46,59 @@ pub struct TransportOptions {
     pub max_frame: usize,
     /// Whether clients may send [`Frame::Partition`] (tests only).
     pub test_control: bool,
+    /// A random number of this process, sent in the handshake, so that
+    /// peers tell a restart from a reconnection.
+    pub incarnation: u64,
 }
 
 type ClientMap = Arc<Mutex<HashMap<ConnId, mpsc::Sender<Response>>>>;
+
+/// Per peer: a count of the peer's inbound connections to us, notified on
+/// change. A peer that connects to us is up, perhaps restarted: our dialer
+/// stops backing off, and our outbound connection, which may lead to the
+/// peer's previous (dead) process, is renewed before the next write, so that
+/// the write is not lost in a half-dead socket.
+type Waker = Arc<(Mutex<u64>, Condvar)>;
+
+#[derive(Debug, Default)]
+struct PeerWatch {
+    wakers: HashMap<NodeId, Waker>,
+    /// The incarnation each peer last connected with.
+    incarnations: Mutex<HashMap<NodeId, u64>>,
+}
+type Wakers = Arc<PeerWatch>;
+
+/// A peer connected to us with `incarnation`: if it is a new process (or
+/// the first connection), move its generation on.
+fn wake(wakers: &Wakers, peer: NodeId, incarnation: u64) {
+    let previous = wakers
+        .incarnations
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(peer, incarnation);
+    if previous == Some(incarnation) {
+        return;
+    }
+    if let Some(w) = wakers.wakers.get(&peer) {
+        *w.0.lock().unwrap_or_else(PoisonError::into_inner) += 1;
+        w.1.notify_all();
+    }
+}
+
+fn generation(waker: &Waker) -> u64 {
+    *waker.0.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Sleeps for `backoff` or until the generation moves past `seen`; returns
+/// whether it did.
+fn sleep_or_wake(waker: &Waker, seen: u64, backoff: Duration) -> bool {
+    let guard = waker.0.lock().unwrap_or_else(PoisonError::into_inner);
+    let (generation, _) = waker
+        .1
+        .wait_timeout_while(guard, backoff, |g| *g == seen)
+        .unwrap_or_else(PoisonError::into_inner);
+    *generation != seen
+}
 
 /// The running transport; the event loop's [`Io`].
 #[derive(Debug)]
@@ -93,6 +144,14 @@ pub fn start(
     let clients: ClientMap = Arc::default();
     let blocked: Arc<RwLock<BTreeSet<NodeId>>> = Arc::default();
     let mut peers = HashMap::new();
+    let wakers: Wakers = Arc::new(PeerWatch {
+        wakers: options
+            .peers
+            .keys()
+            .map(|&p| (p, Waker::default()))
+            .collect(),
+        incarnations: Mutex::default(),
+    });
     for (&peer, addr) in &options.peers {
         if peer == options.id {
             continue;
@@ -101,9 +160,10 @@ pub fn start(
         peers.insert(peer, tx);
         let opts = options.clone();
         let addr = addr.clone();
+        let waker = wakers.wakers.get(&peer).cloned().unwrap_or_default();
         let spawned = thread::Builder::new()
             .name(format!("peer-{}", peer.0))
-            .spawn(move || dial_peer(&opts, peer, &addr, &rx));
+            .spawn(move || dial_peer(&opts, peer, &addr, &rx, &waker));
         if let Err(e) = spawned {
             warn!(peer = peer.0, "cannot start the peer thread: {e}");
         }
@@ -111,7 +171,7 @@ pub fn start(
     let accept = {
         let clients = clients.clone();
         let blocked = blocked.clone();
-        move || accept_loop(&options, &listener, &events, &clients, &blocked)
+        move || accept_loop(&options, &listener, &events, &clients, &blocked, &wakers)
     };
     if let Err(e) = thread::Builder::new().name("accept".into()).spawn(accept) {
         warn!("cannot start the accepting thread: {e}");
@@ -129,6 +189,7 @@ fn accept_loop(
     events: &mpsc::Sender<Event>,
     clients: &ClientMap,
     blocked: &Arc<RwLock<BTreeSet<NodeId>>>,
+    wakers: &Wakers,
 ) {
     let next_conn = Arc::new(AtomicU64::new(1));
     for stream in listener.incoming() {
@@ -145,12 +206,13 @@ fn accept_loop(
         let clients = clients.clone();
         let blocked = blocked.clone();
         let next_conn = next_conn.clone();
+        let wakers = wakers.clone();
         let spawned = thread::Builder::new().name("conn".into()).spawn(move || {
             let peer_addr = stream
                 .peer_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
             serve_connection(
-                &options, stream, &peer_addr, &events, &clients, &blocked, &next_conn,
+                &options, stream, &peer_addr, &events, &clients, &blocked, &next_conn, &wakers,
             );
         });
         if let Err(e) = spawned {
@@ -166,6 +228,9 @@ fn refuse(stream: &mut TcpStream, remote: &str, reason: String) {
     let _ = stream.shutdown(Shutdown::Both);
 }
 
+// The shared handles of the transport, passed one by one to keep their
+// ownership visible.
+#[allow(clippy::too_many_arguments)]
 fn serve_connection(
     options: &TransportOptions,
     mut stream: TcpStream,
@@ -174,6 +239,7 @@ fn serve_connection(
     clients: &ClientMap,
     blocked: &Arc<RwLock<BTreeSet<NodeId>>>,
     next_conn: &AtomicU64,
+    wakers: &Wakers,
 ) {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(HELLO_TIMEOUT));
@@ -203,7 +269,7 @@ fn serve_connection(
     }
     let foreign = cluster_id != options.cluster_id;
     match sender {
-        Sender::Peer(id) => {
+        Sender::Peer { id, incarnation } => {
             if foreign {
                 return refuse(
                     &mut stream,
@@ -228,6 +294,7 @@ fn serve_connection(
                 return;
             }
             debug!(peer = id.0, remote, "peer connected");
+            wake(wakers, id, incarnation);
             read_peer(options, stream, id, events, blocked);
         }
         Sender::Client => {
@@ -417,14 +484,21 @@ fn dial_peer(
     peer: NodeId,
     addr: &str,
     rx: &mpsc::Receiver<Message<KvCommand>>,
+    waker: &Waker,
 ) {
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u64;
+    // A message taken from the queue but not yet written.
+    let mut held: Option<Message<KvCommand>> = None;
     loop {
+        let seen = generation(waker);
         match connect(
             addr,
             &options.cluster_id,
-            Sender::Peer(options.id),
+            Sender::Peer {
+                id: options.id,
+                incarnation: options.incarnation,
+            },
             Duration::from_secs(1),
             options.max_frame,
         ) {
@@ -440,8 +514,9 @@ fn dial_peer(
                 failures = 0;
                 backoff = BACKOFF_MIN;
                 let _ = stream.set_read_timeout(None);
-                if !write_messages(stream, peer, rx) {
-                    return;
+                match write_messages(stream, peer, rx, waker, seen, &mut held) {
+                    Written::Reconnect => {}
+                    Written::Stop => return,
                 }
             }
             Err(e) => {
@@ -454,9 +529,13 @@ fn dial_peer(
                 } else {
                     debug!(peer = peer.0, "cannot reach peer: {e}");
                 }
-                thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
+                if sleep_or_wake(waker, seen, backoff) {
+                    backoff = BACKOFF_MIN;
+                } else {
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
                 // Drop what queued up meanwhile; stop if the node is gone.
+                held = None;
                 loop {
                     match rx.try_recv() {
                         Ok(_) => {}
@@ -469,18 +548,38 @@ fn dial_peer(
     }
 }
 
-/// Writes messages until the connection fails (returns true: reconnect) or
-/// the node stops (returns false).
+enum Written {
+    Reconnect,
+    Stop,
+}
+
+/// Writes messages until the connection fails or the peer reconnected to us
+/// (reconnect) or the node stops.
 fn write_messages(
     stream: TcpStream,
     peer: NodeId,
     rx: &mpsc::Receiver<Message<KvCommand>>,
-) -> bool {
+    waker: &Waker,
+    seen: u64,
+    held: &mut Option<Message<KvCommand>>,
+) -> Written {
     let mut w = BufWriter::with_capacity(64 << 10, stream);
     loop {
-        let Ok(message) = rx.recv() else {
-            return false;
+        let message = match held.take() {
+            Some(m) => m,
+            None => match rx.recv() {
+                Ok(m) => m,
+                Err(_) => return Written::Stop,
+            },
         };
+        if generation(waker) != seen {
+            debug!(
+                peer = peer.0,
+                "peer reconnected to us: renewing our connection"
+            );
+            *held = Some(message);
+            return Written::Reconnect;
+        }
         let mut result = wire::write_frame(&mut w, &Frame::Raft(message));
         while result.is_ok() {
             match rx.try_recv() {
@@ -490,7 +589,7 @@ fn write_messages(
         }
         if let Err(e) = result.and_then(|()| w.flush()) {
             info!(peer = peer.0, "connection to peer lost: {e}");
-            return true;
+            return Written::Reconnect;
         }
     }
 }

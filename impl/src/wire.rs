@@ -29,7 +29,13 @@ pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Sender {
     /// A server of the cluster.
-    Peer(NodeId),
+    Peer {
+        /// Its id.
+        id: NodeId,
+        /// A random number drawn when its process started: a new value
+        /// means the peer restarted.
+        incarnation: u64,
+    },
     /// A client.
     Client,
 }
@@ -188,7 +194,10 @@ mod tests {
             Frame::Hello {
                 protocol: PROTOCOL_VERSION,
                 cluster_id: "c".into(),
-                sender: Sender::Peer(NodeId(3)),
+                sender: Sender::Peer {
+                    id: NodeId(3),
+                    incarnation: 77,
+                },
             },
             Frame::Raft(Message::AppendEntries(AppendEntries {
                 term: Term(2),

@@ -326,7 +326,10 @@ fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
     let err = raft_node::transport::connect(
         &addr,
         "beta",
-        Sender::Peer(NodeId(1)),
+        Sender::Peer {
+            id: NodeId(1),
+            incarnation: 1,
+        },
         Duration::from_secs(1),
         1 << 20,
     )
@@ -339,7 +342,10 @@ fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
     let err = raft_node::transport::connect(
         &addr,
         "alpha",
-        Sender::Peer(NodeId(9)),
+        Sender::Peer {
+            id: NodeId(9),
+            incarnation: 1,
+        },
         Duration::from_secs(1),
         1 << 20,
     )
