@@ -38,6 +38,8 @@ pub struct ClusterOptions {
     pub rust_log: Option<String>,
     /// Start nodes with the test-only partition control.
     pub test_control: bool,
+    /// Nodes log JSON lines (`--log-format json`).
+    pub log_json: bool,
 }
 
 impl ClusterOptions {
@@ -54,6 +56,7 @@ impl ClusterOptions {
             inherit_output: false,
             rust_log: None,
             test_control: false,
+            log_json: false,
         }
     }
 }
@@ -153,6 +156,9 @@ impl LocalCluster {
             .arg(o.timing.heartbeat.as_millis().to_string());
         if o.test_control {
             cmd.arg("--test-control");
+        }
+        if o.log_json {
+            cmd.arg("--log-format").arg("json");
         }
         if let Some(t) = self.trace_file(id) {
             cmd.arg("--trace").arg(t);

@@ -183,6 +183,7 @@ fn init_logging(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -332,6 +333,7 @@ fn main() -> ExitCode {
             options.cluster_id = cluster_id;
             options.timing = timing;
             options.inherit_output = true;
+            options.log_json = cli.log_format == LogFormat::Json;
             if std::env::var_os("RUST_LOG").is_none() {
                 options.rust_log = Some("info".into());
             }
