@@ -31,6 +31,12 @@
 //!
 //! No Raft rule is written here: the node only decides *when* inputs happen
 //! (timer deadlines, batching) and carries out outputs.
+//!
+//! Known limitation of the trace: its lines are written (and handed to the
+//! kernel) right after the batch's fsync. A process killed between the two
+//! loses the trace lines of that last batch although its writes are
+//! durable; the `Restart` line that follows then shows a digest the replayer
+//! cannot reach. The window is the time of one `write` call.
 
 use crate::config::{Peers, Timing};
 use crate::storage::{Storage, StorageError};
