@@ -85,7 +85,7 @@ pub fn request(
     json_body: Option<&str>,
 ) -> std::io::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let body = json_body.unwrap_or("");
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if json_body.is_some() {
@@ -94,25 +94,54 @@ pub fn request(
     head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
     stream.write_all(head.as_bytes())?;
     stream.write_all(body.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    // Read the headers, then the body: by its length, its chunks, or to the
+    // end (a server may keep the connection open despite `Connection: close`).
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let headers = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut body = raw[split + 4..].to_vec();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    let split = loop {
+        if let Some(p) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p;
+        }
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Err(bad("connection closed before the end of the headers"));
+        }
+        raw.extend_from_slice(&buf[..n]);
+    };
+    let headers = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
     let status: u16 = headers
         .split_whitespace()
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| bad("no status"))?;
-    if headers
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
+    let mut body = raw.split_off(split + 4);
+    let header = |name: &str| {
+        headers
+            .lines()
+            .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_string()))
+    };
+    let chunked = header("transfer-encoding:").is_some_and(|v| v.contains("chunked"));
+    if let Some(len) = header("content-length:").and_then(|v| v.parse::<usize>().ok()) {
+        while body.len() < len {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(bad("connection closed before the end of the body"));
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
+        body.truncate(len);
+    } else if chunked {
+        while dechunk(&body).is_none() {
+            let n = stream.read(&mut buf)?;
+            if n == 0 {
+                return Err(bad("connection closed before the last chunk"));
+            }
+            body.extend_from_slice(&buf[..n]);
+        }
         body = dechunk(&body).ok_or_else(|| bad("bad chunked body"))?;
+    } else {
+        stream.read_to_end(&mut body)?;
     }
     Ok((status, String::from_utf8_lossy(&body).into_owned()))
 }
