@@ -493,11 +493,12 @@ impl Sim {
                 Some(SimNode::Up(node)) => node.handle(now, events, &mut out),
                 _ => continue,
             };
-            match result {
-                Ok(()) => self.dispatch(id, out),
-                // A failed sync is a crash before the fsync: nothing of the
-                // batch is released.
-                Err(_) => self.crash(id),
+            // Whatever the node released is on the network, even if the batch
+            // then failed (a failed sync is a crash before the fsync; the
+            // event loop releases nothing of the batch then).
+            self.dispatch(id, out);
+            if result.is_err() {
+                self.crash(id);
             }
         }
         self.client_timeouts();
