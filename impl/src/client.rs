@@ -2,6 +2,15 @@
 //! answers), retries on failure with the same request number, so that each
 //! command is applied exactly once (Raft §8: the session table of the server
 //! answers a retried request without applying it again).
+//!
+//! Exactly-once holds within a session: the retries of one [`Client`]. The
+//! command-line client opens a fresh session per invocation, so running
+//! `raft-node put` twice is two requests (a put is idempotent anyway).
+//!
+//! A request in flight at a leader that loses its leadership is never
+//! answered by it; the client notices through its per-attempt timeout
+//! ([`ClientOptions::attempt_timeout`]) or the closed connection, and
+//! retries elsewhere under the same number.
 
 use crate::config::Peers;
 use crate::node::SplitMix64;

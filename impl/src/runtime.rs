@@ -81,15 +81,30 @@ pub enum ServeError {
     Node(#[from] NodeError),
 }
 
-/// The listening address: `listen` if given, else loopback with the port of
-/// the node's own address.
+/// The listening address: `listen` if given; else this node's `--peers`
+/// address if it is a loopback one (`127.x.x.x`, `[::1]`, `localhost`);
+/// else loopback with its port (binding elsewhere needs `--listen`).
 pub fn listen_address(options: &ServeOptions) -> Result<String, ServeError> {
     if let Some(l) = &options.listen {
         return Ok(l.clone());
     }
     check_member(options.id, &options.peers)?;
     let own = options.peers.get(&options.id).cloned().unwrap_or_default();
-    let port = own.rsplit_once(':').map_or("0", |(_, p)| p);
+    let (host, port) = own.rsplit_once(':').unwrap_or(("", "0"));
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback && host != "localhost" {
+        return Ok(own);
+    }
+    if !loopback {
+        tracing::warn!(
+            address = own,
+            "listening on loopback only; pass --listen to accept remote peers"
+        );
+    }
     Ok(format!("127.0.0.1:{port}"))
 }
 
@@ -244,6 +259,22 @@ mod tests {
             max_frame: DEFAULT_MAX_FRAME,
             test_control: false,
         }
+    }
+
+    #[test]
+    fn the_node_listens_on_loopback_unless_told_otherwise() {
+        let dir = TempDir::new("listen");
+        let mut o = options(&dir, 1);
+        o.peers = crate::config::parse_peers("1=[::1]:7001,2=10.0.0.2:7002").unwrap();
+        assert_eq!(listen_address(&o).unwrap(), "[::1]:7001");
+        o.id = NodeId(2);
+        assert_eq!(listen_address(&o).unwrap(), "127.0.0.1:7002");
+        o.listen = Some("0.0.0.0:9000".into());
+        assert_eq!(listen_address(&o).unwrap(), "0.0.0.0:9000");
+        o.listen = None;
+        o.peers = crate::config::parse_peers("1=localhost:7005").unwrap();
+        o.id = NodeId(1);
+        assert_eq!(listen_address(&o).unwrap(), "127.0.0.1:7005");
     }
 
     #[test]
