@@ -3,6 +3,7 @@
 //! A server actor translates Stateright events into `raft_spec::Input`s and
 //! the spec's `Output`s into Stateright commands. It contains no Raft rule.
 
+use raft_spec::bugs::Bug;
 use raft_spec::{
     ClientId, ClientReply, Counter, Increment, Input, Message, NodeId, Output, PersistentState,
     Server, Timer,
@@ -236,6 +237,8 @@ pub enum RaftActor {
     Server {
         /// Cluster size.
         servers: usize,
+        /// The seeded bug the server runs with, if any.
+        bug: Option<Bug>,
     },
     /// A client that sends request number 1 to every server (it does not know
     /// the leader) and follows `NotLeader` redirects.
@@ -291,10 +294,11 @@ impl Actor for RaftActor {
 
     fn on_start(&self, id: Id, storage: &Option<Stored>, o: &mut Out<Self>) -> ActorState {
         match self {
-            RaftActor::Server { servers } => {
+            RaftActor::Server { servers, bug } => {
                 let peers = (0..*servers).map(|i| NodeId(i as u64)).collect();
                 let persistent = storage.as_ref().map(|s| s.0.clone()).unwrap_or_default();
-                let (server, outputs) = Server::restart(node_id(id), peers, persistent);
+                let (server, outputs) =
+                    Server::restart_with_bug(node_id(id), peers, persistent, *bug);
                 carry_out(&server, outputs, o);
                 ActorState::Server(ServerState(server))
             }

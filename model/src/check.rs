@@ -4,7 +4,7 @@ use crate::config::ModelConfig;
 use crate::model::{Action, RaftModel, State};
 use crate::render;
 use stateright::actor::ActorModelAction;
-use stateright::{Checker, Expectation, Model, Path};
+use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 use std::fmt::Write as _;
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -29,6 +29,10 @@ pub struct CheckOptions {
     pub threads: usize,
     /// Print progress this often (None: never).
     pub progress_every: Option<Duration>,
+    /// Stop as soon as this property has a discovery (for an `Always`
+    /// property: a counterexample). `None`: search until every property has
+    /// one or the bounded space is exhausted.
+    pub stop_at: Option<&'static str>,
 }
 
 impl Default for CheckOptions {
@@ -38,6 +42,7 @@ impl Default for CheckOptions {
             symmetry: false,
             threads: 2,
             progress_every: None,
+            stop_at: None,
         }
     }
 }
@@ -80,9 +85,10 @@ pub struct CheckReport {
     pub config: ModelConfig,
     /// How.
     pub options: CheckOptions,
-    /// Whether the search explored the whole bounded space (or stopped early
-    /// only because every property already had its discovery).
+    /// Whether the search explored the whole bounded space.
     pub completed: bool,
+    /// The search stopped at the discovery [`CheckOptions::stop_at`] asked for.
+    pub stopped_early: bool,
     /// A checker thread panicked (a bug in the model or the spec).
     pub panicked: bool,
     /// Unique states (after symmetry reduction, if on).
@@ -132,6 +138,9 @@ pub fn peak_rss_bytes() -> Option<u64> {
 pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write) -> CheckReport {
     let model = RaftModel::new(config);
     let mut builder = model.checker().threads(options.threads.max(1));
+    if let Some(name) = options.stop_at {
+        builder = builder.finish_when(HasDiscoveries::AnyOf([name].into_iter().collect()));
+    }
     if options.symmetry {
         builder = builder.symmetry();
     }
@@ -172,6 +181,9 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     }
     let elapsed = start.elapsed();
     let discoveries = checker.discoveries();
+    let stopped_early = options
+        .stop_at
+        .is_some_and(|name| discoveries.contains_key(name));
     let model = checker.model();
     let verdicts = model
         .properties()
@@ -200,7 +212,8 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     CheckReport {
         config,
         options,
-        completed: checker.is_done() && !panicked,
+        completed: checker.is_done() && !panicked && !stopped_early,
+        stopped_early,
         panicked,
         unique_states: checker.unique_state_count(),
         states: checker.state_count(),
@@ -364,11 +377,16 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
         out,
         "{} after {:.2}s: unique states={} states generated={} max depth={} rate={:.0} unique states/s peak memory={} ({} bytes per unique state)",
         if report.panicked {
-            "ABORTED (the model panicked; see the panic message above)"
+            "ABORTED (the model panicked; see the panic message above)".to_string()
+        } else if report.stopped_early {
+            format!(
+                "Stopped at the first counterexample to \"{}\"",
+                report.options.stop_at.unwrap_or_default()
+            )
         } else if report.completed {
-            "Completed"
+            "Completed".to_string()
         } else {
-            "INCOMPLETE"
+            "INCOMPLETE".to_string()
         },
         report.elapsed.as_secs_f64(),
         report.unique_states,
@@ -391,6 +409,9 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
         let verdict = match &v.outcome {
             Outcome::Held => "held".to_string(),
             Outcome::Found(p) => format!("found ({} steps)", p.clone().into_actions().len()),
+            Outcome::NotFound if report.stopped_early => {
+                "not reached before the search stopped".to_string()
+            }
             Outcome::NotFound => "NOT FOUND: no explored state satisfies it".to_string(),
             Outcome::Violated(p) => {
                 format!("VIOLATED ({} steps)", p.clone().into_actions().len())

@@ -1,5 +1,6 @@
 //! Bounded configurations: what the checker explores.
 
+use raft_spec::bugs::Bug;
 use std::fmt;
 use std::str::FromStr;
 
@@ -80,6 +81,9 @@ pub struct ModelConfig {
     /// unblocks the messages queued behind it, so there the model drops
     /// messages for real.
     pub lossy: bool,
+    /// A seeded bug the servers run with (`None`: the correct rules). See
+    /// [`crate::bugs`].
+    pub bug: Option<Bug>,
 }
 
 /// A configuration that cannot be checked.
@@ -121,6 +125,7 @@ impl ModelConfig {
             crashes: 1,
             network: NetworkKind::UnorderedDuplicating,
             lossy: false,
+            bug: None,
         }
     }
 
@@ -134,6 +139,7 @@ impl ModelConfig {
             crashes: 1,
             network: NetworkKind::UnorderedDuplicating,
             lossy: true,
+            bug: None,
         }
     }
 
@@ -168,7 +174,7 @@ impl fmt::Display for ModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "servers={} max_term={} requests={} crashes={} network={} lossy={}{}",
+            "servers={} max_term={} requests={} crashes={} network={} lossy={}{}{}",
             self.servers,
             self.max_term,
             self.requests,
@@ -179,6 +185,10 @@ impl fmt::Display for ModelConfig {
                 " (loss explored as unbounded delay)"
             } else {
                 ""
+            },
+            match self.bug {
+                Some(bug) => format!(" bug={bug}"),
+                None => String::new(),
             }
         )
     }

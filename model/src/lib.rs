@@ -18,6 +18,7 @@
 //!     crashes: 0,
 //!     network: NetworkKind::UnorderedNonDuplicating,
 //!     lossy: false,
+//!     bug: None,
 //! };
 //! let checker = RaftModel::new(config).checker().spawn_bfs().join();
 //! assert!(checker.is_done());
@@ -25,6 +26,7 @@
 //! ```
 
 pub mod actors;
+pub mod bugs;
 pub mod check;
 pub mod config;
 pub mod model;

@@ -1,11 +1,22 @@
 //! `raft-model`: check the Raft model, or browse it in Stateright's Explorer.
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use raft_model::bugs::{self, Expected, SeededBug};
 use raft_model::check::{self, CheckOptions, Strategy};
 use raft_model::{ModelConfig, NetworkKind, RaftModel};
+use raft_spec::bugs::{Bug, UnknownBug};
 use stateright::Model;
 use std::process::ExitCode;
 use std::time::Duration;
+
+/// `println!` that ignores a closed stdout (e.g. `raft-model bugs | head`)
+/// instead of panicking.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 #[derive(Parser)]
 #[command(
@@ -27,39 +38,72 @@ enum Command {
     Check(CheckArgs),
     /// Serve Stateright's Explorer for a configuration.
     Explore(ExploreArgs),
+    /// List the seeded bugs `check --bug` can switch on.
+    Bugs,
 }
 
+/// The configuration flags shared by `check` and `explore`. A flag left out
+/// takes its value from the base configuration: the seeded bug's smallest
+/// configuration with `--bug`, otherwise the default check (3 servers, max
+/// term 1, 1 request, 1 crash, unordered duplicating network).
 #[derive(Args, Clone)]
 struct ConfigArgs {
-    /// Number of servers (1-5).
-    #[arg(long, default_value_t = 3)]
-    servers: usize,
-    /// Highest term any server may reach.
-    #[arg(long, default_value_t = 1)]
-    max_term: u64,
-    /// Client requests (one client per request).
-    #[arg(long, default_value_t = 1)]
-    requests: usize,
-    /// Total server crashes over an execution.
-    #[arg(long, default_value_t = 1)]
-    crashes: usize,
-    /// Network semantics: unordered-duplicating, unordered-nonduplicating or ordered.
-    #[arg(long, default_value = "unordered-duplicating")]
-    network: String,
+    /// Number of servers (1-5) [default: 3].
+    #[arg(long)]
+    servers: Option<usize>,
+    /// Highest term any server may reach [default: 1].
+    #[arg(long)]
+    max_term: Option<u64>,
+    /// Client requests (one client per request) [default: 1].
+    #[arg(long)]
+    requests: Option<usize>,
+    /// Total server crashes over an execution [default: 1].
+    #[arg(long)]
+    crashes: Option<usize>,
+    /// Network semantics: unordered-duplicating, unordered-nonduplicating or
+    /// ordered [default: unordered-duplicating].
+    #[arg(long)]
+    network: Option<String>,
     /// The network may lose messages.
     #[arg(long)]
     lossy: bool,
+    /// Run the servers with a seeded bug (see `raft-model bugs`).
+    #[arg(long, value_name = "NAME")]
+    bug: Option<String>,
+}
+
+/// A configuration error of the command line.
+#[derive(Debug, thiserror::Error)]
+enum ArgError {
+    #[error(transparent)]
+    Config(#[from] raft_model::ConfigError),
+    #[error("--bug: {0}")]
+    Bug(#[from] UnknownBug),
 }
 
 impl ConfigArgs {
-    fn config(&self) -> Result<ModelConfig, raft_model::ConfigError> {
+    fn bug(&self) -> Result<Option<SeededBug>, ArgError> {
+        Ok(match &self.bug {
+            Some(name) => Some(bugs::seeded(name.parse::<Bug>()?)),
+            None => None,
+        })
+    }
+
+    fn config(&self) -> Result<ModelConfig, ArgError> {
+        let base = self
+            .bug()?
+            .map_or_else(ModelConfig::default_check, |b| b.config);
         let config = ModelConfig {
-            servers: self.servers,
-            max_term: self.max_term,
-            requests: self.requests,
-            crashes: self.crashes,
-            network: self.network.parse::<NetworkKind>()?,
-            lossy: self.lossy,
+            servers: self.servers.unwrap_or(base.servers),
+            max_term: self.max_term.unwrap_or(base.max_term),
+            requests: self.requests.unwrap_or(base.requests),
+            crashes: self.crashes.unwrap_or(base.crashes),
+            network: match &self.network {
+                Some(n) => n.parse::<NetworkKind>()?,
+                None => base.network,
+            },
+            lossy: self.lossy || base.lossy,
+            bug: base.bug,
         };
         config.validate()?;
         Ok(config)
@@ -104,7 +148,36 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => run_check(args),
         Command::Explore(args) => run_explore(args),
+        Command::Bugs => list_bugs(),
     }
+}
+
+fn list_bugs() -> ExitCode {
+    out!("Seeded bugs (run one with `raft-model check --bug NAME`):");
+    for entry in bugs::catalogue() {
+        let c = entry.config;
+        let breaks = match entry.expected {
+            Expected::Violates(p) => format!("breaks \"{p}\""),
+            Expected::Unreachable(p) => {
+                format!("breaks no safety property; never reached: \"{p}\"")
+            }
+            Expected::Masked => "masked by the spec: nothing breaks".to_string(),
+        };
+        out!("\n{}  ({})", entry.bug.name(), breaks);
+        out!("    {}", entry.bug.description());
+        out!("    seen in: {}", entry.bug.seen_in());
+        out!(
+            "    smallest configuration: --servers {} --max-term {} --requests {} --crashes {}",
+            c.servers,
+            c.max_term,
+            c.requests,
+            c.crashes
+        );
+        if !entry.note.is_empty() {
+            out!("    note: {}", entry.note);
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn bad_argument(message: impl std::fmt::Display) -> ExitCode {
@@ -115,6 +188,10 @@ fn bad_argument(message: impl std::fmt::Display) -> ExitCode {
 fn run_check(args: CheckArgs) -> ExitCode {
     let config = match args.config.config() {
         Ok(c) => c,
+        Err(e) => return bad_argument(e),
+    };
+    let seeded = match args.config.bug() {
+        Ok(b) => b,
         Err(e) => return bad_argument(e),
     };
     if args.threads == 0 {
@@ -134,8 +211,29 @@ fn run_check(args: CheckArgs) -> ExitCode {
         symmetry: args.symmetry,
         threads: args.threads,
         progress_every: Some(Duration::from_secs(args.progress_secs.max(1))),
+        // A seeded bug's run stops at its counterexample; one that breaks no
+        // safety property must search everything to show the missing example.
+        stop_at: seeded.and_then(|b| match b.expected {
+            Expected::Violates(p) => Some(p),
+            Expected::Unreachable(_) | Expected::Masked => None,
+        }),
     };
-    println!(
+    if let Some(b) = seeded {
+        out!(
+            "Seeded bug {}: {} (expected: {})",
+            b.bug.name(),
+            b.bug.description(),
+            match b.expected {
+                Expected::Violates(p) => format!("a counterexample to \"{p}\""),
+                Expected::Unreachable(p) => format!("\"{p}\" is never found"),
+                Expected::Masked => "nothing breaks (masked by the spec)".to_string(),
+            }
+        );
+        if !b.note.is_empty() {
+            out!("Note: {}", b.note);
+        }
+    }
+    out!(
         "Checking {} with strategy={} symmetry={} threads={}",
         config,
         match strategy {
@@ -167,7 +265,7 @@ fn run_explore(args: ExploreArgs) -> ExitCode {
         Ok(addr) => addr,
         Err(e) => return bad_argument(format!("--addr {}: cannot listen: {e}", args.addr)),
     };
-    println!("Explorer for {config} at http://{addr}/");
+    out!("Explorer for {config} at http://{addr}/");
     RaftModel::new(config).checker().serve(addr);
     ExitCode::SUCCESS
 }

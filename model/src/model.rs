@@ -16,7 +16,8 @@ use crate::actors::{
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
 use raft_spec::{
-    ignores_forever, ClientReply, Log, LogIndex, NodeId, Role, Server, StateMachine, Timer,
+    ignores_forever_with_bug, ClientReply, LogIndex, Message, NodeId, PersistentState, Role,
+    Server, StateMachine, Timer,
 };
 use stateright::actor::{
     ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network,
@@ -52,6 +53,9 @@ pub struct Ghost {
     pub recovered: BTreeSet<NodeId>,
     /// Whether a recovered server later granted a vote or accepted entries.
     pub rejoined: bool,
+    /// Whether a leader ever learned a higher term from a response and
+    /// stepped down (Fig. 2, Rules for Servers: "RPC request *or response*").
+    pub stepped_down_on_response: bool,
     /// Client invocations and replies, checked for linearizability.
     /// Clients are never permuted by symmetry reduction, so this needs no rewrite.
     pub clients: LinearizabilityTester<Id, CounterSpec>,
@@ -66,6 +70,7 @@ impl Rewrite<Id> for Ghost {
             crashes: self.crashes,
             recovered: self.recovered.iter().map(|&n| nodes(n)).collect(),
             rejoined: self.rejoined,
+            stepped_down_on_response: self.stepped_down_on_response,
             clients: self.clients.clone(),
         }
     }
@@ -116,6 +121,10 @@ pub mod names {
     pub const LEADER_REPLACED: &str = "a leader of a higher term replaces an earlier one";
     /// Sometimes: a follower's conflicting entry is overwritten.
     pub const CONFLICT_OVERWRITTEN: &str = "a follower's conflicting entry is overwritten";
+    /// Sometimes: a leader learns of a higher term from a response (not a
+    /// request) and steps down.
+    pub const LEADER_STEPS_DOWN_ON_RESPONSE: &str =
+        "a leader steps down on a response with a higher term";
     /// Sometimes: a client gets a reply.
     pub const CLIENT_REPLY: &str = "a client gets a reply";
     /// Sometimes (with crashes): a server that crashed and recovered later
@@ -134,9 +143,9 @@ pub struct RaftModel {
     inner: ActorModel<RaftActor, ModelConfig, Ghost>,
 }
 
-fn empty_log() -> &'static Log<Cmd> {
-    static EMPTY: OnceLock<Log<Cmd>> = OnceLock::new();
-    EMPTY.get_or_init(Log::new)
+fn nothing_persisted() -> &'static PersistentState<Cmd> {
+    static EMPTY: OnceLock<PersistentState<Cmd>> = OnceLock::new();
+    EMPTY.get_or_init(PersistentState::default)
 }
 
 impl RaftModel {
@@ -152,11 +161,13 @@ impl RaftModel {
             crashes: 0,
             recovered: BTreeSet::new(),
             rejoined: false,
+            stepped_down_on_response: false,
             clients: LinearizabilityTester::new(CounterSpec::default()),
         };
         let inner = ActorModel::new(config, ghost)
             .actors((0..config.servers).map(|_| RaftActor::Server {
                 servers: config.servers,
+                bug: config.bug,
             }))
             .actors((0..config.requests).map(|_| RaftActor::Client {
                 servers: config.servers,
@@ -172,6 +183,8 @@ impl RaftModel {
             .record_msg_in(record_return);
         RaftModel {
             config,
+            // Dead-message collection follows the rules the servers run,
+            // seeded bug included (`ignores_forever_with_bug`).
             collect_garbage: true,
             inner,
         }
@@ -206,25 +219,12 @@ impl RaftModel {
         let server = Self::server(state, i)?;
         if state.crashed.get(i).copied().unwrap_or(false) {
             let stored = state.actor_storages.get(i).and_then(|s| s.as_ref());
-            Some(ServerView {
-                id: server.id,
-                crashed: true,
-                role: Role::Follower,
-                current_term: stored.map_or(raft_spec::Term(0), |s| s.0.current_term),
-                log: stored.map_or(empty_log(), |s| &s.0.log),
-                commit_index: LogIndex(0),
-                last_applied: LogIndex(0),
-            })
+            Some(ServerView::crashed(
+                server.id,
+                stored.map_or(nothing_persisted(), |s| &s.0),
+            ))
         } else {
-            Some(ServerView {
-                id: server.id,
-                crashed: false,
-                role: server.role(),
-                current_term: server.current_term(),
-                log: server.log(),
-                commit_index: server.volatile.commit_index,
-                last_applied: server.volatile.last_applied,
-            })
+            Some(ServerView::live(server))
         }
     }
 
@@ -251,7 +251,7 @@ impl RaftModel {
             }
             (Some(ActorState::Server(_)), Msg::Raft(m)) => Self::view(state, i).is_some_and(|v| {
                 let role = (!v.crashed).then_some(v.role);
-                ignores_forever(v.current_term, role, m)
+                ignores_forever_with_bug(v.current_term, role, m, self.config.bug)
             }),
             _ => false,
         }
@@ -421,6 +421,12 @@ fn prop_leader_completeness(m: &RaftModel, s: &State) -> bool {
 fn prop_state_machine_safety(m: &RaftModel, s: &State) -> bool {
     safety::state_machine_safety(&m.views(s), &s.history.raft)
 }
+fn prop_one_vote_per_term(_: &RaftModel, s: &State) -> bool {
+    safety::one_vote_per_term(&s.history.raft)
+}
+fn prop_match_index_monotonic(_: &RaftModel, s: &State) -> bool {
+    safety::match_index_monotonic(&s.history.raft)
+}
 fn prop_linearizability(_: &RaftModel, s: &State) -> bool {
     s.history.clients.serialized_history().is_some()
 }
@@ -436,6 +442,9 @@ fn some_leader_replaced(_: &RaftModel, s: &State) -> bool {
 }
 fn some_conflict_overwritten(_: &RaftModel, s: &State) -> bool {
     s.history.raft.conflict_overwritten
+}
+fn some_leader_stepped_down_on_response(_: &RaftModel, s: &State) -> bool {
+    s.history.stepped_down_on_response
 }
 fn some_client_reply(_: &RaftModel, s: &State) -> bool {
     s.actor_states
@@ -466,6 +475,20 @@ impl Model for RaftModel {
     }
 
     fn next_state(&self, last: &State, action: Action) -> Option<State> {
+        let response_to = match &action {
+            ActorModelAction::Deliver {
+                dst,
+                msg: Msg::Raft(m),
+                ..
+            } if matches!(
+                **m,
+                Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_)
+            ) =>
+            {
+                Some(usize::from(*dst))
+            }
+            _ => None,
+        };
         let step_of = match &action {
             ActorModelAction::Deliver { dst, .. } => Some((usize::from(*dst), false)),
             ActorModelAction::Timeout(id, _) => Some((usize::from(*id), false)),
@@ -500,6 +523,13 @@ impl Model for RaftModel {
                     next.history.recovered.insert(NodeId(i as u64));
                 }
                 self.record(last, &mut next, i, recovered_now);
+                if response_to == Some(i)
+                    && !next.history.stepped_down_on_response
+                    && Self::view(last, i).is_some_and(|v| v.is_leader())
+                    && Self::view(&next, i).is_some_and(|v| !v.is_leader())
+                {
+                    next.history.stepped_down_on_response = true;
+                }
             }
         }
         Some(next)
@@ -512,6 +542,8 @@ impl Model for RaftModel {
             Property::always(safety::LOG_MATCHING, prop_log_matching),
             Property::always(safety::LEADER_COMPLETENESS, prop_leader_completeness),
             Property::always(safety::STATE_MACHINE_SAFETY, prop_state_machine_safety),
+            Property::always(safety::ONE_VOTE_PER_TERM, prop_one_vote_per_term),
+            Property::always(safety::MATCH_INDEX_MONOTONIC, prop_match_index_monotonic),
             Property::always(names::LINEARIZABILITY, prop_linearizability),
             Property::sometimes(names::LEADER_ELECTED, some_leader_elected),
             // Registered even without client requests: then no entry can
@@ -523,6 +555,12 @@ impl Model for RaftModel {
             props.push(Property::sometimes(
                 names::LEADER_REPLACED,
                 some_leader_replaced,
+            ));
+        }
+        if cfg.max_term >= 2 && cfg.servers >= 2 {
+            props.push(Property::sometimes(
+                names::LEADER_STEPS_DOWN_ON_RESPONSE,
+                some_leader_stepped_down_on_response,
             ));
         }
         if cfg.max_term >= 2 && cfg.servers >= 3 {

@@ -13,10 +13,11 @@
 //! what the snapshot alone forgets: who led which term, which entry was
 //! applied at which index, and whether a leader ever rewrote its own log.
 
-use crate::server::Role;
+use crate::server::{PersistentState, Role, Server};
+use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// "Election Safety: at most one leader can be elected in a given term." (Raft §5.2)
 pub const ELECTION_SAFETY: &str = "Election Safety";
@@ -34,6 +35,21 @@ pub const LEADER_COMPLETENESS: &str = "Leader Completeness";
 /// index to its state machine, no other server will ever apply a different log
 /// entry for the same index." (Raft §5.4.3)
 pub const STATE_MACHINE_SAFETY: &str = "State Machine Safety";
+
+/// "Each server will vote for at most one candidate in a given term" (Raft
+/// §5.2): once `voted_for` is set in a term it does not change in that term,
+/// across restarts too (Fig. 2: `voted_for` is persistent). Not one of
+/// Figure 3's five, but the rule Election Safety rests on; a server that
+/// forgets its vote breaks it even where Election Safety survives.
+pub const ONE_VOTE_PER_TERM: &str = "One Vote Per Term";
+/// A leader's `match_index` for a follower never decreases within its term
+/// (Fig. 2: "index of highest log entry known to be replicated"; what is
+/// known to be replicated in a term stays replicated in it). Not one of
+/// Figure 3's five: a regression only delays commitment.
+pub const MATCH_INDEX_MONOTONIC: &str = "Match Index Monotonic";
+
+/// The two auxiliary invariants, checked beside the five.
+pub const AUXILIARY_PROPERTY_NAMES: [&str; 2] = [ONE_VOTE_PER_TERM, MATCH_INDEX_MONOTONIC];
 
 /// The five property names, in the paper's order.
 pub const PROPERTY_NAMES: [&str; 5] = [
@@ -61,6 +77,44 @@ pub struct ServerView<'a, C> {
     pub commit_index: LogIndex,
     /// Its last applied index (ignored when crashed).
     pub last_applied: LogIndex,
+    /// The candidate it voted for in `current_term` (when crashed: the
+    /// persisted vote).
+    pub voted_for: Option<NodeId>,
+    /// Its `match_index` while it is a live leader, `None` otherwise.
+    pub match_index: Option<&'a BTreeMap<NodeId, LogIndex>>,
+}
+
+impl<'a, C> ServerView<'a, C> {
+    /// The view of a live server.
+    pub fn live<S: StateMachine<Command = C>>(server: &'a Server<S>) -> Self {
+        let leader = server.role() == Role::Leader;
+        ServerView {
+            id: server.id,
+            crashed: false,
+            role: server.role(),
+            current_term: server.current_term(),
+            log: server.log(),
+            commit_index: server.volatile.commit_index,
+            last_applied: server.volatile.last_applied,
+            voted_for: server.persistent.voted_for,
+            match_index: leader.then_some(&server.volatile.match_index),
+        }
+    }
+
+    /// The view of a crashed server: only what it persisted.
+    pub fn crashed(id: NodeId, persistent: &'a PersistentState<C>) -> Self {
+        ServerView {
+            id,
+            crashed: true,
+            role: Role::Follower,
+            current_term: persistent.current_term,
+            log: &persistent.log,
+            commit_index: LogIndex(0),
+            last_applied: LogIndex(0),
+            voted_for: persistent.voted_for,
+            match_index: None,
+        }
+    }
 }
 
 impl<C> ServerView<'_, C> {
@@ -87,6 +141,22 @@ pub enum Violation {
         server: NodeId,
         /// The index.
         index: LogIndex,
+    },
+    /// A server's vote changed (or was forgotten) within a term.
+    VoteChanged {
+        /// The server.
+        server: NodeId,
+        /// The term.
+        term: Term,
+    },
+    /// A leader's `match_index` for a follower went down within its term.
+    MatchIndexDecreased {
+        /// The leader.
+        leader: NodeId,
+        /// The follower.
+        follower: NodeId,
+        /// The leader's term.
+        term: Term,
     },
 }
 
@@ -134,6 +204,28 @@ impl<C: Clone + PartialEq> History<C> {
                 leader: id,
                 term: after.current_term,
             });
+        }
+        if before.current_term == after.current_term
+            && before.voted_for.is_some()
+            && after.voted_for != before.voted_for
+        {
+            self.violations.insert(Violation::VoteChanged {
+                server: id,
+                term: after.current_term,
+            });
+        }
+        if let (Some(b), Some(a)) = (before.match_index, after.match_index) {
+            if before.current_term == after.current_term {
+                for (&follower, &was) in b {
+                    if a.get(&follower).is_none_or(|&now| now < was) {
+                        self.violations.insert(Violation::MatchIndexDecreased {
+                            leader: id,
+                            follower,
+                            term: after.current_term,
+                        });
+                    }
+                }
+            }
         }
         if !self.conflict_overwritten {
             let common = before.log.len().min(after.log.len());
@@ -199,6 +291,19 @@ impl<C: Clone + PartialEq> History<C> {
                             index: *index,
                         }
                     }
+                    Violation::VoteChanged { server, term } => Violation::VoteChanged {
+                        server: nodes(*server),
+                        term: *term,
+                    },
+                    Violation::MatchIndexDecreased {
+                        leader,
+                        follower,
+                        term,
+                    } => Violation::MatchIndexDecreased {
+                        leader: nodes(*leader),
+                        follower: nodes(*follower),
+                        term: *term,
+                    },
                 })
                 .collect(),
             conflict_overwritten: self.conflict_overwritten,
@@ -280,8 +385,24 @@ pub fn state_machine_safety<C: PartialEq>(
         })
 }
 
-/// Evaluates all five properties; returns the names of those that fail, in
-/// the paper's order.
+/// One Vote Per Term: no server's vote changed within a term.
+pub fn one_vote_per_term<C>(history: &History<C>) -> bool {
+    !history
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::VoteChanged { .. }))
+}
+
+/// Match Index Monotonic: no leader's `match_index` went down within its term.
+pub fn match_index_monotonic<C>(history: &History<C>) -> bool {
+    !history
+        .violations
+        .iter()
+        .any(|v| matches!(v, Violation::MatchIndexDecreased { .. }))
+}
+
+/// Evaluates the five properties, then the two auxiliary invariants; returns
+/// the names of those that fail, in that order.
 pub fn violated_properties<C: PartialEq>(
     servers: &[ServerView<'_, C>],
     history: &History<C>,
@@ -301,6 +422,12 @@ pub fn violated_properties<C: PartialEq>(
     }
     if !state_machine_safety(servers, history) {
         failed.push(STATE_MACHINE_SAFETY);
+    }
+    if !one_vote_per_term(history) {
+        failed.push(ONE_VOTE_PER_TERM);
+    }
+    if !match_index_monotonic(history) {
+        failed.push(MATCH_INDEX_MONOTONIC);
     }
     failed
 }

@@ -3,6 +3,7 @@
 //! Every rule cites the paper: *In Search of an Understandable Consensus
 //! Algorithm (Extended Version)*, Ongaro & Ousterhout, 2014.
 
+use crate::bugs::Bug;
 use crate::message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };
@@ -258,6 +259,11 @@ pub struct Server<S: StateMachine> {
     pub persistent: PersistentState<S::Command>,
     /// What a crash loses.
     pub volatile: VolatileState<S>,
+    /// The seeded bug this server runs with (checking only; see
+    /// [`crate::bugs`]). Always `None` unless set through
+    /// `Server::restart_with_bug` (crate feature `seeded-bugs`).
+    #[serde(skip)]
+    bug: Option<Bug>,
 }
 
 /// The outputs of a step, in the order they must be carried out.
@@ -295,9 +301,35 @@ impl<S: StateMachine> Server<S> {
     /// (Fig. 2: volatile state is reinitialized after a restart).
     pub fn restart(
         id: NodeId,
-        mut peers: Vec<NodeId>,
+        peers: Vec<NodeId>,
         persistent: PersistentState<S::Command>,
     ) -> (Self, Outputs<S>) {
+        Self::start(id, peers, persistent, None)
+    }
+
+    /// [`Server::restart`] with a seeded bug switched on (`None`: exactly
+    /// `restart`). For model checking only: this function exists only with
+    /// the crate feature `seeded-bugs`, which `raft-node` never enables.
+    #[cfg(feature = "seeded-bugs")]
+    pub fn restart_with_bug(
+        id: NodeId,
+        peers: Vec<NodeId>,
+        persistent: PersistentState<S::Command>,
+        bug: Option<Bug>,
+    ) -> (Self, Outputs<S>) {
+        Self::start(id, peers, persistent, bug)
+    }
+
+    fn start(
+        id: NodeId,
+        mut peers: Vec<NodeId>,
+        mut persistent: PersistentState<S::Command>,
+        bug: Option<Bug>,
+    ) -> (Self, Outputs<S>) {
+        if bug == Some(Bug::VoteNotPersisted) {
+            // Seeded bug: the vote was never made durable.
+            persistent.voted_for = None;
+        }
         peers.retain(|p| *p != id);
         peers.sort();
         peers.dedup();
@@ -316,6 +348,7 @@ impl<S: StateMachine> Server<S> {
                 state_machine: S::default(),
                 sessions: BTreeMap::new(),
             },
+            bug,
         };
         (server, vec![Output::SetTimer(Timer::Election)])
     }
@@ -340,8 +373,20 @@ impl<S: StateMachine> Server<S> {
         self.peers.len() + 1
     }
 
+    /// The seeded bug this server runs with, if any (see [`crate::bugs`]).
+    pub fn bug(&self) -> Option<Bug> {
+        self.bug
+    }
+
+    fn has_bug(&self, bug: Bug) -> bool {
+        self.bug == Some(bug)
+    }
+
     /// Whether `count` servers form a majority of the cluster (Raft §5.2).
     pub fn is_majority(&self, count: usize) -> bool {
+        if self.has_bug(Bug::EvenQuorum) {
+            return 2 * count >= self.cluster_size();
+        }
         2 * count > self.cluster_size()
     }
 
@@ -476,7 +521,14 @@ impl<S: StateMachine> Server<S> {
         fx: &mut Effects<S::Command, S::Output>,
     ) {
         // Fig. 2 (All servers): a higher term makes this server a follower of that term.
-        if message.term() > self.persistent.current_term {
+        let seeded_skip = match &message {
+            Message::RequestVote(_) => self.has_bug(Bug::NoTermAdoptionOnVoteRequest),
+            Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => {
+                self.has_bug(Bug::LeaderIgnoresHigherTerm) && self.volatile.role == Role::Leader
+            }
+            Message::AppendEntries(_) => false,
+        };
+        if message.term() > self.persistent.current_term && !seeded_skip {
             self.become_follower(message.term(), fx);
         }
         match message {
@@ -505,7 +557,8 @@ impl<S: StateMachine> Server<S> {
                 .persistent
                 .voted_for
                 .is_none_or(|v| v == m.candidate_id)
-            && self.candidate_log_is_up_to_date(m.last_log_index, m.last_log_term);
+            && (self.candidate_log_is_up_to_date(m.last_log_index, m.last_log_term)
+                || self.has_bug(Bug::NoUpToDateCheck));
         if vote_granted && self.persistent.voted_for.is_none() {
             self.persistent.voted_for = Some(m.candidate_id);
             fx.hard_state_dirty = true;
@@ -536,10 +589,12 @@ impl<S: StateMachine> Server<S> {
         m: RequestVoteResponse,
         fx: &mut Effects<S::Command, S::Output>,
     ) {
-        if m.term != self.persistent.current_term
-            || self.volatile.role != Role::Candidate
-            || !m.vote_granted
-        {
+        let stale = if self.has_bug(Bug::StaleVoteResponse) {
+            m.term > self.persistent.current_term
+        } else {
+            m.term != self.persistent.current_term
+        };
+        if stale || self.volatile.role != Role::Candidate || !m.vote_granted {
             return;
         }
         self.volatile.votes_granted.insert(from);
@@ -580,7 +635,13 @@ impl<S: StateMachine> Server<S> {
             return;
         }
         match self.volatile.role {
-            Role::Candidate => self.become_follower(term, fx),
+            Role::Candidate => {
+                self.become_follower(term, fx);
+                if self.has_bug(Bug::StepDownForgetsVote) {
+                    self.persistent.voted_for = None;
+                    fx.hard_state_dirty = true;
+                }
+            }
             Role::Follower => {}
             // Two leaders of one term contradict Election Safety; the checker
             // reports that through the property, so the step changes nothing.
@@ -601,8 +662,19 @@ impl<S: StateMachine> Server<S> {
             return;
         }
 
+        let mut entries = m.entries;
+        if self.has_bug(Bug::EntriesTakeLeaderTerm) {
+            for entry in &mut entries {
+                entry.term = m.term;
+            }
+        }
+        if self.has_bug(Bug::TruncateOnMatch) && self.persistent.log.last_index() > m.prev_log_index
+        {
+            self.persistent.log.truncate_from(m.prev_log_index.next());
+            fx.log_changed_from(m.prev_log_index.next());
+        }
         let mut index = m.prev_log_index;
-        for entry in m.entries {
+        for entry in entries {
             index = index.next();
             match self.persistent.log.term_at(index) {
                 Some(t) if t == entry.term => continue,
@@ -620,7 +692,11 @@ impl<S: StateMachine> Server<S> {
         let last_new_entry = index;
 
         if m.leader_commit > self.volatile.commit_index {
-            let new_commit = m.leader_commit.min(last_new_entry);
+            let new_commit = if self.has_bug(Bug::CommitWithoutMin) {
+                m.leader_commit
+            } else {
+                m.leader_commit.min(last_new_entry)
+            };
             if new_commit > self.volatile.commit_index {
                 self.volatile.commit_index = new_commit;
                 self.apply_committed(fx);
@@ -631,7 +707,11 @@ impl<S: StateMachine> Server<S> {
             message: Message::AppendEntriesResponse(AppendEntriesResponse {
                 term,
                 success: true,
-                index: last_new_entry,
+                index: if self.has_bug(Bug::AckOwnLastIndex) {
+                    self.persistent.log.last_index()
+                } else {
+                    last_new_entry
+                },
             }),
         });
     }
@@ -653,12 +733,13 @@ impl<S: StateMachine> Server<S> {
             return;
         }
         if m.success {
+            let regress = self.has_bug(Bug::MatchIndexRegress);
             let matched = self.volatile.match_index.entry(from).or_default();
-            if m.index > *matched {
+            if m.index > *matched || regress {
                 *matched = m.index;
             }
             let next = self.volatile.next_index.entry(from).or_insert(LogIndex(1));
-            if m.index.next() > *next {
+            if m.index.next() > *next || regress {
                 *next = m.index.next();
             }
             self.advance_commit_index(fx);
@@ -800,7 +881,7 @@ impl<S: StateMachine> Server<S> {
         let log = &self.persistent.log;
         let mut n = log.last_index();
         while n > self.volatile.commit_index {
-            if log.term_at(n) != Some(self.persistent.current_term) {
+            if log.term_at(n) != Some(self.persistent.current_term) && !self.has_bug(Bug::Figure8) {
                 break;
             }
             let replicas = 1 + self
@@ -866,12 +947,14 @@ impl<S: StateMachine> Server<S> {
 
     /// Whether this server, in its current state and in every later one,
     /// ignores `message` (delivering it changes nothing and sends nothing).
-    /// See [`ignores_forever`].
+    /// See [`ignores_forever`] (and [`ignores_forever_with_bug`] for a
+    /// server running a seeded bug).
     pub fn ignores_forever(&self, message: &Message<S::Command>) -> bool {
-        ignores_forever(
+        ignores_forever_with_bug(
             self.persistent.current_term,
             Some(self.volatile.role),
             message,
+            self.bug,
         )
     }
 
@@ -905,6 +988,7 @@ impl<S: StateMachine> Server<S> {
                     .map(|(&c, o)| (clients(c), o.clone()))
                     .collect(),
             },
+            bug: self.bug,
         }
     }
 }
@@ -927,6 +1011,24 @@ impl<S: StateMachine> Server<S> {
 /// ignored. The model checker uses this to forget dead messages, which does not
 /// change what servers can do (see `raft-model`).
 pub fn ignores_forever<C>(current_term: Term, role: Option<Role>, message: &Message<C>) -> bool {
+    ignores_forever_with_bug(current_term, role, message, None)
+}
+
+/// [`ignores_forever`] for a server running the seeded bug `bug` (`None`:
+/// the correct rules). Only [`Bug::StaleVoteResponse`] changes which
+/// messages matter: a granted vote of any earlier term may still be counted
+/// by a later candidacy, so it is never dead. Every other bug leaves the
+/// argument above intact (none lets a server act on a stale response or
+/// become candidate or leader of a term it already holds).
+pub fn ignores_forever_with_bug<C>(
+    current_term: Term,
+    role: Option<Role>,
+    message: &Message<C>,
+    bug: Option<Bug>,
+) -> bool {
+    if let (Some(Bug::StaleVoteResponse), Message::RequestVoteResponse(r)) = (bug, message) {
+        return !r.vote_granted && r.term <= current_term;
+    }
     match message {
         Message::RequestVoteResponse(r) => {
             r.term < current_term

@@ -27,6 +27,8 @@ fn view(id: u64, role: Role, term: u64, log: &Log<Increment>, last_applied: u64)
         log,
         commit_index: LogIndex(last_applied),
         last_applied: LogIndex(last_applied),
+        voted_for: None,
+        match_index: None,
     }
 }
 

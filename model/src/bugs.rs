@@ -1,0 +1,131 @@
+//! The seeded-bug catalogue: for each bug of [`raft_spec::bugs::Bug`], what
+//! the checker must report and the smallest configuration that shows it.
+//!
+//! `raft-model check --bug NAME` runs the checker with the servers running
+//! that bug; `tests/seeded_bugs.rs` checks every entry both ways (the bug is
+//! caught; the same configuration without it passes).
+
+use crate::config::{ModelConfig, NetworkKind};
+use crate::model::names;
+use raft_spec::bugs::Bug;
+use raft_spec::safety;
+
+/// What the checker must report for a seeded bug.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expected {
+    /// A counterexample to this `Always` property.
+    Violates(&'static str),
+    /// No safety property breaks; this `Sometimes` property (reachable
+    /// without the bug) is never found.
+    Unreachable(&'static str),
+    /// The spec's design makes the wrong behaviour harmless: the run passes.
+    /// The reason is in [`SeededBug::note`].
+    Masked,
+}
+
+impl Expected {
+    /// The property's name.
+    pub fn property(self) -> &'static str {
+        match self {
+            Expected::Violates(p) | Expected::Unreachable(p) => p,
+            Expected::Masked => "",
+        }
+    }
+}
+
+/// One entry of the catalogue.
+#[derive(Clone, Copy, Debug)]
+pub struct SeededBug {
+    /// The bug.
+    pub bug: Bug,
+    /// What the checker reports.
+    pub expected: Expected,
+    /// The smallest configuration (fewest servers, then terms, requests and
+    /// crashes) that exposes it; `bug` is set.
+    pub config: ModelConfig,
+    /// What a user should know before running it (empty if nothing).
+    pub note: &'static str,
+}
+
+fn config(servers: usize, max_term: u64, requests: usize, crashes: usize, bug: Bug) -> ModelConfig {
+    ModelConfig {
+        servers,
+        max_term,
+        requests,
+        crashes,
+        network: NetworkKind::UnorderedDuplicating,
+        lossy: false,
+        bug: Some(bug),
+    }
+}
+
+/// The catalogue entry of `bug`.
+pub fn seeded(bug: Bug) -> SeededBug {
+    use Expected::*;
+    let mut note = "";
+    let (expected, config) = match bug {
+        Bug::Figure8 => {
+            note = "needs four terms (t1 < t2 < t3 leaders, then a t4 leader lacking the entry); \
+                    its 18-step counterexample lies beyond a breadth-first search of 10 minutes";
+            (
+                Violates(safety::LEADER_COMPLETENESS),
+                config(3, 4, 1, 0, bug),
+            )
+        }
+        Bug::StaleVoteResponse => (Violates(safety::ELECTION_SAFETY), config(3, 2, 1, 0, bug)),
+        Bug::VoteNotPersisted => (Violates(safety::ELECTION_SAFETY), config(3, 1, 1, 1, bug)),
+        Bug::StepDownForgetsVote => (Violates(safety::ONE_VOTE_PER_TERM), config(3, 1, 1, 0, bug)),
+        Bug::TruncateOnMatch => (
+            Violates(safety::LEADER_COMPLETENESS),
+            config(3, 2, 1, 0, bug),
+        ),
+        Bug::EntriesTakeLeaderTerm => (Violates(safety::LOG_MATCHING), config(3, 2, 1, 0, bug)),
+        Bug::AckOwnLastIndex => {
+            note = "needs three terms: the false acknowledgement commits an entry in term 2 \
+                    that a term-3 leader lacks";
+            (
+                Violates(safety::LEADER_COMPLETENESS),
+                config(3, 3, 1, 0, bug),
+            )
+        }
+        Bug::MatchIndexRegress => (
+            Violates(safety::MATCH_INDEX_MONOTONIC),
+            config(2, 1, 1, 0, bug),
+        ),
+        Bug::CommitWithoutMin => {
+            note = "masked: an AppendEntries carries every entry from next_index to the end \
+                    of the leader's log, so leader_commit <= prev_log_index + entries.len() \
+                    always and the min changes nothing; it needs a cap on entries per message";
+            (Masked, config(3, 1, 1, 0, bug))
+        }
+        Bug::EvenQuorum => (Violates(safety::ELECTION_SAFETY), config(4, 1, 1, 0, bug)),
+        Bug::NoUpToDateCheck => (
+            Violates(safety::LEADER_COMPLETENESS),
+            config(3, 2, 1, 0, bug),
+        ),
+        Bug::NoTermAdoptionOnVoteRequest => {
+            note = "no safety property breaks: servers stay in older terms and refuse the \
+                    higher-term candidate, so no later leader is ever elected";
+            (Unreachable(names::LEADER_REPLACED), config(2, 2, 1, 0, bug))
+        }
+        Bug::LeaderIgnoresHigherTerm => {
+            note = "no safety property breaks: the stale leader still steps down on the next \
+                    RequestVote or AppendEntries of the higher term, only later (liveness)";
+            (
+                Unreachable(names::LEADER_STEPS_DOWN_ON_RESPONSE),
+                config(2, 2, 1, 0, bug),
+            )
+        }
+    };
+    SeededBug {
+        bug,
+        expected,
+        config,
+        note,
+    }
+}
+
+/// Every entry, in catalogue order.
+pub fn catalogue() -> Vec<SeededBug> {
+    Bug::ALL.into_iter().map(seeded).collect()
+}

@@ -1,0 +1,240 @@
+//! The seeded-bug catalogue (`raft_model::bugs`): each bug, switched on in
+//! raft-spec, is caught on its smallest configuration, and the same
+//! configuration without it passes (the clean runs are shared with the
+//! other tests of this binary through `clean_run`).
+
+use super::{assert_clean, clean_run, names, CheckReport, Outcome, ELECTION_ONLY};
+use raft_model::bugs::{seeded, Expected, SeededBug};
+use raft_model::check::{self, CheckOptions, Strategy};
+use raft_model::{ModelConfig, RaftModel};
+use raft_spec::bugs::Bug;
+use stateright::{Expectation, Model};
+
+/// Runs the checker on the bug's own configuration, as `raft-model check
+/// --bug NAME` does: breadth-first, stopping at the expected counterexample.
+fn check_bug(entry: &SeededBug) -> CheckReport {
+    let options = CheckOptions {
+        strategy: Strategy::Bfs,
+        symmetry: false,
+        threads: 2,
+        progress_every: None,
+        stop_at: match entry.expected {
+            Expected::Violates(p) => Some(p),
+            Expected::Unreachable(_) | Expected::Masked => None,
+        },
+    };
+    check::run(entry.config, options, &mut std::io::sink())
+}
+
+fn without_bug(config: ModelConfig) -> ModelConfig {
+    ModelConfig {
+        bug: None,
+        ..config
+    }
+}
+
+/// The checker finds a counterexample to the bug's property, `steps` long
+/// (breadth-first, so shortest), whose last state really breaks the
+/// property; the configuration without the bug passes, with `clean_states`
+/// unique states and the examples `sometimes`.
+fn assert_caught(bug: Bug, steps: usize, clean_states: usize, sometimes: &[&str]) {
+    let entry = seeded(bug);
+    let Expected::Violates(property) = entry.expected else {
+        panic!("{bug} is not expected to violate a property: {entry:?}");
+    };
+    let report = check_bug(&entry);
+    assert!(!report.panicked);
+    assert!(!report.success(), "{bug}: the check passed: {report:?}");
+    let Some(Outcome::Violated(path)) = report.verdict(property).map(|v| &v.outcome) else {
+        panic!("{bug}: no counterexample to {property}: {report:?}");
+    };
+    let model = RaftModel::new(entry.config);
+    let text = check::format_path(&model, path);
+    assert_eq!(path.clone().into_actions().len(), steps, "{bug}:\n{text}");
+    let condition = model
+        .properties()
+        .into_iter()
+        .find(|p| p.name == property)
+        .map(|p| p.condition)
+        .unwrap_or_else(|| panic!("{property} is not registered"));
+    assert!(
+        !condition(&model, path.last_state()),
+        "{bug}: the path's last state satisfies {property}:\n{text}"
+    );
+    assert!(report.stopped_early);
+
+    let clean = clean_run(without_bug(entry.config));
+    assert_clean(&clean, sometimes);
+    assert_eq!(clean.unique_states, clean_states, "{}", entry.config);
+}
+
+/// The bug breaks no safety property but makes `missing` unreachable; the
+/// configuration without the bug reaches it.
+fn assert_unreachable(bug: Bug, clean_states: usize, sometimes: &[&str]) {
+    let entry = seeded(bug);
+    let Expected::Unreachable(missing) = entry.expected else {
+        panic!("{bug} is expected to violate a property: {entry:?}");
+    };
+    let report = check_bug(&entry);
+    assert!(report.completed, "{report:?}");
+    for v in &report.verdicts {
+        if v.expectation == Expectation::Always {
+            assert!(matches!(v.outcome, Outcome::Held), "{bug}: {}", v.name);
+        }
+    }
+    assert!(
+        matches!(
+            report.verdict(missing).map(|v| &v.outcome),
+            Some(Outcome::NotFound)
+        ),
+        "{bug}: {missing} was reached: {report:?}"
+    );
+    assert!(!report.success());
+    let clean = clean_run(without_bug(entry.config));
+    assert!(sometimes.contains(&missing));
+    assert_clean(&clean, sometimes);
+    assert_eq!(clean.unique_states, clean_states);
+}
+
+const REPLACED: &[&str] = &[names::LEADER_REPLACED, names::LEADER_STEPS_DOWN_ON_RESPONSE];
+
+fn three_servers_two_terms() -> Vec<&'static str> {
+    [
+        ELECTION_ONLY,
+        REPLACED,
+        &[names::CONFLICT_OVERWRITTEN, names::CLIENT_REPLY],
+    ]
+    .concat()
+}
+
+fn two_servers_two_terms() -> Vec<&'static str> {
+    [ELECTION_ONLY, REPLACED, &[names::CLIENT_REPLY]].concat()
+}
+
+fn one_term() -> Vec<&'static str> {
+    [ELECTION_ONLY, &[names::CLIENT_REPLY]].concat()
+}
+
+const THREE_SERVERS_TWO_TERMS_SYMMETRIC: usize = 1_755_820;
+
+#[test]
+fn stale_vote_response_breaks_election_safety() {
+    assert_caught(
+        Bug::StaleVoteResponse,
+        7,
+        THREE_SERVERS_TWO_TERMS_SYMMETRIC,
+        &three_servers_two_terms(),
+    );
+}
+
+#[test]
+fn vote_not_persisted_breaks_election_safety() {
+    let sometimes = [one_term(), vec![names::CRASHED_SERVER_REJOINS]].concat();
+    assert_caught(Bug::VoteNotPersisted, 8, 45_926, &sometimes);
+}
+
+#[test]
+fn step_down_forgets_vote_breaks_one_vote_per_term() {
+    assert_caught(Bug::StepDownForgetsVote, 5, 4_763, &one_term());
+}
+
+#[test]
+fn truncate_on_match_breaks_leader_completeness() {
+    assert_caught(
+        Bug::TruncateOnMatch,
+        10,
+        THREE_SERVERS_TWO_TERMS_SYMMETRIC,
+        &three_servers_two_terms(),
+    );
+}
+
+#[test]
+fn entries_take_leader_term_breaks_log_matching() {
+    assert_caught(
+        Bug::EntriesTakeLeaderTerm,
+        12,
+        THREE_SERVERS_TWO_TERMS_SYMMETRIC,
+        &three_servers_two_terms(),
+    );
+}
+
+#[test]
+fn match_index_regress_breaks_match_index_monotonic() {
+    assert_caught(Bug::MatchIndexRegress, 8, 42, &one_term());
+}
+
+#[test]
+fn even_quorum_breaks_election_safety() {
+    assert_caught(Bug::EvenQuorum, 6, 144_728, &one_term());
+}
+
+#[test]
+fn no_up_to_date_check_breaks_leader_completeness() {
+    assert_caught(
+        Bug::NoUpToDateCheck,
+        9,
+        THREE_SERVERS_TWO_TERMS_SYMMETRIC,
+        &three_servers_two_terms(),
+    );
+}
+
+#[test]
+fn no_term_adoption_on_vote_request_prevents_any_leader_change() {
+    assert_unreachable(
+        Bug::NoTermAdoptionOnVoteRequest,
+        867,
+        &two_servers_two_terms(),
+    );
+}
+
+#[test]
+fn leader_ignores_higher_term_never_steps_down_on_a_response() {
+    assert_unreachable(Bug::LeaderIgnoresHigherTerm, 867, &two_servers_two_terms());
+}
+
+/// Masked: every AppendEntries carries the leader's log from `next_index` to
+/// its end, so `leader_commit <= prev_log_index + entries.len()` and the
+/// missing `min` changes nothing. The check with the bug passes, with exactly
+/// the state count of the correct rules.
+#[test]
+fn commit_without_min_is_masked_by_whole_log_append_entries() {
+    let entry = seeded(Bug::CommitWithoutMin);
+    assert_eq!(entry.expected, Expected::Masked);
+    let report = check_bug(&entry);
+    assert_clean(&report, &one_term());
+    let clean = clean_run(without_bug(entry.config));
+    assert_eq!(report.unique_states, clean.unique_states);
+}
+
+/// Needs three terms: a follower holding an entry of term 1 acknowledges it
+/// to the leader of term 2, which commits its own, different entry at that
+/// index on the strength of it; the term-3 leader lacks it. About 1.5 M
+/// states and 7 GB for the breadth-first search plus the shortest-path
+/// re-search, so it is not run by default: `cargo test --release --test
+/// model_check -- --ignored ack_own`. The configuration without the bug (3
+/// servers, 3 terms) is too large to check exhaustively here.
+#[test]
+#[ignore = "1.5 M states, about 90 s and 7 GB: run with --ignored"]
+fn ack_own_last_index_breaks_leader_completeness() {
+    let entry = seeded(Bug::AckOwnLastIndex);
+    let report = check_bug(&entry);
+    let Some(Outcome::Violated(path)) = report
+        .verdict(raft_spec::safety::LEADER_COMPLETENESS)
+        .map(|v| &v.outcome)
+    else {
+        panic!("no counterexample: {report:?}");
+    };
+    assert_eq!(path.clone().into_actions().len(), 13);
+}
+
+/// Every bug has a catalogue entry whose configuration runs that bug, and
+/// `figure-8`, the one not tested above, is documented as beyond the budget.
+#[test]
+fn every_bug_is_in_the_catalogue() {
+    for bug in Bug::ALL {
+        let entry = seeded(bug);
+        assert_eq!(entry.config.bug, Some(bug));
+        assert!(entry.config.validate().is_ok());
+    }
+    assert!(seeded(Bug::Figure8).note.contains("beyond"));
+}
