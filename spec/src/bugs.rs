@@ -6,7 +6,7 @@
 //! counterexample to the property the bug breaks.
 //!
 //! The catalogue is plain data and always compiled. Switching a bug *on* is
-//! only possible through [`Server::with_bug`](crate::Server::with_bug), which
+//! only possible through `Server::restart_with_bug`, which
 //! exists only with the crate feature `seeded-bugs`: `raft-model` enables it,
 //! `raft-node` never does, so no runtime configuration can reach a bug. With
 //! no bug selected every transition takes exactly the correct path: each
