@@ -253,3 +253,58 @@ fn explorer_responsiveness_on_the_deep_configuration() {
         all.len()
     );
 }
+
+/// A seeded bug's counterexamples, as `check --bug` prints them, open in
+/// `explore --bug` with the same flags: each URL reaches a state whose step
+/// names the property it violates.
+#[test]
+fn check_bug_counterexample_urls_open_in_explore() {
+    let flags = ["--bug", "vote-not-persisted"];
+    let o = Command::new(env!("CARGO_BIN_EXE_raft-model"))
+        .arg("check")
+        .args(flags)
+        .output()
+        .expect("run raft-model check");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    // Each counterexample: its heading names the property, its last line the URL.
+    let mut counterexamples = Vec::new();
+    let mut property = None;
+    for line in out.lines() {
+        if let Some(name) = line
+            .strip_prefix("Counterexample to \"")
+            .and_then(|l| l.strip_suffix("\":"))
+        {
+            property = Some(name.to_string());
+        }
+        if let Some(url) = line.trim().strip_prefix("Explorer: ") {
+            let url = url.split_whitespace().next().unwrap_or_default();
+            let encoded = url
+                .strip_prefix("http://127.0.0.1:3000/#/steps/")
+                .unwrap_or_else(|| panic!("not an Explorer steps URL: {url}"));
+            let name = property.take().expect("a heading before the URL");
+            counterexamples.push((name, encoded.to_string()));
+        }
+    }
+    assert!(
+        counterexamples
+            .iter()
+            .any(|(name, _)| name == "Election Safety"),
+        "{out}"
+    );
+    let explorer = Explorer::start(&flags);
+    for (name, encoded) in &counterexamples {
+        let (status, body) = explorer.get(&format!("/.states/{encoded}"));
+        assert_eq!(status, 200, "{name}: {encoded}: {body}");
+        let last = state_at(&explorer, encoded);
+        let outcome = last["outcome"].as_str().unwrap_or_default();
+        let violated = outcome
+            .lines()
+            .find_map(|l| l.strip_prefix("properties: VIOLATED here: "))
+            .unwrap_or_else(|| panic!("{name}: no violation at {encoded}:\n{outcome}"));
+        assert!(
+            violated.split(", ").any(|p| p == name),
+            "{name} at {encoded}:\n{outcome}"
+        );
+    }
+}
