@@ -184,7 +184,16 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     let stopped_early = options
         .stop_at
         .is_some_and(|name| discoveries.contains_key(name));
-    let model = checker.model();
+    let completed = checker.is_done() && !panicked && !stopped_early;
+    let (unique_states, states, max_depth) = (
+        checker.unique_state_count(),
+        checker.state_count(),
+        checker.max_depth(),
+    );
+    // The checker's queues and fingerprints are no longer needed: free them
+    // before the shortest-path re-searches, which need memory of their own.
+    drop(checker);
+    let model = &RaftModel::new(config);
     let verdicts = model
         .properties()
         .into_iter()
@@ -212,12 +221,12 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     CheckReport {
         config,
         options,
-        completed: checker.is_done() && !panicked && !stopped_early,
+        completed,
         stopped_early,
         panicked,
-        unique_states: checker.unique_state_count(),
-        states: checker.state_count(),
-        max_depth: checker.max_depth(),
+        unique_states,
+        states,
+        max_depth,
         elapsed,
         peak_rss_bytes: peak_rss_bytes(),
         verdicts,
@@ -232,7 +241,6 @@ trait DynChecker {
     fn max_depth(&self) -> usize;
     fn is_done(&self) -> bool;
     fn discoveries(&self) -> std::collections::HashMap<&'static str, Path<State, Action>>;
-    fn model(&self) -> &RaftModel;
 }
 
 impl<C: Checker<RaftModel>> DynChecker for C {
@@ -253,9 +261,6 @@ impl<C: Checker<RaftModel>> DynChecker for C {
     }
     fn discoveries(&self) -> std::collections::HashMap<&'static str, Path<State, Action>> {
         Checker::discoveries(self)
-    }
-    fn model(&self) -> &RaftModel {
-        Checker::model(self)
     }
 }
 
