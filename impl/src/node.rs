@@ -195,6 +195,9 @@ pub struct Node<St: Storage> {
     addresses: Peers,
     trace: Option<Tracer>,
     counters: Counters,
+    /// Fault injection only: release a batch's sends before its fsync.
+    #[cfg(feature = "fault-injection")]
+    send_before_sync: bool,
 }
 
 impl<St: Storage> std::fmt::Debug for Node<St> {
@@ -286,6 +289,8 @@ impl<St: Storage> Node<St> {
             addresses: peers,
             trace,
             counters: Counters::default(),
+            #[cfg(feature = "fault-injection")]
+            send_before_sync: false,
         };
         let mut batch = Batch::default();
         node.carry_out(now, outputs, &mut batch)?;
@@ -540,9 +545,25 @@ impl<St: Storage> Node<St> {
         Ok(())
     }
 
+    /// Breaks the persist-before-send contract on purpose: this node's
+    /// batches release their sends before their fsync (a test of the trace
+    /// replayer; crate feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
+    pub fn set_send_before_sync(&mut self, on: bool) {
+        self.send_before_sync = on;
+    }
+
     /// Group commit, trace, then release in order.
     fn finish(&mut self, batch: Batch, io: &mut impl Io) -> Result<(), NodeError> {
         self.counters.batches += 1;
+        #[allow(unused_mut)]
+        let mut release = Some(batch.release);
+        #[cfg(feature = "fault-injection")]
+        if self.send_before_sync {
+            if let Some(r) = release.take() {
+                self.release(r, io);
+            }
+        }
         if batch.persisted {
             self.storage.sync()?;
             self.counters.syncs += 1;
@@ -553,14 +574,22 @@ impl<St: Storage> Node<St> {
             }
             t.writer.flush().map_err(NodeError::Trace)?;
         }
+        if let Some(r) = release {
+            self.release(r, io);
+        }
+        Ok(())
+    }
+
+    /// Sends the held-back messages and replies, in order.
+    fn release(&mut self, release: Vec<Release>, io: &mut impl Io) {
         // The last AppendEntries to each peer in this batch (module docs).
         let mut last_append: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for (i, r) in batch.release.iter().enumerate() {
+        for (i, r) in release.iter().enumerate() {
             if let Release::Send(to, Message::AppendEntries(_)) = r {
                 last_append.insert(*to, i);
             }
         }
-        for (i, r) in batch.release.into_iter().enumerate() {
+        for (i, r) in release.into_iter().enumerate() {
             match r {
                 Release::Send(to, message) => {
                     if matches!(message, Message::AppendEntries(_))
@@ -575,7 +604,6 @@ impl<St: Storage> Node<St> {
                 Release::Reply(conn, response) => io.reply(conn, response),
             }
         }
-        Ok(())
     }
 }
 

@@ -20,11 +20,12 @@
 //! run is a function of its seed and schedule.
 
 use crate::config::{Peers, Timing};
-use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time};
+use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceOut};
 use crate::storage::MemStorage;
 use crate::wire::Response;
 use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, Role};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Simulation parameters.
@@ -46,6 +47,8 @@ pub struct SimConfig {
     pub delay_max: Duration,
     /// How long a client waits for an answer before trying another node.
     pub client_attempt_timeout: Duration,
+    /// Record every node's trace in memory ([`Sim::traces`]).
+    pub trace: bool,
 }
 
 impl Default for SimConfig {
@@ -59,6 +62,7 @@ impl Default for SimConfig {
             delay_min: Duration::from_micros(500),
             delay_max: Duration::from_millis(3),
             client_attempt_timeout: Duration::from_millis(500),
+            trace: false,
         }
     }
 }
@@ -160,6 +164,50 @@ pub struct Sim {
     next_conn: ConnId,
     acked: Vec<Acked>,
     stats: SimStats,
+    /// Each node's trace, when [`SimConfig::trace`] is on.
+    traces: BTreeMap<NodeId, TraceBuffer>,
+    #[cfg(feature = "fault-injection")]
+    fault: Option<RuntimeFault>,
+}
+
+/// An in-memory trace file shared with the node writing it; it survives the
+/// node's crashes, as a file would.
+#[derive(Clone, Default)]
+struct TraceBuffer(Arc<Mutex<Vec<u8>>>);
+
+impl TraceBuffer {
+    fn bytes(&self) -> Vec<u8> {
+        self.0.lock().map(|b| b.clone()).unwrap_or_default()
+    }
+}
+
+impl std::io::Write for TraceBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut b = self
+            .0
+            .lock()
+            .map_err(|_| std::io::Error::other("trace buffer poisoned"))?;
+        b.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A runtime-layer fault, for tests that check that trace replay catches
+/// what the shared transition functions cannot prevent (crate feature
+/// `fault-injection`, never enabled by the binary).
+#[cfg(feature = "fault-injection")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeFault {
+    /// Storage loses the last synced log entry of a node when it restarts.
+    LoseLastEntryOnRestart,
+    /// The codec zeroes `leader_commit` in every AppendEntries in transit.
+    ZeroLeaderCommit,
+    /// Nodes release a batch's sends before its fsync (so a vote reply can
+    /// leave before the vote is durable, and a crash then forgets it).
+    SendBeforeSync,
 }
 
 impl std::fmt::Debug for Sim {
@@ -187,6 +235,9 @@ impl Sim {
             next_conn: 1,
             acked: Vec::new(),
             stats: SimStats::default(),
+            traces: BTreeMap::new(),
+            #[cfg(feature = "fault-injection")]
+            fault: None,
         };
         for i in 1..=sim.config.nodes {
             sim.nodes
@@ -281,18 +332,38 @@ impl Sim {
         let Some(SimNode::Down(storage)) = self.nodes.remove(&id) else {
             return;
         };
+        let trace = self.config.trace.then(|| {
+            let buffer = self.traces.entry(id).or_default().clone();
+            // The trace continues after its last complete line (the header
+            // is line 1, step `n` is line `n + 1`).
+            let lines = buffer.bytes().iter().filter(|&&b| b == b'\n').count() as u64;
+            TraceOut {
+                out: Box::new(buffer),
+                resume_after: lines.checked_sub(1),
+            }
+        });
         let options = NodeOptions {
             id,
             peers: self.peers(),
             cluster_id: "sim".into(),
             timing: self.config.timing,
             seed: self.rng.next_u64(),
-            trace: None,
+            trace,
         };
-        let persistent = storage.durable().clone();
+        #[allow(unused_mut)]
+        let mut persistent = storage.durable().clone();
+        #[cfg(feature = "fault-injection")]
+        if self.fault == Some(RuntimeFault::LoseLastEntryOnRestart) && !persistent.log.is_empty() {
+            let last = persistent.log.last_index();
+            persistent.log.truncate_from(last);
+        }
         let mut out = Outbox::default();
         match Node::start(options, persistent, storage, self.now, &mut out) {
-            Ok(node) => {
+            Ok(mut node) => {
+                #[cfg(feature = "fault-injection")]
+                node.set_send_before_sync(self.fault == Some(RuntimeFault::SendBeforeSync));
+                #[cfg(not(feature = "fault-injection"))]
+                let _ = &mut node;
                 self.nodes.insert(id, SimNode::Up(Box::new(node)));
             }
             Err(_) => {
@@ -392,6 +463,16 @@ impl Sim {
 
     fn dispatch(&mut self, from: NodeId, out: Outbox) {
         for (to, message) in out.sent {
+            #[cfg(feature = "fault-injection")]
+            let message = match message {
+                Message::AppendEntries(mut m)
+                    if self.fault == Some(RuntimeFault::ZeroLeaderCommit) =>
+                {
+                    m.leader_commit = raft_spec::LogIndex(0);
+                    Message::AppendEntries(m)
+                }
+                other => other,
+            };
             self.stats.sent += 1;
             if self.cut.contains(&(from, to)) || self.rng.chance(self.config.loss) {
                 self.stats.dropped += 1;
@@ -596,6 +677,28 @@ impl Sim {
                     c.target = NodeId(c.target.0 % n + 1);
                 }
                 self.send_attempt(i, no, cmd);
+            }
+        }
+    }
+
+    /// Each node's trace so far (empty unless [`SimConfig::trace`]): the
+    /// NDJSON of [`raft_spec::trace`], as the node wrote it.
+    pub fn traces(&self) -> BTreeMap<NodeId, Vec<u8>> {
+        self.traces
+            .iter()
+            .map(|(id, b)| (*id, b.bytes()))
+            .collect()
+    }
+
+    /// Switches a runtime-layer fault on, for every node from now on (a
+    /// node's own fault, [`RuntimeFault::SendBeforeSync`], applies from its
+    /// next start, or at once to the nodes that are up).
+    #[cfg(feature = "fault-injection")]
+    pub fn inject(&mut self, fault: RuntimeFault) {
+        self.fault = Some(fault);
+        for n in self.nodes.values_mut() {
+            if let SimNode::Up(node) = n {
+                node.set_send_before_sync(fault == RuntimeFault::SendBeforeSync);
             }
         }
     }

@@ -5,13 +5,14 @@
 
 use raft_spec::bugs::Bug;
 use raft_spec::{
-    ClientId, ClientReply, Counter, Increment, Input, Message, NodeId, Output, PersistentState,
-    Server, Timer,
+    ClientId, ClientReply, Counter, Increment, Input, Message, NodeId, Output, Outputs,
+    PersistentState, Server, StateMachine, Timer,
 };
 use stateright::actor::{model_timeout, Actor, Id, Out};
 use stateright::{Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::hash::Hash;
 use std::sync::Arc;
 
 /// The state machine the model replicates.
@@ -34,17 +35,18 @@ pub fn actor_id(node: NodeId) -> Id {
 /// The checker hashes every message of the network for every state it
 /// generates; caching the hash (a pure function of the content, with fixed
 /// keys, so identical across runs) keeps that cheap. Equality and order still
-/// compare the content.
+/// compare the content. Generic over the command so that the trace replayer
+/// ([`crate::replay`]) carries the runtime's Kv commands in the same wrapper.
 #[derive(Clone, Debug)]
-pub struct RaftMsg {
+pub struct RaftMsg<C = Cmd> {
     hash: u64,
-    message: Arc<Message<Cmd>>,
+    message: Arc<Message<C>>,
 }
 
-impl RaftMsg {
+impl<C: Hash> RaftMsg<C> {
     /// Wraps a message.
-    pub fn new(message: Message<Cmd>) -> Self {
-        use std::hash::{DefaultHasher, Hash, Hasher};
+    pub fn new(message: Message<C>) -> Self {
+        use std::hash::{DefaultHasher, Hasher};
         let mut h = DefaultHasher::new();
         message.hash(&mut h);
         RaftMsg {
@@ -52,41 +54,43 @@ impl RaftMsg {
             message: Arc::new(message),
         }
     }
+}
 
+impl<C: Clone> RaftMsg<C> {
     /// The message, cloned out if shared.
-    pub fn into_inner(self) -> Message<Cmd> {
+    pub fn into_inner(self) -> Message<C> {
         Arc::unwrap_or_clone(self.message)
     }
 }
 
-impl std::ops::Deref for RaftMsg {
-    type Target = Message<Cmd>;
-    fn deref(&self) -> &Message<Cmd> {
+impl<C> std::ops::Deref for RaftMsg<C> {
+    type Target = Message<C>;
+    fn deref(&self) -> &Message<C> {
         &self.message
     }
 }
 
-impl PartialEq for RaftMsg {
+impl<C: PartialEq> PartialEq for RaftMsg<C> {
     fn eq(&self, other: &Self) -> bool {
         self.hash == other.hash && self.message == other.message
     }
 }
 
-impl Eq for RaftMsg {}
+impl<C: Eq> Eq for RaftMsg<C> {}
 
-impl std::hash::Hash for RaftMsg {
+impl<C> Hash for RaftMsg<C> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
     }
 }
 
-impl PartialOrd for RaftMsg {
+impl<C: Ord> PartialOrd for RaftMsg<C> {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
         Some(self.cmp(other))
     }
 }
 
-impl Ord for RaftMsg {
+impl<C: Ord> Ord for RaftMsg<C> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.message.cmp(&other.message)
     }
@@ -253,23 +257,63 @@ impl RaftActor {
         let ActorState::Server(current) = state.as_ref() else {
             return;
         };
-        let mut next = current.0.clone();
-        let outputs = next.step(input);
-        if outputs.is_empty() && next == current.0 {
-            return;
+        if let Some(next) = step_server(&current.0, input, o) {
+            *state = Cow::Owned(ActorState::Server(ServerState(next)));
         }
-        carry_out(&next, outputs, o);
-        *state = Cow::Owned(ActorState::Server(ServerState(next)));
     }
+}
+
+/// How an actor that runs a `raft-spec` server turns the server's outputs
+/// into Stateright commands: the model's server adapter, shared by the
+/// checker's [`RaftActor`] and the trace replayer's actor
+/// ([`crate::replay`]), which runs the runtime's Kv state machine.
+pub trait ServerAdapter: Actor<Timer = Timer> {
+    /// The replicated state machine.
+    type Sm: StateMachine;
+
+    /// The actor message that carries a Raft message.
+    fn raft_message(message: Message<<Self::Sm as StateMachine>::Command>) -> Self::Msg;
+
+    /// Where and how a client reply goes; `None`: it leaves the model.
+    fn client_reply(
+        client_id: ClientId,
+        request_no: u64,
+        reply: ClientReply<<Self::Sm as StateMachine>::Output>,
+    ) -> Option<(Id, Self::Msg)>;
+
+    /// What the actor saves for a `Persist` output: the whole persistent
+    /// state, as it is after the step.
+    fn stored(persistent: &PersistentState<<Self::Sm as StateMachine>::Command>) -> Self::Storage;
+}
+
+/// Steps `current` with `input` and carries out the outputs on `o`; the
+/// server after the step, or `None` when the step changed nothing and output
+/// nothing (Stateright's no-op).
+pub fn step_server<A: ServerAdapter>(
+    current: &Server<A::Sm>,
+    input: Input<<A::Sm as StateMachine>::Command>,
+    o: &mut Out<A>,
+) -> Option<Server<A::Sm>> {
+    let mut next = current.clone();
+    let outputs = next.step(input);
+    if outputs.is_empty() && next == *current {
+        return None;
+    }
+    carry_out(&next, outputs, o);
+    Some(next)
 }
 
 /// Carries out a step's outputs in order. Persistence goes to Stateright's
 /// storage (the whole persistent state, as it is after the step).
-fn carry_out(server: &Server<Sm>, outputs: Vec<Output<Cmd, u64>>, o: &mut Out<RaftActor>) {
+pub fn carry_out<A: ServerAdapter>(
+    server: &Server<A::Sm>,
+    outputs: Outputs<A::Sm>,
+    o: &mut Out<A>,
+) {
     for output in outputs {
         match output {
-            Output::Persist(_) => o.save(Stored(server.persistent.clone())),
-            Output::Send { to, message } => o.send(actor_id(to), Msg::Raft(RaftMsg::new(message))),
+            Output::Persist(_) => o.save(A::stored(&server.persistent)),
+            Output::Send { to, message } => o.send(actor_id(to), A::raft_message(message)),
             Output::SetTimer(timer) => o.set_timer(timer, model_timeout()),
             Output::CancelTimer(timer) => o.cancel_timer(timer),
             Output::Applied { .. } => {}
@@ -277,11 +321,35 @@ fn carry_out(server: &Server<Sm>, outputs: Vec<Output<Cmd, u64>>, o: &mut Out<Ra
                 client_id,
                 request_no,
                 reply,
-            } => o.send(
-                Id::from(client_id.0 as usize),
-                Msg::Reply { request_no, reply },
-            ),
+            } => {
+                if let Some((dst, msg)) = A::client_reply(client_id, request_no, reply) {
+                    o.send(dst, msg);
+                }
+            }
         }
+    }
+}
+
+impl ServerAdapter for RaftActor {
+    type Sm = Sm;
+
+    fn raft_message(message: Message<Cmd>) -> Msg {
+        Msg::Raft(RaftMsg::new(message))
+    }
+
+    fn client_reply(
+        client_id: ClientId,
+        request_no: u64,
+        reply: ClientReply<u64>,
+    ) -> Option<(Id, Msg)> {
+        Some((
+            Id::from(client_id.0 as usize),
+            Msg::Reply { request_no, reply },
+        ))
+    }
+
+    fn stored(persistent: &PersistentState<Cmd>) -> Stored {
+        Stored(persistent.clone())
     }
 }
 

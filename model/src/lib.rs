@@ -31,6 +31,7 @@ pub mod check;
 pub mod config;
 pub mod model;
 pub mod render;
+pub mod replay;
 
 pub use config::{ConfigError, ModelConfig, NetworkKind};
 pub use model::RaftModel;

@@ -631,6 +631,17 @@ impl<R: BufRead> TraceReader<R> {
         &self.header
     }
 
+    /// The file name given to [`TraceReader::new`].
+    pub fn file(&self) -> &str {
+        &self.file
+    }
+
+    /// The 1-based number of the line read last (the header is line 1): after
+    /// [`TraceReader::next_step`] returned a step, that step's line.
+    pub fn line(&self) -> u64 {
+        self.line
+    }
+
     /// The next step, `None` at the end of the file. Blank lines are skipped.
     pub fn next_step<C: Serialize + DeserializeOwned>(
         &mut self,

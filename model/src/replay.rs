@@ -1,0 +1,1261 @@
+//! Trace replay: checks an execution of `raft-node`, recorded as one trace per
+//! node ([`raft_spec::trace`]), step by step against the Stateright model.
+//!
+//! ```text
+//!  trace of node 1 ─┐                     ┌─► ActorModel::next_state (Deliver / Timeout /
+//!  trace of node 2 ─┼─► merge (causal) ───┤     Crash + Recover; client requests from the
+//!  trace of node 3 ─┘   one step at a time│     environment), the model's server adapter
+//!                                         ├─► the server's state == the recorded digest and fields
+//!                                         └─► History::record_step + violated_properties
+//! ```
+//!
+//! # The model replayed against
+//!
+//! A Stateright [`ActorModel`] of [`ReplayActor`]s: one server actor per node
+//! of the trace header, running the runtime's state machine ([`Kv`]) through
+//! the model's own server adapter ([`crate::actors::step_server`],
+//! [`crate::actors::carry_out`], shared with the checker's
+//! [`crate::actors::RaftActor`]), on the model's default network (unordered,
+//! duplicating: a message may be delivered late, more than once, or never).
+//! A server's Stateright actor index is its node id, so the ids inside the
+//! messages and the digest are the runtime's; indices that are not a node's
+//! hold an inert [`ReplayActor::Environment`]. Replay uses this model's
+//! actions and `next_state`, not a copy of the rules: the rules are those of
+//! `raft-spec`, which the runtime runs too.
+//!
+//! Each recorded step becomes the model's action, which must be enabled in
+//! the current state:
+//!
+//! | recorded input                 | model action                                  | enabled when                       |
+//! |--------------------------------|-----------------------------------------------|------------------------------------|
+//! | `Message { from, message }`    | `Deliver { src: from, dst: server, message }` | that message is in flight          |
+//! | `ElectionTimeout`              | `Timeout(server, Election)`                   | the election timer is set          |
+//! | `HeartbeatTimeout`             | `Timeout(server, Heartbeat)`                  | the heartbeat timer is set         |
+//! | `ClientRequest { .. }`         | the environment sends the request, then `Deliver` | always (an action of the environment) |
+//! | `Restart` (first of the trace) | none: the server as in the initial state      | first step of every trace          |
+//! | `Restart` (later)              | `Crash(server)`, then `Recover(server)`       | always                             |
+//!
+//! After the step, the server's state must equal the recorded one: the
+//! [`state_digest`](raft_spec::trace::state_digest) and every readable field
+//! (term, role, voted_for, commit_index, last_applied, last_log_index,
+//! last_log_term). Then the step is recorded in the ghost
+//! [`History`] (`History::record_step`, as the checker does) and the Figure 3
+//! properties plus the auxiliary invariants are evaluated
+//! ([`safety::violated_properties`]) over every server.
+//!
+//! # Ordering rule
+//!
+//! Each trace holds the steps of one node in the order it took them; the
+//! traces carry no clock. The replayer merges them into one order consistent
+//! with causality: **a step that receives a message is replayed only once the
+//! step of the sender that sent that message has been replayed** (the
+//! message is then in flight in the model); every other step (a timer, a
+//! client request, a restart) depends on its own node's earlier steps only.
+//! Concretely, the replayer goes round the traces in header order, and
+//! from each replays steps in file order until one receives a message not in
+//! flight yet; it stops with a divergence when a full round replays nothing.
+//! This never blocks an execution that some other order would replay: a
+//! node's steps change only its own state and *add* messages to the network
+//! (a duplicating network never takes one away), so a step that is enabled
+//! stays enabled whatever other nodes do. And any order it picks is an
+//! execution of the model, so a property violated on it is a real one.
+//!
+//! Messages are identified by content (sender, receiver, message): two
+//! identical messages are interchangeable.
+//!
+//! # Cost
+//!
+//! Traces are read as streams (one pending step per file), so memory holds
+//! the model state, not the trace. Each step costs one `next_state` (which
+//! clones the network and the touched server), a comparison of the
+//! server's log with its previous log to keep the chained log digest
+//! ([`LogDigest`]) current, and the property checks; so per step the cost is
+//! proportional to the live cluster state (log length, messages in flight),
+//! and a trace is replayed in time linear in its length for a bounded live
+//! state. Responses that can never matter again
+//! ([`raft_spec::ignores_forever`], the checker's own reduction) are
+//! forgotten periodically.
+
+use crate::actors::{actor_id, carry_out, node_id, step_server, RaftMsg, ServerAdapter};
+use raft_spec::safety::{self, History, ServerView};
+use raft_spec::trace::{Header, LogDigest, Step, TraceError, TraceInput, TraceReader};
+use raft_spec::{
+    ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, Log, LogIndex, LogWrite, Message,
+    NodeId, PersistentState, Server, Term, Timer,
+};
+use stateright::actor::{
+    Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id, Network, Out,
+};
+use stateright::Model;
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
+use std::io::BufRead;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The largest node id the replayer accepts (actor indices are node ids).
+pub const MAX_NODE_ID: u64 = 1024;
+
+/// How many replayed steps a divergence report shows before the diverging one.
+const RECENT: usize = 5;
+
+/// An actor of the replay model.
+#[derive(Clone, Debug)]
+pub enum ReplayActor {
+    /// A server of the cluster `cluster` (every node id, this one included).
+    Server {
+        /// Every server of the cluster.
+        cluster: Vec<NodeId>,
+    },
+    /// Not a server: the environment (clients), or an unused actor index.
+    Environment,
+}
+
+/// A message of the replay model.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReplayMsg {
+    /// A Raft RPC or response between servers.
+    Raft(RaftMsg<KvCommand>),
+    /// A client request, sent by the environment.
+    Request {
+        /// The client session.
+        client_id: ClientId,
+        /// The client's request number.
+        request_no: u64,
+        /// The command.
+        command: KvCommand,
+    },
+}
+
+/// The state of a replay actor.
+// Actor states live behind an `Arc` in the model state: the size difference
+// costs nothing per clone.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ReplayState {
+    /// A server.
+    Server(Server<Kv>),
+    /// The environment (no state).
+    Environment,
+}
+
+/// What a replayed server keeps across a crash (shared, so that cloning the
+/// model state does not copy logs).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct KvStored(pub Arc<PersistentState<KvCommand>>);
+
+impl ServerAdapter for ReplayActor {
+    type Sm = Kv;
+
+    fn raft_message(message: Message<KvCommand>) -> ReplayMsg {
+        ReplayMsg::Raft(RaftMsg::new(message))
+    }
+
+    /// Client replies leave the model: the environment is not checked (the
+    /// runtime answers clients outside the trace).
+    fn client_reply(
+        _client_id: ClientId,
+        _request_no: u64,
+        _reply: ClientReply<KvOutput>,
+    ) -> Option<(Id, ReplayMsg)> {
+        None
+    }
+
+    fn stored(persistent: &PersistentState<KvCommand>) -> KvStored {
+        KvStored(Arc::new(persistent.clone()))
+    }
+}
+
+impl Actor for ReplayActor {
+    type Msg = ReplayMsg;
+    type Timer = Timer;
+    type State = ReplayState;
+    type Storage = KvStored;
+    type Random = ();
+
+    fn on_start(&self, id: Id, storage: &Option<KvStored>, o: &mut Out<Self>) -> ReplayState {
+        match self {
+            ReplayActor::Server { cluster } => {
+                let persistent = storage
+                    .as_ref()
+                    .map(|s| PersistentState::clone(&s.0))
+                    .unwrap_or_default();
+                let (server, outputs) = Server::restart(node_id(id), cluster.clone(), persistent);
+                carry_out(&server, outputs, o);
+                ReplayState::Server(server)
+            }
+            ReplayActor::Environment => ReplayState::Environment,
+        }
+    }
+
+    fn on_msg(
+        &self,
+        _id: Id,
+        state: &mut Cow<ReplayState>,
+        src: Id,
+        msg: ReplayMsg,
+        o: &mut Out<Self>,
+    ) {
+        let ReplayState::Server(current) = state.as_ref() else {
+            return;
+        };
+        let input = match msg {
+            ReplayMsg::Raft(m) => Input::Message {
+                from: node_id(src),
+                message: m.into_inner(),
+            },
+            ReplayMsg::Request {
+                client_id,
+                request_no,
+                command,
+            } => Input::ClientRequest {
+                client_id,
+                request_no,
+                command,
+            },
+        };
+        if let Some(next) = step_server(current, input, o) {
+            *state = Cow::Owned(ReplayState::Server(next));
+        }
+    }
+
+    fn on_timeout(&self, _id: Id, state: &mut Cow<ReplayState>, timer: &Timer, o: &mut Out<Self>) {
+        let ReplayState::Server(current) = state.as_ref() else {
+            return;
+        };
+        let input = match timer {
+            Timer::Election => Input::ElectionTimeout,
+            Timer::Heartbeat => Input::HeartbeatTimeout,
+        };
+        if let Some(next) = step_server(current, input, o) {
+            *state = Cow::Owned(ReplayState::Server(next));
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            ReplayActor::Server { .. } => "server".to_string(),
+            ReplayActor::Environment => "environment".to_string(),
+        }
+    }
+}
+
+/// The replay model: Stateright's actor model of the cluster's servers.
+pub type ReplayModel = ActorModel<ReplayActor, (), ()>;
+/// A state of the replay model.
+pub type ReplayModelState = ActorModelState<ReplayActor, ()>;
+/// An action of the replay model.
+pub type ReplayAction = ActorModelAction<ReplayMsg, Timer, ()>;
+
+/// Builds the replay model of a cluster (ids at most [`MAX_NODE_ID`]).
+pub fn replay_model(servers: &[NodeId]) -> ReplayModel {
+    let top = servers.iter().map(|n| n.0).max().unwrap_or(0);
+    let actors = (0..=top + 1).map(|i| {
+        if servers.contains(&NodeId(i)) {
+            ReplayActor::Server {
+                cluster: servers.to_vec(),
+            }
+        } else {
+            ReplayActor::Environment
+        }
+    });
+    ActorModel::new((), ())
+        .actors(actors)
+        .init_network(Network::new_unordered_duplicating([]))
+}
+
+/// Unreadable or inconsistent input: exit status 2. Every variant names the
+/// file, and the line where it applies.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The trace could not be read or parsed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// No trace was given.
+    #[error("no trace to replay")]
+    NoTrace,
+    /// The header does not fit with the other traces or this replayer.
+    #[error("{file}:1: {message}")]
+    Header {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A step line is well-formed JSON but cannot belong to this trace.
+    #[error("{file}:{line}: {message}")]
+    Step {
+        /// The file.
+        file: String,
+        /// The line.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// What disagreed at the first divergence. Each variant names the rule of the
+/// replay that the step broke.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DivergenceKind {
+    /// The step's input is not an action the model allows in its current
+    /// state (a message that is not in flight, a timer that is not set).
+    NotEnabled {
+        /// Why.
+        reason: String,
+    },
+    /// The server's state after the step differs from the recorded one:
+    /// `(field, recorded, model)` for each field that differs.
+    StateMismatch {
+        /// The fields that differ.
+        fields: Vec<(String, String, String)>,
+    },
+    /// A safety property fails after the step.
+    PropertyViolated {
+        /// The names of the properties that fail.
+        properties: Vec<&'static str>,
+    },
+    /// The file's step numbers are not consecutive: a step is missing, or
+    /// steps were reordered.
+    OutOfSequence {
+        /// The step number expected.
+        expected: u64,
+        /// The step number found.
+        found: u64,
+    },
+    /// The first step of a trace is not the node's start.
+    NotStarted,
+}
+
+/// The first step at which the trace and the model disagree.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Divergence {
+    /// The step's number in the replayed order (1-based).
+    pub step: u64,
+    /// The trace file.
+    pub file: String,
+    /// The step's line in the file.
+    pub line: u64,
+    /// The server that took the step.
+    pub server: NodeId,
+    /// The step's input, as recorded (JSON).
+    pub input: String,
+    /// What disagreed.
+    pub kind: DivergenceKind,
+    /// The last steps replayed before it, oldest first.
+    pub recent: Vec<String>,
+    /// Other traces' next steps that could not be replayed either (when no
+    /// trace could go on).
+    pub also_blocked: Vec<String>,
+}
+
+impl fmt::Display for Divergence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "DIVERGENCE at step {} ({}:{}), server {}",
+            self.step, self.file, self.line, self.server.0
+        )?;
+        writeln!(f, "  input: {}", self.input)?;
+        match &self.kind {
+            DivergenceKind::NotEnabled { reason } => {
+                writeln!(f, "  not an action the model allows here: {reason}")?;
+            }
+            DivergenceKind::StateMismatch { fields } => {
+                writeln!(f, "  the server's state after the step differs:")?;
+                writeln!(f, "    {:<16} {:<20} {:<20}", "field", "recorded", "model")?;
+                for (name, recorded, model) in fields {
+                    writeln!(f, "    {name:<16} {recorded:<20} {model:<20}")?;
+                }
+            }
+            DivergenceKind::PropertyViolated { properties } => {
+                writeln!(f, "  safety property violated: {}", properties.join(", "))?;
+            }
+            DivergenceKind::OutOfSequence { expected, found } => {
+                writeln!(
+                    f,
+                    "  step number {found}, expected {expected}: a step is missing or steps are out of order"
+                )?;
+            }
+            DivergenceKind::NotStarted => {
+                writeln!(
+                    f,
+                    "  the first step of a trace must be \"Restart\" (the node's start)"
+                )?;
+            }
+        }
+        if !self.also_blocked.is_empty() {
+            writeln!(f, "  no other trace can go on either:")?;
+            for b in &self.also_blocked {
+                writeln!(f, "    {b}")?;
+            }
+        }
+        if !self.recent.is_empty() {
+            writeln!(f, "  last steps replayed:")?;
+            for r in &self.recent {
+                writeln!(f, "    {r}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a replay failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// Unreadable or inconsistent input (exit status 2).
+    #[error(transparent)]
+    Input(#[from] InputError),
+    /// The trace and the model disagree (exit status 1).
+    #[error("{0}")]
+    Divergence(Box<Divergence>),
+}
+
+impl From<TraceError> for ReplayError {
+    fn from(e: TraceError) -> Self {
+        ReplayError::Input(InputError::Trace(e))
+    }
+}
+
+impl ReplayError {
+    /// The process exit status: 1 for a divergence, 2 for bad input.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            ReplayError::Input(_) => 2,
+            ReplayError::Divergence(_) => 1,
+        }
+    }
+}
+
+/// A clean replay's figures.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplaySummary {
+    /// Steps replayed.
+    pub steps: u64,
+    /// Servers (traces).
+    pub servers: usize,
+    /// The highest term reached.
+    pub max_term: Term,
+    /// The highest commit index reached (entries committed).
+    pub committed: LogIndex,
+    /// Restarts after the first start.
+    pub restarts: u64,
+    /// Wall-clock time of the replay.
+    pub elapsed: Duration,
+}
+
+impl ReplaySummary {
+    /// Replay throughput.
+    pub fn steps_per_sec(&self) -> f64 {
+        self.steps as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+impl fmt::Display for ReplaySummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "OK: {} steps of {} servers replayed clean (terms up to {}, {} entries committed, {} restarts) in {:.3} s, {:.0} steps/s",
+            self.steps,
+            self.servers,
+            self.max_term.0,
+            self.committed.0,
+            self.restarts,
+            self.elapsed.as_secs_f64(),
+            self.steps_per_sec()
+        )
+    }
+}
+
+/// One trace being replayed: its reader and its next step.
+struct Trace {
+    reader: TraceReader<Box<dyn BufRead>>,
+    server: NodeId,
+    next: Option<(Step<KvCommand>, u64)>,
+    done: bool,
+    last_seq: u64,
+}
+
+impl Trace {
+    fn file(&self) -> &str {
+        self.reader.file()
+    }
+
+    /// The next step (read if needed), `None` at the end of the file.
+    fn peek(&mut self) -> Result<Option<&(Step<KvCommand>, u64)>, InputError> {
+        if self.next.is_none() && !self.done {
+            match self.reader.next_step::<KvCommand>() {
+                None => self.done = true,
+                Some(step) => {
+                    let step = step?;
+                    let line = self.reader.line();
+                    if step.server != self.server {
+                        return Err(InputError::Step {
+                            file: self.file().to_string(),
+                            line,
+                            message: format!(
+                                "a step of server {} in the trace recorded by server {}",
+                                step.server.0, self.server.0
+                            ),
+                        });
+                    }
+                    self.next = Some((step, line));
+                }
+            }
+        }
+        Ok(self.next.as_ref())
+    }
+}
+
+/// Replays the trace files at `paths` (one per node).
+pub fn replay_files<P: AsRef<Path>>(paths: &[P]) -> Result<ReplaySummary, ReplayError> {
+    let mut inputs: Vec<(String, Box<dyn BufRead>)> = Vec::new();
+    for p in paths {
+        let path = p.as_ref();
+        let file = std::fs::File::open(path).map_err(|source| TraceError::Io {
+            file: path.display().to_string(),
+            line: 0,
+            source,
+        })?;
+        inputs.push((
+            path.display().to_string(),
+            Box::new(std::io::BufReader::new(file)),
+        ));
+    }
+    replay(inputs)
+}
+
+/// Replays traces given as `(name, reader)` pairs, one per node.
+pub fn replay(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<ReplaySummary, ReplayError> {
+    let started = Instant::now();
+    let mut traces = open(inputs)?;
+    let servers: Vec<NodeId> = traces.iter().map(|t| t.server).collect();
+    let mut replayer = Replayer::new(&servers);
+    loop {
+        let mut progressed = false;
+        let mut blocked: Vec<(usize, String)> = Vec::new();
+        let mut all_done = true;
+        for (t, trace) in traces.iter_mut().enumerate() {
+            while let Some((step, line)) = trace.peek()?.cloned() {
+                all_done = false;
+                let file = trace.file().to_string();
+                match replayer.step(trace, &file, line, &step)? {
+                    Outcome::Replayed => {
+                        trace.next = None;
+                        trace.last_seq = step.seq;
+                        progressed = true;
+                    }
+                    Outcome::Blocked(reason) => {
+                        blocked.push((t, reason));
+                        break;
+                    }
+                }
+            }
+        }
+        if all_done {
+            break;
+        }
+        if !progressed {
+            return Err(replayer.stuck(&mut traces, blocked));
+        }
+    }
+    let mut summary = replayer.summary(servers.len());
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Reads and cross-checks the headers.
+fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Vec<Trace>, InputError> {
+    let mut traces: Vec<Trace> = Vec::new();
+    let mut first: Option<(String, Header)> = None;
+    for (name, reader) in inputs {
+        let reader = TraceReader::new(name.clone(), reader)?;
+        let header = reader.header().clone();
+        let bad = |message: String| InputError::Header {
+            file: name.clone(),
+            message,
+        };
+        if header.state_machine != "kv" {
+            return Err(bad(format!(
+                "state machine {:?}: the replayer runs the runtime's \"kv\"",
+                header.state_machine
+            )));
+        }
+        if header.servers.is_empty() || !header.servers.contains(&header.recorded_by) {
+            return Err(bad(format!(
+                "recorded_by {} is not one of the servers {:?}",
+                header.recorded_by.0,
+                ids(&header.servers)
+            )));
+        }
+        if let Some(n) = header.servers.iter().find(|n| n.0 > MAX_NODE_ID) {
+            return Err(bad(format!(
+                "node id {} is above {MAX_NODE_ID}, the largest the replayer supports",
+                n.0
+            )));
+        }
+        match &first {
+            None => first = Some((name.clone(), header.clone())),
+            Some((f, h)) => {
+                if h.cluster_id != header.cluster_id || h.servers != header.servers {
+                    return Err(bad(format!(
+                        "cluster {:?} of servers {:?}, but {f} is of cluster {:?} of servers {:?}: traces of different clusters",
+                        header.cluster_id,
+                        ids(&header.servers),
+                        h.cluster_id,
+                        ids(&h.servers)
+                    )));
+                }
+            }
+        }
+        if let Some(other) = traces.iter().find(|t| t.server == header.recorded_by) {
+            return Err(bad(format!(
+                "a second trace of server {} (the first is {})",
+                header.recorded_by.0,
+                other.file()
+            )));
+        }
+        traces.push(Trace {
+            reader,
+            server: header.recorded_by,
+            next: None,
+            done: false,
+            last_seq: 0,
+        });
+    }
+    let Some((file, header)) = first else {
+        return Err(InputError::NoTrace);
+    };
+    let missing: Vec<u64> = header
+        .servers
+        .iter()
+        .filter(|n| !traces.iter().any(|t| t.server == **n))
+        .map(|n| n.0)
+        .collect();
+    if !missing.is_empty() {
+        return Err(InputError::Header {
+            file,
+            message: format!(
+                "no trace given for server(s) {missing:?} of the cluster {:?}; replay needs every node's trace",
+                ids(&header.servers)
+            ),
+        });
+    }
+    traces.sort_by_key(|t| t.server);
+    Ok(traces)
+}
+
+fn ids(nodes: &[NodeId]) -> Vec<u64> {
+    nodes.iter().map(|n| n.0).collect()
+}
+
+enum Outcome {
+    Replayed,
+    Blocked(String),
+}
+
+/// The replay state: the model, its current state, and the ghost history.
+struct Replayer {
+    model: ReplayModel,
+    state: ReplayModelState,
+    /// The chained digest of each actor's log (indexed by actor index).
+    digests: Vec<LogDigest>,
+    history: History<KvCommand>,
+    steps: u64,
+    restarts: u64,
+    max_term: Term,
+    committed: LogIndex,
+    recent: VecDeque<String>,
+    /// Network size after the last collection of dead responses.
+    collected_at: usize,
+}
+
+impl Replayer {
+    fn new(servers: &[NodeId]) -> Self {
+        let model = replay_model(servers);
+        let mut state = model
+            .init_states()
+            .pop()
+            .unwrap_or_else(|| unreachable!("an actor model has one initial state"));
+        clear_last_delivered(&mut state);
+        let digests = vec![LogDigest::default(); state.actor_states.len()];
+        Replayer {
+            model,
+            state,
+            digests,
+            history: History::default(),
+            steps: 0,
+            restarts: 0,
+            max_term: Term(0),
+            committed: LogIndex(0),
+            recent: VecDeque::new(),
+            collected_at: 0,
+        }
+    }
+
+    fn server(state: &ReplayModelState, node: NodeId) -> Option<&Server<Kv>> {
+        match state.actor_states.get(node.0 as usize).map(|a| &**a) {
+            Some(ReplayState::Server(s)) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn divergence(
+        &self,
+        trace: &Trace,
+        line: u64,
+        step: &Step<KvCommand>,
+        kind: DivergenceKind,
+    ) -> ReplayError {
+        ReplayError::Divergence(Box::new(Divergence {
+            step: self.steps + 1,
+            file: trace.file().to_string(),
+            line,
+            server: trace.server,
+            input: input_json(&step.input),
+            kind,
+            recent: self.recent.iter().cloned().collect(),
+            also_blocked: Vec::new(),
+        }))
+    }
+
+    /// Replays one step if the model allows it now.
+    fn step(
+        &mut self,
+        trace: &mut Trace,
+        file: &str,
+        line: u64,
+        step: &Step<KvCommand>,
+    ) -> Result<Outcome, ReplayError> {
+        let node = trace.server;
+        let expected = trace.last_seq + 1;
+        if step.seq != expected {
+            return Err(self.divergence(
+                trace,
+                line,
+                step,
+                DivergenceKind::OutOfSequence {
+                    expected,
+                    found: step.seq,
+                },
+            ));
+        }
+        let first = trace.last_seq == 0;
+        if first && step.input != TraceInput::Restart {
+            return Err(self.divergence(trace, line, step, DivergenceKind::NotStarted));
+        }
+        let id = actor_id(node);
+        let index = node.0 as usize;
+        let Some(before) = Self::server(&self.state, node).cloned() else {
+            unreachable!("every server of the header has a server actor")
+        };
+        let next: Option<ReplayModelState> = match &step.input {
+            TraceInput::Restart if first => None,
+            TraceInput::Restart => {
+                self.restarts += 1;
+                let crashed = self
+                    .model
+                    .next_state(&self.state, ActorModelAction::Crash(id))
+                    .unwrap_or_else(|| self.state.clone());
+                // The history sees the crash and the recovery as one step, as
+                // the checker records a recovery (from the persisted state).
+                self.model
+                    .next_state(&crashed, ActorModelAction::Recover(id))
+            }
+            TraceInput::ElectionTimeout | TraceInput::HeartbeatTimeout => {
+                let timer = if step.input == TraceInput::ElectionTimeout {
+                    Timer::Election
+                } else {
+                    Timer::Heartbeat
+                };
+                let set = self
+                    .state
+                    .timers_set
+                    .get(index)
+                    .is_some_and(|t| t.iter().any(|x| *x == timer));
+                if !set {
+                    return Err(self.divergence(
+                        trace,
+                        line,
+                        step,
+                        DivergenceKind::NotEnabled {
+                            reason: format!(
+                                "the {timer:?} timer of server {} is not set (role {:?}, term {})",
+                                node.0,
+                                before.role(),
+                                before.current_term().0
+                            ),
+                        },
+                    ));
+                }
+                self.model
+                    .next_state(&self.state, ActorModelAction::Timeout(id, timer))
+            }
+            TraceInput::ClientRequest {
+                client_id,
+                request_no,
+                command,
+            } => {
+                // The environment sends the request; the model delivers it.
+                let env = self.environment();
+                let msg = ReplayMsg::Request {
+                    client_id: *client_id,
+                    request_no: *request_no,
+                    command: command.clone(),
+                };
+                let mut sent = self.state.clone();
+                let envelope = Envelope {
+                    src: env,
+                    dst: id,
+                    msg: msg.clone(),
+                };
+                if let Network::UnorderedDuplicating(set, _) = &mut sent.network {
+                    set.insert(envelope.clone());
+                }
+                let mut next = self
+                    .model
+                    .next_state(
+                        &sent,
+                        ActorModelAction::Deliver {
+                            src: env,
+                            dst: id,
+                            msg,
+                        },
+                    )
+                    .unwrap_or(sent);
+                // The request was taken; the environment does not resend it.
+                if let Network::UnorderedDuplicating(set, _) = &mut next.network {
+                    set.remove(&envelope);
+                }
+                Some(next)
+            }
+            TraceInput::Message { from, message } => {
+                let msg = ReplayMsg::Raft(RaftMsg::new(message.clone()));
+                let envelope = Envelope {
+                    src: actor_id(*from),
+                    dst: id,
+                    msg,
+                };
+                let in_flight = match &self.state.network {
+                    Network::UnorderedDuplicating(set, _) => set.contains(&envelope),
+                    _ => false,
+                };
+                if !in_flight {
+                    // A response the checker would have forgotten as dead
+                    // (it changes nothing, in this state or later) may be
+                    // delivered late: a no-op step, checked as such below.
+                    if !before.ignores_forever(message) {
+                        return Ok(Outcome::Blocked(self.not_in_flight(&envelope, *from, node)));
+                    }
+                    None
+                } else {
+                    let Envelope { src, dst, msg } = envelope;
+                    self.model
+                        .next_state(&self.state, ActorModelAction::Deliver { src, dst, msg })
+                }
+            }
+        };
+        let next = match next {
+            Some(mut n) => {
+                clear_last_delivered(&mut n);
+                n
+            }
+            // Stateright's no-op: the step changed nothing.
+            None => self.state.clone(),
+        };
+        let Some(after) = Self::server(&next, node) else {
+            unreachable!("every server of the header has a server actor")
+        };
+        // Keep the chained log digest current: re-hash from the first entry
+        // that changed.
+        sync_log_digest(&mut self.digests[index], before.log(), after.log());
+        let model_step = Step::after(step.seq, step.input.clone(), after, &self.digests[index]);
+        let fields = differing_fields(step, &model_step);
+        if !fields.is_empty() {
+            return Err(self.divergence(
+                trace,
+                line,
+                step,
+                DivergenceKind::StateMismatch { fields },
+            ));
+        }
+        self.history
+            .record_step(&ServerView::live(&before), &ServerView::live(after));
+        let views: Vec<ServerView<'_, KvCommand>> = next
+            .actor_states
+            .iter()
+            .filter_map(|a| match &**a {
+                ReplayState::Server(s) => Some(ServerView::live(s)),
+                ReplayState::Environment => None,
+            })
+            .collect();
+        let violated = safety::violated_properties(&views, &self.history);
+        if !violated.is_empty() {
+            return Err(self.divergence(
+                trace,
+                line,
+                step,
+                DivergenceKind::PropertyViolated {
+                    properties: violated,
+                },
+            ));
+        }
+        self.max_term = self.max_term.max(after.current_term());
+        self.committed = self.committed.max(after.volatile.commit_index);
+        self.state = next;
+        self.steps += 1;
+        if self.recent.len() == RECENT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(format!(
+            "step {} ({file}:{line}) server {}: {} -> term {}, {:?}, commit {}, last log {}/{}",
+            self.steps,
+            node.0,
+            input_json(&step.input),
+            step.term.0,
+            step.role,
+            step.commit_index.0,
+            step.last_log_index.0,
+            step.last_log_term.0
+        ));
+        self.collect_dead_responses();
+        Ok(Outcome::Replayed)
+    }
+
+    /// The environment's actor index: the first that is not a server's.
+    fn environment(&self) -> Id {
+        let i = self
+            .state
+            .actor_states
+            .iter()
+            .position(|a| matches!(**a, ReplayState::Environment))
+            .unwrap_or(0);
+        Id::from(i)
+    }
+
+    /// Why a message is not deliverable, with the closest messages in flight.
+    fn not_in_flight(&self, envelope: &Envelope<ReplayMsg>, from: NodeId, to: NodeId) -> String {
+        let ReplayMsg::Raft(recorded) = &envelope.msg else {
+            return "the message is not in flight".to_string();
+        };
+        let mut out = format!(
+            "{} from server {} to server {} is not in flight (no replayed step of server {} sent it)",
+            recorded.name(),
+            from.0,
+            to.0,
+            from.0
+        );
+        if let Network::UnorderedDuplicating(set, _) = &self.state.network {
+            let mut same: Vec<&RaftMsg<KvCommand>> = set
+                .iter()
+                .filter(|e| e.src == envelope.src && e.dst == envelope.dst)
+                .filter_map(|e| match &e.msg {
+                    ReplayMsg::Raft(m) if m.name() == recorded.name() => Some(m),
+                    _ => None,
+                })
+                .collect();
+            same.sort_by_key(|m| field_distance(recorded, m));
+            if let Some(closest) = same.first() {
+                let diffs = message_field_diff(recorded, closest);
+                let _ = write!(
+                    out,
+                    "; the closest {} in flight on that link differs in {}",
+                    recorded.name(),
+                    diffs
+                        .iter()
+                        .map(|(k, r, m)| format!("{k} (recorded {r}, model {m})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        out
+    }
+
+    /// The divergence when no trace can go on.
+    fn stuck(&self, traces: &mut [Trace], blocked: Vec<(usize, String)>) -> ReplayError {
+        let mut described: Vec<(usize, u64, Step<KvCommand>, String)> = Vec::new();
+        for (t, reason) in blocked {
+            if let Ok(Some((step, line))) = traces[t].peek() {
+                described.push((t, *line, step.clone(), reason));
+            }
+        }
+        let Some((t, line, step, reason)) = described.first().cloned() else {
+            unreachable!("a round that replays nothing has a blocked trace")
+        };
+        let also_blocked = described
+            .iter()
+            .skip(1)
+            .map(|(t, line, step, reason)| {
+                format!(
+                    "{}:{} server {}: {} ({reason})",
+                    traces[*t].file(),
+                    line,
+                    traces[*t].server.0,
+                    input_json(&step.input)
+                )
+            })
+            .collect();
+        let mut err = self.divergence(
+            &traces[t],
+            line,
+            &step,
+            DivergenceKind::NotEnabled { reason },
+        );
+        if let ReplayError::Divergence(d) = &mut err {
+            d.also_blocked = also_blocked;
+        }
+        err
+    }
+
+    /// Forgets the responses no server will ever act on (the checker's own
+    /// reduction, [`Server::ignores_forever`]), whenever the network doubled
+    /// since the last time: amortised constant time per step.
+    fn collect_dead_responses(&mut self) {
+        let Network::UnorderedDuplicating(set, _) = &self.state.network else {
+            return;
+        };
+        if set.len() < 2 * self.collected_at + 64 {
+            return;
+        }
+        let states = &self.state.actor_states;
+        let dead: Vec<Envelope<ReplayMsg>> = set
+            .iter()
+            .filter(
+                |e| match (&e.msg, states.get(usize::from(e.dst)).map(|a| &**a)) {
+                    (ReplayMsg::Raft(m), Some(ReplayState::Server(s))) => s.ignores_forever(m),
+                    _ => false,
+                },
+            )
+            .cloned()
+            .collect();
+        if let Network::UnorderedDuplicating(set, _) = &mut self.state.network {
+            for e in &dead {
+                set.remove(e);
+            }
+            self.collected_at = set.len();
+        }
+    }
+
+    fn summary(&self, servers: usize) -> ReplaySummary {
+        ReplaySummary {
+            steps: self.steps,
+            servers,
+            max_term: self.max_term,
+            committed: self.committed,
+            restarts: self.restarts,
+            elapsed: Duration::ZERO,
+        }
+    }
+}
+
+/// Stateright remembers the last message delivered on a duplicating network
+/// only to tell states apart; the replayer has one state at a time.
+fn clear_last_delivered(state: &mut ReplayModelState) {
+    if let Network::UnorderedDuplicating(_, last) = &mut state.network {
+        *last = None;
+    }
+}
+
+/// Brings `digest` (of `old`) up to date with `new`, re-hashing only from
+/// the first entry that differs.
+fn sync_log_digest(digest: &mut LogDigest, old: &Log<KvCommand>, new: &Log<KvCommand>) {
+    let common = old
+        .entries()
+        .iter()
+        .zip(new.entries())
+        .take_while(|(a, b)| a == b)
+        .count();
+    if common == old.len() && common == new.len() && digest.len() == common as u64 {
+        return;
+    }
+    let common = common.min(digest.len() as usize);
+    digest.apply(&LogWrite {
+        from: LogIndex(common as u64 + 1),
+        entries: new.entries()[common..].to_vec(),
+    });
+}
+
+fn input_json(input: &TraceInput<KvCommand>) -> String {
+    serde_json::to_string(input).unwrap_or_else(|_| input.name().to_string())
+}
+
+/// The fields of two step records that differ: `(field, recorded, model)`.
+fn differing_fields(
+    recorded: &Step<KvCommand>,
+    model: &Step<KvCommand>,
+) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut cmp = |name: &str, r: String, m: String| {
+        if r != m {
+            out.push((name.to_string(), r, m));
+        }
+    };
+    cmp(
+        "term",
+        recorded.term.0.to_string(),
+        model.term.0.to_string(),
+    );
+    cmp(
+        "role",
+        format!("{:?}", recorded.role),
+        format!("{:?}", model.role),
+    );
+    cmp("voted_for", opt(recorded.voted_for), opt(model.voted_for));
+    cmp(
+        "commit_index",
+        recorded.commit_index.0.to_string(),
+        model.commit_index.0.to_string(),
+    );
+    cmp(
+        "last_applied",
+        recorded.last_applied.0.to_string(),
+        model.last_applied.0.to_string(),
+    );
+    cmp(
+        "last_log_index",
+        recorded.last_log_index.0.to_string(),
+        model.last_log_index.0.to_string(),
+    );
+    cmp(
+        "last_log_term",
+        recorded.last_log_term.0.to_string(),
+        model.last_log_term.0.to_string(),
+    );
+    let fields_differ = !out.is_empty();
+    if recorded.digest != model.digest {
+        out.push((
+            if fields_differ {
+                "digest".to_string()
+            } else {
+                // Only fields outside the readable copy differ.
+                "digest (log entries, leader_hint, votes_granted, next_index or match_index)"
+                    .to_string()
+            },
+            recorded.digest.to_string(),
+            model.digest.to_string(),
+        ));
+    }
+    out
+}
+
+fn opt(n: Option<NodeId>) -> String {
+    n.map_or_else(|| "none".to_string(), |n| n.0.to_string())
+}
+
+/// The top-level fields of two messages of the same kind that differ:
+/// `(field, recorded, model)`.
+fn message_field_diff(
+    recorded: &Message<KvCommand>,
+    model: &Message<KvCommand>,
+) -> Vec<(String, String, String)> {
+    let fields = |m: &Message<KvCommand>| -> Vec<(String, serde_json::Value)> {
+        match serde_json::to_value(m) {
+            Ok(serde_json::Value::Object(outer)) => outer
+                .into_iter()
+                .next()
+                .and_then(|(_, inner)| match inner {
+                    serde_json::Value::Object(map) => Some(map.into_iter().collect()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    };
+    let (r, m) = (fields(recorded), fields(model));
+    r.iter()
+        .filter_map(|(k, v)| {
+            let other = m.iter().find(|(k2, _)| k2 == k).map(|(_, v)| v);
+            (other != Some(v)).then(|| {
+                (
+                    k.clone(),
+                    v.to_string(),
+                    other.map_or_else(|| "-".to_string(), |o| o.to_string()),
+                )
+            })
+        })
+        .collect()
+}
+
+fn field_distance(recorded: &Message<KvCommand>, model: &Message<KvCommand>) -> usize {
+    message_field_diff(recorded, model).len()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use raft_spec::trace::TraceWriter;
+
+    fn traces_of(texts: Vec<(&str, String)>) -> Vec<(String, Box<dyn BufRead>)> {
+        texts
+            .into_iter()
+            .map(|(n, t)| {
+                (
+                    n.to_string(),
+                    Box::new(std::io::Cursor::new(t.into_bytes())) as Box<dyn BufRead>,
+                )
+            })
+            .collect()
+    }
+
+    /// A one-server cluster: start, elect itself, take a request.
+    fn single_node_trace() -> String {
+        let header = Header::new("t", vec![NodeId(1)], "kv", NodeId(1));
+        let buf = SharedBuf::default();
+        let mut w = TraceWriter::new(buf.clone(), &header).unwrap();
+        let (mut server, _) = Server::<Kv>::new(NodeId(1), vec![NodeId(1)]);
+        let mut digest = LogDigest::default();
+        w.write_step(&Step::after(1, TraceInput::Restart, &server, &digest))
+            .unwrap();
+        let inputs = vec![
+            Input::ElectionTimeout,
+            Input::ClientRequest {
+                client_id: ClientId(77),
+                request_no: 1,
+                command: KvCommand::Put {
+                    key: "k".into(),
+                    value: "v".into(),
+                },
+            },
+        ];
+        for (i, input) in inputs.into_iter().enumerate() {
+            for out in server.step(input.clone()) {
+                if let raft_spec::Output::Persist(p) = out {
+                    if let Some(lw) = &p.log {
+                        digest.apply(lw);
+                    }
+                }
+            }
+            w.write_step(&Step::after(i as u64 + 2, input.into(), &server, &digest))
+                .unwrap();
+        }
+        w.flush().unwrap();
+        let bytes = buf.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    #[derive(Clone, Default)]
+    struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for SharedBuf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_single_node_trace_replays_clean() {
+        let text = single_node_trace();
+        let s = replay(traces_of(vec![("n1", text)])).unwrap();
+        assert_eq!(s.steps, 3);
+        assert_eq!(s.committed, LogIndex(1));
+        assert_eq!(s.max_term, Term(1));
+    }
+}
