@@ -684,10 +684,7 @@ impl Sim {
     /// Each node's trace so far (empty unless [`SimConfig::trace`]): the
     /// NDJSON of [`raft_spec::trace`], as the node wrote it.
     pub fn traces(&self) -> BTreeMap<NodeId, Vec<u8>> {
-        self.traces
-            .iter()
-            .map(|(id, b)| (*id, b.bytes()))
-            .collect()
+        self.traces.iter().map(|(id, b)| (*id, b.bytes())).collect()
     }
 
     /// Switches a runtime-layer fault on, for every node from now on (a

@@ -535,7 +535,7 @@ pub fn replay(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<ReplaySummary, 
     let mut replayer = Replayer::new(&servers);
     loop {
         let mut progressed = false;
-        let mut blocked: Vec<(usize, String)> = Vec::new();
+        let mut blocked: Vec<(usize, String, bool)> = Vec::new();
         let mut all_done = true;
         for (t, trace) in traces.iter_mut().enumerate() {
             while let Some((step, line)) = trace.peek()?.cloned() {
@@ -547,8 +547,8 @@ pub fn replay(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<ReplaySummary, 
                         trace.last_seq = step.seq;
                         progressed = true;
                     }
-                    Outcome::Blocked(reason) => {
-                        blocked.push((t, reason));
+                    Outcome::Blocked(reason, similar) => {
+                        blocked.push((t, reason, similar));
                         break;
                     }
                 }
@@ -653,7 +653,9 @@ fn ids(nodes: &[NodeId]) -> Vec<u64> {
 
 enum Outcome {
     Replayed,
-    Blocked(String),
+    /// Not enabled yet: why, and whether a similar message is in flight on
+    /// that link (then the recorded one was most likely altered).
+    Blocked(String, bool),
 }
 
 /// The replay state: the model, its current state, and the ghost history.
@@ -847,7 +849,8 @@ impl Replayer {
                     // (it changes nothing, in this state or later) may be
                     // delivered late: a no-op step, checked as such below.
                     if !before.ignores_forever(message) {
-                        return Ok(Outcome::Blocked(self.not_in_flight(&envelope, *from, node)));
+                        let (reason, similar) = self.not_in_flight(&envelope, *from, node);
+                        return Ok(Outcome::Blocked(reason, similar));
                     }
                     None
                 } else {
@@ -936,10 +939,16 @@ impl Replayer {
     }
 
     /// Why a message is not deliverable, with the closest messages in flight.
-    fn not_in_flight(&self, envelope: &Envelope<ReplayMsg>, from: NodeId, to: NodeId) -> String {
+    fn not_in_flight(
+        &self,
+        envelope: &Envelope<ReplayMsg>,
+        from: NodeId,
+        to: NodeId,
+    ) -> (String, bool) {
         let ReplayMsg::Raft(recorded) = &envelope.msg else {
-            return "the message is not in flight".to_string();
+            return ("the message is not in flight".to_string(), false);
         };
+        let mut similar = false;
         let mut out = format!(
             "{} from server {} to server {} is not in flight (no replayed step of server {} sent it)",
             recorded.name(),
@@ -958,6 +967,7 @@ impl Replayer {
                 .collect();
             same.sort_by_key(|m| field_distance(recorded, m));
             if let Some(closest) = same.first() {
+                similar = true;
                 let diffs = message_field_diff(recorded, closest);
                 let _ = write!(
                     out,
@@ -971,17 +981,28 @@ impl Replayer {
                 );
             }
         }
-        out
+        (out, similar)
     }
 
-    /// The divergence when no trace can go on.
-    fn stuck(&self, traces: &mut [Trace], blocked: Vec<(usize, String)>) -> ReplayError {
-        let mut described: Vec<(usize, u64, Step<KvCommand>, String)> = Vec::new();
-        for (t, reason) in blocked {
+    /// The divergence when no trace can go on. The step reported first is
+    /// the earliest (by its number in its own trace) of those whose link
+    /// carries a similar message (the recorded message was most likely
+    /// altered), else the earliest blocked one; the others are listed.
+    fn stuck(&self, traces: &mut [Trace], mut blocked: Vec<(usize, String, bool)>) -> ReplayError {
+        let mut described: Vec<(bool, usize, u64, Step<KvCommand>, String)> = Vec::new();
+        for (t, reason, similar) in blocked {
             if let Ok(Some((step, line))) = traces[t].peek() {
-                described.push((t, *line, step.clone(), reason));
+                described.push((similar, t, *line, step.clone(), reason));
             }
         }
+        // Blocks wait on each other in a cycle; the earliest step (in its
+        // own trace) on a link that carries a similar message is the likely
+        // origin.
+        described.sort_by_key(|(similar, t, _, step, _)| (!similar, step.seq, *t));
+        let described: Vec<(usize, u64, Step<KvCommand>, String)> = described
+            .into_iter()
+            .map(|(_, t, line, step, reason)| (t, line, step, reason))
+            .collect();
         let Some((t, line, step, reason)) = described.first().cloned() else {
             unreachable!("a round that replays nothing has a blocked trace")
         };

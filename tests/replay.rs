@@ -1,0 +1,469 @@
+//! Trace replay end to end: traces recorded by raft-node (its deterministic
+//! harness, and real processes over TCP and disk) replay clean against the
+//! model; runtime-layer bugs, drift of a rule, and hand-edited traces are
+//! rejected at the first step where they show, naming what disagreed.
+
+#![allow(clippy::unwrap_used)]
+
+use raft_model::replay::{self, Divergence, DivergenceKind, ReplayError, ReplaySummary};
+use raft_node::sim::{RuntimeFault, Sim, SimConfig};
+use raft_spec::bugs::Bug;
+use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceWriter};
+use raft_spec::{
+    ClientId, Input, Kv, KvCommand, LogIndex, Message, NodeId, Output, PersistentState, Role,
+    Server, Timer,
+};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::io::BufRead;
+
+fn put(k: &str, v: &str) -> KvCommand {
+    KvCommand::Put {
+        key: k.into(),
+        value: v.into(),
+    }
+}
+
+fn inputs(traces: &BTreeMap<NodeId, String>) -> Vec<(String, Box<dyn BufRead>)> {
+    traces
+        .iter()
+        .map(|(id, text)| {
+            (
+                format!("node-{}.ndjson", id.0),
+                Box::new(std::io::Cursor::new(text.clone().into_bytes())) as Box<dyn BufRead>,
+            )
+        })
+        .collect()
+}
+
+fn sim_traces(sim: &Sim) -> BTreeMap<NodeId, String> {
+    sim.traces()
+        .into_iter()
+        .map(|(id, b)| (id, String::from_utf8(b).unwrap()))
+        .collect()
+}
+
+fn replay_texts(traces: &BTreeMap<NodeId, String>) -> Result<ReplaySummary, ReplayError> {
+    replay::replay(inputs(traces))
+}
+
+fn divergence(r: Result<ReplaySummary, ReplayError>) -> Divergence {
+    match r {
+        Err(ReplayError::Divergence(d)) => *d,
+        Err(ReplayError::Input(e)) => panic!("expected a divergence, got bad input: {e}"),
+        Ok(s) => panic!("expected a divergence, the replay was clean: {s}"),
+    }
+}
+
+fn sim(seed: u64) -> Sim {
+    Sim::new(SimConfig {
+        seed,
+        trace: true,
+        ..SimConfig::default()
+    })
+}
+
+/// A fault schedule: elections, writes from concurrent clients, a leader
+/// crash and restart, a partition and heal, a crash before a sync, message
+/// loss and duplication.
+fn schedule(sim: &mut Sim, seed: u64) {
+    sim.run_for_millis(600);
+    for c in 0..3 {
+        sim.add_client((0..5).map(|i| put(&format!("k{c}-{i}"), "v")).collect());
+    }
+    sim.run_for_millis(800);
+    if let Some(leader) = sim.leader() {
+        sim.crash(leader);
+        sim.run_for_millis(600);
+        sim.restart(leader);
+    }
+    sim.set_faults(0.05, 0.05);
+    sim.add_client((0..5).map(|i| put(&format!("p{i}"), "w")).collect());
+    let isolated = NodeId(1 + seed % 3);
+    sim.partition(&[isolated]);
+    sim.run_for_millis(800);
+    sim.heal();
+    sim.run_for_millis(600);
+    let follower = sim
+        .up()
+        .into_iter()
+        .find(|n| Some(*n) != sim.leader())
+        .unwrap();
+    sim.crash_before_sync(follower);
+    sim.add_client((0..5).map(|i| put(&format!("q{i}"), "x")).collect());
+    sim.run_for_millis(800);
+    sim.cancel_pending_crashes();
+    for id in 1..=3 {
+        sim.restart(NodeId(id));
+    }
+    sim.set_faults(0.0, 0.0);
+    sim.run_for_millis(800);
+}
+
+#[test]
+fn deterministic_harness_traces_replay_clean() {
+    for seed in 1..=6 {
+        let mut s = sim(seed);
+        schedule(&mut s, seed);
+        let summary = replay_texts(&sim_traces(&s)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert_eq!(summary.servers, 3);
+        assert!(summary.steps > 200, "seed {seed}: {summary}");
+        assert!(summary.committed >= LogIndex(10), "seed {seed}: {summary}");
+        assert!(summary.restarts >= 2, "seed {seed}: {summary}");
+        assert!(s.stats().crashes >= 2);
+    }
+}
+
+// ---- Runtime-layer bugs -------------------------------------------------
+
+#[test]
+fn storage_that_loses_the_last_synced_entry_is_caught_at_the_restart() {
+    let mut s = sim(11);
+    s.run_for_millis(600);
+    assert_eq!(s.call(put("a", "1"), 2_000), Some(None));
+    // Both followers hold the entry.
+    s.run_for_millis(300);
+    let victim = s.up().into_iter().find(|n| Some(*n) != s.leader()).unwrap();
+    s.inject(RuntimeFault::LoseLastEntryOnRestart);
+    s.crash(victim);
+    s.restart(victim);
+    s.run_for_millis(300);
+    let d = divergence(replay_texts(&sim_traces(&s)));
+    assert_eq!(d.server, victim);
+    assert_eq!(d.input, "\"Restart\"");
+    let DivergenceKind::StateMismatch { fields } = &d.kind else {
+        panic!("{d}")
+    };
+    let last = fields.iter().find(|f| f.0 == "last_log_index").unwrap();
+    assert_eq!((last.1.as_str(), last.2.as_str()), ("0", "1"), "{d}");
+    assert!(d.to_string().contains("last_log_index"), "{d}");
+}
+
+#[test]
+fn a_codec_that_zeroes_leader_commit_is_caught_at_the_first_commit_it_hides() {
+    let mut s = sim(12);
+    s.inject(RuntimeFault::ZeroLeaderCommit);
+    s.run_for_millis(600);
+    assert_eq!(s.call(put("a", "1"), 2_000), Some(None));
+    s.run_for_millis(300);
+    let d = divergence(replay_texts(&sim_traces(&s)));
+    assert!(d.input.contains("AppendEntries"), "{d}");
+    assert!(d.input.contains("\"leader_commit\":0"), "{d}");
+    let DivergenceKind::NotEnabled { reason } = &d.kind else {
+        panic!("{d}")
+    };
+    assert!(reason.contains("is not in flight"), "{d}");
+    assert!(
+        reason.contains("leader_commit (recorded 0, model 1)"),
+        "{d}"
+    );
+}
+
+#[test]
+fn a_vote_sent_before_it_is_durable_then_a_crash_is_caught() {
+    // Without the fault, a crash before the fsync loses the step and
+    // everything it would have sent: the traces replay clean.
+    let run = |fault: bool| {
+        let mut s = sim(13);
+        if fault {
+            s.inject(RuntimeFault::SendBeforeSync);
+        }
+        s.crash_before_sync(NodeId(2));
+        s.crash_before_sync(NodeId(3));
+        s.run_for_millis(400);
+        s.cancel_pending_crashes();
+        for id in 1..=3 {
+            s.restart(NodeId(id));
+        }
+        s.run_for_millis(600);
+        assert!(s.stats().crashes >= 1);
+        s
+    };
+    let clean = run(false);
+    replay_texts(&sim_traces(&clean)).unwrap();
+
+    let s = run(true);
+    let d = divergence(replay_texts(&sim_traces(&s)));
+    let DivergenceKind::NotEnabled { reason } = &d.kind else {
+        panic!("{d}")
+    };
+    // The message came from a node whose step never became durable.
+    assert!(reason.contains("is not in flight"), "{d}");
+    assert!(
+        d.input.contains("RequestVote"),
+        "the first message that shows it is a vote or a vote request: {d}"
+    );
+}
+
+// ---- Drift: the implementation runs a different rule --------------------
+
+/// A minimal deterministic runner of `raft-spec` servers that may run a
+/// seeded bug (the implementation "built with one rule changed"), recording
+/// traces as raft-node does.
+struct Harness {
+    servers: BTreeMap<NodeId, Server<Kv>>,
+    digests: BTreeMap<NodeId, LogDigest>,
+    timers: BTreeMap<NodeId, BTreeSet<Timer>>,
+    network: VecDeque<(NodeId, NodeId, Message<KvCommand>)>,
+    traces: BTreeMap<NodeId, (TraceWriter<SharedBuf>, SharedBuf, u64)>,
+}
+
+#[derive(Clone, Default)]
+struct SharedBuf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for SharedBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Harness {
+    fn new(n: u64, bug: Option<Bug>) -> Self {
+        let ids: Vec<NodeId> = (1..=n).map(NodeId).collect();
+        let mut h = Harness {
+            servers: BTreeMap::new(),
+            digests: BTreeMap::new(),
+            timers: BTreeMap::new(),
+            network: VecDeque::new(),
+            traces: BTreeMap::new(),
+        };
+        for &id in &ids {
+            let buf = SharedBuf::default();
+            let header = Header::new("drift", ids.clone(), "kv", id);
+            let w = TraceWriter::new(buf.clone(), &header).unwrap();
+            h.traces.insert(id, (w, buf, 0));
+            let (server, outputs) =
+                Server::restart_with_bug(id, ids.clone(), PersistentState::default(), bug);
+            h.servers.insert(id, server);
+            h.digests.insert(id, LogDigest::default());
+            h.carry_out(id, outputs);
+            h.record(id, TraceInput::Restart);
+        }
+        h
+    }
+
+    fn carry_out(&mut self, id: NodeId, outputs: Vec<Output<KvCommand, Option<String>>>) {
+        for o in outputs {
+            match o {
+                Output::Persist(p) => {
+                    if let Some(w) = &p.log {
+                        self.digests.get_mut(&id).unwrap().apply(w);
+                    }
+                }
+                Output::Send { to, message } => self.network.push_back((id, to, message)),
+                Output::SetTimer(t) => {
+                    self.timers.entry(id).or_default().insert(t);
+                }
+                Output::CancelTimer(t) => {
+                    self.timers.entry(id).or_default().remove(&t);
+                }
+                Output::Applied { .. } | Output::ClientReply { .. } => {}
+            }
+        }
+    }
+
+    fn record(&mut self, id: NodeId, input: TraceInput<KvCommand>) {
+        let (w, _, seq) = self.traces.get_mut(&id).unwrap();
+        *seq += 1;
+        let step = Step::after(*seq, input, &self.servers[&id], &self.digests[&id]);
+        w.write_step(&step).unwrap();
+        w.flush().unwrap();
+    }
+
+    fn step(&mut self, id: NodeId, input: Input<KvCommand>) {
+        if let Input::ElectionTimeout = input {
+            self.timers.entry(id).or_default().remove(&Timer::Election);
+        }
+        if let Input::HeartbeatTimeout = input {
+            self.timers.entry(id).or_default().remove(&Timer::Heartbeat);
+        }
+        let outputs = self.servers.get_mut(&id).unwrap().step(input.clone());
+        self.carry_out(id, outputs);
+        self.record(id, input.into());
+    }
+
+    fn deliver_all(&mut self) {
+        while let Some((from, to, message)) = self.network.pop_front() {
+            self.step(to, Input::Message { from, message });
+        }
+    }
+
+    fn traces(&self) -> BTreeMap<NodeId, String> {
+        self.traces
+            .iter()
+            .map(|(id, (_, buf, _))| {
+                (
+                    *id,
+                    String::from_utf8(buf.0.lock().unwrap().clone()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.servers
+            .values()
+            .find(|s| s.role() == Role::Leader)
+            .map(|s| s.id)
+    }
+}
+
+/// An election, a client write and its replication in a cluster of `n`.
+fn drive(h: &mut Harness) {
+    h.step(NodeId(1), Input::ElectionTimeout);
+    h.deliver_all();
+    let leader = h.leader().unwrap();
+    h.step(
+        leader,
+        Input::ClientRequest {
+            client_id: ClientId(5),
+            request_no: 1,
+            command: put("a", "1"),
+        },
+    );
+    h.step(leader, Input::HeartbeatTimeout);
+    h.deliver_all();
+    h.step(leader, Input::HeartbeatTimeout);
+    h.deliver_all();
+}
+
+#[test]
+fn the_drift_harness_replays_clean_with_the_correct_rules() {
+    let mut h = Harness::new(4, None);
+    drive(&mut h);
+    let s = replay_texts(&h.traces()).unwrap();
+    assert_eq!(s.committed, LogIndex(1));
+    assert_eq!(s.servers, 4);
+}
+
+#[test]
+fn an_implementation_with_a_changed_rule_is_caught_where_it_drifts() {
+    // The implementation counts a majority as `count >= N / 2` (seeded bug
+    // even-quorum); the model keeps `count > N / 2`. In a cluster of four,
+    // the candidate becomes leader on its second vote, one too early.
+    let mut h = Harness::new(4, Some(Bug::EvenQuorum));
+    drive(&mut h);
+    let d = divergence(replay_texts(&h.traces()));
+    assert_eq!(d.server, NodeId(1));
+    assert!(d.input.contains("RequestVoteResponse"), "{d}");
+    let DivergenceKind::StateMismatch { fields } = &d.kind else {
+        panic!("{d}")
+    };
+    assert!(
+        fields.contains(&("role".into(), "Leader".into(), "Candidate".into())),
+        "{d}"
+    );
+}
+
+// ---- Hand-edited traces --------------------------------------------------
+
+fn clean_traces() -> BTreeMap<NodeId, String> {
+    let mut h = Harness::new(3, None);
+    drive(&mut h);
+    let t = h.traces();
+    replay_texts(&t).unwrap();
+    t
+}
+
+fn edit_line(text: &str, line: usize, f: impl Fn(&str) -> String) -> String {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| if i + 1 == line { f(l) } else { l.to_string() })
+        .map(|l| l + "\n")
+        .collect()
+}
+
+#[test]
+fn a_changed_term_is_rejected() {
+    let mut t = clean_traces();
+    // Node 1's line 3: its ElectionTimeout made it candidate of term 1.
+    let text = edit_line(&t[&NodeId(1)], 3, |l| {
+        assert!(l.contains("ElectionTimeout"), "{l}");
+        l.replace("\"term\":1", "\"term\":2")
+    });
+    t.insert(NodeId(1), text);
+    let d = divergence(replay_texts(&t));
+    assert_eq!((d.file.as_str(), d.line), ("node-1.ndjson", 3));
+    assert_eq!(
+        d.kind,
+        DivergenceKind::StateMismatch {
+            fields: vec![("term".into(), "2".into(), "1".into())]
+        },
+        "{d}"
+    );
+}
+
+#[test]
+fn two_swapped_steps_are_rejected() {
+    let mut t = clean_traces();
+    let original = t[&NodeId(2)].clone();
+    let mut swapped: Vec<&str> = original.lines().collect();
+    swapped.swap(2, 3);
+    t.insert(NodeId(2), swapped.join("\n") + "\n");
+    let d = divergence(replay_texts(&t));
+    assert_eq!((d.file.as_str(), d.line), ("node-2.ndjson", 3));
+    assert_eq!(
+        d.kind,
+        DivergenceKind::OutOfSequence {
+            expected: 2,
+            found: 3
+        }
+    );
+}
+
+#[test]
+fn a_removed_step_is_rejected() {
+    let mut t = clean_traces();
+    let original = t[&NodeId(3)].clone();
+    let mut removed: Vec<&str> = original.lines().collect();
+    removed.remove(2);
+    t.insert(NodeId(3), removed.join("\n") + "\n");
+    let d = divergence(replay_texts(&t));
+    assert_eq!(d.file, "node-3.ndjson");
+    assert!(d.to_string().contains("a step is missing"), "{d}");
+
+    // Renumbering the steps after it does not hide it: the next step's
+    // state is not what the model reaches.
+    let renumbered: String = removed
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            if i < 2 {
+                return format!("{l}\n");
+            }
+            let seq = format!("\"seq\":{},", i + 1);
+            let old = format!("\"seq\":{},", i);
+            format!("{}\n", l.replacen(&seq, &old, 1))
+        })
+        .collect();
+    t.insert(NodeId(3), renumbered);
+    let d = divergence(replay_texts(&t));
+    assert_eq!(d.file, "node-3.ndjson");
+    assert!(
+        matches!(
+            d.kind,
+            DivergenceKind::StateMismatch { .. } | DivergenceKind::NotEnabled { .. }
+        ),
+        "{d}"
+    );
+}
+
+#[test]
+fn an_altered_entry_is_rejected() {
+    let mut t = clean_traces();
+    // A follower's trace: the AppendEntries that carried the entry now
+    // carries another value.
+    let text = t[&NodeId(2)].replace("\"value\":\"1\"", "\"value\":\"2\"");
+    assert_ne!(text, t[&NodeId(2)]);
+    t.insert(NodeId(2), text);
+    let d = divergence(replay_texts(&t));
+    assert_eq!(d.file, "node-2.ndjson");
+    let DivergenceKind::NotEnabled { reason } = &d.kind else {
+        panic!("{d}")
+    };
+    assert!(reason.contains("AppendEntries from server"), "{d}");
+    assert!(reason.contains("differs in entries"), "{d}");
+}
