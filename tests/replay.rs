@@ -467,3 +467,61 @@ fn an_altered_entry_is_rejected() {
     assert!(reason.contains("AppendEntries from server"), "{d}");
     assert!(reason.contains("differs in entries"), "{d}");
 }
+
+// ---- Real processes ---------------------------------------------------------
+
+/// The `raft-node` binary next to this test's own directory
+/// (`target/<profile>/raft-node`), which `cargo test --workspace` builds.
+fn raft_node_exe() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().and_then(|d| d.parent()).unwrap();
+    let bin = profile_dir.join(format!("raft-node{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (cargo build -p raft-node; cargo test --workspace does)",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn a_real_cluster_with_a_leader_killed_and_restarted_replays_clean() {
+    use raft_node::cluster::{ClusterOptions, LocalCluster};
+    use raft_node::testing::TempDir;
+    use std::time::{Duration, Instant};
+
+    let dir = TempDir::new("replay-e2e");
+    let mut o = ClusterOptions::new(raft_node_exe(), dir.path().join("data"));
+    o.trace_dir = Some(dir.path().join("traces"));
+    let mut c = LocalCluster::start(o).unwrap();
+    let leader = c.wait_for_leader(Duration::from_secs(10)).unwrap();
+    let mut client = c.client();
+    for i in 0..10 {
+        assert_eq!(client.call(put(&format!("k{i}"), "v")), Ok(None));
+    }
+    c.kill(leader.id).unwrap();
+    let next = c.wait_for_leader(Duration::from_secs(10)).unwrap();
+    assert_ne!(next.id, leader.id);
+    for i in 10..20 {
+        assert_eq!(client.call(put(&format!("k{i}"), "w")), Ok(None));
+    }
+    c.start_node(leader.id).unwrap();
+    let start = Instant::now();
+    while !c
+        .status()
+        .into_iter()
+        .any(|(id, s)| id == leader.id && s.is_ok_and(|s| s.commit_index >= LogIndex(20)))
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "catch-up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(c);
+    let files: Vec<_> = (1..=3)
+        .map(|i| dir.path().join(format!("traces/node-{i}.ndjson")))
+        .collect();
+    let summary = replay::replay_files(&files).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.servers, 3);
+    assert!(summary.committed >= LogIndex(20), "{summary}");
+    assert!(summary.restarts >= 1, "{summary}");
+    assert!(summary.max_term.0 >= 2, "{summary}");
+}

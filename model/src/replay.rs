@@ -988,7 +988,7 @@ impl Replayer {
     /// the earliest (by its number in its own trace) of those whose link
     /// carries a similar message (the recorded message was most likely
     /// altered), else the earliest blocked one; the others are listed.
-    fn stuck(&self, traces: &mut [Trace], mut blocked: Vec<(usize, String, bool)>) -> ReplayError {
+    fn stuck(&self, traces: &mut [Trace], blocked: Vec<(usize, String, bool)>) -> ReplayError {
         let mut described: Vec<(bool, usize, u64, Step<KvCommand>, String)> = Vec::new();
         for (t, reason, similar) in blocked {
             if let Ok(Some((step, line))) = traces[t].peek() {
