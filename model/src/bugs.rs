@@ -66,7 +66,8 @@ pub fn seeded(bug: Bug) -> SeededBug {
     let (expected, config) = match bug {
         Bug::Figure8 => {
             note = "needs four terms (t1 < t2 < t3 leaders, then a t4 leader lacking the entry); \
-                    its 18-step counterexample lies beyond a breadth-first search of 10 minutes";
+                    a 20-step counterexample (scripted in the tests) lies beyond a breadth-first search of \
+                    10 minutes";
             (
                 Violates(safety::LEADER_COMPLETENESS),
                 config(3, 4, 1, 0, bug),

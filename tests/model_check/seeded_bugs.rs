@@ -238,3 +238,102 @@ fn every_bug_is_in_the_catalogue() {
     }
     assert!(seeded(Bug::Figure8).note.contains("beyond"));
 }
+
+/// Follows `script` (each item a prefix of the rendered action to take) from
+/// the initial state, checking at each step that such an action is enabled.
+/// Returns the path, or the step where no action matched.
+fn follow(
+    model: &RaftModel,
+    script: &[&str],
+) -> Result<stateright::Path<raft_model::model::State, raft_model::model::Action>, String> {
+    let Some(init) = model.init_states().into_iter().next() else {
+        return Err("no initial state".into());
+    };
+    let mut state = init.clone();
+    let mut taken = Vec::new();
+    for (i, label) in script.iter().enumerate() {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        let Some(action) = actions
+            .into_iter()
+            .find(|a| raft_model::render::action(a).starts_with(label))
+        else {
+            return Err(format!("step {}: no enabled action '{label}'", i + 1));
+        };
+        let Some(next) = model.next_state(&state, action.clone()) else {
+            return Err(format!("step {}: '{label}' changes nothing", i + 1));
+        };
+        if !model.within_boundary(&next) {
+            return Err(format!("step {}: '{label}' leaves the bounds", i + 1));
+        }
+        taken.push(action);
+        state = next;
+    }
+    stateright::Path::from_actions(model, init, taken.iter())
+        .ok_or_else(|| "the path does not replay".to_string())
+}
+
+/// The Figure 8 scenario, which the breadth-first search cannot reach within
+/// the budget (20 steps deep with 4 terms), followed step by step through the
+/// model: n0 leads term 1 with an entry only it holds; n1 leads term 2 with a
+/// different entry at index 1; n0 leads term 3, replicates its term-1 entry to
+/// n2 and, with the bug, commits it by counting replicas; n1 then wins term 4
+/// with n2's vote and lacks the committed entry. The checker's own Leader
+/// Completeness flags the final state; without the bug n0 does not commit at
+/// step 16 and the same script ends with every property holding.
+#[test]
+fn figure_8_scripted_counterexample_breaks_leader_completeness() {
+    let script = [
+        "0 Election timeout",
+        "0 → 1 : RequestVote t1",
+        "1 → 0 : RequestVoteResponse t1 granted",
+        "3 → 0 : ClientRequest #1",
+        "1 Election timeout",
+        "1 → 2 : RequestVote t2",
+        "2 → 1 : RequestVoteResponse t2 granted",
+        "3 → 1 : ClientRequest #1",
+        "1 → 0 : RequestVote t2",
+        "0 Election timeout",
+        "0 → 2 : RequestVote t3",
+        "2 → 0 : RequestVoteResponse t3 granted",
+        // n0's first AppendEntries probes at its own last entry: n2 rejects
+        // it, n0 backs off and sends the entry.
+        "0 → 2 : AppendEntries t3 from n0 prev 1@1",
+        "2 → 0 : AppendEntriesResponse t3",
+        "0 → 2 : AppendEntries t3 from n0 prev 0@0",
+        "2 → 0 : AppendEntriesResponse t3 ok index 1",
+        "0 → 1 : RequestVote t3",
+        "1 Election timeout",
+        "1 → 2 : RequestVote t4",
+        "2 → 1 : RequestVoteResponse t4 granted",
+    ];
+    let entry = seeded(Bug::Figure8);
+    let model = RaftModel::new(entry.config);
+    let path = follow(&model, &script).unwrap_or_else(|e| panic!("{e}"));
+    let text = check::format_path(&model, &path);
+    let holds = |m: &RaftModel, name: &str| {
+        m.properties()
+            .into_iter()
+            .find(|p| p.name == name)
+            .map(|p| (p.condition)(m, path.last_state()))
+    };
+    assert_eq!(
+        holds(&model, raft_spec::safety::LEADER_COMPLETENESS),
+        Some(false),
+        "{text}"
+    );
+    assert!(text.contains("n1 Leader t4"), "{text}");
+
+    let correct = RaftModel::new(without_bug(entry.config));
+    let path = follow(&correct, &script).unwrap_or_else(|e| panic!("{e}"));
+    let text = check::format_path(&correct, &path);
+    for p in correct.properties() {
+        if p.expectation == Expectation::Always {
+            assert!(
+                (p.condition)(&correct, path.last_state()),
+                "{}: {text}",
+                p.name
+            );
+        }
+    }
+}
