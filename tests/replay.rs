@@ -525,3 +525,66 @@ fn a_real_cluster_with_a_leader_killed_and_restarted_replays_clean() {
     assert!(summary.restarts >= 1, "{summary}");
     assert!(summary.max_term.0 >= 2, "{summary}");
 }
+
+// ---- Throughput ---------------------------------------------------------------
+
+/// Records a trace of at least `steps` steps in the deterministic harness:
+/// an idle cluster (heartbeats only) or one under writes.
+fn long_run(steps: u64, writes: bool) -> BTreeMap<NodeId, String> {
+    let mut s = sim(42);
+    s.run_for_millis(500);
+    let total = |s: &Sim| -> u64 {
+        s.up()
+            .into_iter()
+            .filter_map(|n| s.node(n))
+            .map(|n| n.counters().steps)
+            .sum()
+    };
+    let mut round = 0;
+    while total(&s) < steps {
+        if writes {
+            s.add_client(
+                (0..10)
+                    .map(|i| put(&format!("k{}", (round * 10 + i) % 100), "v"))
+                    .collect(),
+            );
+        }
+        s.run_for_millis(200);
+        round += 1;
+    }
+    sim_traces(&s)
+}
+
+/// Replay throughput on traces of 10 k, 100 k and 1 M steps of an idle
+/// cluster, and 10 k and 100 k steps under writes (set `REPLAY_BENCH_MAX` to
+/// stop earlier). Prints one line per trace.
+#[test]
+#[ignore = "benchmark: cargo test --release --test replay -- --ignored --nocapture replay_throughput"]
+fn replay_throughput() {
+    let max: u64 = std::env::var("REPLAY_BENCH_MAX")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    for writes in [false, true] {
+        for size in [10_000u64, 100_000, 1_000_000] {
+            // Under writes the log grows with the trace and each step costs
+            // time proportional to the log (see raft_model::replay, "Cost"):
+            // 1 M steps would take hours.
+            if size > max || (writes && size > 100_000) {
+                continue;
+            }
+            let t0 = std::time::Instant::now();
+            let traces = long_run(size, writes);
+            eprintln!("recorded {size} steps in {:?}", t0.elapsed());
+            let s = replay_texts(&traces).unwrap_or_else(|e| panic!("{e}"));
+            println!(
+                "{:<7} {:>8} steps, {:>6} entries committed: {:>8.3} s, {:>9.0} steps/s",
+                if writes { "writes" } else { "idle" },
+                s.steps,
+                s.committed.0,
+                s.elapsed.as_secs_f64(),
+                s.steps_per_sec()
+            );
+        }
+    }
+}

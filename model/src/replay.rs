@@ -535,7 +535,7 @@ pub fn replay(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<ReplaySummary, 
     let mut replayer = Replayer::new(&servers);
     loop {
         let mut progressed = false;
-        let mut blocked: Vec<(usize, String, bool)> = Vec::new();
+        let mut blocked: Vec<(usize, Block)> = Vec::new();
         let mut all_done = true;
         for (t, trace) in traces.iter_mut().enumerate() {
             while let Some((step, line)) = trace.peek()?.cloned() {
@@ -547,8 +547,8 @@ pub fn replay(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<ReplaySummary, 
                         trace.last_seq = step.seq;
                         progressed = true;
                     }
-                    Outcome::Blocked(reason, similar) => {
-                        blocked.push((t, reason, similar));
+                    Outcome::Blocked(block) => {
+                        blocked.push((t, block));
                         break;
                     }
                 }
@@ -653,9 +653,19 @@ fn ids(nodes: &[NodeId]) -> Vec<u64> {
 
 enum Outcome {
     Replayed,
-    /// Not enabled yet: why, and whether a similar message is in flight on
-    /// that link (then the recorded one was most likely altered).
-    Blocked(String, bool),
+    /// Not enabled yet.
+    Blocked(Block),
+}
+
+/// A step that receives a message not in flight (yet). Why, in words, is
+/// worked out only if the replay gets stuck ([`Replayer::not_in_flight`]).
+struct Block {
+    /// The message awaited.
+    envelope: Envelope<ReplayMsg>,
+    /// The sender the step waits for.
+    sender: NodeId,
+    /// The receiver.
+    receiver: NodeId,
 }
 
 /// The replay state: the model, its current state, and the ghost history.
@@ -750,21 +760,18 @@ impl Replayer {
         }
         let id = actor_id(node);
         let index = node.0 as usize;
-        let Some(before) = Self::server(&self.state, node).cloned() else {
+        // The server before the step (shared, not copied).
+        let before_state = Arc::clone(&self.state.actor_states[index]);
+        let ReplayState::Server(before) = &*before_state else {
             unreachable!("every server of the header has a server actor")
         };
-        let next: Option<ReplayModelState> = match &step.input {
-            TraceInput::Restart if first => None,
+        let actions: Vec<ReplayAction> = match &step.input {
+            TraceInput::Restart if first => Vec::new(),
             TraceInput::Restart => {
                 self.restarts += 1;
-                let crashed = self
-                    .model
-                    .next_state(&self.state, ActorModelAction::Crash(id))
-                    .unwrap_or_else(|| self.state.clone());
                 // The history sees the crash and the recovery as one step, as
                 // the checker records a recovery (from the persisted state).
-                self.model
-                    .next_state(&crashed, ActorModelAction::Recover(id))
+                vec![ActorModelAction::Crash(id), ActorModelAction::Recover(id)]
             }
             TraceInput::ElectionTimeout | TraceInput::HeartbeatTimeout => {
                 let timer = if step.input == TraceInput::ElectionTimeout {
@@ -792,82 +799,54 @@ impl Replayer {
                         },
                     ));
                 }
-                self.model
-                    .next_state(&self.state, ActorModelAction::Timeout(id, timer))
+                vec![ActorModelAction::Timeout(id, timer)]
             }
             TraceInput::ClientRequest {
                 client_id,
                 request_no,
                 command,
             } => {
-                // The environment sends the request; the model delivers it.
-                let env = self.environment();
-                let msg = ReplayMsg::Request {
-                    client_id: *client_id,
-                    request_no: *request_no,
-                    command: command.clone(),
-                };
-                let mut sent = self.state.clone();
-                let envelope = Envelope {
-                    src: env,
+                // The environment sends the request and the model delivers
+                // it at once; the environment does not send it again (a
+                // retry is another recorded request).
+                vec![ActorModelAction::Deliver {
+                    src: self.environment(),
                     dst: id,
-                    msg: msg.clone(),
-                };
-                if let Network::UnorderedDuplicating(set, _) = &mut sent.network {
-                    set.insert(envelope.clone());
-                }
-                let mut next = self
-                    .model
-                    .next_state(
-                        &sent,
-                        ActorModelAction::Deliver {
-                            src: env,
-                            dst: id,
-                            msg,
-                        },
-                    )
-                    .unwrap_or(sent);
-                // The request was taken; the environment does not resend it.
-                if let Network::UnorderedDuplicating(set, _) = &mut next.network {
-                    set.remove(&envelope);
-                }
-                Some(next)
+                    msg: ReplayMsg::Request {
+                        client_id: *client_id,
+                        request_no: *request_no,
+                        command: command.clone(),
+                    },
+                }]
             }
             TraceInput::Message { from, message } => {
-                let msg = ReplayMsg::Raft(RaftMsg::new(message.clone()));
                 let envelope = Envelope {
                     src: actor_id(*from),
                     dst: id,
-                    msg,
+                    msg: ReplayMsg::Raft(RaftMsg::new(message.clone())),
                 };
                 let in_flight = match &self.state.network {
                     Network::UnorderedDuplicating(set, _) => set.contains(&envelope),
                     _ => false,
                 };
-                if !in_flight {
+                if in_flight {
+                    let Envelope { src, dst, msg } = envelope;
+                    vec![ActorModelAction::Deliver { src, dst, msg }]
+                } else if before.ignores_forever(message) {
                     // A response the checker would have forgotten as dead
                     // (it changes nothing, in this state or later) may be
                     // delivered late: a no-op step, checked as such below.
-                    if !before.ignores_forever(message) {
-                        let (reason, similar) = self.not_in_flight(&envelope, *from, node);
-                        return Ok(Outcome::Blocked(reason, similar));
-                    }
-                    None
+                    Vec::new()
                 } else {
-                    let Envelope { src, dst, msg } = envelope;
-                    self.model
-                        .next_state(&self.state, ActorModelAction::Deliver { src, dst, msg })
+                    return Ok(Outcome::Blocked(Block {
+                        envelope,
+                        sender: *from,
+                        receiver: node,
+                    }));
                 }
             }
         };
-        let next = match next {
-            Some(mut n) => {
-                clear_last_delivered(&mut n);
-                n
-            }
-            // Stateright's no-op: the step changed nothing.
-            None => self.state.clone(),
-        };
+        let next = self.next_state(actions);
         let Some(after) = Self::server(&next, node) else {
             unreachable!("every server of the header has a server actor")
         };
@@ -927,6 +906,34 @@ impl Replayer {
         Ok(Outcome::Replayed)
     }
 
+    /// Applies `actions` in turn with the model's `next_state` (an action
+    /// that is Stateright's no-op leaves the state as it is).
+    ///
+    /// The network is factored out while `next_state` runs, so that its
+    /// clone of the state does not copy every message in flight: on the
+    /// duplicating network, delivering leaves the network as it is (the
+    /// replayer checked that the message is in flight) and a step only adds
+    /// the messages it sends, which are merged back. The result is the state
+    /// `next_state` returns on the whole state, in time independent of the
+    /// number of messages in flight.
+    fn next_state(&mut self, actions: Vec<ReplayAction>) -> ReplayModelState {
+        let empty = Network::new_unordered_duplicating([]);
+        let mut network = std::mem::replace(&mut self.state.network, empty);
+        let mut state = self.state.clone();
+        for action in actions {
+            if let Some(next) = self.model.next_state(&state, action) {
+                state = next;
+            }
+        }
+        if let (Network::UnorderedDuplicating(all, _), Network::UnorderedDuplicating(sent, _)) =
+            (&mut network, &mut state.network)
+        {
+            all.extend(sent.drain());
+        }
+        state.network = network;
+        state
+    }
+
     /// The environment's actor index: the first that is not a server's.
     fn environment(&self) -> Id {
         let i = self
@@ -944,11 +951,11 @@ impl Replayer {
         envelope: &Envelope<ReplayMsg>,
         from: NodeId,
         to: NodeId,
-    ) -> (String, bool) {
+    ) -> (String, Option<usize>) {
         let ReplayMsg::Raft(recorded) = &envelope.msg else {
-            return ("the message is not in flight".to_string(), false);
+            return ("the message is not in flight".to_string(), None);
         };
-        let mut similar = false;
+        let mut distance = None;
         let mut out = format!(
             "{} from server {} to server {} is not in flight (no replayed step of server {} sent it)",
             recorded.name(),
@@ -965,10 +972,10 @@ impl Replayer {
                     _ => None,
                 })
                 .collect();
-            same.sort_by_key(|m| field_distance(recorded, m));
+            same.sort_by_cached_key(|m| (field_distance(recorded, m), (*m).clone()));
             if let Some(closest) = same.first() {
-                similar = true;
                 let diffs = message_field_diff(recorded, closest);
+                distance = Some(diffs.len());
                 let _ = write!(
                     out,
                     "; the closest {} in flight on that link differs in {}",
@@ -981,35 +988,60 @@ impl Replayer {
                 );
             }
         }
-        (out, similar)
+        (out, distance)
     }
 
-    /// The divergence when no trace can go on. The step reported first is
-    /// the earliest (by its number in its own trace) of those whose link
-    /// carries a similar message (the recorded message was most likely
-    /// altered), else the earliest blocked one; the others are listed.
-    fn stuck(&self, traces: &mut [Trace], blocked: Vec<(usize, String, bool)>) -> ReplayError {
-        let mut described: Vec<(bool, usize, u64, Step<KvCommand>, String)> = Vec::new();
-        for (t, reason, similar) in blocked {
-            if let Ok(Some((step, line))) = traces[t].peek() {
-                described.push((similar, t, *line, step.clone(), reason));
+    /// The divergence when no trace can go on.
+    ///
+    /// Blocked steps wait on each other: a step waits on its message's
+    /// sender. The origin is among the steps whose sender waits, directly or
+    /// not, on them (a cycle), or whose sender's trace has ended. Among those
+    /// the report names first the step whose link carries the most similar
+    /// message (fewest differing fields: the recorded one was most likely
+    /// altered), then the earliest in its own trace; the others are listed.
+    fn stuck(&self, traces: &mut [Trace], blocked: Vec<(usize, Block)>) -> ReplayError {
+        let waits_on = |t: usize| -> Option<usize> {
+            let (_, b) = blocked.iter().find(|(u, _)| *u == t)?;
+            blocked
+                .iter()
+                .map(|(u, _)| *u)
+                .find(|u| traces[*u].server == b.sender)
+        };
+        let is_origin = |t: usize| -> bool {
+            let mut at = t;
+            for _ in 0..=blocked.len() {
+                match waits_on(at) {
+                    None => return at == t,
+                    Some(next) if next == t => return true,
+                    Some(next) => at = next,
+                }
+            }
+            false
+        };
+        let origins: Vec<bool> = blocked.iter().map(|(t, _)| is_origin(*t)).collect();
+        let mut described: Vec<(
+            (bool, usize, u64, usize),
+            usize,
+            u64,
+            Step<KvCommand>,
+            String,
+        )> = Vec::new();
+        for ((t, block), origin) in blocked.iter().zip(origins) {
+            let (reason, distance) =
+                self.not_in_flight(&block.envelope, block.sender, block.receiver);
+            if let Ok(Some((step, line))) = traces[*t].peek() {
+                let rank = (!origin, distance.unwrap_or(usize::MAX), step.seq, *t);
+                described.push((rank, *t, *line, step.clone(), reason));
             }
         }
-        // Blocks wait on each other in a cycle; the earliest step (in its
-        // own trace) on a link that carries a similar message is the likely
-        // origin.
-        described.sort_by_key(|(similar, t, _, step, _)| (!similar, step.seq, *t));
-        let described: Vec<(usize, u64, Step<KvCommand>, String)> = described
-            .into_iter()
-            .map(|(_, t, line, step, reason)| (t, line, step, reason))
-            .collect();
-        let Some((t, line, step, reason)) = described.first().cloned() else {
+        described.sort_by(|a, b| a.0.cmp(&b.0));
+        let Some((_, t, line, step, reason)) = described.first().cloned() else {
             unreachable!("a round that replays nothing has a blocked trace")
         };
         let also_blocked = described
             .iter()
             .skip(1)
-            .map(|(t, line, step, reason)| {
+            .map(|(_, t, line, step, reason)| {
                 format!(
                     "{}:{} server {}: {} ({reason})",
                     traces[*t].file(),
