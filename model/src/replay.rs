@@ -864,7 +864,7 @@ impl Replayer {
             ));
         }
         self.history
-            .record_step(&ServerView::live(&before), &ServerView::live(after));
+            .record_step(&ServerView::live(before), &ServerView::live(after));
         let views: Vec<ServerView<'_, KvCommand>> = next
             .actor_states
             .iter()
@@ -1019,13 +1019,15 @@ impl Replayer {
             false
         };
         let origins: Vec<bool> = blocked.iter().map(|(t, _)| is_origin(*t)).collect();
-        let mut described: Vec<(
+        // (rank, trace, line, step, why)
+        type Described = (
             (bool, usize, u64, usize),
             usize,
             u64,
             Step<KvCommand>,
             String,
-        )> = Vec::new();
+        );
+        let mut described: Vec<Described> = Vec::new();
         for ((t, block), origin) in blocked.iter().zip(origins) {
             let (reason, distance) =
                 self.not_in_flight(&block.envelope, block.sender, block.receiver);
@@ -1034,7 +1036,7 @@ impl Replayer {
                 described.push((rank, *t, *line, step.clone(), reason));
             }
         }
-        described.sort_by(|a, b| a.0.cmp(&b.0));
+        described.sort_by_key(|d| d.0);
         let Some((_, t, line, step, reason)) = described.first().cloned() else {
             unreachable!("a round that replays nothing has a blocked trace")
         };
