@@ -1,0 +1,292 @@
+//! Two-way conformance: seeded random walks of the replay model (Stateright's
+//! `next_state` over Kv servers) drive raft-node's event-loop core
+//! ([`raft_node::node::Node`], the code the runtime and the deterministic
+//! harness run) with the same inputs; after every step the node's server
+//! equals the model's, and every message the node sent is in flight in the
+//! model. The model exercises the implementation as the traces exercise the
+//! model.
+
+#![allow(clippy::unwrap_used)]
+
+use raft_model::replay::{replay_model, ReplayModel, ReplayModelState, ReplayMsg, ReplayState};
+use raft_node::config::Timing;
+use raft_node::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time};
+use raft_node::storage::MemStorage;
+use raft_node::wire::Response;
+use raft_spec::{ClientId, KvCommand, Message, NodeId, Server, Timer};
+use stateright::actor::{ActorModelAction, Envelope, Id, Network};
+use stateright::Model;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Outbox {
+    sent: Vec<(NodeId, Message<KvCommand>)>,
+}
+
+impl Io for Outbox {
+    fn send(&mut self, to: NodeId, message: Message<KvCommand>) {
+        self.sent.push((to, message));
+    }
+    fn reply(&mut self, _conn: ConnId, _response: Response) {}
+}
+
+struct Impl {
+    nodes: BTreeMap<NodeId, Node<MemStorage>>,
+    /// Each node's own clock: a node's timer fires when its clock reaches
+    /// the deadline, and no other node's time moves.
+    clocks: BTreeMap<NodeId, Time>,
+    ids: Vec<NodeId>,
+}
+
+impl Impl {
+    fn options(&self, id: NodeId) -> NodeOptions {
+        NodeOptions {
+            id,
+            peers: self
+                .ids
+                .iter()
+                .map(|n| (*n, format!("sim:{}", n.0)))
+                .collect(),
+            cluster_id: "conformance".into(),
+            timing: Timing::default(),
+            seed: id.0,
+            trace: None,
+        }
+    }
+
+    fn start(ids: &[NodeId]) -> (Impl, Outbox) {
+        let mut i = Impl {
+            nodes: BTreeMap::new(),
+            clocks: BTreeMap::new(),
+            ids: ids.to_vec(),
+        };
+        let mut out = Outbox::default();
+        for &id in ids {
+            let node = Node::start(
+                i.options(id),
+                Default::default(),
+                MemStorage::default(),
+                Duration::ZERO,
+                &mut out,
+            )
+            .unwrap();
+            i.nodes.insert(id, node);
+            i.clocks.insert(id, Duration::ZERO);
+        }
+        (i, out)
+    }
+
+    fn handle(&mut self, id: NodeId, events: Vec<Event>, now: Time) -> Outbox {
+        let mut out = Outbox::default();
+        self.nodes
+            .get_mut(&id)
+            .unwrap()
+            .handle(now, events, &mut out)
+            .unwrap();
+        out
+    }
+
+    fn fire_timer(&mut self, id: NodeId) -> Outbox {
+        let deadline = self.nodes[&id].next_deadline().expect("a timer is set");
+        let now = self.clocks[&id].max(deadline);
+        self.clocks.insert(id, now);
+        self.handle(id, Vec::new(), now)
+    }
+
+    fn restart(&mut self, id: NodeId) -> Outbox {
+        let node = self.nodes.remove(&id).unwrap();
+        let mut storage = node.into_storage();
+        storage.crash();
+        let mut out = Outbox::default();
+        let node = Node::start(
+            self.options(id),
+            storage.durable().clone(),
+            storage,
+            self.clocks[&id],
+            &mut out,
+        )
+        .unwrap();
+        self.nodes.insert(id, node);
+        out
+    }
+}
+
+fn server(state: &ReplayModelState, id: NodeId) -> &Server<raft_spec::Kv> {
+    match &*state.actor_states[id.0 as usize] {
+        ReplayState::Server(s) => s,
+        ReplayState::Environment => unreachable!(),
+    }
+}
+
+fn in_flight(state: &ReplayModelState, from: NodeId, to: NodeId, m: &Message<KvCommand>) -> bool {
+    let env = Envelope {
+        src: Id::from(from.0 as usize),
+        dst: Id::from(to.0 as usize),
+        msg: ReplayMsg::Raft(raft_model::actors::RaftMsg::new(m.clone())),
+    };
+    matches!(&state.network, Network::UnorderedDuplicating(set, _) if set.contains(&env))
+}
+
+/// The action a random walk takes, in terms both sides understand.
+enum Choice {
+    Deliver(NodeId, NodeId, Message<KvCommand>),
+    Timeout(NodeId, Timer),
+    Request(NodeId, u64),
+    Restart(NodeId),
+}
+
+fn walk(seed: u64, steps: usize) -> (usize, u64) {
+    let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let model: ReplayModel = replay_model(&ids);
+    let mut state = model.init_states().pop().unwrap();
+    let (mut imp, _) = Impl::start(&ids);
+    let mut rng = SplitMix64::new(seed);
+    let mut requests = 0;
+    let mut taken = 0;
+    let mut committed = 0;
+    for _ in 0..steps {
+        let mut actions = Vec::new();
+        model.actions(&state, &mut actions);
+        let mut deliveries = Vec::new();
+        let mut timeouts = Vec::new();
+        for a in actions {
+            match a {
+                ActorModelAction::Deliver {
+                    src,
+                    dst,
+                    msg: ReplayMsg::Raft(m),
+                } => deliveries.push(Choice::Deliver(
+                    NodeId(usize::from(src) as u64),
+                    NodeId(usize::from(dst) as u64),
+                    (*m).clone(),
+                )),
+                ActorModelAction::Timeout(id, t) => {
+                    timeouts.push(Choice::Timeout(NodeId(usize::from(id) as u64), t))
+                }
+                _ => {}
+            }
+        }
+        // Weigh the kinds of action so that walks elect leaders and commit:
+        // timeouts 10 %, client requests 10 % (to the leader, if any),
+        // restarts 1 %, deliveries the rest.
+        let leader = ids
+            .iter()
+            .copied()
+            .find(|&n| server(&state, n).role() == raft_spec::Role::Leader);
+        let roll = rng.next_u64() % 100;
+        let pick_from = |v: &mut Vec<Choice>, rng: &mut SplitMix64| -> Option<Choice> {
+            (!v.is_empty()).then(|| v.swap_remove((rng.next_u64() % v.len() as u64) as usize))
+        };
+        let choice = if roll < 10 {
+            pick_from(&mut timeouts, &mut rng)
+        } else if roll < 20 {
+            let to = leader.unwrap_or(ids[(rng.next_u64() % 3) as usize]);
+            Some(Choice::Request(to, requests + 1))
+        } else if roll < 21 {
+            Some(Choice::Restart(ids[(rng.next_u64() % 3) as usize]))
+        } else {
+            pick_from(&mut deliveries, &mut rng)
+        };
+        let Some(choice) = choice
+            .or_else(|| pick_from(&mut deliveries, &mut rng))
+            .or_else(|| pick_from(&mut timeouts, &mut rng))
+        else {
+            break;
+        };
+        let (id, model_actions, out) = match choice {
+            Choice::Deliver(from, to, message) => {
+                let env = Envelope {
+                    src: Id::from(from.0 as usize),
+                    dst: Id::from(to.0 as usize),
+                    msg: ReplayMsg::Raft(raft_model::actors::RaftMsg::new(message.clone())),
+                };
+                let now = imp.clocks[&to];
+                let out = imp.handle(to, vec![Event::Peer { from, message }], now);
+                let action = ActorModelAction::Deliver {
+                    src: env.src,
+                    dst: env.dst,
+                    msg: env.msg,
+                };
+                (to, vec![action], out)
+            }
+            Choice::Timeout(id, timer) => {
+                let out = imp.fire_timer(id);
+                (
+                    id,
+                    vec![ActorModelAction::Timeout(Id::from(id.0 as usize), timer)],
+                    out,
+                )
+            }
+            Choice::Request(id, no) => {
+                requests = no;
+                let command = KvCommand::Put {
+                    key: format!("k{}", no % 3),
+                    value: format!("v{no}"),
+                };
+                let now = imp.clocks[&id];
+                let event = Event::Request {
+                    conn: no,
+                    client_id: ClientId(7),
+                    request_no: no,
+                    command: command.clone(),
+                };
+                let out = imp.handle(id, vec![event], now);
+                let action = ActorModelAction::Deliver {
+                    src: Id::from(0),
+                    dst: Id::from(id.0 as usize),
+                    msg: ReplayMsg::Request {
+                        client_id: ClientId(7),
+                        request_no: no,
+                        command,
+                    },
+                };
+                (id, vec![action], out)
+            }
+            Choice::Restart(id) => {
+                let out = imp.restart(id);
+                let a = Id::from(id.0 as usize);
+                (
+                    id,
+                    vec![ActorModelAction::Crash(a), ActorModelAction::Recover(a)],
+                    out,
+                )
+            }
+        };
+        for action in model_actions {
+            if let Some(next) = model.next_state(&state, action) {
+                state = next;
+            }
+        }
+        taken += 1;
+        committed = committed.max(server(&state, id).volatile.commit_index.0);
+        assert_eq!(
+            imp.nodes[&id].server(),
+            server(&state, id),
+            "seed {seed}, step {taken}: node {} differs from the model",
+            id.0
+        );
+        for (to, m) in &out.sent {
+            assert!(
+                in_flight(&state, id, *to, m),
+                "seed {seed}, step {taken}: node {} sent {m:?} to {}, which the model did not",
+                id.0,
+                to.0
+            );
+        }
+    }
+    (taken, committed)
+}
+
+#[test]
+fn random_model_paths_give_the_same_server_states_in_raft_node() {
+    let (mut total, mut committing) = (0, 0);
+    for seed in 1..=20 {
+        let (steps, committed) = walk(seed, 300);
+        total += steps;
+        committing += usize::from(committed > 0);
+    }
+    assert!(total >= 20 * 250, "{total} steps");
+    // The walks reach elections and commits, not just timeouts.
+    assert!(committing >= 5, "{committing} walks committed an entry");
+}
