@@ -113,6 +113,44 @@ fn deterministic_harness_traces_replay_clean() {
     }
 }
 
+/// Many random fault schedules (one seed picks every fault and its time):
+/// every trace the harness records replays clean.
+#[test]
+fn random_fault_schedules_replay_clean() {
+    let (mut restarted, mut committed) = (0, 0);
+    for seed in 100..130u64 {
+        let mut s = sim(seed);
+        let mut rng = raft_node::node::SplitMix64::new(seed);
+        s.add_client((0..8).map(|i| put(&format!("r{i}"), "v")).collect());
+        for _ in 0..12 {
+            let node = NodeId(1 + rng.next_u64() % 3);
+            match rng.next_u64() % 8 {
+                0 => s.crash(node),
+                1 => s.restart(node),
+                2 => s.crash_before_sync(node),
+                3 => s.partition(&[node]),
+                4 => s.heal(),
+                5 => s.set_faults(0.1, 0.1),
+                6 => s.set_faults(0.0, 0.0),
+                _ => s.add_client((0..3).map(|i| put(&format!("x{i}"), "y")).collect()),
+            }
+            s.run_for_millis(50 + rng.next_u64() % 400);
+        }
+        s.heal();
+        s.cancel_pending_crashes();
+        for id in 1..=3 {
+            s.restart(NodeId(id));
+        }
+        s.run_for_millis(500);
+        let summary = replay_texts(&sim_traces(&s)).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(summary.steps > 20, "seed {seed}: {summary}");
+        restarted += usize::from(summary.restarts > 0);
+        committed += usize::from(summary.committed > LogIndex(0));
+    }
+    assert!(restarted >= 10, "{restarted} schedules restarted a node");
+    assert!(committed >= 10, "{committed} schedules committed an entry");
+}
+
 // ---- Runtime-layer bugs -------------------------------------------------
 
 #[test]
