@@ -595,7 +595,8 @@ fn long_run(steps: u64, writes: bool) -> BTreeMap<NodeId, String> {
 
 /// Replay throughput on traces of 10 k, 100 k and 1 M steps of an idle
 /// cluster, and 10 k and 100 k steps under writes (set `REPLAY_BENCH_MAX` to
-/// stop earlier). Prints one line per trace.
+/// stop earlier, `REPLAY_BENCH_WRITES=0` to skip the writes). Prints one
+/// line per trace.
 #[test]
 #[ignore = "benchmark: cargo test --release --test replay -- --ignored --nocapture replay_throughput"]
 fn replay_throughput() {
@@ -603,7 +604,12 @@ fn replay_throughput() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1_000_000);
+    // REPLAY_BENCH_WRITES=0: the idle traces only.
+    let with_writes = std::env::var("REPLAY_BENCH_WRITES").map_or(true, |v| v != "0");
     for writes in [false, true] {
+        if writes && !with_writes {
+            continue;
+        }
         for size in [10_000u64, 100_000, 1_000_000] {
             // Under writes the log grows with the trace and each step costs
             // time proportional to the log (see raft_model::replay, "Cost"):
