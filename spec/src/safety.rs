@@ -186,11 +186,72 @@ impl<C> Default for History<C> {
     }
 }
 
+/// What [`History::record_step_with`] needs of a server's state before its
+/// step, apart from its log.
+#[derive(Clone, Copy, Debug)]
+pub struct Before<'a> {
+    /// Whether it was down.
+    pub crashed: bool,
+    /// Its role (ignored when crashed).
+    pub role: Role,
+    /// Its current term.
+    pub current_term: Term,
+    /// Its vote in `current_term`.
+    pub voted_for: Option<NodeId>,
+    /// Its last applied index (ignored when crashed).
+    pub last_applied: LogIndex,
+    /// Its `match_index` while it was a live leader, `None` otherwise.
+    pub match_index: Option<&'a BTreeMap<NodeId, LogIndex>>,
+}
+
+impl<'a, C> From<&ServerView<'a, C>> for Before<'a> {
+    fn from(v: &ServerView<'a, C>) -> Self {
+        Before {
+            crashed: v.crashed,
+            role: v.role,
+            current_term: v.current_term,
+            voted_for: v.voted_for,
+            last_applied: v.last_applied,
+            match_index: v.match_index,
+        }
+    }
+}
+
+impl Before<'_> {
+    /// Whether the server was a live leader.
+    pub fn is_leader(&self) -> bool {
+        !self.crashed && self.role == Role::Leader
+    }
+}
+
 impl<C: Clone + PartialEq> History<C> {
     /// Records one step of one server, from its state before to its state
     /// after. Call it after every step (message, timeout, client request,
     /// restart).
     pub fn record_step(&mut self, before: &ServerView<'_, C>, after: &ServerView<'_, C>) {
+        self.record_step_with(&Before::from(before), after, || {
+            !after.log.extends(before.log)
+        });
+    }
+
+    /// [`History::record_step`] without the log before the step:
+    /// `log_rewritten` answers whether the step deleted or changed an entry
+    /// the server held before it (`!after.log.extends(before.log)`). It is
+    /// called at most once, and only when the answer matters, so a caller
+    /// that knows what the step wrote (its [`crate::LogWrite`]) answers in
+    /// time proportional to the write. With that answer, the result is the
+    /// one `record_step` gives.
+    pub fn record_step_with(
+        &mut self,
+        before: &Before<'_>,
+        after: &ServerView<'_, C>,
+        log_rewritten: impl FnOnce() -> bool,
+    ) {
+        let mut log_rewritten = Some(log_rewritten);
+        let mut rewritten = None;
+        let mut rewritten = move || -> bool {
+            *rewritten.get_or_insert_with(|| log_rewritten.take().is_some_and(|f| f()))
+        };
         let id = after.id;
         if after.is_leader() && !(before.is_leader() && before.current_term == after.current_term) {
             self.leaders.insert((after.current_term, id));
@@ -198,7 +259,7 @@ impl<C: Clone + PartialEq> History<C> {
         if before.is_leader()
             && after.is_leader()
             && before.current_term == after.current_term
-            && !after.log.extends(before.log)
+            && rewritten()
         {
             self.violations.insert(Violation::LeaderAppendOnly {
                 leader: id,
@@ -228,10 +289,9 @@ impl<C: Clone + PartialEq> History<C> {
             }
         }
         if !self.conflict_overwritten {
-            let common = before.log.len().min(after.log.len());
-            let diverged = before.log.entries()[..common] != after.log.entries()[..common];
-            let shrunk = after.log.len() < before.log.len();
-            self.conflict_overwritten = diverged || shrunk;
+            // An entry of the common part differs, or the log shrank: the
+            // log after does not extend the log before.
+            self.conflict_overwritten = rewritten();
         }
         if after.crashed {
             return;
@@ -430,4 +490,277 @@ pub fn violated_properties<C: PartialEq>(
         failed.push(MATCH_INDEX_MONOTONIC);
     }
     failed
+}
+
+/// The properties of [`violated_properties`], evaluated step by step in time
+/// proportional to what each step changed instead of to the logs.
+///
+/// The trace replayer's monitor: it owns the ghost [`History`] and, after
+/// each step of one server, gives exactly what [`violated_properties`] gives
+/// on the snapshot after the step (the model checker keeps calling the full
+/// predicates). The caller says which server stepped, from which index its
+/// log changed (a [`crate::LogWrite`]'s `from`; `None` if it did not change)
+/// and whether the step rewrote an entry it held (see
+/// [`History::record_step_with`]). The entries of that log below `from`
+/// must be the ones it held before the step, and no other server's log may
+/// have changed: a server's step changes only its own state.
+///
+/// How each property is kept:
+/// - Election Safety: a new `(term, leader)` is compared with the leaders of
+///   the same term only.
+/// - Leader Append-Only, One Vote Per Term, Match Index Monotonic: the
+///   history's step-level violations, as the full predicates read them.
+/// - Log Matching: only pairs with the stepped server can change, and only
+///   at indices from `from` on. Since the pair matched before the step
+///   (checked at every step, so by induction), the logs agree below `from`
+///   exactly when their terms agree at `from - 1`; the rest of the check
+///   compares the entries the step wrote. After a violation it falls back
+///   to the full predicate.
+/// - Leader Completeness and State Machine Safety: for each server, the
+///   length of the common prefix of its log and the history's applied
+///   entries (`agree`), kept current as logs and the history change (each
+///   entry compared is one the step wrote or one newly applied, amortised);
+///   and a min-tree over the terms the applied entries were committed in,
+///   to find the committed entries past a leader's `agree` that it must
+///   still hold (none in a correct run).
+#[derive(Clone, Debug)]
+pub struct IncrementalSafety<C> {
+    history: History<C>,
+    /// Per server: the length of the common prefix of its log and the
+    /// applied entries of the history.
+    agree: BTreeMap<NodeId, usize>,
+    /// The terms the applied entries were committed in.
+    committed_in: MinTree,
+    /// Whether Log Matching or Election Safety failed at some step (from
+    /// then on the full predicate is evaluated).
+    log_matching_failed: bool,
+    election_safety_failed: bool,
+}
+
+impl<C: Clone + PartialEq> IncrementalSafety<C> {
+    /// Starts from the snapshot `servers` and the ghost `history` (whatever
+    /// they hold: the full predicates are evaluated once here).
+    pub fn new(servers: &[ServerView<'_, C>], history: History<C>) -> Self {
+        let mut committed_in = MinTree::default();
+        for (_, t) in &history.applied {
+            committed_in.push(t.0);
+        }
+        let mut s = IncrementalSafety {
+            agree: servers.iter().map(|v| (v.id, 0)).collect(),
+            committed_in,
+            log_matching_failed: !log_matching(servers),
+            election_safety_failed: !election_safety(&history),
+            history,
+        };
+        for v in servers {
+            s.extend_agree(v);
+        }
+        s
+    }
+
+    /// The ghost history.
+    pub fn history(&self) -> &History<C> {
+        &self.history
+    }
+
+    /// Records a step of server `after.id` (as [`History::record_step_with`])
+    /// and returns the properties violated in the snapshot `servers` after
+    /// it, as [`violated_properties`] would. `servers` holds every server,
+    /// the stepped one included, as it is after the step.
+    pub fn step(
+        &mut self,
+        before: &Before<'_>,
+        servers: &[ServerView<'_, C>],
+        stepped: NodeId,
+        log_from: Option<LogIndex>,
+        log_rewritten: bool,
+    ) -> Vec<&'static str> {
+        let Some(after) = servers.iter().find(|v| v.id == stepped) else {
+            return violated_properties(servers, &self.history);
+        };
+        let leaders_before = self.history.leaders.len();
+        let applied_before = self.history.applied.len();
+        self.history
+            .record_step_with(before, after, || log_rewritten);
+        if self.history.leaders.len() != leaders_before {
+            let t = after.current_term;
+            let in_term = self
+                .history
+                .leaders
+                .range((t, NodeId(0))..=(t, NodeId(u64::MAX)))
+                .count();
+            self.election_safety_failed |= in_term > 1;
+        }
+        for (_, t) in &self.history.applied[applied_before..] {
+            self.committed_in.push(t.0);
+        }
+        // Keep `agree` current: the stepped server's log changed from
+        // `log_from`; every server may extend over newly applied entries.
+        if let Some(from) = log_from {
+            let keep = usize::try_from(from.0.saturating_sub(1)).unwrap_or(usize::MAX);
+            let a = self.agree.entry(stepped).or_insert(0);
+            *a = (*a).min(keep);
+        }
+        for v in servers {
+            if v.id == stepped || self.history.applied.len() != applied_before {
+                self.extend_agree(v);
+            }
+        }
+
+        let mut failed = Vec::new();
+        if self.election_safety_failed {
+            failed.push(ELECTION_SAFETY);
+        }
+        if !leader_append_only(&self.history) {
+            failed.push(LEADER_APPEND_ONLY);
+        }
+        let matching = if self.log_matching_failed {
+            log_matching(servers)
+        } else {
+            match log_from {
+                Some(from) => servers
+                    .iter()
+                    .filter(|b| b.id != stepped)
+                    .all(|b| pair_matches_from(after.log, b.log, from)),
+                None => true,
+            }
+        };
+        if !matching {
+            self.log_matching_failed = true;
+            failed.push(LOG_MATCHING);
+        }
+        if !servers
+            .iter()
+            .filter(|s| s.is_leader())
+            .all(|l| self.leader_complete(l))
+        {
+            failed.push(LEADER_COMPLETENESS);
+        }
+        if !self.state_machine_safe(servers) {
+            failed.push(STATE_MACHINE_SAFETY);
+        }
+        if !one_vote_per_term(&self.history) {
+            failed.push(ONE_VOTE_PER_TERM);
+        }
+        if !match_index_monotonic(&self.history) {
+            failed.push(MATCH_INDEX_MONOTONIC);
+        }
+        failed
+    }
+
+    /// Extends `agree` of `v` over the entries its log shares with the
+    /// applied entries.
+    fn extend_agree(&mut self, v: &ServerView<'_, C>) {
+        let a = self.agree.entry(v.id).or_insert(0);
+        let entries = v.log.entries();
+        let applied = &self.history.applied;
+        let end = entries.len().min(applied.len());
+        *a = (*a).min(end);
+        while *a < end && entries[*a] == applied[*a].0 {
+            *a += 1;
+        }
+    }
+
+    /// [`leader_completeness`] for one live leader: every entry committed
+    /// in a term below the leader's is in its log. Below `agree` they are;
+    /// past it, the min-tree finds those committed earlier than its term.
+    fn leader_complete(&self, leader: &ServerView<'_, C>) -> bool {
+        let mut from = self.agree.get(&leader.id).copied().unwrap_or(0);
+        while let Some(k) = self.committed_in.first_below(from, leader.current_term.0) {
+            let Some((entry, _)) = self.history.applied.get(k) else {
+                return true;
+            };
+            if leader.log.get(LogIndex(k as u64 + 1)) != Some(entry) {
+                return false;
+            }
+            from = k + 1;
+        }
+        true
+    }
+
+    /// [`state_machine_safety`]: what each live server applied is a prefix
+    /// of the applied entries, i.e. within its `agree`.
+    fn state_machine_safe(&self, servers: &[ServerView<'_, C>]) -> bool {
+        let no_step_violation = !self
+            .history
+            .violations
+            .iter()
+            .any(|v| matches!(v, Violation::StateMachineSafety { .. }));
+        no_step_violation
+            && servers.iter().filter(|s| !s.crashed).all(|s| {
+                let applied = usize::try_from(s.last_applied.0).unwrap_or(usize::MAX);
+                let compared = applied.min(s.log.len()).min(self.history.applied.len());
+                self.agree.get(&s.id).copied().unwrap_or(0) >= compared
+            })
+    }
+}
+
+/// Log Matching for the pair `(a, b)` where `a` changed from index `from`
+/// on, given that the pair matched before the change (see
+/// [`IncrementalSafety`]). Compares entries `from..` of `a` only.
+fn pair_matches_from<C: PartialEq>(a: &Log<C>, b: &Log<C>, from: LogIndex) -> bool {
+    let start = usize::try_from(from.0.max(1) - 1).unwrap_or(usize::MAX);
+    let common = a.len().min(b.len());
+    if common <= start {
+        return true;
+    }
+    let (ea, eb) = (a.entries(), b.entries());
+    let Some(k) = (start..common).rev().find(|&k| ea[k].term == eb[k].term) else {
+        return true;
+    };
+    // The entries below `start` are unchanged and matched before: they are
+    // identical exactly when the terms at `start - 1` agree.
+    let below = start == 0 || ea[start - 1].term == eb[start - 1].term;
+    below && ea[start..=k] == eb[start..=k]
+}
+
+/// A min segment tree over a sequence that only grows at its end.
+#[derive(Clone, Debug, Default)]
+struct MinTree {
+    /// Leaves at `cap..cap + len`; node `i` is the minimum of `2i`, `2i + 1`.
+    tree: Vec<u64>,
+    cap: usize,
+    len: usize,
+}
+
+impl MinTree {
+    fn push(&mut self, value: u64) {
+        if self.len == self.cap {
+            let cap = (self.cap * 2).max(16);
+            let mut tree = vec![u64::MAX; 2 * cap];
+            tree[cap..cap + self.len].copy_from_slice(&self.tree[self.cap..self.cap + self.len]);
+            for i in (1..cap).rev() {
+                tree[i] = tree[2 * i].min(tree[2 * i + 1]);
+            }
+            self.tree = tree;
+            self.cap = cap;
+        }
+        let mut i = self.cap + self.len;
+        self.tree[i] = value;
+        self.len += 1;
+        while i > 1 {
+            i /= 2;
+            self.tree[i] = self.tree[2 * i].min(self.tree[2 * i + 1]);
+        }
+    }
+
+    /// The first position at or after `from` whose value is below `bound`.
+    fn first_below(&self, from: usize, bound: u64) -> Option<usize> {
+        if from >= self.len {
+            return None;
+        }
+        self.find(1, 0, self.cap, from, bound)
+    }
+
+    fn find(&self, node: usize, lo: usize, hi: usize, from: usize, bound: u64) -> Option<usize> {
+        if hi <= from || self.tree[node] >= bound {
+            return None;
+        }
+        if hi - lo == 1 {
+            return Some(lo);
+        }
+        let mid = (lo + hi) / 2;
+        self.find(2 * node, lo, mid, from, bound)
+            .or_else(|| self.find(2 * node + 1, mid, hi, from, bound))
+    }
 }
