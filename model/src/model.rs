@@ -20,12 +20,14 @@ use raft_spec::{
     Server, StateMachine, Timer,
 };
 use stateright::actor::{
-    ActorModel, ActorModelAction, ActorModelState, Envelope, Id, LossyNetwork, Network,
+    Actor, ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, LossyNetwork,
+    Network, Out, Timers,
 };
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
 use stateright::{Model, Path, Property, Representative, Rewrite, RewritePlan};
+use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// The sequential specification of the replicated counter, for the
 /// linearizability check of client replies.
@@ -265,23 +267,33 @@ impl RaftModel {
     /// as delivering it at once). The set of reachable server, client and
     /// ghost states is unchanged; only states that differ in dead messages are
     /// merged. `tests/model_check.rs` checks this on small configurations.
-    fn collect_dead_messages(&self, state: &mut State) {
+    ///
+    /// Whether a message is dead depends only on its recipient's state
+    /// ([`Self::is_dead`]), and a step changes the state of one actor only
+    /// (the one that received, timed out, crashed or recovered). Every state
+    /// this model produces has had its dead messages removed, and the initial
+    /// states hold none (client requests are never dead), so after a step of
+    /// actor `stepped` only the messages to it, and the ones it sent, can be
+    /// newly dead: the others are not looked at. `None` looks at every message.
+    fn collect_dead_messages(&self, state: &mut State, stepped: Option<Id>) {
+        let involved = |src: Id, dst: Id| stepped.is_none_or(|a| a == src || a == dst);
         // Stateright 0.31's `Network::iter_all` never ends on an ordered
         // network, so each variant is walked here directly.
         let shared: &State = state;
         let dead: Vec<Envelope<Msg>> = match &shared.network {
             Network::UnorderedDuplicating(set, _) => set
                 .iter()
-                .filter(|e| self.is_dead(shared, e.dst, &e.msg))
+                .filter(|e| involved(e.src, e.dst) && self.is_dead(shared, e.dst, &e.msg))
                 .cloned()
                 .collect(),
             Network::UnorderedNonDuplicating(multiset) => multiset
                 .keys()
-                .filter(|e| self.is_dead(shared, e.dst, &e.msg))
+                .filter(|e| involved(e.src, e.dst) && self.is_dead(shared, e.dst, &e.msg))
                 .cloned()
                 .collect(),
             Network::Ordered(flows) => flows
                 .iter()
+                .filter(|(&(src, dst), _)| involved(src, dst))
                 .flat_map(|(&(src, dst), flow)| {
                     flow.iter()
                         .filter(move |m| self.is_dead(shared, dst, m))
@@ -320,27 +332,180 @@ impl RaftModel {
         }
     }
 
-    /// Records the step server `i` took from `before` to `after` in the ghost.
-    fn record(&self, before: &State, after: &mut State, i: usize, recovered_now: bool) {
-        let (Some(b), Some(a)) = (Self::view(before, i), Self::view(after, i)) else {
-            return;
+    /// `ActorModel::next_state` for a delivery on the duplicating network,
+    /// followed by what [`Model::next_state`] does to every state (forget the
+    /// last delivered message, collect dead messages, skip self-loops), with
+    /// the same result, but without copying the state when the delivery turns
+    /// out to be a self-loop.
+    ///
+    /// On this network most deliveries are of messages delivered before: the
+    /// recipient's state does not change and what it sends is already in
+    /// flight (or dead). Such a step is recognised from the actor's outputs
+    /// alone. Only when that cannot be decided from the outputs (a client
+    /// request, whose invocation the ghost may record, or a reply to a
+    /// client) is the copy compared with the state before.
+    fn deliver_on_duplicating(&self, last: &State, src: Id, dst: Id, msg: Msg) -> Option<State> {
+        let index = usize::from(dst);
+        let last_actor = last.actor_states.get(index)?;
+        if last.crashed.get(index).copied().unwrap_or(false) {
+            return None;
+        }
+        let actor = self.inner.actors.get(index)?;
+        let mut actor_state = Cow::Borrowed(&**last_actor);
+        let mut out = Out::new();
+        actor.on_msg(dst, &mut actor_state, src, msg.clone(), &mut out);
+        let changed = match &actor_state {
+            Cow::Borrowed(_) => false,
+            Cow::Owned(s) => s != &**last_actor,
         };
-        let mut raft = after.history.raft.clone();
-        raft.record_step(&b, &a);
-        let mut rejoined = after.history.rejoined;
-        let id = a.id;
-        if !rejoined && after.history.recovered.contains(&id) && !recovered_now {
-            if let (Some(sb), Some(sa)) = (Self::server(before, i), Self::server(after, i)) {
-                let voted = sa.persistent.voted_for.is_some_and(|v| v != id)
-                    && sa.persistent.voted_for != sb.persistent.voted_for;
-                let accepted = sa.role() == Role::Follower && sa.log().len() > sb.log().len();
-                rejoined = voted || accepted;
+        if !changed && out.is_empty() {
+            return None;
+        }
+        let Network::UnorderedDuplicating(in_flight, _) = &last.network else {
+            return None;
+        };
+        let envelope_in = Envelope {
+            src,
+            dst,
+            msg: &msg,
+        };
+        let history_in = record_return(&self.config, &last.history, envelope_in);
+        // Whether the outputs surely change nothing (`Some(true)`), surely
+        // change something (`Some(false)`), or cannot tell (`None`).
+        let mut moot = Some(!changed);
+        if history_in.is_some() {
+            moot = None;
+        }
+        let timers = last.timers_set.get(index);
+        let is_set = |t: &Timer| timers.is_some_and(|ts| ts.iter().any(|x| x == t));
+        for command in out.iter() {
+            if moot == Some(false) {
+                break;
+            }
+            let this = match command {
+                Command::Send(to, m) => match m {
+                    Msg::Request { .. } => None,
+                    _ => {
+                        let e = Envelope {
+                            src: dst,
+                            dst: *to,
+                            msg: m.clone(),
+                        };
+                        Some(
+                            in_flight.contains(&e)
+                                || (self.collect_garbage && self.is_dead(last, *to, m)),
+                        )
+                    }
+                },
+                // A timer set or cancelled, or a storage saved, may be undone
+                // by a later command of the same step: unknown, not a change.
+                Command::SetTimer(t, _) => is_set(t).then_some(true),
+                Command::CancelTimer(t) => (!is_set(t)).then_some(true),
+                Command::Save(stored) => last
+                    .actor_storages
+                    .get(index)
+                    .is_some_and(|s| s.as_ref() == Some(stored))
+                    .then_some(true),
+                Command::ChooseRandom(..) => Some(false),
+            };
+            moot = match (moot, this) {
+                (Some(false), _) | (_, Some(false)) => Some(false),
+                (Some(true), Some(true)) => Some(true),
+                _ => None,
+            };
+        }
+        if moot == Some(true) {
+            return None;
+        }
+        let mut next = last.clone();
+        if let (true, Cow::Owned(s)) = (changed, actor_state) {
+            next.actor_states[index] = Arc::new(s);
+        }
+        if let Some(history) = history_in {
+            next.history = history;
+        }
+        for command in out {
+            match command {
+                Command::Send(to, m) => {
+                    let e = Envelope {
+                        src: dst,
+                        dst: to,
+                        msg: &m,
+                    };
+                    if let Some(history) = record_invocation(&self.config, &next.history, e) {
+                        next.history = history;
+                    }
+                    if let Network::UnorderedDuplicating(set, _) = &mut next.network {
+                        set.insert(Envelope {
+                            src: dst,
+                            dst: to,
+                            msg: m,
+                        });
+                    }
+                }
+                Command::SetTimer(t, _) => {
+                    if next.timers_set.len() <= index {
+                        next.timers_set.resize_with(index + 1, Timers::new);
+                    }
+                    next.timers_set[index].set(t);
+                }
+                Command::CancelTimer(t) => {
+                    if let Some(ts) = next.timers_set.get_mut(index) {
+                        ts.cancel(&t);
+                    }
+                }
+                Command::Save(stored) => {
+                    if next.actor_storages.len() <= index {
+                        next.actor_storages.resize_with(index + 1, Default::default);
+                    }
+                    next.actor_storages[index] = Some(stored);
+                }
+                Command::ChooseRandom(key, random) => {
+                    if let Some(choices) = next.random_choices.get_mut(index) {
+                        if random.is_empty() {
+                            choices.remove(&key);
+                        } else {
+                            choices.insert(key, random);
+                        }
+                    }
+                }
             }
         }
-        if raft != after.history.raft || rejoined != after.history.rejoined {
-            after.history.raft = raft;
-            after.history.rejoined = rejoined;
+        if let Network::UnorderedDuplicating(_, last_delivered) = &mut next.network {
+            *last_delivered = None;
         }
+        if self.collect_garbage {
+            self.collect_dead_messages(&mut next, Some(dst));
+        }
+        if moot.is_none() && next == *last {
+            return None;
+        }
+        Some(next)
+    }
+
+    /// Records the step server `i` took from `before` to `after` in the ghost.
+    fn record(&self, before: &State, after: &mut State, i: usize, recovered_now: bool) {
+        if Self::view(before, i).is_none() || Self::view(after, i).is_none() {
+            return;
+        }
+        // Recorded in place: the history is taken out of `after` while the
+        // views borrow its servers, then put back.
+        let mut raft = std::mem::take(&mut after.history.raft);
+        let mut rejoined = after.history.rejoined;
+        if let (Some(b), Some(a)) = (Self::view(before, i), Self::view(after, i)) {
+            raft.record_step(&b, &a);
+            let id = a.id;
+            if !rejoined && after.history.recovered.contains(&id) && !recovered_now {
+                if let (Some(sb), Some(sa)) = (Self::server(before, i), Self::server(after, i)) {
+                    let voted = sa.persistent.voted_for.is_some_and(|v| v != id)
+                        && sa.persistent.voted_for != sb.persistent.voted_for;
+                    let accepted = sa.role() == Role::Follower && sa.log().len() > sb.log().len();
+                    rejoined = voted || accepted;
+                }
+            }
+        }
+        after.history.raft = raft;
+        after.history.rejoined = rejoined;
     }
 }
 
@@ -496,24 +661,42 @@ impl Model for RaftModel {
             _ => None,
         };
         let crash = matches!(action, ActorModelAction::Crash(_));
-        let mut next = State(self.inner.next_state(last, action)?);
-        // Stateright remembers the last message delivered on a duplicating
-        // network only so that a delivery that changes nothing still yields a
-        // new fingerprint. Nothing reads it; keeping it would multiply every
-        // state by the number of messages that could have been delivered last.
-        if let Network::UnorderedDuplicating(_, last_delivered) = &mut next.network {
-            *last_delivered = None;
-        }
-        if self.collect_garbage {
-            self.collect_dead_messages(&mut next);
-        }
-        coalesce_identical_messages(&mut next.network);
-        // A step that changes nothing (typically a message delivered again on
-        // the duplicating network) is a self-loop: skipping it saves the
-        // checker a fingerprint and a lookup without changing what is reachable.
-        if next == *last {
-            return None;
-        }
+        let stepped = match &action {
+            ActorModelAction::Deliver { dst, .. } => Some(*dst),
+            ActorModelAction::Timeout(id, _)
+            | ActorModelAction::Crash(id)
+            | ActorModelAction::Recover(id) => Some(*id),
+            ActorModelAction::Drop(_) | ActorModelAction::SelectRandom { .. } => None,
+        };
+        let mut next = match action {
+            ActorModelAction::Deliver { src, dst, msg }
+                if matches!(last.network, Network::UnorderedDuplicating(..)) =>
+            {
+                self.deliver_on_duplicating(last, src, dst, msg)?
+            }
+            action => {
+                let mut next = State(self.inner.next_state(last, action)?);
+                // Stateright remembers the last message delivered on a
+                // duplicating network only so that a delivery that changes
+                // nothing still yields a new fingerprint. Nothing reads it;
+                // keeping it would multiply every state by the number of
+                // messages that could have been delivered last.
+                if let Network::UnorderedDuplicating(_, last_delivered) = &mut next.network {
+                    *last_delivered = None;
+                }
+                if self.collect_garbage {
+                    self.collect_dead_messages(&mut next, stepped);
+                }
+                coalesce_identical_messages(&mut next.network);
+                // A step that changes nothing (typically a message delivered
+                // again) is a self-loop: skipping it saves the checker a
+                // fingerprint and a lookup without changing what is reachable.
+                if next == *last {
+                    return None;
+                }
+                next
+            }
+        };
         if crash {
             next.history.crashes += 1;
         }
