@@ -225,12 +225,18 @@ impl Rewrite<Id> for ActorState {
 }
 
 /// What a server keeps across a crash: the spec's persistent state.
+///
+/// Shared between the states that hold the same one (every state is copied
+/// for each step, and most steps do not write storage); `Hash` and `Eq` are
+/// those of the persistent state.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Stored(pub PersistentState<Cmd>);
+pub struct Stored(pub Arc<PersistentState<Cmd>>);
 
 impl Rewrite<Id> for Stored {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        Stored(self.0.map_ids(&rewrite_node(plan), &rewrite_client(plan)))
+        Stored(Arc::new(
+            self.0.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
+        ))
     }
 }
 
@@ -349,7 +355,7 @@ impl ServerAdapter for RaftActor {
     }
 
     fn stored(persistent: &PersistentState<Cmd>) -> Stored {
-        Stored(persistent.clone())
+        Stored(Arc::new(persistent.clone()))
     }
 }
 
@@ -364,7 +370,10 @@ impl Actor for RaftActor {
         match self {
             RaftActor::Server { servers, bug } => {
                 let peers = (0..*servers).map(|i| NodeId(i as u64)).collect();
-                let persistent = storage.as_ref().map(|s| s.0.clone()).unwrap_or_default();
+                let persistent = storage
+                    .as_ref()
+                    .map(|s| PersistentState::clone(&s.0))
+                    .unwrap_or_default();
                 let (server, outputs) =
                     Server::restart_with_bug(node_id(id), peers, persistent, *bug);
                 carry_out(&server, outputs, o);

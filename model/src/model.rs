@@ -223,7 +223,7 @@ impl RaftModel {
             let stored = state.actor_storages.get(i).and_then(|s| s.as_ref());
             Some(ServerView::crashed(
                 server.id,
-                stored.map_or(nothing_persisted(), |s| &s.0),
+                stored.map_or(nothing_persisted(), |s| &*s.0),
             ))
         } else {
             Some(ServerView::live(server))
