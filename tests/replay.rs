@@ -5,7 +5,9 @@
 
 #![allow(clippy::unwrap_used)]
 
-use raft_model::replay::{self, Divergence, DivergenceKind, ReplayError, ReplaySummary};
+use raft_model::replay::{
+    self, Divergence, DivergenceKind, ReplayError, ReplayOptions, ReplaySummary,
+};
 use raft_node::sim::{RuntimeFault, Sim, SimConfig};
 use raft_spec::bugs::Bug;
 use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceWriter};
@@ -42,8 +44,12 @@ fn sim_traces(sim: &Sim) -> BTreeMap<NodeId, String> {
         .collect()
 }
 
+/// Replays with the cross-check: every step is also run through the
+/// model's `next_state` and the full property predicates, which must agree
+/// with the in-place step and the incremental properties.
 fn replay_texts(traces: &BTreeMap<NodeId, String>) -> Result<ReplaySummary, ReplayError> {
-    replay::replay(inputs(traces))
+    let options = ReplayOptions { cross_check: true };
+    replay::replay_with(inputs(traces), &options)
 }
 
 fn divergence(r: Result<ReplaySummary, ReplayError>) -> Divergence {
@@ -594,41 +600,61 @@ fn long_run(steps: u64, writes: bool) -> BTreeMap<NodeId, String> {
 }
 
 /// Replay throughput on traces of 10 k, 100 k and 1 M steps of an idle
-/// cluster, and 10 k and 100 k steps under writes (set `REPLAY_BENCH_MAX` to
-/// stop earlier, `REPLAY_BENCH_WRITES=0` to skip the writes). Prints one
-/// line per trace.
+/// cluster and of one under continuous writes: the median of
+/// `REPLAY_BENCH_RUNS` replays (default 3) of each trace, and the ratio of
+/// the 1 M time to the 100 k one. `REPLAY_BENCH_MAX` stops earlier,
+/// `REPLAY_BENCH_WRITES=0` skips the writes, `REPLAY_BENCH_DIR` also writes
+/// the traces there (`idle-100000/node-1.ndjson`, ...) for
+/// `raft-model replay`.
 #[test]
 #[ignore = "benchmark: cargo test --release --test replay -- --ignored --nocapture replay_throughput"]
 fn replay_throughput() {
-    let max: u64 = std::env::var("REPLAY_BENCH_MAX")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    // REPLAY_BENCH_WRITES=0: the idle traces only.
-    let with_writes = std::env::var("REPLAY_BENCH_WRITES").map_or(true, |v| v != "0");
+    let env = |name: &str, default: u64| -> u64 {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let max = env("REPLAY_BENCH_MAX", 1_000_000);
+    let runs = env("REPLAY_BENCH_RUNS", 3).max(1);
+    let with_writes = env("REPLAY_BENCH_WRITES", 1) != 0;
+    let dir = std::env::var("REPLAY_BENCH_DIR").ok();
     for writes in [false, true] {
         if writes && !with_writes {
             continue;
         }
+        let kind = if writes { "writes" } else { "idle" };
+        let mut times = BTreeMap::new();
         for size in [10_000u64, 100_000, 1_000_000] {
-            // Under writes the log grows with the trace and each step costs
-            // time proportional to the log (see raft_model::replay, "Cost"):
-            // 1 M steps would take hours.
-            if size > max || (writes && size > 100_000) {
+            if size > max {
                 continue;
             }
             let t0 = std::time::Instant::now();
             let traces = long_run(size, writes);
             eprintln!("recorded {size} steps in {:?}", t0.elapsed());
-            let s = replay_texts(&traces).unwrap_or_else(|e| panic!("{e}"));
+            if let Some(dir) = &dir {
+                let d = std::path::Path::new(dir).join(format!("{kind}-{size}"));
+                std::fs::create_dir_all(&d).unwrap();
+                for (id, text) in &traces {
+                    std::fs::write(d.join(format!("node-{}.ndjson", id.0)), text).unwrap();
+                }
+            }
+            let mut samples: Vec<ReplaySummary> = (0..runs)
+                .map(|_| replay::replay(inputs(&traces)).unwrap_or_else(|e| panic!("{e}")))
+                .collect();
+            samples.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+            let s = &samples[samples.len() / 2];
+            times.insert(size, s.elapsed.as_secs_f64());
             println!(
-                "{:<7} {:>8} steps, {:>6} entries committed: {:>8.3} s, {:>9.0} steps/s",
-                if writes { "writes" } else { "idle" },
+                "{kind:<7} {:>8} steps, {:>6} entries committed: {:>8.3} s, {:>9.0} steps/s (median of {runs})",
                 s.steps,
                 s.committed.0,
                 s.elapsed.as_secs_f64(),
                 s.steps_per_sec()
             );
+        }
+        if let (Some(a), Some(b)) = (times.get(&100_000), times.get(&1_000_000)) {
+            println!("{kind:<7} 1 M / 100 k time ratio: {:.1}", b / a);
         }
     }
 }
