@@ -642,7 +642,7 @@ fn replay_throughput() {
             let mut samples: Vec<ReplaySummary> = (0..runs)
                 .map(|_| replay::replay(inputs(&traces)).unwrap_or_else(|e| panic!("{e}")))
                 .collect();
-            samples.sort_by(|a, b| a.elapsed.cmp(&b.elapsed));
+            samples.sort_by_key(|s| s.elapsed);
             let s = &samples[samples.len() / 2];
             times.insert(size, s.elapsed.as_secs_f64());
             println!(

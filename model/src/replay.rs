@@ -85,17 +85,18 @@
 //! dead-response reduction are not actions the Explorer could follow).
 
 use crate::actors::{actor_id, carry_out, node_id, step_server, RaftMsg, ServerAdapter};
-use raft_spec::safety::{self, History, ServerView};
+use raft_spec::safety::{self, Before, History, IncrementalSafety, ServerView};
 use raft_spec::trace::{Header, LogDigest, Step, TraceError, TraceInput, TraceReader};
 use raft_spec::{
-    ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, Log, LogIndex, LogWrite, Message,
-    NodeId, PersistentState, Server, Term, Timer,
+    ClientId, ClientReply, Entry, Input, Kv, KvCommand, KvOutput, Log, LogIndex, LogWrite, Message,
+    NodeId, Output, PersistentState, Role, Server, Term, Timer,
 };
 use stateright::actor::{
-    Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id, Network, Out,
+    Actor, ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, Network, Out,
 };
-use stateright::Model;
+use stateright::{Model, Path as ModelPath};
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::io::BufRead;
@@ -335,6 +336,13 @@ pub enum DivergenceKind {
     },
     /// The first step of a trace is not the node's start.
     NotStarted,
+    /// The in-place replay and the model's `next_state` or the full
+    /// property predicates disagree: a bug of the replayer, reported only
+    /// with [`ReplayOptions::cross_check`].
+    Internal {
+        /// What differs.
+        what: String,
+    },
 }
 
 /// The first step at which the trace and the model disagree.
@@ -350,6 +358,9 @@ pub struct Divergence {
     pub server: NodeId,
     /// The step's input, as recorded (JSON).
     pub input: String,
+    /// The model action the step maps to, enabled or not (none for a
+    /// trace's first step, which is the initial state).
+    pub action: Option<ReplayAction>,
     /// What disagreed.
     pub kind: DivergenceKind,
     /// The last steps replayed before it, oldest first.
@@ -357,6 +368,33 @@ pub struct Divergence {
     /// Other traces' next steps that could not be replayed either (when no
     /// trace could go on).
     pub also_blocked: Vec<String>,
+    /// Where the Explorer opens the model at the last state both agreed on
+    /// (filled by [`replay_files`], which can read the traces again).
+    pub explorer: Option<ExplorerPath>,
+}
+
+/// The Explorer path of a replayed state, served by
+/// `raft-model replay --explore` ([`Context`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExplorerPath {
+    /// The replayed steps the path ends after.
+    pub end: u64,
+    /// The replayed steps its model starts after (`end` minus the context).
+    pub start: u64,
+    /// The path: the URL fragment after `#/steps/`.
+    pub path: String,
+    /// The command that serves it.
+    pub command: String,
+    /// The diverging step's model action as the Explorer names it, and
+    /// whether the model offers it at the end of the path.
+    pub next: Option<(String, bool)>,
+}
+
+impl ExplorerPath {
+    /// The URL under `base` (e.g. `http://127.0.0.1:3000`).
+    pub fn url(&self, base: &str) -> String {
+        format!("{}/#/steps/{}", base.trim_end_matches('/'), self.path)
+    }
 }
 
 impl fmt::Display for Divergence {
@@ -393,6 +431,9 @@ impl fmt::Display for Divergence {
                     "  the first step of a trace must be \"Restart\" (the node's start)"
                 )?;
             }
+            DivergenceKind::Internal { what } => {
+                writeln!(f, "  internal: {what}")?;
+            }
         }
         if !self.also_blocked.is_empty() {
             writeln!(f, "  no other trace can go on either:")?;
@@ -404,6 +445,22 @@ impl fmt::Display for Divergence {
             writeln!(f, "  last steps replayed:")?;
             for r in &self.recent {
                 writeln!(f, "    {r}")?;
+            }
+        }
+        if let Some(e) = &self.explorer {
+            writeln!(
+                f,
+                "  the model at the last state both agreed on (after step {}), in the Explorer:",
+                e.end
+            )?;
+            writeln!(f, "    {}", e.url(DEFAULT_EXPLORER))?;
+            writeln!(f, "    served by: {}", e.command)?;
+            if let Some((action, offered)) = &e.next {
+                writeln!(
+                    f,
+                    "    the diverging step is the action \"{action}\", which the model {} there",
+                    if *offered { "offers" } else { "does not offer" }
+                )?;
             }
         }
         Ok(())
@@ -480,6 +537,7 @@ impl fmt::Display for ReplaySummary {
 /// One trace being replayed: its reader and its next step.
 struct Trace {
     reader: TraceReader<Box<dyn BufRead>>,
+    name: Arc<str>,
     server: NodeId,
     next: Option<(Step<KvCommand>, u64)>,
     done: bool,
@@ -517,9 +575,30 @@ impl Trace {
     }
 }
 
-/// Replays the trace files at `paths` (one per node).
-pub fn replay_files<P: AsRef<Path>>(paths: &[P]) -> Result<ReplaySummary, ReplayError> {
-    let mut inputs: Vec<(String, Box<dyn BufRead>)> = Vec::new();
+/// Where `raft-model replay --explore` serves by default.
+pub const DEFAULT_EXPLORER: &str = "http://127.0.0.1:3000";
+
+/// How many replayed steps before the state it opens at the Explorer's
+/// model starts, unless `--context` says otherwise.
+pub const DEFAULT_CONTEXT: u64 = 10;
+
+/// How a replay runs.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    /// Also run every step through the model's `next_state` and the full
+    /// property predicates ([`History::record_step`],
+    /// [`safety::violated_properties`]), and stop with
+    /// [`DivergenceKind::Internal`] if they disagree with the in-place step
+    /// or the incremental properties. For tests: each step then costs time
+    /// proportional to the whole state.
+    pub cross_check: bool,
+}
+
+/// Traces as `(name, reader)` pairs.
+type Inputs = Vec<(String, Box<dyn BufRead>)>;
+
+fn open_files<P: AsRef<Path>>(paths: &[P]) -> Result<Inputs, ReplayError> {
+    let mut inputs: Inputs = Vec::new();
     for p in paths {
         let path = p.as_ref();
         let file = std::fs::File::open(path).map_err(|source| TraceError::Io {
@@ -532,33 +611,90 @@ pub fn replay_files<P: AsRef<Path>>(paths: &[P]) -> Result<ReplaySummary, Replay
             Box::new(std::io::BufReader::new(file)),
         ));
     }
-    replay(inputs)
+    Ok(inputs)
+}
+
+/// Replays the trace files at `paths` (one per node). A divergence comes
+/// with the Explorer path of the last state both agreed on
+/// ([`Divergence::explorer`], [`DEFAULT_CONTEXT`] steps of context), found
+/// by replaying the files a second time up to it.
+pub fn replay_files<P: AsRef<Path>>(paths: &[P]) -> Result<ReplaySummary, ReplayError> {
+    replay_files_with(paths, &ReplayOptions::default())
+}
+
+/// [`replay_files`] with options.
+pub fn replay_files_with<P: AsRef<Path>>(
+    paths: &[P],
+    options: &ReplayOptions,
+) -> Result<ReplaySummary, ReplayError> {
+    match replay_with(open_files(paths)?, options) {
+        Err(ReplayError::Divergence(mut d)) => {
+            let end = d.step.saturating_sub(1);
+            if let Ok(ctx) = context_files(paths, end, DEFAULT_CONTEXT, d.action.clone()) {
+                d.explorer = Some(ctx.explorer_path(paths));
+            }
+            Err(ReplayError::Divergence(d))
+        }
+        other => other,
+    }
 }
 
 /// Replays traces given as `(name, reader)` pairs, one per node.
 pub fn replay(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<ReplaySummary, ReplayError> {
+    replay_with(inputs, &ReplayOptions::default())
+}
+
+/// [`replay`] with options.
+pub fn replay_with(
+    inputs: Vec<(String, Box<dyn BufRead>)>,
+    options: &ReplayOptions,
+) -> Result<ReplaySummary, ReplayError> {
+    run(inputs, options, None).map(|(summary, _)| summary)
+}
+
+/// Replays, up to `window.1` steps if a window is given (recording the
+/// steps from `window.0` on for the Explorer).
+fn run(
+    inputs: Vec<(String, Box<dyn BufRead>)>,
+    options: &ReplayOptions,
+    window: Option<(u64, u64)>,
+) -> Result<(ReplaySummary, Replayer), ReplayError> {
     let started = Instant::now();
     let mut traces = open(inputs)?;
     let servers: Vec<NodeId> = traces.iter().map(|t| t.server).collect();
-    let mut replayer = Replayer::new(&servers);
-    loop {
+    let mut replayer = Replayer::new(&servers, options);
+    let stop = window.map(|(_, end)| end);
+    replayer.capture = window.map(|(start, end)| Capture {
+        start,
+        end,
+        init: None,
+        actions: Vec::new(),
+    });
+    'replay: loop {
         let mut progressed = false;
         let mut blocked: Vec<(usize, Block)> = Vec::new();
         let mut all_done = true;
         for (t, trace) in traces.iter_mut().enumerate() {
-            while let Some((step, line)) = trace.peek()?.cloned() {
+            loop {
+                if stop.is_some_and(|s| replayer.steps >= s) {
+                    break 'replay;
+                }
+                trace.peek()?;
+                let Some((step, line)) = trace.next.take() else {
+                    break;
+                };
                 all_done = false;
-                let file = trace.file().to_string();
-                match replayer.step(trace, &file, line, &step)? {
-                    Outcome::Replayed => {
-                        trace.next = None;
+                match replayer.step(trace, line, &step) {
+                    Ok(Outcome::Replayed) => {
                         trace.last_seq = step.seq;
                         progressed = true;
                     }
-                    Outcome::Blocked(block) => {
+                    Ok(Outcome::Blocked(block)) => {
+                        trace.next = Some((step, line));
                         blocked.push((t, block));
                         break;
                     }
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -569,9 +705,208 @@ pub fn replay(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<ReplaySummary, 
             return Err(replayer.stuck(&mut traces, blocked));
         }
     }
+    if let Some(c) = &mut replayer.capture {
+        if c.init.is_none() && replayer.steps <= c.start {
+            c.init = Some(replayer.state.clone());
+        }
+    }
     let mut summary = replayer.summary(servers.len());
     summary.elapsed = started.elapsed();
-    Ok(summary)
+    Ok((summary, replayer))
+}
+
+/// The replay model started at a replayed state: what
+/// `raft-model replay --explore` serves.
+///
+/// Its initial state is the replay's state after some step, with the client
+/// requests that the following recorded steps take already sent by the
+/// environment (in flight, so that delivering one is an ordinary action);
+/// its actions and transitions are the replay model's, with crashes allowed
+/// and nothing forgotten, so that each recorded step is an action the
+/// Explorer offers.
+#[derive(Clone)]
+pub struct ContextModel {
+    model: ReplayModel,
+    init: ReplayModelState,
+}
+
+impl Model for ContextModel {
+    type State = ReplayModelState;
+    type Action = ReplayAction;
+
+    fn init_states(&self) -> Vec<ReplayModelState> {
+        vec![self.init.clone()]
+    }
+
+    fn actions(&self, state: &ReplayModelState, actions: &mut Vec<ReplayAction>) {
+        self.model.actions(state, actions);
+    }
+
+    fn next_state(
+        &self,
+        state: &ReplayModelState,
+        action: ReplayAction,
+    ) -> Option<ReplayModelState> {
+        self.model.next_state(state, action)
+    }
+
+    fn format_action(&self, action: &ReplayAction) -> String {
+        self.model.format_action(action)
+    }
+
+    fn format_step(&self, state: &ReplayModelState, action: ReplayAction) -> Option<String> {
+        self.model.format_step(state, action)
+    }
+
+    fn as_svg(&self, path: ModelPath<ReplayModelState, ReplayAction>) -> Option<String> {
+        self.model.as_svg(path)
+    }
+}
+
+/// A window of a replay, ready for the Explorer: the [`ContextModel`]
+/// started after step `start`, and the path of the replayed steps up to
+/// step `end`.
+pub struct Context {
+    /// The model to serve.
+    pub model: ContextModel,
+    /// Steps replayed before the model's initial state.
+    pub start: u64,
+    /// Steps replayed at the end of the path.
+    pub end: u64,
+    /// The path's actions (recorded steps that change the state).
+    actions: Vec<ReplayAction>,
+    /// The next recorded step's action, if given.
+    next: Option<ReplayAction>,
+}
+
+/// Replays `paths` up to step `end` and returns the window of the last
+/// `context` steps before it for the Explorer; `next`, the action of the
+/// step after `end` (a divergence's), is reported as offered or not there.
+pub fn context_files<P: AsRef<Path>>(
+    paths: &[P],
+    end: u64,
+    context: u64,
+    next: Option<ReplayAction>,
+) -> Result<Context, ReplayError> {
+    let start = end.saturating_sub(context);
+    let (summary, replayer) = run(
+        open_files(paths)?,
+        &ReplayOptions::default(),
+        Some((start, end)),
+    )?;
+    let Some(capture) = replayer.capture else {
+        unreachable!("a window was given")
+    };
+    let end = end.min(summary.steps);
+    let start = start.min(end);
+    let Some(mut init) = capture.init else {
+        unreachable!("the state at the start of the window is taken once reached")
+    };
+    // The environment has sent the requests of the window (and of the next
+    // step) already.
+    if let Network::UnorderedDuplicating(set, _) = &mut init.network {
+        for action in capture.actions.iter().chain(&next) {
+            if let ActorModelAction::Deliver { src, dst, msg } = action {
+                if matches!(msg, ReplayMsg::Request { .. }) {
+                    set.insert(Envelope {
+                        src: *src,
+                        dst: *dst,
+                        msg: msg.clone(),
+                    });
+                }
+            }
+        }
+    }
+    let servers: Vec<NodeId> = replayer
+        .state
+        .actor_states
+        .iter()
+        .enumerate()
+        .filter(|(_, a)| matches!(***a, ReplayState::Server(_)))
+        .map(|(i, _)| NodeId(i as u64))
+        .collect();
+    let model = ContextModel {
+        model: replay_model(&servers).max_crashes(servers.len()),
+        init,
+    };
+    // Steps that leave the state as it is (a late dead response) are not
+    // actions of the path.
+    let mut actions = Vec::new();
+    let mut state = model.init.clone();
+    for action in capture.actions {
+        if let Some(next) = model.next_state(&state, action.clone()) {
+            state = next;
+            actions.push(action);
+        }
+    }
+    Ok(Context {
+        model,
+        start,
+        end,
+        actions,
+        next,
+    })
+}
+
+impl Context {
+    /// The path from the model's initial state through the replayed steps.
+    pub fn path(&self) -> ModelPath<ReplayModelState, ReplayAction> {
+        ModelPath::from_actions(&self.model, self.model.init.clone(), &self.actions)
+            .unwrap_or_else(|| unreachable!("every action of the path was applied above"))
+    }
+
+    /// The state at the end of the path.
+    pub fn last_state(&self) -> ReplayModelState {
+        self.path().last_state().clone()
+    }
+
+    /// The path as the Explorer's URL fragment (after `#/steps/`).
+    pub fn encoded_path(&self) -> String {
+        self.path().encode(&self.model)
+    }
+
+    /// The next step's action as the Explorer names it, and whether the
+    /// model offers it at the end of the path.
+    pub fn next(&self) -> Option<(String, bool)> {
+        let action = self.next.as_ref()?;
+        let mut offered = Vec::new();
+        let last = self.last_state();
+        self.model.actions(&last, &mut offered);
+        let enabled =
+            offered.contains(action) && self.model.next_state(&last, action.clone()).is_some();
+        Some((self.model.format_action(action), enabled))
+    }
+
+    /// The [`ExplorerPath`] of this window of the traces at `paths`.
+    pub fn explorer_path<P: AsRef<Path>>(&self, paths: &[P]) -> ExplorerPath {
+        let mut command = format!(
+            "raft-model replay --explore --context {}",
+            self.end - self.start
+        );
+        for p in paths {
+            command.push(' ');
+            command.push_str(&shell_quote(&p.as_ref().display().to_string()));
+        }
+        ExplorerPath {
+            end: self.end,
+            start: self.start,
+            path: self.encoded_path(),
+            command,
+            next: self.next(),
+        }
+    }
+}
+
+/// `s` as one shell word.
+fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+=:,@".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
 }
 
 /// Reads and cross-checks the headers.
@@ -626,6 +961,7 @@ fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Vec<Trace>, InputErro
             )));
         }
         traces.push(Trace {
+            name: Arc::from(name.as_str()),
             reader,
             server: header.recorded_by,
             next: None,
@@ -680,20 +1016,109 @@ struct Block {
 struct Replayer {
     model: ReplayModel,
     state: ReplayModelState,
+    /// The environment's actor index: the first that is not a server's.
+    env: Id,
     /// The chained digest of each actor's log (indexed by actor index).
     digests: Vec<LogDigest>,
-    history: History<KvCommand>,
+    /// The ghost history and the properties, kept step by step.
+    safety: IncrementalSafety<KvCommand>,
+    /// With [`ReplayOptions::cross_check`]: the history the full predicates
+    /// are evaluated on.
+    reference: Option<History<KvCommand>>,
     steps: u64,
     restarts: u64,
     max_term: Term,
     committed: LogIndex,
-    recent: VecDeque<String>,
+    recent: VecDeque<Recent>,
     /// Network size after the last collection of dead responses.
     collected_at: usize,
+    /// The window of steps recorded for the Explorer, if asked.
+    capture: Option<Capture>,
+}
+
+/// A replayed step, formatted only if a divergence report shows it.
+struct Recent {
+    step: u64,
+    file: Arc<str>,
+    line: u64,
+    recorded: Step<KvCommand>,
+}
+
+impl fmt::Display for Recent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.recorded;
+        write!(
+            f,
+            "step {} ({}:{}) server {}: {} -> term {}, {:?}, commit {}, last log {}/{}",
+            self.step,
+            self.file,
+            self.line,
+            s.server.0,
+            input_json(&s.input),
+            s.term.0,
+            s.role,
+            s.commit_index.0,
+            s.last_log_index.0,
+            s.last_log_term.0
+        )
+    }
+}
+
+/// What the Explorer needs of a window of replayed steps: the state before
+/// the window, and the model actions of the steps in it.
+struct Capture {
+    /// Steps replayed before the window.
+    start: u64,
+    /// Steps replayed at the end of the window.
+    end: u64,
+    init: Option<ReplayModelState>,
+    actions: Vec<ReplayAction>,
+}
+
+/// A server's state before an in-place step, for the history.
+struct BeforeStep {
+    role: Role,
+    current_term: Term,
+    voted_for: Option<NodeId>,
+    last_applied: LogIndex,
+    match_index: Option<BTreeMap<NodeId, LogIndex>>,
+}
+
+impl BeforeStep {
+    fn of(server: &Server<Kv>) -> Self {
+        let leader = server.role() == Role::Leader;
+        BeforeStep {
+            role: server.role(),
+            current_term: server.current_term(),
+            voted_for: server.persistent.voted_for,
+            last_applied: server.volatile.last_applied,
+            match_index: leader.then(|| server.volatile.match_index.clone()),
+        }
+    }
+
+    fn view(&self) -> Before<'_> {
+        Before {
+            crashed: false,
+            role: self.role,
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+            last_applied: self.last_applied,
+            match_index: self.match_index.as_ref(),
+        }
+    }
+}
+
+/// What a step did to the stepped server's log.
+#[derive(Default)]
+struct LogChange {
+    /// The first index written, if the log changed.
+    from: Option<LogIndex>,
+    /// Whether an entry held before the step was deleted or replaced.
+    rewritten: bool,
 }
 
 impl Replayer {
-    fn new(servers: &[NodeId]) -> Self {
+    fn new(servers: &[NodeId], options: &ReplayOptions) -> Self {
         let model = replay_model(servers);
         let mut state = model
             .init_states()
@@ -701,17 +1126,28 @@ impl Replayer {
             .unwrap_or_else(|| unreachable!("an actor model has one initial state"));
         clear_last_delivered(&mut state);
         let digests = vec![LogDigest::default(); state.actor_states.len()];
+        let env = Id::from(
+            state
+                .actor_states
+                .iter()
+                .position(|a| matches!(**a, ReplayState::Environment))
+                .unwrap_or(0),
+        );
+        let safety = IncrementalSafety::new(&server_views(&state), History::default());
         Replayer {
             model,
             state,
+            env,
             digests,
-            history: History::default(),
+            safety,
+            reference: options.cross_check.then(History::default),
             steps: 0,
             restarts: 0,
             max_term: Term(0),
             committed: LogIndex(0),
             recent: VecDeque::new(),
             collected_at: 0,
+            capture: None,
         }
     }
 
@@ -735,17 +1171,48 @@ impl Replayer {
             line,
             server: trace.server,
             input: input_json(&step.input),
+            action: self.action_of(trace.server, step, trace.last_seq == 0),
             kind,
-            recent: self.recent.iter().cloned().collect(),
+            recent: self.recent.iter().map(|r| r.to_string()).collect(),
             also_blocked: Vec::new(),
+            explorer: None,
         }))
+    }
+
+    /// The model action a recorded step maps to, whether or not it is
+    /// enabled (for a restart, the crash that begins it).
+    fn action_of(&self, node: NodeId, step: &Step<KvCommand>, first: bool) -> Option<ReplayAction> {
+        let id = actor_id(node);
+        Some(match &step.input {
+            TraceInput::Restart if first => return None,
+            TraceInput::Restart => ActorModelAction::Crash(id),
+            TraceInput::ElectionTimeout => ActorModelAction::Timeout(id, Timer::Election),
+            TraceInput::HeartbeatTimeout => ActorModelAction::Timeout(id, Timer::Heartbeat),
+            TraceInput::ClientRequest {
+                client_id,
+                request_no,
+                command,
+            } => ActorModelAction::Deliver {
+                src: self.env,
+                dst: id,
+                msg: ReplayMsg::Request {
+                    client_id: *client_id,
+                    request_no: *request_no,
+                    command: command.clone(),
+                },
+            },
+            TraceInput::Message { from, message } => ActorModelAction::Deliver {
+                src: actor_id(*from),
+                dst: id,
+                msg: ReplayMsg::Raft(RaftMsg::new(message.clone())),
+            },
+        })
     }
 
     /// Replays one step if the model allows it now.
     fn step(
         &mut self,
         trace: &mut Trace,
-        file: &str,
         line: u64,
         step: &Step<KvCommand>,
     ) -> Result<Outcome, ReplayError> {
@@ -768,11 +1235,6 @@ impl Replayer {
         }
         let id = actor_id(node);
         let index = node.0 as usize;
-        // The server before the step (shared, not copied).
-        let before_state = Arc::clone(&self.state.actor_states[index]);
-        let ReplayState::Server(before) = &*before_state else {
-            unreachable!("every server of the header has a server actor")
-        };
         let actions: Vec<ReplayAction> = match &step.input {
             TraceInput::Restart if first => Vec::new(),
             TraceInput::Restart => {
@@ -793,6 +1255,9 @@ impl Replayer {
                     .get(index)
                     .is_some_and(|t| t.iter().any(|x| *x == timer));
                 if !set {
+                    let Some(before) = Self::server(&self.state, node) else {
+                        unreachable!("every server of the header has a server actor")
+                    };
                     return Err(self.divergence(
                         trace,
                         line,
@@ -809,23 +1274,11 @@ impl Replayer {
                 }
                 vec![ActorModelAction::Timeout(id, timer)]
             }
-            TraceInput::ClientRequest {
-                client_id,
-                request_no,
-                command,
-            } => {
+            TraceInput::ClientRequest { .. } => {
                 // The environment sends the request and the model delivers
                 // it at once; the environment does not send it again (a
                 // retry is another recorded request).
-                vec![ActorModelAction::Deliver {
-                    src: self.environment(),
-                    dst: id,
-                    msg: ReplayMsg::Request {
-                        client_id: *client_id,
-                        request_no: *request_no,
-                        command: command.clone(),
-                    },
-                }]
+                self.action_of(node, step, first).into_iter().collect()
             }
             TraceInput::Message { from, message } => {
                 let envelope = Envelope {
@@ -837,10 +1290,12 @@ impl Replayer {
                     Network::UnorderedDuplicating(set, _) => set.contains(&envelope),
                     _ => false,
                 };
+                let ignored =
+                    || Self::server(&self.state, node).is_some_and(|s| s.ignores_forever(message));
                 if in_flight {
                     let Envelope { src, dst, msg } = envelope;
                     vec![ActorModelAction::Deliver { src, dst, msg }]
-                } else if before.ignores_forever(message) {
+                } else if ignored() {
                     // A response the checker would have forgotten as dead
                     // (it changes nothing, in this state or later) may be
                     // delivered late: a no-op step, checked as such below.
@@ -854,13 +1309,16 @@ impl Replayer {
                 }
             }
         };
-        let next = self.next_state(actions);
-        let Some(after) = Self::server(&next, node) else {
+        self.capture_step(&actions);
+        // With the cross-check: the model's own next state, computed first.
+        let reference = self.reference.is_some().then(|| {
+            let before = Arc::clone(&self.state.actor_states[index]);
+            (before, self.next_state(actions.clone(), true))
+        });
+        let (before, change) = self.apply(index, id, &actions);
+        let Some(after) = Self::server(&self.state, node) else {
             unreachable!("every server of the header has a server actor")
         };
-        // Keep the chained log digest current: re-hash from the first entry
-        // that changed.
-        sync_log_digest(&mut self.digests[index], before.log(), after.log());
         let model_step = Step::after(step.seq, step.input.clone(), after, &self.digests[index]);
         let fields = differing_fields(step, &model_step);
         if !fields.is_empty() {
@@ -871,17 +1329,20 @@ impl Replayer {
                 DivergenceKind::StateMismatch { fields },
             ));
         }
-        self.history
-            .record_step(&ServerView::live(before), &ServerView::live(after));
-        let views: Vec<ServerView<'_, KvCommand>> = next
-            .actor_states
-            .iter()
-            .filter_map(|a| match &**a {
-                ReplayState::Server(s) => Some(ServerView::live(s)),
-                ReplayState::Environment => None,
-            })
-            .collect();
-        let violated = safety::violated_properties(&views, &self.history);
+        let views = server_views(&self.state);
+        let violated =
+            self.safety
+                .step(&before.view(), &views, node, change.from, change.rewritten);
+        if let Some((before, next)) = reference {
+            if let Some(why) = self.cross_check(&before, &next, node, &violated) {
+                return Err(self.divergence(
+                    trace,
+                    line,
+                    step,
+                    DivergenceKind::Internal { what: why },
+                ));
+            }
+        }
         if !violated.is_empty() {
             return Err(self.divergence(
                 trace,
@@ -892,26 +1353,208 @@ impl Replayer {
                 },
             ));
         }
+        let Some(after) = Self::server(&self.state, node) else {
+            unreachable!("every server of the header has a server actor")
+        };
         self.max_term = self.max_term.max(after.current_term());
         self.committed = self.committed.max(after.volatile.commit_index);
-        self.state = next;
         self.steps += 1;
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
-        self.recent.push_back(format!(
-            "step {} ({file}:{line}) server {}: {} -> term {}, {:?}, commit {}, last log {}/{}",
-            self.steps,
-            node.0,
-            input_json(&step.input),
-            step.term.0,
-            step.role,
-            step.commit_index.0,
-            step.last_log_index.0,
-            step.last_log_term.0
-        ));
+        self.recent.push_back(Recent {
+            step: self.steps,
+            file: Arc::clone(&trace.name),
+            line,
+            recorded: step.clone(),
+        });
         self.collect_dead_responses();
         Ok(Outcome::Replayed)
+    }
+
+    /// Records the state before the Explorer's window, and the actions of
+    /// the steps in it.
+    fn capture_step(&mut self, actions: &[ReplayAction]) {
+        let steps = self.steps;
+        let Some(c) = &mut self.capture else {
+            return;
+        };
+        if steps == c.start && c.init.is_none() {
+            c.init = Some(self.state.clone());
+        }
+        if steps >= c.start && steps < c.end {
+            c.actions.extend(actions.iter().cloned());
+        }
+    }
+
+    /// Carries out a step's `actions` on the current state, in place: what
+    /// the model's `next_state` does (the cross-check of
+    /// [`ReplayOptions::cross_check`] compares the two), in time
+    /// proportional to what the step changes rather than to the state.
+    ///
+    /// A delivery or a timeout steps the server in place and carries out its
+    /// outputs as the model's server adapter does ([`carry_out`]), except
+    /// for persistence: the server's storage is brought up to date with the
+    /// step's [`raft_spec::Persist`] (what a disk does) instead of being
+    /// replaced by a copy of the whole persistent state, which is the same
+    /// state since every change to the persistent state is persisted in its
+    /// step (the spec's ordering contract). A restart (crash, recovery) runs
+    /// the model's `next_state`: it reloads the log, as the runtime does.
+    fn apply(&mut self, index: usize, id: Id, actions: &[ReplayAction]) -> (BeforeStep, LogChange) {
+        let input = match actions {
+            [] => None,
+            [ActorModelAction::Timeout(_, timer)] => {
+                if let Some(t) = self.state.timers_set.get_mut(index) {
+                    t.cancel(timer);
+                }
+                Some(match timer {
+                    Timer::Election => Input::ElectionTimeout,
+                    Timer::Heartbeat => Input::HeartbeatTimeout,
+                })
+            }
+            [ActorModelAction::Deliver { src, msg, .. }] => Some(match msg.clone() {
+                ReplayMsg::Raft(m) => Input::Message {
+                    from: node_id(*src),
+                    message: m.into_inner(),
+                },
+                ReplayMsg::Request {
+                    client_id,
+                    request_no,
+                    command,
+                } => Input::ClientRequest {
+                    client_id,
+                    request_no,
+                    command,
+                },
+            }),
+            _ => return self.apply_with_model(index, actions),
+        };
+        let ReplayModelState {
+            actor_states,
+            network,
+            timers_set,
+            actor_storages,
+            ..
+        } = &mut self.state;
+        let ReplayState::Server(server) = Arc::make_mut(&mut actor_states[index]) else {
+            unreachable!("every server of the header has a server actor")
+        };
+        let before = BeforeStep::of(server);
+        let Some(input) = input else {
+            return (before, LogChange::default());
+        };
+        let mut change = LogChange::default();
+        let mut rest = Vec::new();
+        for output in server.step(input) {
+            let Output::Persist(persist) = output else {
+                rest.push(output);
+                continue;
+            };
+            if actor_storages.len() <= index {
+                actor_storages.resize_with(index + 1, Default::default);
+            }
+            let stored = actor_storages[index]
+                .get_or_insert_with(|| KvStored(Arc::new(PersistentState::default())));
+            let stored = Arc::make_mut(&mut stored.0);
+            if let Some(write) = &persist.log {
+                // The stored log is the log before the step.
+                change.rewritten |= rewrites(&stored.log, write);
+                change.from = Some(change.from.map_or(write.from, |f| f.min(write.from)));
+                self.digests[index].apply(write);
+            }
+            stored.apply_persist(&persist);
+        }
+        let mut out = Out::new();
+        carry_out::<ReplayActor>(server, rest, &mut out);
+        for command in out {
+            match command {
+                Command::Send(dst, msg) => {
+                    if let Network::UnorderedDuplicating(set, _) = network {
+                        set.insert(Envelope { src: id, dst, msg });
+                    }
+                }
+                Command::SetTimer(timer, _) => {
+                    if timers_set.len() <= index {
+                        timers_set.resize_with(index + 1, Default::default);
+                    }
+                    timers_set[index].set(timer);
+                }
+                Command::CancelTimer(timer) => {
+                    if let Some(t) = timers_set.get_mut(index) {
+                        t.cancel(&timer);
+                    }
+                }
+                Command::Save(storage) => {
+                    if actor_storages.len() <= index {
+                        actor_storages.resize_with(index + 1, Default::default);
+                    }
+                    actor_storages[index] = Some(storage);
+                }
+                Command::ChooseRandom(..) => {}
+            }
+        }
+        (before, change)
+    }
+
+    /// [`Replayer::apply`] through the model's `next_state` (a restart).
+    fn apply_with_model(
+        &mut self,
+        index: usize,
+        actions: &[ReplayAction],
+    ) -> (BeforeStep, LogChange) {
+        let before_state = Arc::clone(&self.state.actor_states[index]);
+        let ReplayState::Server(before) = &*before_state else {
+            unreachable!("every server of the header has a server actor")
+        };
+        self.state = self.next_state(actions.to_vec(), false);
+        let Some(ReplayState::Server(after)) = self.state.actor_states.get(index).map(|a| &**a)
+        else {
+            unreachable!("every server of the header has a server actor")
+        };
+        let (old, new) = (before.log().entries(), after.log().entries());
+        let common = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+        let mut change = LogChange::default();
+        if common != old.len() || common != new.len() {
+            change.from = Some(LogIndex(common as u64 + 1));
+            change.rewritten = common < old.len();
+            self.digests[index] = LogDigest::of(after.log());
+        }
+        (BeforeStep::of(before), change)
+    }
+
+    /// The cross-check: the in-place state equals the model's `next_state`,
+    /// and the full predicates agree with the incremental ones. What
+    /// differs, if anything.
+    fn cross_check(
+        &mut self,
+        before: &ReplayState,
+        next: &ReplayModelState,
+        node: NodeId,
+        violated: &[&'static str],
+    ) -> Option<String> {
+        let s = &self.state;
+        let parts = [
+            ("actor states", s.actor_states == next.actor_states),
+            ("timers", s.timers_set == next.timers_set),
+            ("crashed", s.crashed == next.crashed),
+            ("storage", s.actor_storages == next.actor_storages),
+            ("network", s.network == next.network),
+        ];
+        if let Some((what, _)) = parts.iter().find(|(_, same)| !same) {
+            return Some(format!("the in-place step and next_state differ in {what}"));
+        }
+        let (ReplayState::Server(b), Some(a)) = (before, Self::server(next, node)) else {
+            return Some("no server".to_string());
+        };
+        let history = self.reference.as_mut()?;
+        history.record_step(&ServerView::live(b), &ServerView::live(a));
+        if history != self.safety.history() {
+            return Some("the incremental history differs from record_step's".to_string());
+        }
+        let full = safety::violated_properties(&server_views(next), history);
+        (full != violated).then(|| {
+            format!("violated_properties gives {full:?}, the incremental check {violated:?}")
+        })
     }
 
     /// Applies `actions` in turn with the model's `next_state` (an action
@@ -924,10 +1567,18 @@ impl Replayer {
     /// the messages it sends, which are merged back. The result is the state
     /// `next_state` returns on the whole state, in time independent of the
     /// number of messages in flight.
-    fn next_state(&mut self, actions: Vec<ReplayAction>) -> ReplayModelState {
+    ///
+    /// With `keep_current`, the current state is left as it was (its network
+    /// is copied); without, the caller replaces it with the result.
+    fn next_state(&mut self, actions: Vec<ReplayAction>, keep_current: bool) -> ReplayModelState {
         let empty = Network::new_unordered_duplicating([]);
-        let mut network = std::mem::replace(&mut self.state.network, empty);
+        let mut network = if keep_current {
+            self.state.network.clone()
+        } else {
+            std::mem::replace(&mut self.state.network, empty)
+        };
         let mut state = self.state.clone();
+        state.network = Network::new_unordered_duplicating([]);
         for action in actions {
             if let Some(next) = self.model.next_state(&state, action) {
                 state = next;
@@ -940,17 +1591,6 @@ impl Replayer {
         }
         state.network = network;
         state
-    }
-
-    /// The environment's actor index: the first that is not a server's.
-    fn environment(&self) -> Id {
-        let i = self
-            .state
-            .actor_states
-            .iter()
-            .position(|a| matches!(**a, ReplayState::Environment))
-            .unwrap_or(0);
-        Id::from(i)
     }
 
     /// Why a message is not deliverable, with the closest messages in flight.
@@ -1122,23 +1762,24 @@ fn clear_last_delivered(state: &mut ReplayModelState) {
     }
 }
 
-/// Brings `digest` (of `old`) up to date with `new`, re-hashing only from
-/// the first entry that differs.
-fn sync_log_digest(digest: &mut LogDigest, old: &Log<KvCommand>, new: &Log<KvCommand>) {
-    let common = old
-        .entries()
+/// Whether `write` deletes or replaces an entry of `log` (compares the
+/// entries from `write.from` on only).
+fn rewrites(log: &Log<KvCommand>, write: &LogWrite<KvCommand>) -> bool {
+    let old: &[Entry<KvCommand>] = log.entries_from(write.from);
+    old.len() > write.entries.len() || old.iter().zip(&write.entries).any(|(a, b)| a != b)
+}
+
+/// The views of every server of a state (none is ever left crashed between
+/// two replayed steps: a restart is a crash and a recovery).
+fn server_views(state: &ReplayModelState) -> Vec<ServerView<'_, KvCommand>> {
+    state
+        .actor_states
         .iter()
-        .zip(new.entries())
-        .take_while(|(a, b)| a == b)
-        .count();
-    if common == old.len() && common == new.len() && digest.len() == common as u64 {
-        return;
-    }
-    let common = common.min(digest.len() as usize);
-    digest.apply(&LogWrite {
-        from: LogIndex(common as u64 + 1),
-        entries: new.entries()[common..].to_vec(),
-    });
+        .filter_map(|a| match &**a {
+            ReplayState::Server(s) => Some(ServerView::live(s)),
+            ReplayState::Environment => None,
+        })
+        .collect()
 }
 
 fn input_json(input: &TraceInput<KvCommand>) -> String {
@@ -1150,6 +1791,17 @@ fn differing_fields(
     recorded: &Step<KvCommand>,
     model: &Step<KvCommand>,
 ) -> Vec<(String, String, String)> {
+    let same = recorded.term == model.term
+        && recorded.role == model.role
+        && recorded.voted_for == model.voted_for
+        && recorded.commit_index == model.commit_index
+        && recorded.last_applied == model.last_applied
+        && recorded.last_log_index == model.last_log_index
+        && recorded.last_log_term == model.last_log_term
+        && recorded.digest == model.digest;
+    if same {
+        return Vec::new();
+    }
     let mut out = Vec::new();
     let mut cmp = |name: &str, r: String, m: String| {
         if r != m {
