@@ -54,6 +54,18 @@ struct ReplayArgs {
     /// The trace files, one per node of the cluster.
     #[arg(required = true, value_name = "FILE")]
     files: Vec<std::path::PathBuf>,
+    /// Serve Stateright's Explorer on the replayed path: its model starts
+    /// --context steps before the last state the traces and the model agree
+    /// on (the end of a clean replay, or the state before the divergence).
+    #[arg(long)]
+    explore: bool,
+    /// With --explore: the address to serve on (port 0: any free port,
+    /// printed).
+    #[arg(long, default_value = "127.0.0.1:3000", requires = "explore")]
+    addr: String,
+    /// How many replayed steps the Explorer's path covers.
+    #[arg(long, default_value_t = raft_model::replay::DEFAULT_CONTEXT)]
+    context: u64,
 }
 
 /// The configuration flags shared by `check` and `explore`. A flag left out
@@ -168,7 +180,14 @@ fn main() -> ExitCode {
 }
 
 fn run_replay(args: ReplayArgs) -> ExitCode {
-    match raft_model::replay::replay_files(&args.files) {
+    let options = raft_model::replay::ReplayOptions {
+        context: args.context,
+        ..Default::default()
+    };
+    if args.explore {
+        return run_replay_explore(&args, &options);
+    }
+    match raft_model::replay::replay_files_with(&args.files, &options) {
         Ok(summary) => {
             out!("{summary}");
             ExitCode::SUCCESS
@@ -181,6 +200,44 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+fn run_replay_explore(args: &ReplayArgs, options: &raft_model::replay::ReplayOptions) -> ExitCode {
+    // Bind once first, as `explore` does: a busy or invalid address is a
+    // clear error before any replay, and port 0 prints the port served.
+    let addr = match std::net::TcpListener::bind(&args.addr).and_then(|l| l.local_addr()) {
+        Ok(addr) => addr,
+        Err(e) => return bad_argument(format!("--addr {}: cannot listen: {e}", args.addr)),
+    };
+    let (outcome, context) = match raft_model::replay::replay_for_explorer(&args.files, options) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.exit_code());
+        }
+    };
+    match &outcome {
+        Ok(summary) => out!("{summary}"),
+        Err(d) => out!("{d}"),
+    }
+    let base = format!("http://{addr}");
+    out!(
+        "Explorer at {base}/ : the replay model from the state after step {}",
+        context.start
+    );
+    out!(
+        "  path to the state after step {} (the last both agreed on): {base}/#/steps/{}",
+        context.end,
+        context.encoded_path()
+    );
+    if let Some((action, offered)) = context.next() {
+        out!(
+            "  the diverging step, \"{action}\", is {}an action the model offers there",
+            if offered { "" } else { "not " }
+        );
+    }
+    context.model.checker().serve(addr);
+    ExitCode::SUCCESS
 }
 
 fn list_bugs() -> ExitCode {

@@ -122,8 +122,10 @@ pub enum ReplayActor {
     Environment,
 }
 
-/// A message of the replay model.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A message of the replay model. Its `Debug` is one line (the Explorer
+/// names actions with it), e.g. `AppendEntries t1 from n1 prev 342@1 1
+/// entries commit 342`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ReplayMsg {
     /// A Raft RPC or response between servers.
     Raft(RaftMsg<KvCommand>),
@@ -136,6 +138,66 @@ pub enum ReplayMsg {
         /// The command.
         command: KvCommand,
     },
+}
+
+impl fmt::Debug for ReplayMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayMsg::Raft(m) => match &**m {
+                Message::RequestVote(m) => write!(
+                    f,
+                    "RequestVote t{} from {} last {}@{}",
+                    m.term.0, m.candidate_id, m.last_log_index.0, m.last_log_term.0
+                ),
+                Message::RequestVoteResponse(m) => write!(
+                    f,
+                    "RequestVoteResponse t{} {}",
+                    m.term.0,
+                    if m.vote_granted { "granted" } else { "refused" }
+                ),
+                Message::AppendEntries(m) => write!(
+                    f,
+                    "AppendEntries t{} from {} prev {}@{} {} entries commit {}",
+                    m.term.0,
+                    m.leader_id,
+                    m.prev_log_index.0,
+                    m.prev_log_term.0,
+                    m.entries.len(),
+                    m.leader_commit.0
+                ),
+                Message::AppendEntriesResponse(m) => write!(
+                    f,
+                    "AppendEntriesResponse t{} {} index {}",
+                    m.term.0,
+                    if m.success { "ok" } else { "rejected" },
+                    m.index.0
+                ),
+            },
+            ReplayMsg::Request {
+                client_id,
+                request_no,
+                command,
+            } => write!(f, "ClientRequest {client_id} #{request_no} {command:?}"),
+        }
+    }
+}
+
+/// One line about a replayed server, e.g. `n1 Leader t1 voted n1 log 343
+/// (last term 1) commit 342 applied 342`.
+fn server_line(s: &Server<Kv>) -> String {
+    format!(
+        "{} {:?} t{} voted {} log {} (last term {}) commit {} applied {}",
+        s.id,
+        s.role(),
+        s.current_term().0,
+        s.persistent
+            .voted_for
+            .map_or_else(|| "-".to_string(), |n| n.to_string()),
+        s.log().len(),
+        s.log().last_term().0,
+        s.volatile.commit_index.0,
+        s.volatile.last_applied.0
+    )
 }
 
 /// The state of a replay actor.
@@ -583,8 +645,11 @@ pub const DEFAULT_EXPLORER: &str = "http://127.0.0.1:3000";
 pub const DEFAULT_CONTEXT: u64 = 10;
 
 /// How a replay runs.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct ReplayOptions {
+    /// How many replayed steps before the state the Explorer opens at its
+    /// model starts ([`DEFAULT_CONTEXT`]).
+    pub context: u64,
     /// Also run every step through the model's `next_state` and the full
     /// property predicates ([`History::record_step`],
     /// [`safety::violated_properties`]), and stop with
@@ -592,6 +657,15 @@ pub struct ReplayOptions {
     /// or the incremental properties. For tests: each step then costs time
     /// proportional to the whole state.
     pub cross_check: bool,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            context: DEFAULT_CONTEXT,
+            cross_check: false,
+        }
+    }
 }
 
 /// Traces as `(name, reader)` pairs.
@@ -630,12 +704,36 @@ pub fn replay_files_with<P: AsRef<Path>>(
     match replay_with(open_files(paths)?, options) {
         Err(ReplayError::Divergence(mut d)) => {
             let end = d.step.saturating_sub(1);
-            if let Ok(ctx) = context_files(paths, end, DEFAULT_CONTEXT, d.action.clone()) {
+            if let Ok(ctx) = context_files(paths, end, options.context, d.action.clone()) {
                 d.explorer = Some(ctx.explorer_path(paths));
             }
             Err(ReplayError::Divergence(d))
         }
         other => other,
+    }
+}
+
+/// What `raft-model replay --explore` serves: the replay's outcome, and
+/// the Explorer window of `options.context` steps that ends at the last
+/// state the traces and the model agreed on (the end of a clean replay, or
+/// the state before the divergence, whose [`Divergence::explorer`] is
+/// filled). Bad input is the error.
+pub fn replay_for_explorer<P: AsRef<Path>>(
+    paths: &[P],
+    options: &ReplayOptions,
+) -> Result<(Result<ReplaySummary, Box<Divergence>>, Context), ReplayError> {
+    match replay_with(open_files(paths)?, options) {
+        Ok(summary) => {
+            let ctx = context_files(paths, summary.steps, options.context, None)?;
+            Ok((Ok(summary), ctx))
+        }
+        Err(ReplayError::Divergence(mut d)) => {
+            let end = d.step.saturating_sub(1);
+            let ctx = context_files(paths, end, options.context, d.action.clone())?;
+            d.explorer = Some(ctx.explorer_path(paths));
+            Ok((Err(d), ctx))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -727,39 +825,95 @@ fn run(
 #[derive(Clone)]
 pub struct ContextModel {
     model: ReplayModel,
-    init: ReplayModelState,
+    init: ContextState,
+}
+
+/// A state of the [`ContextModel`]: a replay model state, shown in the
+/// Explorer in a few lines (each server on one line, the timers, the number
+/// of messages in flight; the messages themselves are the delivery actions
+/// offered).
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ContextState(pub ReplayModelState);
+
+impl fmt::Debug for ContextState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.0;
+        for (i, a) in s.actor_states.iter().enumerate() {
+            let ReplayState::Server(server) = &**a else {
+                continue;
+            };
+            let timers: Vec<String> = s
+                .timers_set
+                .get(i)
+                .map(|t| t.iter().map(|x| format!("{x:?}")).collect())
+                .unwrap_or_default();
+            let crashed = s.crashed.get(i).copied().unwrap_or(false);
+            writeln!(
+                f,
+                "{}{}, timers: [{}]",
+                server_line(server),
+                if crashed { " (crashed)" } else { "" },
+                timers.join(", ")
+            )?;
+        }
+        write!(f, "network: {} messages in flight", s.network.len())
+    }
 }
 
 impl Model for ContextModel {
-    type State = ReplayModelState;
+    type State = ContextState;
     type Action = ReplayAction;
 
-    fn init_states(&self) -> Vec<ReplayModelState> {
+    fn init_states(&self) -> Vec<ContextState> {
         vec![self.init.clone()]
     }
 
-    fn actions(&self, state: &ReplayModelState, actions: &mut Vec<ReplayAction>) {
-        self.model.actions(state, actions);
+    fn actions(&self, state: &ContextState, actions: &mut Vec<ReplayAction>) {
+        self.model.actions(&state.0, actions);
     }
 
-    fn next_state(
-        &self,
-        state: &ReplayModelState,
-        action: ReplayAction,
-    ) -> Option<ReplayModelState> {
-        self.model.next_state(state, action)
+    fn next_state(&self, state: &ContextState, action: ReplayAction) -> Option<ContextState> {
+        self.model.next_state(&state.0, action).map(ContextState)
     }
 
     fn format_action(&self, action: &ReplayAction) -> String {
         self.model.format_action(action)
     }
 
-    fn format_step(&self, state: &ReplayModelState, action: ReplayAction) -> Option<String> {
-        self.model.format_step(state, action)
-    }
-
-    fn as_svg(&self, path: ModelPath<ReplayModelState, ReplayAction>) -> Option<String> {
-        self.model.as_svg(path)
+    /// The stepped server before and after, and what it sent.
+    fn format_step(&self, state: &ContextState, action: ReplayAction) -> Option<String> {
+        let index = match &action {
+            ActorModelAction::Deliver { dst, .. } => usize::from(*dst),
+            ActorModelAction::Timeout(id, _)
+            | ActorModelAction::Crash(id)
+            | ActorModelAction::Recover(id) => usize::from(*id),
+            _ => return None,
+        };
+        let name = self.format_action(&action);
+        let next = self.model.next_state(&state.0, action)?;
+        let line = |st: &ReplayModelState| match st.actor_states.get(index).map(|a| &**a) {
+            Some(ReplayState::Server(s)) => server_line(s),
+            _ => "-".to_string(),
+        };
+        let mut out = format!(
+            "step: {name}\n  before: {}\n  after:  {}\n",
+            line(&state.0),
+            line(&next)
+        );
+        if let (Network::UnorderedDuplicating(old, _), Network::UnorderedDuplicating(new, _)) =
+            (&state.0.network, &next.network)
+        {
+            for e in new.iter().filter(|e| !old.contains(e)) {
+                let _ = writeln!(
+                    out,
+                    "  sends {} → {} : {:?}",
+                    usize::from(e.src),
+                    usize::from(e.dst),
+                    e.msg
+                );
+            }
+        }
+        Some(out)
     }
 }
 
@@ -775,6 +929,11 @@ pub struct Context {
     pub end: u64,
     /// The path's actions (recorded steps that change the state).
     actions: Vec<ReplayAction>,
+    /// The path as the Explorer encodes it: the initial state's index, then
+    /// each action's index among those offered before it.
+    indices: Vec<usize>,
+    /// The state at the end of the path.
+    last: ContextState,
     /// The next recorded step's action, if given.
     next: Option<ReplayAction>,
 }
@@ -825,16 +984,36 @@ pub fn context_files<P: AsRef<Path>>(
         .filter(|(_, a)| matches!(***a, ReplayState::Server(_)))
         .map(|(i, _)| NodeId(i as u64))
         .collect();
+    // Responses no server will ever act on are left out, as the replay
+    // forgets them (delivering one changes nothing).
+    if let Network::UnorderedDuplicating(set, _) = &mut init.network {
+        let states = &init.actor_states;
+        set.retain(
+            |e| match (&e.msg, states.get(usize::from(e.dst)).map(|a| &**a)) {
+                (ReplayMsg::Raft(m), Some(ReplayState::Server(s))) => !s.ignores_forever(m),
+                _ => true,
+            },
+        );
+    }
     let model = ContextModel {
         model: replay_model(&servers).max_crashes(servers.len()),
-        init,
+        init: ContextState(init),
     };
     // Steps that leave the state as it is (a late dead response) are not
-    // actions of the path.
+    // actions of the path. The Explorer names each action by its index
+    // among the actions of the state before it.
     let mut actions = Vec::new();
+    let mut indices = vec![0];
     let mut state = model.init.clone();
+    let mut offered = Vec::new();
     for action in capture.actions {
         if let Some(next) = model.next_state(&state, action.clone()) {
+            offered.clear();
+            model.actions(&state, &mut offered);
+            let Some(i) = offered.iter().position(|a| *a == action) else {
+                unreachable!("every action the replay takes is offered by the model")
+            };
+            indices.push(i);
             state = next;
             actions.push(action);
         }
@@ -844,25 +1023,29 @@ pub fn context_files<P: AsRef<Path>>(
         start,
         end,
         actions,
+        indices,
+        last: state,
         next,
     })
 }
 
 impl Context {
     /// The path from the model's initial state through the replayed steps.
-    pub fn path(&self) -> ModelPath<ReplayModelState, ReplayAction> {
+    pub fn path(&self) -> ModelPath<ContextState, ReplayAction> {
         ModelPath::from_actions(&self.model, self.model.init.clone(), &self.actions)
             .unwrap_or_else(|| unreachable!("every action of the path was applied above"))
     }
 
     /// The state at the end of the path.
-    pub fn last_state(&self) -> ReplayModelState {
-        self.path().last_state().clone()
+    pub fn last_state(&self) -> &ReplayModelState {
+        &self.last.0
     }
 
-    /// The path as the Explorer's URL fragment (after `#/steps/`).
+    /// The path as the Explorer's URL fragment (after `#/steps/`), as
+    /// Stateright's `Path::encode` writes it.
     pub fn encoded_path(&self) -> String {
-        self.path().encode(&self.model)
+        let parts: Vec<String> = self.indices.iter().map(usize::to_string).collect();
+        parts.join("/")
     }
 
     /// The next step's action as the Explorer names it, and whether the
@@ -870,10 +1053,9 @@ impl Context {
     pub fn next(&self) -> Option<(String, bool)> {
         let action = self.next.as_ref()?;
         let mut offered = Vec::new();
-        let last = self.last_state();
-        self.model.actions(&last, &mut offered);
+        self.model.actions(&self.last, &mut offered);
         let enabled =
-            offered.contains(action) && self.model.next_state(&last, action.clone()).is_some();
+            offered.contains(action) && self.model.next_state(&self.last, action.clone()).is_some();
         Some((self.model.format_action(action), enabled))
     }
 
