@@ -923,6 +923,8 @@ impl Model for ContextModel {
 pub struct Context {
     /// The model to serve.
     pub model: ContextModel,
+    /// The context asked for: `end - start` unless the trace is shorter.
+    pub context: u64,
     /// Steps replayed before the model's initial state.
     pub start: u64,
     /// Steps replayed at the end of the path.
@@ -1020,6 +1022,7 @@ pub fn context_files<P: AsRef<Path>>(
     }
     Ok(Context {
         model,
+        context,
         start,
         end,
         actions,
@@ -1061,10 +1064,7 @@ impl Context {
 
     /// The [`ExplorerPath`] of this window of the traces at `paths`.
     pub fn explorer_path<P: AsRef<Path>>(&self, paths: &[P]) -> ExplorerPath {
-        let mut command = format!(
-            "raft-model replay --explore --context {}",
-            self.end - self.start
-        );
+        let mut command = format!("raft-model replay --explore --context {}", self.context);
         for p in paths {
             command.push(' ');
             command.push_str(&shell_quote(&p.as_ref().display().to_string()));

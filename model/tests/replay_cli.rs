@@ -2,6 +2,8 @@
 //! through `raft-spec` (the end-to-end suites with raft-node's traces are in
 //! the workspace's tests/replay.rs).
 
+mod common;
+
 use raft_spec::trace::{Header, LogDigest, Step, TraceInput};
 use raft_spec::{ClientId, Input, Kv, KvCommand, NodeId, Output, Server};
 use std::path::PathBuf;
@@ -183,4 +185,204 @@ fn bad_input_exits_2_naming_the_file_and_line() {
         "{}",
         text(&o)
     );
+}
+
+/// A `raft-model replay --explore --addr 127.0.0.1:0 FILES` process,
+/// killed when dropped, with what it printed up to its Explorer path.
+struct ReplayExplorer {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    printed: String,
+    /// The Explorer path it printed (after `#/steps/`).
+    path: String,
+}
+
+impl ReplayExplorer {
+    fn start(files: &[&str]) -> ReplayExplorer {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_raft-model"))
+            .args([
+                "replay",
+                "--explore",
+                "--addr",
+                "127.0.0.1:0",
+                "--context",
+                "10",
+            ])
+            .args(files)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::inherit())
+            .spawn()
+            .expect("start raft-model replay --explore");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = std::io::BufReader::new(stdout);
+        let mut printed = String::new();
+        let url = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read a line");
+            assert!(n > 0, "replay --explore printed no path:\n{printed}");
+            printed.push_str(&line);
+            if line.contains("path to the state after step") {
+                break line.split_whitespace().last().expect("a URL").to_string();
+            }
+        };
+        // Keep reading (and dropping) whatever else it prints.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        let (base, path) = url.split_once("/#/steps/").expect("an Explorer URL");
+        let addr: std::net::SocketAddr = base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("host:port");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ReplayExplorer {
+            child,
+            addr,
+            printed,
+            path: path.to_string(),
+        }
+    }
+
+    fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) =
+            common::request(self.addr, "GET", path, None).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// The state at the end of the printed path, as the Explorer shows it.
+    fn last_state(&self) -> String {
+        let (prefix, last) = match self.path.rsplit_once('/') {
+            Some((p, l)) => (format!("/.states/{p}"), l),
+            None => ("/.states".to_string(), self.path.as_str()),
+        };
+        let last: u64 = last.parse().expect("an action index");
+        let steps = self.get_json(&prefix);
+        let entry = steps
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["actionIndex"].as_u64() == Some(last)))
+            .unwrap_or_else(|| panic!("no action {last} at {prefix}: {steps}"));
+        entry["state"].as_str().expect("a state").to_string()
+    }
+
+    /// The actions the Explorer offers at the end of the printed path.
+    fn offered(&self) -> Vec<String> {
+        self.get_json(&format!("/.states/{}", self.path))
+            .as_array()
+            .expect("steps")
+            .iter()
+            .filter_map(|s| s["action"].as_str().map(str::to_string))
+            .collect()
+    }
+}
+
+impl Drop for ReplayExplorer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The expected Explorer rendering of the last state both agreed on,
+/// computed in this process by the library.
+fn expected_last_state(files: &[&str]) -> (String, raft_model::replay::ExplorerPath) {
+    let options = raft_model::replay::ReplayOptions::default();
+    let (outcome, context) =
+        raft_model::replay::replay_for_explorer(files, &options).expect("readable traces");
+    let d = outcome.expect_err("a divergence");
+    let state = format!(
+        "{:?}",
+        raft_model::replay::ContextState(context.last_state().clone())
+    );
+    (state, d.explorer.expect("an Explorer path"))
+}
+
+#[test]
+fn replay_explore_serves_the_last_agreed_state_and_the_diverging_action() {
+    let d = Dir::new("explore");
+    // A state mismatch at step 3 (the put): the last agreed state is the
+    // elected leader after step 2, and the put is an action offered there.
+    let t = one_node_trace("c").replace("\"commit_index\":1", "\"commit_index\":0");
+    let f = d.write("node-1.ndjson", &t);
+    let (expected, path) = expected_last_state(&[&f]);
+    assert_eq!(path.end, 2);
+    assert!(
+        expected.starts_with("n1 Leader t1 voted n1 log 0 (last term 0) commit 0 applied 0"),
+        "{expected}"
+    );
+    let (action, offered) = path.next.clone().expect("the diverging action");
+    assert!(offered, "{action}");
+
+    // The report names the URL and the command that serves it.
+    let o = raft_model(&["replay", &f]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let out = text(&o);
+    assert!(
+        out.contains(&format!("http://127.0.0.1:3000/#/steps/{}", path.path)),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("raft-model replay --explore --context 10 {f}")),
+        "{out}"
+    );
+    assert!(out.contains("which the model offers there"), "{out}");
+
+    let explorer = ReplayExplorer::start(&[&f]);
+    assert_eq!(explorer.path, path.path, "{}", explorer.printed);
+    assert!(
+        explorer.printed.contains("DIVERGENCE at step 3"),
+        "{}",
+        explorer.printed
+    );
+    assert_eq!(explorer.last_state(), expected);
+    let actions = explorer.offered();
+    assert!(actions.contains(&action), "{action} not in {actions:?}");
+    drop(explorer);
+
+    // A timer that is not set (step 2 becomes a heartbeat timeout of a
+    // follower): the last agreed state is the started follower, and the
+    // timeout is not an action offered there.
+    let t = one_node_trace("c").replacen("\"ElectionTimeout\"", "\"HeartbeatTimeout\"", 1);
+    let f = d.write("node-1-heartbeat.ndjson", &t);
+    let (expected, path) = expected_last_state(&[&f]);
+    assert_eq!((path.start, path.end, path.path.as_str()), (0, 1, "0"));
+    assert!(
+        expected.starts_with("n1 Follower t0 voted - log 0 (last term 0) commit 0 applied 0"),
+        "{expected}"
+    );
+    let (action, offered) = path.next.clone().expect("the diverging action");
+    assert!(!offered, "{action}");
+    let explorer = ReplayExplorer::start(&[&f]);
+    assert!(
+        explorer
+            .printed
+            .contains("which the model does not offer there"),
+        "{}",
+        explorer.printed
+    );
+    assert_eq!(explorer.last_state(), expected);
+    let actions = explorer.offered();
+    assert!(!actions.contains(&action), "{action} in {actions:?}");
+    assert!(
+        actions.iter().any(|a| a.contains("Timeout")),
+        "the election timeout is offered: {actions:?}"
+    );
+}
+
+#[test]
+fn replay_explore_on_a_busy_address_exits_2() {
+    let d = Dir::new("explore-busy");
+    let f = d.write("node-1.ndjson", &one_node_trace("c"));
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let o = raft_model(&["replay", "--explore", "--addr", &addr, &f]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("cannot listen"), "{}", text(&o));
+    let o = raft_model(&["replay", "--explore", "--addr", "not-an-address", &f]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--addr not-an-address"), "{}", text(&o));
 }
