@@ -43,23 +43,38 @@ fn run(config: ModelConfig, strategy: Strategy, symmetry: bool, threads: usize) 
 /// The complete check of a configuration without a seeded bug, run once per
 /// test binary and shared by the tests that need it (the seeded-bug tests
 /// compare against the same configurations). Three servers with two or more
-/// terms run DFS with symmetry on one thread (the full space is 5.8 times
-/// larger; one thread keeps the count of representatives deterministic);
-/// everything else runs BFS.
+/// terms run DFS with symmetry on one thread (one thread keeps the count of
+/// representatives deterministic); everything else runs BFS.
 fn clean_run(config: ModelConfig) -> Arc<CheckReport> {
-    assert!(config.bug.is_none(), "clean_run is for the correct rules");
-    type Memo = Mutex<HashMap<ModelConfig, Arc<OnceLock<Arc<CheckReport>>>>>;
+    let symmetry = config.servers >= 3 && config.max_term >= 2;
+    memo_run(config, symmetry)
+}
+
+/// The complete check of a configuration without a seeded bug and without
+/// symmetry reduction, run once per test binary: DFS on two threads for
+/// three servers with two or more terms (without symmetry the count of
+/// unique states does not depend on the interleaving of workers), BFS
+/// otherwise.
+fn full_run(config: ModelConfig) -> Arc<CheckReport> {
+    memo_run(config, false)
+}
+
+fn memo_run(config: ModelConfig, symmetry: bool) -> Arc<CheckReport> {
+    assert!(config.bug.is_none(), "clean runs are for the correct rules");
+    type Memo = Mutex<HashMap<(ModelConfig, bool), Arc<OnceLock<Arc<CheckReport>>>>>;
     static MEMO: OnceLock<Memo> = OnceLock::new();
     let cell = {
         let mut memo = MEMO
             .get_or_init(Default::default)
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        Arc::clone(memo.entry(config).or_default())
+        Arc::clone(memo.entry((config, symmetry)).or_default())
     };
     Arc::clone(cell.get_or_init(|| {
-        let report = if config.servers >= 3 && config.max_term >= 2 {
+        let report = if symmetry {
             run(config, Strategy::Dfs, true, 1)
+        } else if config.servers >= 3 && config.max_term >= 2 {
+            run(config, Strategy::Dfs, false, 2)
         } else {
             run(config, Strategy::Bfs, false, 2)
         };
@@ -325,28 +340,51 @@ fn paths_print_as_numbered_readable_steps() {
     assert_eq!(encoded.split('/').count(), steps + 1, "{url}");
 }
 
-/// (a, with symmetry) 3 servers, 2 terms, 1 request: every example, including
-/// a follower's conflicting entry being overwritten and a change of leader,
-/// with all five properties and linearizability holding. The full space
-/// (7,808,379 states, about 6 minutes) is the README's benchmark; symmetry
-/// reduction over server identities makes it 5.8 times smaller. One thread, so that the count of
-/// representatives does not depend on the interleaving of workers.
+/// The examples every 3-server, 2-term, 1-request run must find.
+fn three_two_one_examples() -> Vec<&'static str> {
+    [
+        ELECTION_ONLY,
+        &[
+            names::LEADER_REPLACED,
+            names::LEADER_STEPS_DOWN_ON_RESPONSE,
+            names::CONFLICT_OVERWRITTEN,
+            names::CLIENT_REPLY,
+        ],
+    ]
+    .concat()
+}
+
+/// (a) 3 servers, 2 terms, 1 request, no crash, the full space (no symmetry
+/// reduction): every example, including a follower's conflicting entry being
+/// overwritten and a change of leader, with all five properties and
+/// linearizability holding; and (c) the symmetry-reduced run below agrees
+/// with it on every verdict, on fewer states.
+///
+/// 10,145,904 states: 578 s on the shared 2-core machine (625 s of CPU),
+/// too long for the default suite next to the rest, so it runs on request:
+/// `cargo test --release --test model_check -- --ignored three_servers_two_terms_one_request`.
+#[test]
+#[ignore = "10.1 M states, several minutes: run with --ignored"]
+fn three_servers_two_terms_one_request() {
+    let report = full_run(config(3, 2, 1, 0));
+    assert_clean(&report, &three_two_one_examples());
+    assert_eq!(report.unique_states, 10_145_904);
+    let reduced = clean_run(config(3, 2, 1, 0));
+    let verdicts = |r: &CheckReport| -> Vec<(&str, bool)> {
+        r.verdicts.iter().map(|v| (v.name, v.is_ok())).collect()
+    };
+    assert_eq!(verdicts(&reduced), verdicts(&report));
+    assert!(reduced.unique_states * 5 < report.unique_states);
+}
+
+/// (c) The configuration of (a) with symmetry reduction over server
+/// identities (DFS, one thread, so that the count of representatives does not
+/// depend on the interleaving of workers): every property holds and every
+/// example is found, on 5.8 times fewer states than (a).
 #[test]
 fn three_servers_two_terms_one_request_with_symmetry() {
     let report = clean_run(config(3, 2, 1, 0));
-    assert_clean(
-        &report,
-        &[
-            ELECTION_ONLY,
-            &[
-                names::LEADER_REPLACED,
-                names::LEADER_STEPS_DOWN_ON_RESPONSE,
-                names::CONFLICT_OVERWRITTEN,
-                names::CLIENT_REPLY,
-            ],
-        ]
-        .concat(),
-    );
+    assert_clean(&report, &three_two_one_examples());
     assert_eq!(report.unique_states, 1_755_820);
 }
 
