@@ -48,7 +48,10 @@ fn sim_traces(sim: &Sim) -> BTreeMap<NodeId, String> {
 /// model's `next_state` and the full property predicates, which must agree
 /// with the in-place step and the incremental properties.
 fn replay_texts(traces: &BTreeMap<NodeId, String>) -> Result<ReplaySummary, ReplayError> {
-    let options = ReplayOptions { cross_check: true };
+    let options = ReplayOptions {
+        cross_check: true,
+        ..ReplayOptions::default()
+    };
     replay::replay_with(inputs(traces), &options)
 }
 
@@ -657,4 +660,63 @@ fn replay_throughput() {
             println!("{kind:<7} 1 M / 100 k time ratio: {:.1}", b / a);
         }
     }
+}
+
+/// The Explorer window of `raft-model replay --explore`: following its
+/// path from the state K steps back (crashes, recoveries and client
+/// requests included) lands on the replayed state, every step is an action
+/// the Explorer offers (Stateright's own `Path::from_actions` and `encode`
+/// agree with the printed path), and the window's model is the replay
+/// model started there.
+#[test]
+fn the_explorer_window_follows_the_replayed_steps() {
+    use stateright::actor::ActorModelAction;
+    use stateright::Model;
+    let mut s = sim(1);
+    schedule(&mut s, 1);
+    let dir = std::env::temp_dir().join(format!("raft-explorer-window-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let files: Vec<std::path::PathBuf> = sim_traces(&s)
+        .iter()
+        .map(|(id, text)| {
+            let p = dir.join(format!("node-{}.ndjson", id.0));
+            std::fs::write(&p, text).unwrap();
+            p
+        })
+        .collect();
+    let summary = replay::replay_files(&files).unwrap_or_else(|e| panic!("{e}"));
+    assert!(summary.restarts >= 2, "{summary}");
+    let (mut crashes, mut recoveries, mut requests) = (0, 0, 0);
+    for end in [summary.steps, summary.steps / 2] {
+        let here = replay::context_files(&files, end, 0, None).unwrap();
+        for k in [10, end] {
+            let ctx = replay::context_files(&files, end, k, None).unwrap();
+            assert_eq!((ctx.start, ctx.end), (end - k, end));
+            let path = ctx.path();
+            assert_eq!(path.encode(&ctx.model), ctx.encoded_path());
+            assert_eq!(&path.last_state().0, ctx.last_state());
+            let (a, b) = (ctx.last_state(), here.last_state());
+            assert_eq!(a.actor_states, b.actor_states, "end {end}, context {k}");
+            assert_eq!(a.timers_set, b.timers_set);
+            assert_eq!(a.crashed, b.crashed);
+            assert_eq!(a.actor_storages, b.actor_storages);
+            for (_, action) in path.into_vec() {
+                match action {
+                    Some(ActorModelAction::Crash(_)) => crashes += 1,
+                    Some(ActorModelAction::Recover(_)) => recoveries += 1,
+                    Some(ActorModelAction::Deliver {
+                        msg: replay::ReplayMsg::Request { .. },
+                        ..
+                    }) => requests += 1,
+                    _ => {}
+                }
+            }
+            let init = ctx.model.init_states();
+            assert_eq!(init.len(), 1);
+        }
+    }
+    assert!(crashes >= 2 && recoveries >= 2, "{crashes} {recoveries}");
+    assert!(requests >= 5, "{requests}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
