@@ -786,6 +786,7 @@ fn run(
                     Ok(Outcome::Replayed) => {
                         trace.last_seq = step.seq;
                         progressed = true;
+                        replayer.remember(&trace.name, line, step);
                     }
                     Ok(Outcome::Blocked(block)) => {
                         trace.next = Some((step, line));
@@ -1497,11 +1498,12 @@ impl Replayer {
             let before = Arc::clone(&self.state.actor_states[index]);
             (before, self.next_state(actions.clone(), true))
         });
-        let (before, change) = self.apply(index, id, &actions);
+        let (before, change) = self.apply(index, id, actions);
         let Some(after) = Self::server(&self.state, node) else {
             unreachable!("every server of the header has a server actor")
         };
-        let model_step = Step::after(step.seq, step.input.clone(), after, &self.digests[index]);
+        // The input is not compared: a placeholder saves copying it.
+        let model_step = Step::after(step.seq, TraceInput::Restart, after, &self.digests[index]);
         let fields = differing_fields(step, &model_step);
         if !fields.is_empty() {
             return Err(self.divergence(
@@ -1541,17 +1543,21 @@ impl Replayer {
         self.max_term = self.max_term.max(after.current_term());
         self.committed = self.committed.max(after.volatile.commit_index);
         self.steps += 1;
+        self.collect_dead_responses();
+        Ok(Outcome::Replayed)
+    }
+
+    /// Keeps the step just replayed for a divergence report.
+    fn remember(&mut self, file: &Arc<str>, line: u64, recorded: Step<KvCommand>) {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
         self.recent.push_back(Recent {
             step: self.steps,
-            file: Arc::clone(&trace.name),
+            file: Arc::clone(file),
             line,
-            recorded: step.clone(),
+            recorded,
         });
-        self.collect_dead_responses();
-        Ok(Outcome::Replayed)
     }
 
     /// Records the state before the Explorer's window, and the actions of
@@ -1582,21 +1588,30 @@ impl Replayer {
     /// state since every change to the persistent state is persisted in its
     /// step (the spec's ordering contract). A restart (crash, recovery) runs
     /// the model's `next_state`: it reloads the log, as the runtime does.
-    fn apply(&mut self, index: usize, id: Id, actions: &[ReplayAction]) -> (BeforeStep, LogChange) {
-        let input = match actions {
-            [] => None,
-            [ActorModelAction::Timeout(_, timer)] => {
+    fn apply(
+        &mut self,
+        index: usize,
+        id: Id,
+        mut actions: Vec<ReplayAction>,
+    ) -> (BeforeStep, LogChange) {
+        if actions.len() > 1 {
+            return self.apply_with_model(index, &actions);
+        }
+        let input = match actions.pop() {
+            None => None,
+            Some(ActorModelAction::Timeout(_, timer)) => {
                 if let Some(t) = self.state.timers_set.get_mut(index) {
-                    t.cancel(timer);
+                    t.cancel(&timer);
                 }
                 Some(match timer {
                     Timer::Election => Input::ElectionTimeout,
                     Timer::Heartbeat => Input::HeartbeatTimeout,
                 })
             }
-            [ActorModelAction::Deliver { src, msg, .. }] => Some(match msg.clone() {
+            // The action's message is not shared: taken, not copied.
+            Some(ActorModelAction::Deliver { src, msg, .. }) => Some(match msg {
                 ReplayMsg::Raft(m) => Input::Message {
-                    from: node_id(*src),
+                    from: node_id(src),
                     message: m.into_inner(),
                 },
                 ReplayMsg::Request {
@@ -1609,7 +1624,7 @@ impl Replayer {
                     command,
                 },
             }),
-            _ => return self.apply_with_model(index, actions),
+            Some(other) => return self.apply_with_model(index, &[other]),
         };
         let ReplayModelState {
             actor_states,
