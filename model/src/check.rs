@@ -286,26 +286,32 @@ pub fn shortest_path(
     let mut parent: HashMap<u64, Option<(u64, Action)>> = HashMap::new();
     let mut queue = VecDeque::new();
     let mut init = None;
+    let path_to = |parent: &HashMap<u64, Option<(u64, Action)>>, init: State, key: u64| {
+        let mut steps = Vec::new();
+        let mut cursor = key;
+        while let Some(Some((prev, action))) = parent.get(&cursor) {
+            steps.push(action.clone());
+            cursor = *prev;
+        }
+        steps.reverse();
+        Path::from_actions(model, init, steps.iter())
+    };
     for s in model.init_states() {
-        if model.within_boundary(&s) && parent.insert(state_key(&s), None).is_none() {
+        let key = state_key(&s);
+        if model.within_boundary(&s) && parent.insert(key, None).is_none() {
+            if goal(model, &s) {
+                return Path::from_actions(model, s, std::iter::empty());
+            }
             init.get_or_insert_with(|| s.clone());
-            queue.push_back(s);
+            queue.push_back((key, s));
         }
     }
     let init = init?;
     let mut actions = Vec::new();
-    while let Some(state) = queue.pop_front() {
-        let key = state_key(&state);
-        if goal(model, &state) {
-            let mut steps = Vec::new();
-            let mut cursor = key;
-            while let Some(Some((prev, action))) = parent.get(&cursor) {
-                steps.push(action.clone());
-                cursor = *prev;
-            }
-            steps.reverse();
-            return Path::from_actions(model, init, steps.iter());
-        }
+    // The goal is tested when a state is first generated: the states of one
+    // depth are all generated before any of the next, so the first hit is at
+    // the least depth, without expanding the rest of the level before it.
+    while let Some((key, state)) = queue.pop_front() {
         if parent.len() >= limit {
             return None;
         }
@@ -321,7 +327,10 @@ pub fn shortest_path(
             let next_key = state_key(&next);
             if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(next_key) {
                 e.insert(Some((key, action)));
-                queue.push_back(next);
+                if goal(model, &next) {
+                    return path_to(&parent, init, next_key);
+                }
+                queue.push_back((next_key, next));
             }
         }
     }
