@@ -603,12 +603,13 @@ fn long_run(steps: u64, writes: bool) -> BTreeMap<NodeId, String> {
 }
 
 /// Replay throughput on traces of 10 k, 100 k and 1 M steps of an idle
-/// cluster and of one under continuous writes: the median of
-/// `REPLAY_BENCH_RUNS` replays (default 3) of each trace, and the ratio of
-/// the 1 M time to the 100 k one. `REPLAY_BENCH_MAX` stops earlier,
-/// `REPLAY_BENCH_WRITES=0` skips the writes, `REPLAY_BENCH_DIR` also writes
-/// the traces there (`idle-100000/node-1.ndjson`, ...) for
-/// `raft-model replay`.
+/// cluster and of one under continuous writes, replayed from files as
+/// `raft-model replay` does (the traces are written to
+/// `REPLAY_BENCH_DIR`, default a temporary directory, as
+/// `idle-100000/node-1.ndjson`, ..., and dropped from memory first): the
+/// median of `REPLAY_BENCH_RUNS` replays (default 3) of each trace, and the
+/// ratio of the 1 M time to the 100 k one. `REPLAY_BENCH_MAX` stops
+/// earlier, `REPLAY_BENCH_WRITES=0` skips the writes.
 #[test]
 #[ignore = "benchmark: cargo test --release --test replay -- --ignored --nocapture replay_throughput"]
 fn replay_throughput() {
@@ -621,7 +622,10 @@ fn replay_throughput() {
     let max = env("REPLAY_BENCH_MAX", 1_000_000);
     let runs = env("REPLAY_BENCH_RUNS", 3).max(1);
     let with_writes = env("REPLAY_BENCH_WRITES", 1) != 0;
-    let dir = std::env::var("REPLAY_BENCH_DIR").ok();
+    let dir = std::env::var("REPLAY_BENCH_DIR").map_or_else(
+        |_| std::env::temp_dir().join(format!("raft-replay-bench-{}", std::process::id())),
+        std::path::PathBuf::from,
+    );
     for writes in [false, true] {
         if writes && !with_writes {
             continue;
@@ -635,15 +639,19 @@ fn replay_throughput() {
             let t0 = std::time::Instant::now();
             let traces = long_run(size, writes);
             eprintln!("recorded {size} steps in {:?}", t0.elapsed());
-            if let Some(dir) = &dir {
-                let d = std::path::Path::new(dir).join(format!("{kind}-{size}"));
-                std::fs::create_dir_all(&d).unwrap();
-                for (id, text) in &traces {
-                    std::fs::write(d.join(format!("node-{}.ndjson", id.0)), text).unwrap();
-                }
-            }
+            let d = dir.join(format!("{kind}-{size}"));
+            std::fs::create_dir_all(&d).unwrap();
+            let files: Vec<std::path::PathBuf> = traces
+                .iter()
+                .map(|(id, text)| {
+                    let f = d.join(format!("node-{}.ndjson", id.0));
+                    std::fs::write(&f, text).unwrap();
+                    f
+                })
+                .collect();
+            drop(traces);
             let mut samples: Vec<ReplaySummary> = (0..runs)
-                .map(|_| replay::replay(inputs(&traces)).unwrap_or_else(|e| panic!("{e}")))
+                .map(|_| replay::replay_files(&files).unwrap_or_else(|e| panic!("{e}")))
                 .collect();
             samples.sort_by_key(|s| s.elapsed);
             let s = &samples[samples.len() / 2];
@@ -659,6 +667,9 @@ fn replay_throughput() {
         if let (Some(a), Some(b)) = (times.get(&100_000), times.get(&1_000_000)) {
             println!("{kind:<7} 1 M / 100 k time ratio: {:.1}", b / a);
         }
+    }
+    if std::env::var("REPLAY_BENCH_DIR").is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 

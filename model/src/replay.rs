@@ -2,11 +2,13 @@
 //! node ([`raft_spec::trace`]), step by step against the Stateright model.
 //!
 //! ```text
-//!  trace of node 1 ─┐                     ┌─► ActorModel::next_state (Deliver / Timeout /
+//!  trace of node 1 ─┐                     ┌─► the model's action (Deliver / Timeout /
 //!  trace of node 2 ─┼─► merge (causal) ───┤     Crash + Recover; client requests from the
-//!  trace of node 3 ─┘   one step at a time│     environment), the model's server adapter
+//!  trace of node 3 ─┘   one step at a time│     environment), enabled? then carried out
 //!                                         ├─► the server's state == the recorded digest and fields
-//!                                         └─► History::record_step + violated_properties
+//!                                         └─► IncrementalSafety (= record_step + violated_properties)
+//!  on a divergence, or with --explore: a second pass up to the last agreed
+//!  state ─► ContextModel (the model from K steps before it) + Explorer path
 //! ```
 //!
 //! # The model replayed against
@@ -20,8 +22,10 @@
 //! A server's Stateright actor index is its node id, so the ids inside the
 //! messages and the digest are the runtime's; indices that are not a node's
 //! hold an inert [`ReplayActor::Environment`]. Replay uses this model's
-//! actions and `next_state`, not a copy of the rules: the rules are those of
-//! `raft-spec`, which the runtime runs too.
+//! actions, its actors and the model's server adapter, not a copy of the
+//! rules: the rules are those of `raft-spec`, which the runtime runs too.
+//! A delivery or a timeout is carried out in place, doing what the model's
+//! `next_state` does (see "Cost"); a restart runs `next_state` itself.
 //!
 //! Each recorded step becomes the model's action, which must be enabled in
 //! the current state:
@@ -38,10 +42,13 @@
 //! After the step, the server's state must equal the recorded one: the
 //! [`state_digest`](raft_spec::trace::state_digest) and every readable field
 //! (term, role, voted_for, commit_index, last_applied, last_log_index,
-//! last_log_term). Then the step is recorded in the ghost
-//! [`History`] (`History::record_step`, as the checker does) and the Figure 3
-//! properties plus the auxiliary invariants are evaluated
-//! ([`safety::violated_properties`]) over every server.
+//! last_log_term). Then the step is recorded in the ghost [`History`] and
+//! the Figure 3 properties plus the auxiliary invariants are evaluated over
+//! every server, by [`IncrementalSafety`]: it gives what
+//! `History::record_step` then [`safety::violated_properties`] (the
+//! checker's functions) give, looking only at what the step changed (a
+//! proptest in raft-spec checks the two agree after every step of random
+//! histories).
 //!
 //! # Ordering rule
 //!
@@ -65,24 +72,57 @@
 //!
 //! # Cost
 //!
-//! Traces are read as streams (one pending step per file), so memory holds
-//! the model state, not the trace. Each step costs one `next_state` run with
-//! the network factored out (so its clone of the state does not copy the
-//! messages in flight; see `Replayer::next_state`), which clones the stepped
-//! server (its log included) in the model's server adapter; a comparison of
-//! the server's log with its previous log to keep the chained log digest
-//! ([`LogDigest`]) current; and the property checks, which compare logs. Per
-//! step the cost is therefore proportional to the live cluster state (the
-//! log length), not to the trace: a trace whose log stays short replays in
-//! time linear in its length (about 420,000 steps/s for an idle cluster, 1 M
-//! steps in 2.4 s), while under continuous writes, with no snapshots, the
-//! log grows with the trace and so does the cost of each step. Responses
-//! that can never matter again ([`raft_spec::ignores_forever`], the
-//! checker's own reduction) are forgotten periodically.
+//! Replay is linear in the trace: each step costs time proportional to what
+//! it changes (the message, the entries written, the entries newly
+//! applied), not to the logs, and memory holds the model state (the servers,
+//! their storage, the messages in flight), not the trace, which is read as a
+//! stream (one pending step per file). Concretely:
 //!
-//! Not done: the Explorer path of the last state both agreed on, and
-//! `replay --explore` (the replay model's environment actions and the
-//! dead-response reduction are not actions the Explorer could follow).
+//! - the stepped server is stepped in place (its `Arc` is not shared), not
+//!   cloned as the model's adapter does for the checker;
+//! - its storage is brought up to date with the step's
+//!   [`raft_spec::Persist`], as a disk would be, instead of being replaced by
+//!   a copy of the whole persistent state (the same state: every change to
+//!   the persistent state is persisted in its step, the spec's contract);
+//! - the chained log digest ([`LogDigest`]) is updated from the step's
+//!   [`LogWrite`], and whether the step rewrote an entry (Leader
+//!   Append-Only, the history's "conflict overwritten") is read from the
+//!   stored log at the written indices only;
+//! - the properties are [`IncrementalSafety`]'s.
+//!
+//! A restart runs the model's `next_state` and compares the reloaded log
+//! with the log before: time proportional to the log, once per restart (the
+//! runtime reloads its log too). [`ReplayOptions::cross_check`] (every test
+//! of `tests/replay.rs` uses it) also runs each step through the model's
+//! `next_state` and the full predicates and stops if either disagrees.
+//! Responses that can never matter again ([`raft_spec::ignores_forever`],
+//! the checker's own reduction) are forgotten whenever the network has
+//! doubled since the last time. Measured (3 nodes, the median of 3 runs; see
+//! the README): about 200,000 to 400,000 steps/s for idle and write-heavy
+//! traces alike, from 10 k to 1 M steps.
+//!
+//! # The Explorer: `raft-model replay --explore`
+//!
+//! A path from the initial state of a long trace would be useless, and the
+//! replay takes steps the Explorer could not follow (a client request is
+//! sent and delivered at once; dead responses are forgotten). So the
+//! Explorer serves a [`ContextModel`]: the replay model whose initial state
+//! is the replayed state `K` steps (`--context`, default
+//! [`DEFAULT_CONTEXT`]) before the last state the traces and the model
+//! agree on (the end of a clean replay, or the state before the
+//! divergence). The client requests of those `K` steps (and of the
+//! diverging step) are in flight in that initial state, sent by the
+//! environment, so delivering one is an ordinary action; crashes and
+//! recoveries are allowed; nothing is forgotten. The path is the `K` steps'
+//! actions (a step that changes nothing, a late dead response, has none),
+//! encoded as Stateright's Explorer does (`#/steps/0/i1/i2/...`, each action
+//! by its index among those offered). The state at the end of the path is
+//! the replayed one (its network may hold more messages: nothing is
+//! forgotten). Finding that state means replaying the traces a second time
+//! up to it ([`context_files`]): [`replay_files`] does it on a divergence,
+//! to print the URL and the command that serves it, and says whether the
+//! diverging step's action is offered there (a state or property mismatch)
+//! or not (a step the model does not allow).
 
 use crate::actors::{actor_id, carry_out, node_id, step_server, RaftMsg, ServerAdapter};
 use raft_spec::safety::{self, Before, History, IncrementalSafety, ServerView};
