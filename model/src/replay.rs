@@ -114,7 +114,9 @@
 //! diverging step) are in flight in that initial state, sent by the
 //! environment, so delivering one is an ordinary action; crashes and
 //! recoveries are allowed; nothing is forgotten. The path is the `K` steps'
-//! actions (a step that changes nothing, a late dead response, has none),
+//! actions, except those of steps that change nothing (Stateright has no
+//! transition for them: a response the leader already counted, a late dead
+//! response),
 //! encoded as Stateright's Explorer does (`#/steps/0/i1/i2/...`, each action
 //! by its index among those offered). The state at the end of the path is
 //! the replayed one (its network may hold more messages: nothing is
@@ -1042,8 +1044,9 @@ pub fn context_files<P: AsRef<Path>>(
         model: replay_model(&servers).max_crashes(servers.len()),
         init: ContextState(init),
     };
-    // Steps that leave the state as it is (a late dead response) are not
-    // actions of the path. The Explorer names each action by its index
+    // Steps that leave the state as it is (a response already counted, a
+    // late dead response) are not actions of the path: Stateright has no
+    // transition for them. The Explorer names each action by its index
     // among the actions of the state before it.
     let mut actions = Vec::new();
     let mut indices = vec![0];
