@@ -374,6 +374,32 @@ fn replay_explore_serves_the_last_agreed_state_and_the_diverging_action() {
 }
 
 #[test]
+fn replay_explore_on_a_clean_trace_serves_its_end() {
+    let d = Dir::new("explore-clean");
+    let f = d.write("node-1.ndjson", &one_node_trace("c"));
+    let explorer = ReplayExplorer::start(&[&f]);
+    assert!(
+        explorer
+            .printed
+            .starts_with("OK: 3 steps of 1 servers replayed clean"),
+        "{}",
+        explorer.printed
+    );
+    assert!(
+        explorer.printed.contains("path to the state after step 3"),
+        "{}",
+        explorer.printed
+    );
+    // Start, election, the put: the leader has appended, committed and
+    // applied it.
+    let last = explorer.last_state();
+    assert!(
+        last.starts_with("n1 Leader t1 voted n1 log 1 (last term 1) commit 1 applied 1"),
+        "{last}"
+    );
+}
+
+#[test]
 fn replay_explore_on_a_busy_address_exits_2() {
     let d = Dir::new("explore-busy");
     let f = d.write("node-1.ndjson", &one_node_trace("c"));
