@@ -43,7 +43,9 @@ enum Command {
     /// Replay raft-node traces (one file per node) against the model.
     ///
     /// Every recorded step must be an action the model allows, leave the
-    /// server in the recorded state, and keep every safety property.
+    /// server in the recorded state, and keep every safety property. A
+    /// divergence report ends with the Explorer URL of the last state both
+    /// agreed on and the `replay --explore` command that serves it.
     /// Exit status: 0 clean; 1 first divergence or property violation
     /// (reported); 2 unreadable or inconsistent input.
     Replay(ReplayArgs),
@@ -63,7 +65,8 @@ struct ReplayArgs {
     /// printed).
     #[arg(long, default_value = "127.0.0.1:3000", requires = "explore")]
     addr: String,
-    /// How many replayed steps the Explorer's path covers.
+    /// How many replayed steps the Explorer's path covers (with --explore,
+    /// and in the Explorer path a divergence report prints).
     #[arg(long, default_value_t = raft_model::replay::DEFAULT_CONTEXT)]
     context: u64,
 }
