@@ -92,7 +92,7 @@ fn apply(sims: &mut [Sim], op: Op, counter: &mut u64) -> Option<LogIndex> {
             for i in 0..(c % 3) {
                 *counter += 1;
                 me.log
-                    .push(command(u64::from((a + i) % 3) + 1, 2, *counter));
+                    .push(command((u64::from(a) + u64::from(i)) % 3 + 1, 2, *counter));
             }
             if c % 4 == 0 {
                 me.role = Role::Follower;
