@@ -573,6 +573,139 @@ fn a_real_cluster_with_a_leader_killed_and_restarted_replays_clean() {
     assert!(summary.max_term.0 >= 2, "{summary}");
 }
 
+/// A real cluster under a fault schedule: concurrent clients, a follower
+/// killed and restarted, the leader cut off in a minority partition and
+/// healed, then the leader killed with SIGKILL and restarted, with writes
+/// throughout. The three nodes' traces replay clean, with the cross-check.
+///
+/// Ignored: about one run in twenty fails at the killed follower's
+/// `Restart`, whose recovered log is one entry longer than its trace says.
+/// That is the recorder's known window (`raft_node::node`, "Known
+/// limitation of the trace"): the trace lines of a batch are written after
+/// its fsync, so a SIGKILL between the two keeps the batch's log writes and
+/// loses their trace lines. The replayer is right to reject such a trace;
+/// the fix belongs in the recorder (trace lines made durable before the
+/// batch's fsync, and the unconfirmed tail of the trace truncated to the
+/// recovered state on restart).
+/// Run it with `cargo test --test replay -- --ignored a_real_cluster_under`.
+#[test]
+#[ignore = "fails about 1 run in 20: the trace recorder's SIGKILL window (see the doc comment)"]
+fn a_real_cluster_under_a_fault_schedule_replays_clean() {
+    use raft_node::client::ClientOptions;
+    use raft_node::cluster::{ClusterOptions, LocalCluster};
+    use raft_node::testing::TempDir;
+    use raft_node::wire::StatusInfo;
+    use std::time::{Duration, Instant};
+
+    let dir = TempDir::new("replay-e2e-faults");
+    let mut o = ClusterOptions::new(raft_node_exe(), dir.path().join("data"));
+    o.trace_dir = Some(dir.path().join("traces"));
+    o.test_control = true;
+    let mut c = LocalCluster::start(o).unwrap();
+    let wait_leader = |c: &LocalCluster, not: Option<NodeId>| -> StatusInfo {
+        let start = Instant::now();
+        loop {
+            let leader = c.wait_for_leader(Duration::from_secs(10)).unwrap();
+            if Some(leader.id) != not {
+                return leader;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "a new leader");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // Writes from `clients` concurrent clients, `each` writes apiece.
+    let concurrent_writes = |c: &LocalCluster, round: &str, clients: usize, each: usize| {
+        std::thread::scope(|scope| {
+            for t in 0..clients {
+                let mut client = c.client();
+                scope.spawn(move || {
+                    for i in 0..each {
+                        let key = format!("{round}-{t}-{i}");
+                        assert_eq!(client.call(put(&key, "v")), Ok(None), "{key}");
+                    }
+                });
+            }
+        });
+    };
+    let mut written = 0;
+    let leader = wait_leader(&c, None);
+    concurrent_writes(&c, "a", 4, 5);
+    written += 20;
+
+    // A follower killed and restarted; it catches up.
+    let follower = c.peers().keys().copied().find(|&n| n != leader.id).unwrap();
+    c.kill(follower).unwrap();
+    concurrent_writes(&c, "b", 2, 5);
+    written += 10;
+    c.start_node(follower).unwrap();
+    let start = Instant::now();
+    while !c.status().into_iter().all(|(_, s)| s.is_ok()) {
+        assert!(start.elapsed() < Duration::from_secs(10), "restart");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // The leader cut off in a minority; the majority elects and serves; heal.
+    let leader = wait_leader(&c, None);
+    let others: Vec<NodeId> = c
+        .peers()
+        .keys()
+        .copied()
+        .filter(|&n| n != leader.id)
+        .collect();
+    let mut ctl = c.client();
+    ctl.partition(leader.id, &others).unwrap();
+    for &n in &others {
+        ctl.partition(n, &[leader.id]).unwrap();
+    }
+    let new = wait_leader(&c, Some(leader.id));
+    let mut client = c.client();
+    client.prefer(new.id);
+    for i in 0..5 {
+        assert_eq!(client.call(put(&format!("c-{i}"), "v")), Ok(None));
+    }
+    written += 5;
+    let mut minority = ClientOptions::new(
+        [(leader.id, c.peers()[&leader.id].clone())]
+            .into_iter()
+            .collect(),
+    );
+    minority.timeout = Duration::from_millis(500);
+    let _ = raft_node::client::Client::new(minority).call(put("minority", "lost"));
+    for n in c.peers().keys() {
+        ctl.partition(*n, &[]).unwrap();
+    }
+
+    // The leader killed with SIGKILL and restarted, writes in between.
+    let leader = wait_leader(&c, None);
+    c.kill(leader.id).unwrap();
+    wait_leader(&c, Some(leader.id));
+    concurrent_writes(&c, "d", 3, 5);
+    written += 15;
+    c.start_node(leader.id).unwrap();
+    let start = Instant::now();
+    while !c
+        .status()
+        .into_iter()
+        .all(|(_, s)| s.is_ok_and(|s| s.commit_index >= LogIndex(written)))
+    {
+        assert!(start.elapsed() < Duration::from_secs(10), "catch-up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(c);
+
+    let traces: BTreeMap<NodeId, String> = (1..=3)
+        .map(|i| {
+            let path = dir.path().join(format!("traces/node-{i}.ndjson"));
+            (NodeId(i), std::fs::read_to_string(path).unwrap())
+        })
+        .collect();
+    let summary = replay_texts(&traces).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(summary.servers, 3);
+    assert!(summary.committed >= LogIndex(written), "{summary}");
+    assert!(summary.restarts >= 2, "{summary}");
+    assert!(summary.max_term.0 >= 3, "{summary}");
+}
+
 // ---- Throughput ---------------------------------------------------------------
 
 /// Records a trace of at least `steps` steps in the deterministic harness:
