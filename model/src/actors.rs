@@ -8,7 +8,9 @@ use raft_spec::{
     ClientId, ClientReply, Counter, Increment, Input, Message, NodeId, Output, Outputs,
     PersistentState, Server, StateMachine, Timer,
 };
-use stateright::actor::{model_timeout, Actor, Id, Out};
+use stateright::actor::{
+    model_timeout, Actor, ActorModelState, Command, Envelope, Id, Network, Out,
+};
 use stateright::{Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::cmp::Ordering;
@@ -336,6 +338,71 @@ pub fn carry_out<A: ServerAdapter>(
     }
 }
 
+/// Carries out actor `id`'s commands on a model state, as Stateright's
+/// `ActorModel::next_state` does after a delivery or a timeout (its own
+/// `process_commands` is private): sends join the network, timers are set
+/// and cancelled, storage is saved, random choices are recorded.
+/// `on_send` sees each send first, as the model's `record_msg_out` does.
+pub fn apply_commands<A: Actor, H>(
+    state: &mut ActorModelState<A, H>,
+    id: Id,
+    out: Out<A>,
+    mut on_send: impl FnMut(&mut H, Envelope<&A::Msg>),
+) {
+    let index = usize::from(id);
+    for command in out {
+        match command {
+            Command::Send(dst, msg) => {
+                on_send(
+                    &mut state.history,
+                    Envelope {
+                        src: id,
+                        dst,
+                        msg: &msg,
+                    },
+                );
+                match &mut state.network {
+                    Network::UnorderedDuplicating(set, _) => {
+                        set.insert(Envelope { src: id, dst, msg });
+                    }
+                    Network::UnorderedNonDuplicating(multiset) => {
+                        *multiset.entry(Envelope { src: id, dst, msg }).or_insert(0) += 1;
+                    }
+                    Network::Ordered(flows) => flows.entry((id, dst)).or_default().push_back(msg),
+                }
+            }
+            Command::SetTimer(timer, _) => {
+                if state.timers_set.len() <= index {
+                    state.timers_set.resize_with(index + 1, Default::default);
+                }
+                state.timers_set[index].set(timer);
+            }
+            Command::CancelTimer(timer) => {
+                if let Some(timers) = state.timers_set.get_mut(index) {
+                    timers.cancel(&timer);
+                }
+            }
+            Command::Save(storage) => {
+                if state.actor_storages.len() <= index {
+                    state
+                        .actor_storages
+                        .resize_with(index + 1, Default::default);
+                }
+                state.actor_storages[index] = Some(storage);
+            }
+            Command::ChooseRandom(key, random) => {
+                if let Some(choices) = state.random_choices.get_mut(index) {
+                    if random.is_empty() {
+                        choices.remove(&key);
+                    } else {
+                        choices.insert(key, random);
+                    }
+                }
+            }
+        }
+    }
+}
+
 impl ServerAdapter for RaftActor {
     type Sm = Sm;
 
@@ -435,11 +502,7 @@ impl Actor for RaftActor {
     }
 
     fn on_timeout(&self, _id: Id, state: &mut Cow<ActorState>, timer: &Timer, o: &mut Out<Self>) {
-        let input = match timer {
-            Timer::Election => Input::ElectionTimeout,
-            Timer::Heartbeat => Input::HeartbeatTimeout,
-        };
-        self.server_step(state, input, o);
+        self.server_step(state, Input::timeout(*timer), o);
     }
 
     fn name(&self) -> String {

@@ -11,7 +11,7 @@
 //! same time*.
 
 use crate::actors::{
-    rewrite_client, rewrite_node, ActorState, ClientStatus, Cmd, Msg, RaftActor, Sm,
+    apply_commands, rewrite_client, rewrite_node, ActorState, ClientStatus, Cmd, Msg, RaftActor, Sm,
 };
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
@@ -21,7 +21,7 @@ use raft_spec::{
 };
 use stateright::actor::{
     Actor, ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, LossyNetwork,
-    Network, Out, Timers,
+    Network, Out,
 };
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
 use stateright::{Model, Path, Property, Representative, Rewrite, RewritePlan};
@@ -424,53 +424,11 @@ impl RaftModel {
         if let Some(history) = history_in {
             next.history = history;
         }
-        for command in out {
-            match command {
-                Command::Send(to, m) => {
-                    let e = Envelope {
-                        src: dst,
-                        dst: to,
-                        msg: &m,
-                    };
-                    if let Some(history) = record_invocation(&self.config, &next.history, e) {
-                        next.history = history;
-                    }
-                    if let Network::UnorderedDuplicating(set, _) = &mut next.network {
-                        set.insert(Envelope {
-                            src: dst,
-                            dst: to,
-                            msg: m,
-                        });
-                    }
-                }
-                Command::SetTimer(t, _) => {
-                    if next.timers_set.len() <= index {
-                        next.timers_set.resize_with(index + 1, Timers::new);
-                    }
-                    next.timers_set[index].set(t);
-                }
-                Command::CancelTimer(t) => {
-                    if let Some(ts) = next.timers_set.get_mut(index) {
-                        ts.cancel(&t);
-                    }
-                }
-                Command::Save(stored) => {
-                    if next.actor_storages.len() <= index {
-                        next.actor_storages.resize_with(index + 1, Default::default);
-                    }
-                    next.actor_storages[index] = Some(stored);
-                }
-                Command::ChooseRandom(key, random) => {
-                    if let Some(choices) = next.random_choices.get_mut(index) {
-                        if random.is_empty() {
-                            choices.remove(&key);
-                        } else {
-                            choices.insert(key, random);
-                        }
-                    }
-                }
+        apply_commands(&mut next.0, dst, out, |history, e| {
+            if let Some(h) = record_invocation(&self.config, history, e) {
+                *history = h;
             }
-        }
+        });
         if let Network::UnorderedDuplicating(_, last_delivered) = &mut next.network {
             *last_delivered = None;
         }

@@ -10,7 +10,7 @@ use stateright::{Expectation, Model, Path};
 use std::borrow::Cow;
 use std::fmt::Write;
 
-fn entries(entries: &[Entry<Cmd>], first_index: u64) -> String {
+fn entries<C>(entries: &[Entry<C>], first_index: u64) -> String {
     let items: Vec<String> = entries
         .iter()
         .enumerate()
@@ -27,6 +27,15 @@ fn entries(entries: &[Entry<Cmd>], first_index: u64) -> String {
 
 /// A Raft message on one line, e.g. `RequestVote t3 from n1 last 2@1`.
 pub fn raft_message(msg: &Message<Cmd>) -> String {
+    raft_message_with(msg, entries)
+}
+
+/// [`raft_message`] for any command type, with AppendEntries' entries
+/// written by `entries` (given the entries and the index of the first).
+pub fn raft_message_with<C>(
+    msg: &Message<C>,
+    entries: impl Fn(&[Entry<C>], u64) -> String,
+) -> String {
     match msg {
         Message::RequestVote(m) => format!(
             "RequestVote t{} from {} last {}@{}",

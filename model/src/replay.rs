@@ -126,15 +126,17 @@
 //! diverging step's action is offered there (a state or property mismatch)
 //! or not (a step the model does not allow).
 
-use crate::actors::{actor_id, carry_out, node_id, step_server, RaftMsg, ServerAdapter};
+use crate::actors::{
+    actor_id, apply_commands, carry_out, node_id, step_server, RaftMsg, ServerAdapter,
+};
 use raft_spec::safety::{self, Before, History, IncrementalSafety, ServerView};
 use raft_spec::trace::{Header, LogDigest, Step, TraceError, TraceInput, TraceReader};
 use raft_spec::{
-    ClientId, ClientReply, Entry, Input, Kv, KvCommand, KvOutput, Log, LogIndex, LogWrite, Message,
-    NodeId, Output, PersistentState, Role, Server, Term, Timer,
+    ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output,
+    PersistentState, Role, Server, Term, Timer,
 };
 use stateright::actor::{
-    Actor, ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, Network, Out,
+    Actor, ActorModel, ActorModelAction, ActorModelState, Envelope, Id, Network, Out,
 };
 use stateright::{Model, Path as ModelPath};
 use std::borrow::Cow;
@@ -182,39 +184,34 @@ pub enum ReplayMsg {
     },
 }
 
+impl ReplayMsg {
+    /// The server input that delivering this message from `src` is.
+    fn into_input(self, src: Id) -> Input<KvCommand> {
+        match self {
+            ReplayMsg::Raft(m) => Input::Message {
+                from: node_id(src),
+                message: m.into_inner(),
+            },
+            ReplayMsg::Request {
+                client_id,
+                request_no,
+                command,
+            } => Input::ClientRequest {
+                client_id,
+                request_no,
+                command,
+            },
+        }
+    }
+}
+
 impl fmt::Debug for ReplayMsg {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ReplayMsg::Raft(m) => match &**m {
-                Message::RequestVote(m) => write!(
-                    f,
-                    "RequestVote t{} from {} last {}@{}",
-                    m.term.0, m.candidate_id, m.last_log_index.0, m.last_log_term.0
-                ),
-                Message::RequestVoteResponse(m) => write!(
-                    f,
-                    "RequestVoteResponse t{} {}",
-                    m.term.0,
-                    if m.vote_granted { "granted" } else { "refused" }
-                ),
-                Message::AppendEntries(m) => write!(
-                    f,
-                    "AppendEntries t{} from {} prev {}@{} {} entries commit {}",
-                    m.term.0,
-                    m.leader_id,
-                    m.prev_log_index.0,
-                    m.prev_log_term.0,
-                    m.entries.len(),
-                    m.leader_commit.0
-                ),
-                Message::AppendEntriesResponse(m) => write!(
-                    f,
-                    "AppendEntriesResponse t{} {} index {}",
-                    m.term.0,
-                    if m.success { "ok" } else { "rejected" },
-                    m.index.0
-                ),
-            },
+            // Entries are counted, not listed: a replayed log can be long.
+            ReplayMsg::Raft(m) => f.write_str(&crate::render::raft_message_with(m, |e, _| {
+                format!("{} entries", e.len())
+            })),
             ReplayMsg::Request {
                 client_id,
                 request_no,
@@ -314,22 +311,7 @@ impl Actor for ReplayActor {
         let ReplayState::Server(current) = state.as_ref() else {
             return;
         };
-        let input = match msg {
-            ReplayMsg::Raft(m) => Input::Message {
-                from: node_id(src),
-                message: m.into_inner(),
-            },
-            ReplayMsg::Request {
-                client_id,
-                request_no,
-                command,
-            } => Input::ClientRequest {
-                client_id,
-                request_no,
-                command,
-            },
-        };
-        if let Some(next) = step_server(current, input, o) {
+        if let Some(next) = step_server(current, msg.into_input(src), o) {
             *state = Cow::Owned(ReplayState::Server(next));
         }
     }
@@ -338,11 +320,7 @@ impl Actor for ReplayActor {
         let ReplayState::Server(current) = state.as_ref() else {
             return;
         };
-        let input = match timer {
-            Timer::Election => Input::ElectionTimeout,
-            Timer::Heartbeat => Input::HeartbeatTimeout,
-        };
-        if let Some(next) = step_server(current, input, o) {
+        if let Some(next) = step_server(current, Input::timeout(*timer), o) {
             *state = Cow::Owned(ReplayState::Server(next));
         }
     }
@@ -1646,33 +1624,14 @@ impl Replayer {
                 if let Some(t) = self.state.timers_set.get_mut(index) {
                     t.cancel(&timer);
                 }
-                Some(match timer {
-                    Timer::Election => Input::ElectionTimeout,
-                    Timer::Heartbeat => Input::HeartbeatTimeout,
-                })
+                Some(Input::timeout(timer))
             }
             // The action's message is not shared: taken, not copied.
-            Some(ActorModelAction::Deliver { src, msg, .. }) => Some(match msg {
-                ReplayMsg::Raft(m) => Input::Message {
-                    from: node_id(src),
-                    message: m.into_inner(),
-                },
-                ReplayMsg::Request {
-                    client_id,
-                    request_no,
-                    command,
-                } => Input::ClientRequest {
-                    client_id,
-                    request_no,
-                    command,
-                },
-            }),
+            Some(ActorModelAction::Deliver { src, msg, .. }) => Some(msg.into_input(src)),
             Some(other) => return self.apply_with_model(index, &[other]),
         };
         let ReplayModelState {
             actor_states,
-            network,
-            timers_set,
             actor_storages,
             ..
         } = &mut self.state;
@@ -1698,7 +1657,7 @@ impl Replayer {
             let stored = Arc::make_mut(&mut stored.0);
             if let Some(write) = &persist.log {
                 // The stored log is the log before the step.
-                change.rewritten |= rewrites(&stored.log, write);
+                change.rewritten |= write.rewrites(&stored.log);
                 change.from = Some(change.from.map_or(write.from, |f| f.min(write.from)));
                 self.digests[index].apply(write);
             }
@@ -1706,33 +1665,7 @@ impl Replayer {
         }
         let mut out = Out::new();
         carry_out::<ReplayActor>(server, rest, &mut out);
-        for command in out {
-            match command {
-                Command::Send(dst, msg) => {
-                    if let Network::UnorderedDuplicating(set, _) = network {
-                        set.insert(Envelope { src: id, dst, msg });
-                    }
-                }
-                Command::SetTimer(timer, _) => {
-                    if timers_set.len() <= index {
-                        timers_set.resize_with(index + 1, Default::default);
-                    }
-                    timers_set[index].set(timer);
-                }
-                Command::CancelTimer(timer) => {
-                    if let Some(t) = timers_set.get_mut(index) {
-                        t.cancel(&timer);
-                    }
-                }
-                Command::Save(storage) => {
-                    if actor_storages.len() <= index {
-                        actor_storages.resize_with(index + 1, Default::default);
-                    }
-                    actor_storages[index] = Some(storage);
-                }
-                Command::ChooseRandom(..) => {}
-            }
-        }
+        apply_commands(&mut self.state, id, out, |_, _| {});
         (before, change)
     }
 
@@ -2000,13 +1933,6 @@ fn clear_last_delivered(state: &mut ReplayModelState) {
     if let Network::UnorderedDuplicating(_, last) = &mut state.network {
         *last = None;
     }
-}
-
-/// Whether `write` deletes or replaces an entry of `log` (compares the
-/// entries from `write.from` on only).
-fn rewrites(log: &Log<KvCommand>, write: &LogWrite<KvCommand>) -> bool {
-    let old: &[Entry<KvCommand>] = log.entries_from(write.from);
-    old.len() > write.entries.len() || old.iter().zip(&write.entries).any(|(a, b)| a != b)
 }
 
 /// The views of every server of a state (none is ever left crashed between

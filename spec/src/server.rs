@@ -155,6 +155,16 @@ pub enum Input<C> {
     HeartbeatTimeout,
 }
 
+impl<C> Input<C> {
+    /// The input a timer's firing is.
+    pub fn timeout(timer: Timer) -> Self {
+        match timer {
+            Timer::Election => Input::ElectionTimeout,
+            Timer::Heartbeat => Input::HeartbeatTimeout,
+        }
+    }
+}
+
 /// A write to the log: delete every entry from `from` on, then append
 /// `entries` starting at `from`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -163,6 +173,17 @@ pub struct LogWrite<C> {
     pub from: LogIndex,
     /// The new entries at `from`, `from + 1`, ...
     pub entries: Vec<Entry<C>>,
+}
+
+impl<C: PartialEq> LogWrite<C> {
+    /// Whether this write, applied to `log`, deletes or changes an entry
+    /// `log` holds: the log after it does not extend `log` (what
+    /// [`crate::safety::History::record_step_with`] asks), answered in time
+    /// proportional to the write.
+    pub fn rewrites(&self, log: &Log<C>) -> bool {
+        let old = log.entries_from(self.from);
+        old.len() > self.entries.len() || old.iter().zip(&self.entries).any(|(a, b)| a != b)
+    }
 }
 
 /// What must be made durable before anything else of the step takes effect.

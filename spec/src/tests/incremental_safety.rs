@@ -153,3 +153,28 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// `LogWrite::rewrites` (what the replayer answers `record_step_with`
+    /// with) agrees with comparing the whole logs: the log after the write
+    /// does not extend the log before.
+    #[test]
+    fn log_write_rewrites_iff_the_log_after_does_not_extend_the_log_before(
+        terms in proptest::collection::vec(1u64..4, 0..6),
+        from in 1u64..8,
+        new_terms in proptest::collection::vec(1u64..4, 0..6),
+    ) {
+        let entries = |ts: &[u64]| -> Vec<crate::Entry<Increment>> {
+            ts.iter().map(|&t| command(t, 1, t)).collect()
+        };
+        let before = Log::from_entries(entries(&terms));
+        let from = LogIndex(from.min(before.len() as u64 + 1));
+        let write = crate::LogWrite { from, entries: entries(&new_terms) };
+        let mut after = before.clone();
+        after.truncate_from(write.from);
+        for e in &write.entries {
+            after.push(e.clone());
+        }
+        prop_assert_eq!(write.rewrites(&before), !after.extends(&before));
+    }
+}
