@@ -85,7 +85,7 @@
 //!   a copy of the whole persistent state (the same state: every change to
 //!   the persistent state is persisted in its step, the spec's contract);
 //! - the chained log digest ([`LogDigest`]) is updated from the step's
-//!   [`LogWrite`], and whether the step rewrote an entry (Leader
+//!   [`LogWrite`](raft_spec::LogWrite), and whether the step rewrote an entry (Leader
 //!   Append-Only, the history's "conflict overwritten") is read from the
 //!   stored log at the written indices only;
 //! - the properties are [`IncrementalSafety`]'s.
