@@ -10,7 +10,7 @@ use raft_model::replay::{
 };
 use raft_node::sim::{RuntimeFault, Sim, SimConfig};
 use raft_spec::bugs::Bug;
-use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceWriter};
+use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceReader, TraceWriter};
 use raft_spec::{
     ClientId, Input, Kv, KvCommand, LogIndex, Message, NodeId, Output, PersistentState, Role,
     Server, Timer,
@@ -133,7 +133,7 @@ fn random_fault_schedules_replay_clean() {
         s.add_client((0..8).map(|i| put(&format!("r{i}"), "v")).collect());
         for _ in 0..12 {
             let node = NodeId(1 + rng.next_u64() % 3);
-            match rng.next_u64() % 8 {
+            match rng.next_u64() % 9 {
                 0 => s.crash(node),
                 1 => s.restart(node),
                 2 => s.crash_before_sync(node),
@@ -141,6 +141,7 @@ fn random_fault_schedules_replay_clean() {
                 4 => s.heal(),
                 5 => s.set_faults(0.1, 0.1),
                 6 => s.set_faults(0.0, 0.0),
+                7 => s.crash_after_sync(node),
                 _ => s.add_client((0..3).map(|i| put(&format!("x{i}"), "y")).collect()),
             }
             s.run_for_millis(50 + rng.next_u64() % 400);
@@ -158,6 +159,76 @@ fn random_fault_schedules_replay_clean() {
     }
     assert!(restarted >= 10, "{restarted} schedules restarted a node");
     assert!(committed >= 10, "{committed} schedules committed an entry");
+}
+
+fn steps_of(text: &str) -> Vec<Step<KvCommand>> {
+    TraceReader::new("t", text.as_bytes())
+        .unwrap()
+        .steps()
+        .unwrap()
+}
+
+/// A `kill -9` in either window the recorder leaves between a batch's
+/// trace lines and its synced marker: before the batch's fsync (its writes
+/// are lost) and after it (its writes are durable). Either way the batch's
+/// steps are in the trace without a marker and nothing they sent has left;
+/// at the restart the recorder cuts them if they never became durable and
+/// keeps them if they did, and every trace replays clean.
+#[test]
+fn a_kill_in_either_window_of_the_recorder_leaves_a_trace_that_replays_clean() {
+    let (mut cut, mut kept) = (0, 0);
+    for after_sync in [false, true] {
+        for seed in 1..=6u64 {
+            let mut s = sim(seed);
+            s.run_for_millis(600);
+            assert_eq!(s.call(put("a", "1"), 2_000), Some(None), "seed {seed}");
+            let leader = s.leader().unwrap();
+            // The leader (its batch of client requests) or a follower (its
+            // AppendEntries).
+            let victim = if seed % 2 == 0 {
+                leader
+            } else {
+                s.up().into_iter().find(|&n| n != leader).unwrap()
+            };
+            if after_sync {
+                s.crash_after_sync(victim);
+            } else {
+                s.crash_before_sync(victim);
+            }
+            for c in 0..2 {
+                s.add_client((0..4).map(|i| put(&format!("k{c}-{i}"), "v")).collect());
+            }
+            s.run_for_millis(400);
+            assert!(s.node(victim).is_none(), "seed {seed}: the victim crashed");
+            let text = sim_traces(&s)[&victim].clone();
+            let last_line = text.lines().last().unwrap();
+            assert!(
+                !last_line.starts_with("{\"synced\""),
+                "seed {seed}: the crashed batch has no marker"
+            );
+            let last_seq = steps_of(&text).last().unwrap().seq;
+            s.restart(victim);
+            let steps = steps_of(&sim_traces(&s)[&victim]);
+            let restart = steps.last().unwrap();
+            assert_eq!(restart.input, TraceInput::Restart);
+            if after_sync {
+                // Durable: nothing cut.
+                assert_eq!(restart.seq, last_seq + 1, "seed {seed}");
+                kept += 1;
+            } else {
+                // Lost: the batch's persisting steps are cut.
+                assert!(restart.seq <= last_seq, "seed {seed}");
+                cut += 1;
+            }
+            s.run_for_millis(600);
+            assert!(s.clients_done(), "seed {seed}");
+            let summary = replay_texts(&sim_traces(&s))
+                .unwrap_or_else(|e| panic!("seed {seed}, after sync {after_sync}: {e}"));
+            assert!(summary.restarts >= 1, "{summary}");
+            assert!(summary.committed >= LogIndex(9), "seed {seed}: {summary}");
+        }
+    }
+    assert_eq!((cut, kept), (6, 6));
 }
 
 // ---- Runtime-layer bugs -------------------------------------------------
@@ -578,18 +649,12 @@ fn a_real_cluster_with_a_leader_killed_and_restarted_replays_clean() {
 /// healed, then the leader killed with SIGKILL and restarted, with writes
 /// throughout. The three nodes' traces replay clean, with the cross-check.
 ///
-/// Ignored: about one run in twenty fails at the killed follower's
-/// `Restart`, whose recovered log is one entry longer than its trace says.
-/// That is the recorder's known window (`raft_node::node`, "Known
-/// limitation of the trace"): the trace lines of a batch are written after
-/// its fsync, so a SIGKILL between the two keeps the batch's log writes and
-/// loses their trace lines. The replayer is right to reject such a trace;
-/// the fix belongs in the recorder (trace lines made durable before the
-/// batch's fsync, and the unconfirmed tail of the trace truncated to the
-/// recovered state on restart).
-/// Run it with `cargo test --test replay -- --ignored a_real_cluster_under`.
+/// The kills land anywhere in a batch, including between its trace lines
+/// and its fsync or between the fsync and the synced marker: the recorder
+/// reconciles the trace at restart (`raft_node::node`, "The trace across a
+/// crash"). Before the recorder wrote the lines before the fsync, about one
+/// run in twenty failed here at the killed follower's `Restart`.
 #[test]
-#[ignore = "fails about 1 run in 20: the trace recorder's SIGKILL window (see the doc comment)"]
 fn a_real_cluster_under_a_fault_schedule_replays_clean() {
     use raft_node::client::ClientOptions;
     use raft_node::cluster::{ClusterOptions, LocalCluster};

@@ -11,9 +11,11 @@
 //!   status, ...)        - Persist   → storage.append (buffered)
 //!                       - SetTimer / CancelTimer → deadlines (election: random in range)
 //!                       - Send / ClientReply     → held back
-//!                    3. storage.sync(): one fsync for the whole batch (group commit)
-//!                    4. trace lines of the batch's steps (now durable)
-//!                    5. release the held-back sends and replies, in order
+//!                    3. trace lines of the batch's steps, handed to the kernel
+//!                    4. storage.sync(): one fsync for the whole batch (group commit)
+//!                    5. if the batch persisted anything: the trace's synced
+//!                       marker {"synced":S}, S the batch's last step, handed to the kernel
+//!                    6. release the held-back sends and replies, in order
 //! ```
 //!
 //! The ordering contract of [`raft_spec::Output`] holds: a step's `Persist`
@@ -32,11 +34,42 @@
 //! No Raft rule is written here: the node only decides *when* inputs happen
 //! (timer deadlines, batching) and carries out outputs.
 //!
-//! Known limitation of the trace: its lines are written (and handed to the
-//! kernel) right after the batch's fsync. A process killed between the two
-//! loses the trace lines of that last batch although its writes are
-//! durable; the `Restart` line that follows then shows a digest the replayer
-//! cannot reach. The window is the time of one `write` call.
+//! # The trace across a crash
+//!
+//! The order of steps 3 to 6 makes the trace ([`raft_spec::trace`]) agree
+//! with the storage whatever instant a `kill -9` hits: the kernel keeps what
+//! a killed process wrote, so
+//!
+//! - the trace holds every step whose writes may be durable (its line was
+//!   written before the storage's `write` and `fsync`);
+//! - a batch whose sends or replies may have left the node is followed by
+//!   its marker (written before the release); so is every batch that
+//!   persisted something, unless the process died between the trace lines
+//!   and the marker. Only the tail of the trace after the last marker or
+//!   `Restart` step can hold such an unconfirmed batch, and nothing it sent
+//!   has left the node.
+//!
+//! At restart, [`resume_trace`] reconciles that tail with what the storage
+//! recovered. It compares the recovered `current_term`, `voted_for`, last
+//! log index and last log term with the state recorded (the readable
+//! fields) by the last marked or `Restart` step and by each step after it,
+//! and keeps the trace up to the *last* of these that matches: the whole
+//! trace if the batch's writes became durable (killed after the fsync,
+//! before the marker), the trace up to the batch's first persisting step if
+//! none did (killed before or during the fsync), or up to the last durable
+//! step of a batch whose WAL `write` was cut short.
+//! The steps cut never happened as far as anyone can tell: their writes are
+//! lost and their messages never left. If none matches, nothing is cut and
+//! the replayer reports the disagreement at the `Restart` step. Nothing at or before a marker or a
+//! `Restart` is ever cut: a recovered state that contradicts a marked batch
+//! is a storage fault (a lost synced write), not a crash, and the replayer
+//! must see it. Cutting cannot hide one either: the `Restart` step records
+//! the digest of the recovered state, which the replayer checks against its
+//! own recovery from the kept steps. (A storage fault that loses only writes
+//! whose batch has no marker is indistinguishable from a crash before the
+//! fsync, and harmless: nobody heard of those writes.) The real runtime
+//! does this in [`crate::runtime::open_trace`], the simulation in
+//! [`crate::sim::Sim::restart`].
 
 use crate::config::{Peers, Timing};
 use crate::storage::{Storage, StorageError};
@@ -553,7 +586,7 @@ impl<St: Storage> Node<St> {
         self.send_before_sync = on;
     }
 
-    /// Group commit, trace, then release in order.
+    /// Trace, group commit, marker, then release in order (module docs).
     fn finish(&mut self, batch: Batch, io: &mut impl Io) -> Result<(), NodeError> {
         self.counters.batches += 1;
         #[allow(unused_mut)]
@@ -564,15 +597,26 @@ impl<St: Storage> Node<St> {
                 self.release(r, io);
             }
         }
+        // The batch's steps reach the kernel before their writes reach the
+        // storage: a kill at any instant leaves a trace that holds every
+        // step whose writes may be durable.
+        if let Some(t) = &mut self.trace {
+            if !t.steps.is_empty() {
+                for step in t.steps.drain(..) {
+                    t.writer.write_step(&step).map_err(NodeError::Trace)?;
+                }
+                t.writer.flush().map_err(NodeError::Trace)?;
+            }
+        }
         if batch.persisted {
             self.storage.sync()?;
             self.counters.syncs += 1;
-        }
-        if let Some(t) = &mut self.trace {
-            for step in t.steps.drain(..) {
-                t.writer.write_step(&step).map_err(NodeError::Trace)?;
+            // Durable: say so before anything of the batch leaves, so that a
+            // restart never cuts a step whose messages were sent.
+            if let Some(t) = &mut self.trace {
+                t.writer.write_synced(t.seq).map_err(NodeError::Trace)?;
+                t.writer.flush().map_err(NodeError::Trace)?;
             }
-            t.writer.flush().map_err(NodeError::Trace)?;
         }
         if let Some(r) = release {
             self.release(r, io);
@@ -604,6 +648,121 @@ impl<St: Storage> Node<St> {
                 Release::Reply(conn, response) => io.reply(conn, response),
             }
         }
+    }
+}
+
+/// Where a restarted node continues its trace: what [`resume_trace`]
+/// decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceResume {
+    /// The trace's header.
+    pub header: Header,
+    /// How many bytes of the trace to keep (whole lines); the rest is cut.
+    pub keep: usize,
+    /// The `seq` of the last step kept (0 if none): the node's next step is
+    /// `last_seq + 1`.
+    pub last_seq: u64,
+    /// The `seq`s of the steps cut (first, last), if any.
+    pub cut: Option<(u64, u64)>,
+}
+
+/// The persistent state a step recorded, as far as its readable fields
+/// tell: `current_term`, `voted_for`, last log index, last log term.
+type PersistentFields = (
+    raft_spec::Term,
+    Option<NodeId>,
+    raft_spec::LogIndex,
+    raft_spec::Term,
+);
+
+/// Reconciles the trace `complete` (whole lines: a line cut short by a
+/// crash is the caller's to drop) with the persistent state the storage
+/// `recovered`, for a node that restarts (module docs, "The trace across a
+/// crash"). Of the last marked or `Restart` step and the steps after it,
+/// the trace is kept up to the last one whose recorded `term`, `voted_for`,
+/// `last_log_index` and `last_log_term` equal `recovered`'s, and the steps
+/// after that one are cut. If none does, nothing is cut: the replayer
+/// reports the difference at the `Restart`. `file` names the trace in
+/// errors.
+///
+/// A version-1 trace (no markers) is kept whole: nothing in it says which
+/// steps are confirmed.
+pub fn resume_trace(
+    file: &str,
+    complete: &[u8],
+    recovered: &PersistentState<KvCommand>,
+) -> Result<TraceResume, raft_spec::trace::TraceError> {
+    use raft_spec::trace::{Record, TraceReader};
+    struct Candidate {
+        seq: u64,
+        fields: PersistentFields,
+        /// The end of the step's line, or of its marker's.
+        end: u64,
+    }
+    let mut reader = TraceReader::new(file, complete)?;
+    let header = reader.header().clone();
+    let want: PersistentFields = (
+        recovered.current_term,
+        recovered.voted_for,
+        recovered.log.last_index(),
+        recovered.log.last_term(),
+    );
+    // The last marked or `Restart` step, then the steps after it; of steps
+    // in a row that recorded the same fields only the last is kept (the
+    // last match is the one that counts), so the tail stays as small as the
+    // number of persistent states it went through.
+    let mut tail: Vec<Candidate> = Vec::new();
+    let mut last_seq = 0;
+    while let Some(record) = reader.next_record::<KvCommand>() {
+        match record? {
+            Record::Step(step) => {
+                if matches!(step.input, TraceInput::Restart) {
+                    tail.clear();
+                }
+                last_seq = step.seq;
+                let candidate = Candidate {
+                    seq: step.seq,
+                    fields: (
+                        step.term,
+                        step.voted_for,
+                        step.last_log_index,
+                        step.last_log_term,
+                    ),
+                    end: reader.offset(),
+                };
+                match tail.last_mut() {
+                    Some(last) if last.fields == candidate.fields => *last = candidate,
+                    _ => tail.push(candidate),
+                }
+            }
+            Record::Synced(_) => {
+                // The reader checked that the marker names the last step.
+                let marked = tail.pop().map(|c| Candidate {
+                    end: reader.offset(),
+                    ..c
+                });
+                tail.clear();
+                tail.extend(marked);
+            }
+        }
+    }
+    let whole = TraceResume {
+        header,
+        keep: complete.len(),
+        last_seq,
+        cut: None,
+    };
+    if whole.header.version < raft_spec::trace::VERSION {
+        return Ok(whole);
+    }
+    match tail.iter().rposition(|c| c.fields == want) {
+        Some(k) if k + 1 < tail.len() => Ok(TraceResume {
+            keep: usize::try_from(tail[k].end).unwrap_or(complete.len()),
+            last_seq: tail[k].seq,
+            cut: Some((tail[k].seq + 1, last_seq)),
+            ..whole
+        }),
+        _ => Ok(whole),
     }
 }
 

@@ -2,11 +2,11 @@
 //! the wall clock (`raft-node serve`).
 
 use crate::config::{check_member, ConfigError, Peers, Timing};
-use crate::node::{Event, Node, NodeError, NodeOptions, Time, TraceOut};
+use crate::node::{resume_trace, Event, Node, NodeError, NodeOptions, Time, TraceOut};
 use crate::storage::{FileStorage, StorageError};
 use crate::transport::{self, TransportOptions};
-use raft_spec::trace::TraceReader;
-use raft_spec::{KvCommand, NodeId};
+use raft_spec::trace::VERSION;
+use raft_spec::{KvCommand, NodeId, PersistentState};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::net::TcpListener;
@@ -110,8 +110,15 @@ pub fn listen_address(options: &ServeOptions) -> Result<String, ServeError> {
 
 /// Opens the trace file: a new file gets a header; an existing trace of this
 /// node and cluster is continued after its last complete line (a line cut
-/// short by a crash is truncated); another node's trace is refused.
-pub fn open_trace(path: &Path, options: &ServeOptions) -> Result<TraceOut, ServeError> {
+/// short by a crash is truncated), once its unconfirmed tail is reconciled
+/// with the state the storage `recovered` ([`resume_trace`]: steps that
+/// never became durable are cut); another node's trace, or one of another
+/// format version, is refused.
+pub fn open_trace(
+    path: &Path,
+    options: &ServeOptions,
+    recovered: &PersistentState<KvCommand>,
+) -> Result<TraceOut, ServeError> {
     let io = |source| ServeError::TraceFile {
         path: path.to_path_buf(),
         source,
@@ -133,12 +140,10 @@ pub fn open_trace(path: &Path, options: &ServeOptions) -> Result<TraceOut, Serve
             resume_after: None,
         });
     }
-    let text =
-        std::str::from_utf8(&bytes[..complete]).map_err(|e| mismatch(format!("not UTF-8: {e}")))?;
     let name = path.display().to_string();
-    let mut reader =
-        TraceReader::new(name, text.as_bytes()).map_err(|e| mismatch(e.to_string()))?;
-    let h = reader.header();
+    let resume =
+        resume_trace(&name, &bytes[..complete], recovered).map_err(|e| mismatch(e.to_string()))?;
+    let h = &resume.header;
     let servers: Vec<NodeId> = options.peers.keys().copied().collect();
     if h.recorded_by != options.id || h.cluster_id != options.cluster_id || h.servers != servers {
         return Err(mismatch(format!(
@@ -146,9 +151,11 @@ pub fn open_trace(path: &Path, options: &ServeOptions) -> Result<TraceOut, Serve
             h.recorded_by.0, h.cluster_id, h.servers, options.id.0, options.cluster_id, servers
         )));
     }
-    let mut last = 0;
-    while let Some(step) = reader.next_step::<KvCommand>() {
-        last = step.map_err(|e| mismatch(e.to_string()))?.seq;
+    if h.version != VERSION {
+        return Err(mismatch(format!(
+            "a version-{} trace; this node writes version {VERSION}: move it away to start a new one",
+            h.version
+        )));
     }
     let file = OpenOptions::new().write(true).open(path).map_err(io)?;
     if complete < bytes.len() {
@@ -157,13 +164,23 @@ pub fn open_trace(path: &Path, options: &ServeOptions) -> Result<TraceOut, Serve
             bytes = bytes.len() - complete,
             "trace ends with a partial line: truncating it"
         );
-        file.set_len(complete as u64).map_err(io)?;
+    }
+    if let Some((first, last)) = resume.cut {
+        tracing::warn!(
+            file = %path.display(),
+            first,
+            last,
+            "trace steps never became durable (killed before their fsync): cutting them"
+        );
+    }
+    if resume.keep < bytes.len() {
+        file.set_len(resume.keep as u64).map_err(io)?;
     }
     let mut file = file;
     file.seek(SeekFrom::End(0)).map_err(io)?;
     Ok(TraceOut {
         out: Box::new(file),
-        resume_after: Some(last),
+        resume_after: Some(resume.last_seq),
     })
 }
 
@@ -182,7 +199,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     })?;
     let trace = match &options.trace {
         None => None,
-        Some(path) => Some(open_trace(path, &options)?),
+        Some(path) => Some(open_trace(path, &options, &persistent)?),
     };
     tracing::info!(addr, data_dir = %options.data_dir.display(), "listening");
     let seed = SystemTime::now()
@@ -282,7 +299,7 @@ mod tests {
         let dir = TempDir::new("trace-resume");
         let path = dir.path().join("t.ndjson");
         let o = options(&dir, 1);
-        let fresh = open_trace(&path, &o).unwrap();
+        let fresh = open_trace(&path, &o, &PersistentState::default()).unwrap();
         assert_eq!(fresh.resume_after, None);
         drop(fresh);
 
@@ -305,12 +322,14 @@ mod tests {
         let complete = text.len() as u64;
         text.push_str("{\"seq\":3,\"ser"); // cut short by a crash
         std::fs::write(&path, &text).unwrap();
-        let resumed = open_trace(&path, &o).unwrap();
+        let resumed = open_trace(&path, &o, &PersistentState::default()).unwrap();
         assert_eq!(resumed.resume_after, Some(2));
         assert_eq!(std::fs::metadata(&path).unwrap().len(), complete);
         drop(resumed);
 
-        let err = open_trace(&path, &options(&dir, 2)).err().unwrap();
+        let err = open_trace(&path, &options(&dir, 2), &PersistentState::default())
+            .err()
+            .unwrap();
         assert!(
             err.to_string()
                 .contains("it records node 1 of cluster \"c\""),
@@ -318,9 +337,89 @@ mod tests {
         );
 
         std::fs::write(&path, "not json\n").unwrap();
-        let err = open_trace(&path, &o).err().unwrap();
+        let err = open_trace(&path, &o, &PersistentState::default())
+            .err()
+            .unwrap();
         assert!(
             err.to_string().contains("t.ndjson:1: malformed trace line"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_trace_is_continued_after_the_steps_that_became_durable() {
+        use crate::node::Io;
+        use crate::storage::MemStorage;
+        use raft_spec::{ClientId, Message, RequestVoteResponse, Term};
+        struct Nowhere;
+        impl Io for Nowhere {
+            fn send(&mut self, _: NodeId, _: Message<KvCommand>) {}
+            fn reply(&mut self, _: u64, _: crate::wire::Response) {}
+        }
+        let dir = TempDir::new("trace-cut");
+        let path = dir.path().join("t.ndjson");
+        let o = options(&dir, 1);
+        let mut node = Node::start(
+            NodeOptions {
+                id: o.id,
+                peers: o.peers.clone(),
+                cluster_id: o.cluster_id.clone(),
+                timing: o.timing,
+                seed: 1,
+                trace: Some(open_trace(&path, &o, &PersistentState::default()).unwrap()),
+            },
+            PersistentState::default(),
+            MemStorage::default(),
+            Duration::ZERO,
+            &mut Nowhere,
+        )
+        .unwrap();
+        let ms = Duration::from_millis;
+        node.handle(ms(400), vec![], &mut Nowhere).unwrap();
+        let vote = Event::Peer {
+            from: NodeId(2),
+            message: Message::RequestVoteResponse(RequestVoteResponse {
+                term: Term(1),
+                vote_granted: true,
+            }),
+        };
+        node.handle(ms(401), vec![vote], &mut Nowhere).unwrap();
+        // Killed before the fsync of a client request's entry.
+        node.storage_mut().fail_next_sync = true;
+        let request = Event::Request {
+            conn: 1,
+            client_id: ClientId(1),
+            request_no: 1,
+            command: KvCommand::Get { key: "k".into() },
+        };
+        assert!(node.handle(ms(402), vec![request], &mut Nowhere).is_err());
+        let mut storage = node.into_storage();
+        storage.crash();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        // Header, Restart, ElectionTimeout and its marker, the vote, the request.
+        assert_eq!(lines.len(), 6, "{text}");
+        assert_eq!(lines[3], r#"{"synced":2}"#);
+
+        let resumed = open_trace(&path, &o, storage.durable()).unwrap();
+        assert_eq!(resumed.resume_after, Some(3));
+        let kept = lines[..5].iter().map(|l| l.len() + 1).sum::<usize>();
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), kept as u64);
+        drop(resumed);
+
+        // A version-1 trace is not continued.
+        let old = text.replacen("\"version\":2", "\"version\":1", 1);
+        let old: String = old
+            .lines()
+            .filter(|l| !l.starts_with("{\"synced\""))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        std::fs::write(&path, old).unwrap();
+        let err = open_trace(&path, &o, storage.durable()).err().unwrap();
+        assert!(
+            err.to_string().ends_with(
+                "a version-1 trace; this node writes version 2: move it away to start a new one"
+            ),
             "{err}"
         );
     }

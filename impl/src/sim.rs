@@ -10,8 +10,13 @@
 //!   reorder), and dropped if its link is cut by a partition.
 //! - **Storage**: [`MemStorage`]; a crash keeps only what was synced, and
 //!   [`Sim::crash_before_sync`] makes a node crash in the middle of its next
-//!   batch, after its steps and before its fsync: nothing of that batch is
-//!   durable, and nothing it would have sent leaves.
+//!   batch that persists something, after its steps (and their trace lines)
+//!   and before its fsync: nothing of that batch is durable, and nothing it
+//!   would have sent leaves. [`Sim::crash_after_sync`] makes it crash right
+//!   after that fsync, before the trace's synced marker: the batch is
+//!   durable, and still nothing it would have sent leaves. These are the two
+//!   windows of a `kill -9` that the recorder reconciles at restart
+//!   ([`crate::node`], "The trace across a crash").
 //! - **Clients**: sessions that retry on timeout and follow redirects, with
 //!   the same request number, like [`crate::client::Client`].
 //!
@@ -20,10 +25,10 @@
 //! run is a function of its seed and schedule.
 
 use crate::config::{Peers, Timing};
-use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceOut};
+use crate::node::{resume_trace, ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceOut};
 use crate::storage::MemStorage;
 use crate::wire::Response;
-use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, Role};
+use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Role};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -179,6 +184,23 @@ impl TraceBuffer {
     fn bytes(&self) -> Vec<u8> {
         self.0.lock().map(|b| b.clone()).unwrap_or_default()
     }
+
+    /// Reconciles the trace of node `id` with the state it `recovered`, as
+    /// the real runtime does ([`crate::runtime::open_trace`]): cuts the steps
+    /// that never became durable; the `seq` to continue after (`None`: a new
+    /// trace).
+    fn resume(&self, id: NodeId, recovered: &PersistentState<KvCommand>) -> Option<u64> {
+        let mut bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if complete == 0 {
+            bytes.clear();
+            return None;
+        }
+        let resume = resume_trace(&format!("sim:{}", id.0), &bytes[..complete], recovered)
+            .unwrap_or_else(|e| panic!("the trace of node {} does not read back: {e}", id.0));
+        bytes.truncate(resume.keep);
+        Some(resume.last_seq)
+    }
 }
 
 impl std::io::Write for TraceBuffer {
@@ -307,24 +329,41 @@ impl Sim {
         }
     }
 
-    /// Makes node `id` crash during its next batch, after stepping and
-    /// before its fsync.
+    /// Makes node `id` crash during its next batch that persists something,
+    /// after stepping (and writing the steps' trace lines) and before its
+    /// fsync.
     pub fn crash_before_sync(&mut self, id: NodeId) {
         if let Some(SimNode::Up(node)) = self.nodes.get_mut(&id) {
             node.storage_mut().fail_next_sync = true;
         }
     }
 
-    /// Cancels every [`Sim::crash_before_sync`] not yet triggered.
+    /// Makes node `id` crash during its next batch that persists something,
+    /// right after its fsync: the batch is durable, its trace has no synced
+    /// marker, and nothing it would have sent leaves.
+    pub fn crash_after_sync(&mut self, id: NodeId) {
+        if let Some(SimNode::Up(node)) = self.nodes.get_mut(&id) {
+            node.storage_mut().fail_after_next_sync = true;
+        }
+    }
+
+    /// Cancels every [`Sim::crash_before_sync`] and [`Sim::crash_after_sync`]
+    /// not yet triggered.
     pub fn cancel_pending_crashes(&mut self) {
         for n in self.nodes.values_mut() {
             if let SimNode::Up(node) = n {
                 node.storage_mut().fail_next_sync = false;
+                node.storage_mut().fail_after_next_sync = false;
             }
         }
     }
 
-    /// Restarts node `id` from what it had synced (no-op if it is up).
+    /// Restarts node `id` from what it had synced (no-op if it is up). Its
+    /// trace, if any, is continued after the steps that became durable
+    /// ([`crate::node::resume_trace`]).
+    ///
+    /// # Panics
+    /// If the node's own trace does not read back (a recorder bug).
     pub fn restart(&mut self, id: NodeId) {
         let Some(SimNode::Down(_)) = self.nodes.get(&id) else {
             return;
@@ -332,14 +371,19 @@ impl Sim {
         let Some(SimNode::Down(storage)) = self.nodes.remove(&id) else {
             return;
         };
+        #[allow(unused_mut)]
+        let mut persistent = storage.durable().clone();
+        #[cfg(feature = "fault-injection")]
+        if self.fault == Some(RuntimeFault::LoseLastEntryOnRestart) && !persistent.log.is_empty() {
+            let last = persistent.log.last_index();
+            persistent.log.truncate_from(last);
+        }
         let trace = self.config.trace.then(|| {
             let buffer = self.traces.entry(id).or_default().clone();
-            // The trace continues after its last complete line (the header
-            // is line 1, step `n` is line `n + 1`).
-            let lines = buffer.bytes().iter().filter(|&&b| b == b'\n').count() as u64;
+            let resume_after = buffer.resume(id, &persistent);
             TraceOut {
                 out: Box::new(buffer),
-                resume_after: lines.checked_sub(1),
+                resume_after,
             }
         });
         let options = NodeOptions {
@@ -350,13 +394,6 @@ impl Sim {
             seed: self.rng.next_u64(),
             trace,
         };
-        #[allow(unused_mut)]
-        let mut persistent = storage.durable().clone();
-        #[cfg(feature = "fault-injection")]
-        if self.fault == Some(RuntimeFault::LoseLastEntryOnRestart) && !persistent.log.is_empty() {
-            let last = persistent.log.last_index();
-            persistent.log.truncate_from(last);
-        }
         let mut out = Outbox::default();
         match Node::start(options, persistent, storage, self.now, &mut out) {
             Ok(mut node) => {

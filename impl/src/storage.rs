@@ -393,6 +393,9 @@ pub struct MemStorage {
     pub syncs: u64,
     /// When set, the next sync fails (a simulated crash before the fsync).
     pub fail_next_sync: bool,
+    /// When set, the next sync makes the records durable and then fails (a
+    /// simulated crash right after the fsync, before the caller goes on).
+    pub fail_after_next_sync: bool,
 }
 
 impl MemStorage {
@@ -405,6 +408,7 @@ impl MemStorage {
     pub fn crash(&mut self) {
         self.pending.clear();
         self.fail_next_sync = false;
+        self.fail_after_next_sync = false;
     }
 }
 
@@ -428,6 +432,14 @@ impl Storage for MemStorage {
             self.durable.apply_persist(&p);
         }
         self.syncs += 1;
+        if self.fail_after_next_sync {
+            self.fail_after_next_sync = false;
+            return Err(StorageError::Io {
+                op: "fdatasync",
+                path: PathBuf::from("<simulated>"),
+                source: io::Error::other("simulated crash after fsync"),
+            });
+        }
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
 //! Property test over the deterministic harness: under random fault
-//! schedules (crashes, crashes before an fsync, restarts, partitions, loss,
-//! duplication), once the faults heal every node converges and no
+//! schedules (crashes, crashes before and right after an fsync, restarts,
+//! partitions, loss, duplication), once the faults heal every node converges and no
 //! acknowledged write is lost.
 
 #![allow(clippy::unwrap_used)]
@@ -13,6 +13,7 @@ use raft_spec::{KvCommand, NodeId};
 enum Fault {
     Crash(u64),
     CrashBeforeSync(u64),
+    CrashAfterSync(u64),
     Restart(u64),
     Isolate(u64),
     Heal,
@@ -23,6 +24,7 @@ fn fault() -> impl Strategy<Value = Fault> {
     prop_oneof![
         (1u64..=3).prop_map(Fault::Crash),
         (1u64..=3).prop_map(Fault::CrashBeforeSync),
+        (1u64..=3).prop_map(Fault::CrashAfterSync),
         (1u64..=3).prop_map(Fault::Restart),
         (1u64..=3).prop_map(Fault::Isolate),
         Just(Fault::Heal),
@@ -52,6 +54,7 @@ fn run(seed: u64, faults: &[(u64, Fault)]) -> Result<(), TestCaseError> {
         match f {
             Fault::Crash(n) => sim.crash(NodeId(*n)),
             Fault::CrashBeforeSync(n) => sim.crash_before_sync(NodeId(*n)),
+            Fault::CrashAfterSync(n) => sim.crash_after_sync(NodeId(*n)),
             Fault::Restart(n) => sim.restart(NodeId(*n)),
             Fault::Isolate(n) => sim.partition(&[NodeId(*n)]),
             Fault::Heal => sim.heal(),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use raft_spec::trace::{Header, LogDigest, Step, TraceInput};
+use raft_spec::trace::{Header, LogDigest, Step, TraceInput, OLDEST_VERSION, VERSION};
 use raft_spec::{ClientId, Input, Kv, KvCommand, NodeId, Output, Server};
 use std::path::PathBuf;
 use std::process::{Command, Output as ProcessOutput};
@@ -137,8 +137,15 @@ fn bad_input_exits_2_naming_the_file_and_line() {
         ),
         (
             "version",
-            good.replace("\"version\":1", "\"version\":9"),
-            ":1: bad trace header: version 9, this reader reads 1".into(),
+            good.replace(&format!("\"version\":{VERSION}"), "\"version\":9"),
+            format!(
+                ":1: bad trace header: version 9, this reader reads {OLDEST_VERSION} to {VERSION}"
+            ),
+        ),
+        (
+            "bad-marker",
+            format!("{}\n{}\n{{\"synced\":5}}\n", lines[0], lines[1]),
+            ":3: bad synced marker: a marker for step 5, but the step before it is 1".into(),
         ),
         (
             "foreign-step",

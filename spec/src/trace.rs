@@ -1,6 +1,6 @@
 //! The trace format: what `raft-node` records and the replayer reads.
 //!
-//! # Format (NDJSON, version 1)
+//! # Format (NDJSON, version 2)
 //!
 //! A trace is a UTF-8 text file of JSON values, one per line (`\n`
 //! terminated). Each node process writes its own trace of the steps *it*
@@ -9,7 +9,7 @@
 //! **Line 1, the header** ([`Header`]):
 //!
 //! ```json
-//! {"format":"raft-trace","version":1,"cluster_id":"local","servers":[1,2,3],"state_machine":"kv","recorded_by":1}
+//! {"format":"raft-trace","version":2,"cluster_id":"local","servers":[1,2,3],"state_machine":"kv","recorded_by":1}
 //! ```
 //!
 //! - `format` is always `"raft-trace"`, `version` is [`VERSION`];
@@ -28,7 +28,8 @@
 //!   node appends to its trace (no second header) and continues the count:
 //!   its first step after the restart is `"Restart"`, which a replayer turns
 //!   into a crash and a recovery from the persistent state of the previous
-//!   step (every recorded step is durable);
+//!   step (see "When a step is recorded" for why that state is the one the
+//!   node recovered);
 //! - `input` is a [`TraceInput`]: `"Restart"` (the server (re)started from
 //!   what it had persisted: [`crate::Server::restart`]), `"ElectionTimeout"`,
 //!   `"HeartbeatTimeout"`, `{"Message":{"from":N,"message":M}}` with `M` a
@@ -37,13 +38,47 @@
 //! - `digest` is [`state_digest`] of the server after the step, as 16
 //!   lowercase hex digits; `term`, `role`, `voted_for`, `commit_index`,
 //!   `last_applied`, `last_log_index` and `last_log_term` are readable copies
-//!   of a few fields, for people and for error messages.
+//!   of a few fields, for people, for error messages, and for the recorder's
+//!   reconciliation at restart (below).
 //!
-//! **When a step is recorded.** A step is written once what it persisted is
-//! durable (after the fsync that covers it, see the persist-before-send
-//! contract on [`crate::Output`]). A step lost in a crash before its fsync is
-//! therefore absent from the trace, and nothing it would have sent has left
-//! the node. The steps of one file are in the order the server took them.
+//! **Synced markers** ([`Synced`], version 2): a line
+//!
+//! ```json
+//! {"synced":7}
+//! ```
+//!
+//! says that what the steps up to `seq` 7 persisted is durable. It directly
+//! follows the line of step 7 (blank lines aside), at most once per step.
+//!
+//! **When a step is recorded.** The recorder handles its inputs in batches
+//! with one fsync each (group commit) and, per batch: writes the lines of
+//! the batch's steps (handed to the kernel, not fsynced), then fsyncs what
+//! the steps persisted, then, if they persisted anything, writes the marker
+//! `{"synced":S}` with `S` the batch's last step, and only then lets the
+//! batch's messages and replies leave (the persist-before-send contract on
+//! [`crate::Output`]). A process killed at any instant (SIGKILL: the kernel
+//! keeps what was written) therefore leaves a trace that holds every step
+//! whose writes may be durable, and a marker after every batch whose messages
+//! may have left. Its tail, after the last marker or `"Restart"` step, may
+//! hold steps whose writes never became durable; nothing they would have
+//! sent has left the node. At restart the recorder compares the persistent
+//! state it recovered (`term`, `voted_for`, `last_log_index`,
+//! `last_log_term`) with that tail and cuts the steps that never became
+//! durable (`raft_node::node`, "The trace across a crash"); it never cuts a
+//! step at or before a marker, so a recovered state that contradicts a
+//! marked step (storage that lost a synced write) stays in the trace for the
+//! replayer to report at the `"Restart"`. The steps of one file are in the
+//! order the server took them. A machine crash (power loss) may still lose
+//! the unsynced tail of the trace file itself: the trace is made for process
+//! kills.
+//!
+//! Readers of the steps ([`TraceReader::next_step`], and so the replayer)
+//! skip the markers: a step's line says the step happened, whether or not a
+//! marker follows.
+//!
+//! **Versions.** Version 1 had no markers (and wrote a batch's lines after
+//! its fsync). This reader reads versions [`OLDEST_VERSION`] to [`VERSION`];
+//! a marker in a version-1 trace is an error.
 //!
 //! # Digest
 //!
@@ -72,8 +107,9 @@
 //!
 //! # Reading
 //!
-//! [`TraceReader`] checks the header and parses each step; every error names
-//! the file and the 1-based line ([`TraceError`]).
+//! [`TraceReader`] checks the header and parses each line: a step, or a
+//! marker, which it checks follows a step ([`TraceReader::next_record`]);
+//! every error names the file and the 1-based line ([`TraceError`]).
 
 use crate::server::{Input, LogWrite, Role, Server};
 use crate::state_machine::StateMachine;
@@ -88,8 +124,11 @@ use std::path::Path;
 
 /// The value of [`Header::format`].
 pub const FORMAT: &str = "raft-trace";
-/// The version of the format described in this module.
-pub const VERSION: u32 = 1;
+/// The version of the format described in this module, which the writer
+/// writes: 2 added the synced markers ([`Synced`]).
+pub const VERSION: u32 = 2;
+/// The oldest version [`TraceReader`] reads (version 1: no markers).
+pub const OLDEST_VERSION: u32 = 1;
 
 /// The first line of a trace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -293,6 +332,34 @@ impl<C> Step<C> {
     }
 }
 
+/// A synced marker (version 2): what the steps up to `seq` [`Synced::synced`]
+/// persisted is durable. See "When a step is recorded" in the module docs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Synced {
+    /// The `seq` of the step whose line the marker follows, the last step
+    /// of a batch that persisted something.
+    pub synced: u64,
+}
+
+/// One line after the header: a step or a marker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record<C> {
+    /// A step.
+    Step(Step<C>),
+    /// A synced marker.
+    Synced(Synced),
+}
+
+/// Whether `line` is a marker: a JSON object whose first key is `"synced"`
+/// (a step's first key is `"seq"`). Decided on the first key so that a
+/// malformed step is reported as a step and a malformed marker as a marker.
+fn is_marker(line: &str) -> bool {
+    line.trim_start()
+        .strip_prefix('{')
+        .is_some_and(|rest| rest.trim_start().starts_with("\"synced\""))
+}
+
 /// 64-bit FNV-1a (Fowler–Noll–Vo), the digest's hash: tiny, stable, and
 /// defined by two constants, so every implementation agrees.
 #[derive(Clone, Copy, Debug)]
@@ -488,6 +555,16 @@ pub enum TraceError {
         /// What is wrong.
         message: String,
     },
+    /// A synced marker is malformed, or is not where a marker may be (right
+    /// after the line of the step it names, in a version-2 trace).
+    BadMarker {
+        /// The file.
+        file: String,
+        /// The 1-based line number.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
 }
 
 impl fmt::Display for TraceError {
@@ -505,6 +582,11 @@ impl fmt::Display for TraceError {
             TraceError::BadHeader { file, message } => {
                 write!(f, "{file}:1: bad trace header: {message}")
             }
+            TraceError::BadMarker {
+                file,
+                line,
+                message,
+            } => write!(f, "{file}:{line}: bad synced marker: {message}"),
         }
     }
 }
@@ -520,8 +602,9 @@ impl std::error::Error for TraceError {
 
 /// Writes a trace: the header on creation, then one line per step.
 ///
-/// The writer buffers; call [`TraceWriter::flush`] after each group of steps
-/// made durable together.
+/// The writer buffers; call [`TraceWriter::flush`] to hand what was written
+/// to the underlying writer (the recorder does so after a batch's steps, and
+/// after its marker: module docs, "When a step is recorded").
 #[derive(Debug)]
 pub struct TraceWriter<W: Write> {
     out: io::BufWriter<W>,
@@ -559,20 +642,29 @@ impl<W: Write> TraceWriter<W> {
         self.line(step)
     }
 
+    /// Appends a synced marker: what the steps up to `seq` (the step written
+    /// last) persisted is durable.
+    pub fn write_synced(&mut self, seq: u64) -> io::Result<()> {
+        self.line(&Synced { synced: seq })
+    }
+
     /// Hands everything written so far to the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
 }
 
-/// Reads a trace: the header first, then an iterator over the steps.
+/// Reads a trace: the header first, then its records (steps and markers).
 #[derive(Debug)]
 pub struct TraceReader<R: BufRead> {
     file: String,
     input: R,
     line: u64,
+    offset: u64,
     header: Header,
     buf: String,
+    /// The `seq` of the last step read, and whether a marker followed it.
+    last_step: Option<(u64, bool)>,
 }
 
 impl TraceReader<BufReader<File>> {
@@ -611,18 +703,23 @@ impl<R: BufRead> TraceReader<R> {
                 message: format!("format {:?}, expected {FORMAT:?}", header.format),
             });
         }
-        if header.version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&header.version) {
             return Err(TraceError::BadHeader {
                 file,
-                message: format!("version {}, this reader reads {VERSION}", header.version),
+                message: format!(
+                    "version {}, this reader reads {OLDEST_VERSION} to {VERSION}",
+                    header.version
+                ),
             });
         }
         Ok(TraceReader {
             file,
             input,
             line: 1,
+            offset: n as u64,
             header,
             buf: String::new(),
+            last_step: None,
         })
     }
 
@@ -642,16 +739,40 @@ impl<R: BufRead> TraceReader<R> {
         self.line
     }
 
-    /// The next step, `None` at the end of the file. Blank lines are skipped.
+    /// The bytes read so far, header included: after
+    /// [`TraceReader::next_record`] returned a record, the offset just past
+    /// its line (where a writer would cut the trace to end with it).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next step, `None` at the end of the file. Blank lines are skipped,
+    /// and so are markers (once checked: [`TraceReader::next_record`]).
     pub fn next_step<C: Serialize + DeserializeOwned>(
         &mut self,
     ) -> Option<Result<Step<C>, TraceError>> {
+        loop {
+            match self.next_record()? {
+                Ok(Record::Step(step)) => return Some(Ok(step)),
+                Ok(Record::Synced(_)) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next record, step or marker, `None` at the end of the file. Blank
+    /// lines are skipped. A marker must directly follow the line of the step
+    /// it names, at most once, in a version-2 trace
+    /// ([`TraceError::BadMarker`] otherwise).
+    pub fn next_record<C: Serialize + DeserializeOwned>(
+        &mut self,
+    ) -> Option<Result<Record<C>, TraceError>> {
         loop {
             self.buf.clear();
             self.line += 1;
             match self.input.read_line(&mut self.buf) {
                 Ok(0) => return None,
-                Ok(_) => {}
+                Ok(n) => self.offset += n as u64,
                 Err(source) => {
                     return Some(Err(TraceError::Io {
                         file: self.file.clone(),
@@ -663,17 +784,59 @@ impl<R: BufRead> TraceReader<R> {
             if self.buf.trim().is_empty() {
                 continue;
             }
+            if is_marker(&self.buf) {
+                return Some(self.marker().map(Record::Synced));
+            }
             return Some(
-                serde_json::from_str(&self.buf).map_err(|e| TraceError::Parse {
-                    file: self.file.clone(),
-                    line: self.line,
-                    message: e.to_string(),
-                }),
+                serde_json::from_str(&self.buf)
+                    .map(|step: Step<C>| {
+                        self.last_step = Some((step.seq, false));
+                        Record::Step(step)
+                    })
+                    .map_err(|e| TraceError::Parse {
+                        file: self.file.clone(),
+                        line: self.line,
+                        message: e.to_string(),
+                    }),
             );
         }
     }
 
-    /// Every remaining step, stopping at the first error.
+    /// Parses and checks the marker in `self.buf`.
+    fn marker(&mut self) -> Result<Synced, TraceError> {
+        let bad = |message: String| TraceError::BadMarker {
+            file: self.file.clone(),
+            line: self.line,
+            message,
+        };
+        if self.header.version < 2 {
+            return Err(bad(format!(
+                "a marker in a version-{} trace (markers came with version 2)",
+                self.header.version
+            )));
+        }
+        let marker: Synced = serde_json::from_str(&self.buf).map_err(|e| bad(e.to_string()))?;
+        match self.last_step {
+            None => Err(bad(format!(
+                "a marker for step {} before any step",
+                marker.synced
+            ))),
+            Some((seq, true)) if seq == marker.synced => {
+                Err(bad(format!("a second marker for step {seq}")))
+            }
+            Some((seq, _)) if seq != marker.synced => Err(bad(format!(
+                "a marker for step {}, but the step before it is {seq}",
+                marker.synced
+            ))),
+            Some((seq, _)) => {
+                self.last_step = Some((seq, true));
+                Ok(marker)
+            }
+        }
+    }
+
+    /// Every remaining step, stopping at the first error (markers are
+    /// checked and skipped).
     pub fn steps<C: Serialize + DeserializeOwned>(mut self) -> Result<Vec<Step<C>>, TraceError> {
         let mut out = Vec::new();
         while let Some(step) = self.next_step() {
@@ -749,7 +912,7 @@ mod tests {
         let bytes = w.out.into_inner().unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert_eq!(text.lines().count(), 6);
-        assert!(text.starts_with(r#"{"format":"raft-trace","version":1,"#));
+        assert!(text.starts_with(r#"{"format":"raft-trace","version":2,"#));
 
         let r = TraceReader::new("mem", text.as_bytes()).unwrap();
         assert_eq!(r.header(), &header());
@@ -850,7 +1013,7 @@ mod tests {
         let err = TraceReader::new("v.ndjson", bad.as_bytes()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "v.ndjson:1: bad trace header: version 7, this reader reads 1"
+            "v.ndjson:1: bad trace header: version 7, this reader reads 1 to 2"
         );
 
         let err = TraceReader::open(Path::new("/nonexistent/trace.ndjson")).unwrap_err();
@@ -891,5 +1054,152 @@ mod tests {
                 .starts_with("d.ndjson:3: malformed trace line: digest must be 16 hex digits"),
             "{err}"
         );
+    }
+
+    /// Three steps of a one-node cluster: Restart, ElectionTimeout (persists
+    /// term and vote, and wins), ClientRequest (persists an entry).
+    fn three_steps() -> Vec<Step<KvCommand>> {
+        let (mut server, _) = Server::<Kv>::new(NodeId(1), vec![]);
+        let mut digest = LogDigest::of(server.log());
+        let mut steps = vec![Step::after(1, TraceInput::Restart, &server, &digest)];
+        let inputs = [
+            Input::ElectionTimeout,
+            Input::ClientRequest {
+                client_id: ClientId(9),
+                request_no: 1,
+                command: put("a"),
+            },
+        ];
+        for (i, input) in inputs.into_iter().enumerate() {
+            for out in server.step(input.clone()) {
+                if let crate::Output::Persist(p) = out {
+                    if let Some(w) = &p.log {
+                        digest.apply(w);
+                    }
+                }
+            }
+            steps.push(Step::after(i as u64 + 2, input.into(), &server, &digest));
+        }
+        steps
+    }
+
+    #[test]
+    fn markers_are_read_as_records_and_skipped_as_steps() {
+        let steps = three_steps();
+        let mut w = TraceWriter::new(Vec::new(), &header()).unwrap();
+        w.write_step(&steps[0]).unwrap();
+        w.write_step(&steps[1]).unwrap();
+        w.write_synced(2).unwrap();
+        w.write_step(&steps[2]).unwrap();
+        w.write_synced(3).unwrap();
+        w.flush().unwrap();
+        let text = String::from_utf8(w.out.into_inner().unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[3], r#"{"synced":2}"#);
+        assert_eq!(lines[5], r#"{"synced":3}"#);
+
+        let mut r = TraceReader::new("mem", text.as_bytes()).unwrap();
+        let mut records = Vec::new();
+        let mut ends = Vec::new();
+        while let Some(rec) = r.next_record::<KvCommand>() {
+            records.push(rec.unwrap());
+            ends.push((r.line(), r.offset()));
+        }
+        assert_eq!(
+            records,
+            vec![
+                Record::Step(steps[0].clone()),
+                Record::Step(steps[1].clone()),
+                Record::Synced(Synced { synced: 2 }),
+                Record::Step(steps[2].clone()),
+                Record::Synced(Synced { synced: 3 }),
+            ]
+        );
+        // Each record's line, and the offset just past it.
+        let mut at = 0;
+        let mut expected = Vec::new();
+        for (i, l) in text.lines().enumerate() {
+            at += l.len() as u64 + 1;
+            if i > 0 {
+                expected.push((i as u64 + 1, at));
+            }
+        }
+        assert_eq!(ends, expected);
+        assert_eq!(r.offset(), text.len() as u64);
+
+        let r = TraceReader::new("mem", text.as_bytes()).unwrap();
+        assert_eq!(r.steps::<KvCommand>().unwrap(), steps);
+    }
+
+    #[test]
+    fn a_version_1_trace_still_reads() {
+        let steps = three_steps();
+        let mut h = header();
+        h.version = 1;
+        let mut text = serde_json::to_string(&h).unwrap() + "\n";
+        for s in &steps {
+            text.push_str(&serde_json::to_string(s).unwrap());
+            text.push('\n');
+        }
+        let r = TraceReader::new("old.ndjson", text.as_bytes()).unwrap();
+        assert_eq!(r.header().version, 1);
+        assert_eq!(r.steps::<KvCommand>().unwrap(), steps);
+
+        // A marker came with version 2.
+        let lines: Vec<&str> = text.lines().collect();
+        let marked = format!("{}\n{}\n{{\"synced\":1}}\n", lines[0], lines[1]);
+        let err = TraceReader::new("old.ndjson", marked.as_bytes())
+            .unwrap()
+            .steps::<KvCommand>()
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "old.ndjson:3: bad synced marker: a marker in a version-1 trace (markers came with version 2)"
+        );
+    }
+
+    #[test]
+    fn a_misplaced_or_malformed_marker_is_an_error_naming_the_file_and_line() {
+        let steps = three_steps();
+        let head = serde_json::to_string(&header()).unwrap();
+        let s1 = serde_json::to_string(&steps[0]).unwrap();
+        let s2 = serde_json::to_string(&steps[1]).unwrap();
+        let cases = [
+            (
+                format!("{head}\n{{\"synced\":1}}\n"),
+                "m.ndjson:2: bad synced marker: a marker for step 1 before any step",
+            ),
+            (
+                format!("{head}\n{s1}\n{s2}\n{{\"synced\":1}}\n"),
+                "m.ndjson:4: bad synced marker: a marker for step 1, but the step before it is 2",
+            ),
+            (
+                format!("{head}\n{s1}\n{{\"synced\":1}}\n\n{{\"synced\":1}}\n"),
+                "m.ndjson:5: bad synced marker: a second marker for step 1",
+            ),
+            (
+                format!("{head}\n{s1}\n{{ \"synced\": \"1\"}}\n"),
+                "m.ndjson:3: bad synced marker: invalid type: string \"1\", expected u64 at line 1 column 15",
+            ),
+            (
+                format!("{head}\n{s1}\n{{\"synced\":1,\"seq\":2}}\n"),
+                "m.ndjson:3: bad synced marker: unknown field `seq`, expected `synced` at line 1 column 17",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = TraceReader::new("m.ndjson", text.as_bytes())
+                .unwrap()
+                .steps::<KvCommand>()
+                .unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+        // A step whose keys come in another order is still a step.
+        let sorted =
+            serde_json::to_string(&serde_json::from_str::<serde_json::Value>(&s1).unwrap())
+                .unwrap();
+        assert!(sorted.starts_with(r#"{"commit_index":"#), "{sorted}");
+        let text = format!("{head}\n{sorted}\n");
+        let back = TraceReader::new("m.ndjson", text.as_bytes()).unwrap();
+        assert_eq!(back.steps::<KvCommand>().unwrap(), vec![steps[0].clone()]);
     }
 }

@@ -1,19 +1,64 @@
 use super::*;
 use crate::storage::MemStorage;
+use raft_spec::trace::{TraceError, TraceReader};
 use raft_spec::{Persist, RequestVoteResponse, Term};
-use std::cell::RefCell;
-use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 
-/// Records storage and I/O calls in one sequence, to check their order.
+/// Records storage, trace and I/O calls in one sequence, to check their
+/// order.
 #[derive(Clone, Default)]
-struct Journal(Rc<RefCell<Vec<String>>>);
+struct Journal(Arc<Mutex<Vec<String>>>);
 
 impl Journal {
     fn push(&self, s: String) {
-        self.0.borrow_mut().push(s);
+        self.0.lock().unwrap().push(s);
     }
     fn take(&self) -> Vec<String> {
-        std::mem::take(&mut self.0.borrow_mut())
+        std::mem::take(&mut self.0.lock().unwrap())
+    }
+}
+
+/// A trace writer that journals each line it receives: the step's input,
+/// or `synced S`.
+impl Write for Journal {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        for line in std::str::from_utf8(b).unwrap().lines() {
+            let what = if let Ok(m) = serde_json::from_str::<raft_spec::trace::Synced>(line) {
+                format!("synced {}", m.synced)
+            } else if let Ok(s) = serde_json::from_str::<Step<KvCommand>>(line) {
+                s.input.name().to_string()
+            } else {
+                "header".to_string()
+            };
+            self.push(format!("trace {what}"));
+        }
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// An in-memory trace file that outlives the node writing it.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Shared {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+    fn text(&self) -> String {
+        String::from_utf8(self.bytes()).unwrap()
     }
 }
 
@@ -266,18 +311,7 @@ fn a_follower_redirects_with_the_leaders_address_and_status_reports() {
 }
 
 #[test]
-fn the_trace_records_each_step_after_its_sync() {
-    #[derive(Clone, Default)]
-    struct Shared(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-    impl Write for Shared {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+fn the_trace_records_each_step() {
     let out = Shared::default();
     let mut o = options(1);
     o.trace = Some(TraceOut {
@@ -305,8 +339,8 @@ fn the_trace_records_each_step_after_its_sync() {
         &mut j.clone(),
     )
     .unwrap();
-    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let reader = raft_spec::trace::TraceReader::new("mem", text.as_bytes()).unwrap();
+    let text = out.text();
+    let reader = TraceReader::new("mem", text.as_bytes()).unwrap();
     assert_eq!(reader.header().recorded_by, NodeId(1));
     let steps: Vec<Step<KvCommand>> = reader.steps().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s.input.name()).collect();
@@ -316,5 +350,240 @@ fn the_trace_records_each_step_after_its_sync() {
     assert_eq!(
         steps[2].digest,
         raft_spec::trace::state_digest(node.server())
+    );
+}
+
+#[test]
+fn trace_lines_precede_the_fsync_and_the_synced_marker_the_sends() {
+    let j = Journal::default();
+    let mut o = options(3);
+    o.trace = Some(TraceOut {
+        out: Box::new(j.clone()),
+        resume_after: None,
+    });
+    let mut node = Node::start(
+        o,
+        PersistentState::default(),
+        JournalStorage(j.clone()),
+        ms(0),
+        &mut j.clone(),
+    )
+    .unwrap();
+    // Nothing persisted: no fsync, no marker.
+    assert_eq!(j.take(), vec!["trace header", "trace Restart"]);
+    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
+    assert_eq!(
+        j.take(),
+        vec![
+            "append hs=true entries=0",
+            "trace ElectionTimeout",
+            "sync",
+            "trace synced 2",
+            "send 2 RequestVote",
+            "send 3 RequestVote"
+        ]
+    );
+    node.handle(ms(401), vec![vote(1)], &mut j.clone()).unwrap();
+    assert_eq!(
+        j.take(),
+        vec![
+            "trace RequestVoteResponse",
+            "send 2 AppendEntries entries=0",
+            "send 3 AppendEntries entries=0"
+        ]
+    );
+}
+
+/// A single node (leader at its first election timeout) writing its trace
+/// to `out`, continuing it after `resume_after`.
+fn traced(
+    out: &Shared,
+    resume_after: Option<u64>,
+    persistent: PersistentState<KvCommand>,
+    storage: MemStorage,
+) -> Node<MemStorage> {
+    let mut o = options(1);
+    o.trace = Some(TraceOut {
+        out: Box::new(out.clone()),
+        resume_after,
+    });
+    Node::start(o, persistent, storage, ms(0), &mut Journal::default()).unwrap()
+}
+
+fn request(no: u64) -> Event {
+    Event::Request {
+        conn: 1,
+        client_id: ClientId(3),
+        request_no: no,
+        command: put(&format!("k{no}")),
+    }
+}
+
+/// Restart `Restart`, `ElectionTimeout` (term 1, vote, leader: marked),
+/// `ClientRequest` #1 (entry 1: marked), then a batch of `ClientRequest`s
+/// #2 and #3 whose fsync `crash` makes fail (before or after it makes them
+/// durable). Returns the trace and the storage after the crash.
+fn crash_in_a_batch(crash: impl FnOnce(&mut MemStorage)) -> (Shared, MemStorage) {
+    let out = Shared::default();
+    let mut node = traced(
+        &out,
+        None,
+        PersistentState::default(),
+        MemStorage::default(),
+    );
+    let j = Journal::default();
+    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
+    node.handle(ms(401), vec![request(1)], &mut j.clone())
+        .unwrap();
+    crash(node.storage_mut());
+    assert!(node
+        .handle(ms(402), vec![request(2), request(3)], &mut j.clone())
+        .is_err());
+    // Nothing of the failed batch left the node.
+    assert_eq!(j.take(), vec!["reply 1 Ok(None)"]);
+    let mut storage = node.into_storage();
+    storage.crash();
+    (out, storage)
+}
+
+/// The trace's lines, with the synced markers.
+fn lines(out: &Shared) -> Vec<String> {
+    out.text().lines().skip(1).map(str::to_string).collect()
+}
+
+fn seqs(text: &str) -> Vec<u64> {
+    TraceReader::new("t", text.as_bytes())
+        .unwrap()
+        .steps::<KvCommand>()
+        .unwrap()
+        .iter()
+        .map(|s| s.seq)
+        .collect()
+}
+
+#[test]
+fn a_kill_before_the_fsync_cuts_the_batch_from_the_trace_at_restart() {
+    let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
+    // The batch's lines are in the trace, without a marker.
+    let before = lines(&out);
+    assert_eq!(before.len(), 7, "{before:?}");
+    assert_eq!(before[4], r#"{"synced":3}"#);
+    assert!(before[6].starts_with(r#"{"seq":5,"#), "{}", before[6]);
+    assert_eq!(storage.durable().log.len(), 1);
+
+    let bytes = out.bytes();
+    let r = resume_trace("t", &bytes, storage.durable()).unwrap();
+    assert_eq!(r.cut, Some((4, 5)));
+    assert_eq!(r.last_seq, 3);
+    // Cut just after the marker of step 3.
+    assert!(std::str::from_utf8(&bytes[..r.keep])
+        .unwrap()
+        .ends_with("{\"synced\":3}\n"));
+
+    // The restarted node continues after step 3, and the trace reads back.
+    out.0.lock().unwrap().truncate(r.keep);
+    let persistent = storage.durable().clone();
+    let node = traced(&out, Some(r.last_seq), persistent, storage);
+    assert_eq!(node.server().log().len(), 1);
+    assert_eq!(seqs(&out.text()), vec![1, 2, 3, 4]);
+    let last = lines(&out).pop().unwrap();
+    assert!(
+        last.contains(r#""seq":4,"#) && last.contains("Restart"),
+        "{last}"
+    );
+}
+
+#[test]
+fn a_kill_after_the_fsync_before_the_marker_keeps_the_whole_trace() {
+    let (out, storage) = crash_in_a_batch(|s| s.fail_after_next_sync = true);
+    let before = lines(&out);
+    assert_eq!(before.len(), 7, "{before:?}");
+    assert!(before[6].starts_with(r#"{"seq":5,"#), "{}", before[6]);
+    assert_eq!(storage.durable().log.len(), 3);
+
+    let bytes = out.bytes();
+    let r = resume_trace("t", &bytes, storage.durable()).unwrap();
+    assert_eq!((r.cut, r.last_seq, r.keep), (None, 5, bytes.len()));
+}
+
+#[test]
+fn a_batch_cut_short_in_its_wal_write_is_cut_after_its_last_durable_step() {
+    let (out, storage) = crash_in_a_batch(|s| s.fail_after_next_sync = true);
+    // As if only request #2's record had reached the WAL.
+    let mut recovered = storage.durable().clone();
+    recovered.log.truncate_from(raft_spec::LogIndex(3));
+    let r = resume_trace("t", &out.bytes(), &recovered).unwrap();
+    assert_eq!((r.cut, r.last_seq), (Some((5, 5)), 4));
+}
+
+#[test]
+fn a_marked_batch_is_never_cut_even_if_the_storage_lost_it() {
+    // Storage that loses the last synced entry (a fault, not a crash): the
+    // recovered state equals the one before the marked step 3, yet nothing
+    // is cut, so the replayer sees the loss at the `Restart`.
+    let out = Shared::default();
+    let mut node = traced(
+        &out,
+        None,
+        PersistentState::default(),
+        MemStorage::default(),
+    );
+    let j = Journal::default();
+    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
+    node.handle(ms(401), vec![request(1)], &mut j.clone())
+        .unwrap();
+    // A heartbeat after the marker persists nothing.
+    node.handle(ms(460), vec![], &mut j.clone()).unwrap();
+    let mut recovered = node.storage().durable().clone();
+    assert_eq!(recovered.log.len(), 1);
+    recovered.log.truncate_from(raft_spec::LogIndex(1));
+    let bytes = out.bytes();
+    let r = resume_trace("t", &bytes, &recovered).unwrap();
+    assert_eq!((r.cut, r.last_seq, r.keep), (None, 4, bytes.len()));
+}
+
+#[test]
+fn a_restart_step_is_never_cut_nor_anything_before_it() {
+    let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
+    let r = resume_trace("t", &out.bytes(), storage.durable()).unwrap();
+    out.0.lock().unwrap().truncate(r.keep);
+    let persistent = storage.durable().clone();
+    let node = traced(&out, Some(r.last_seq), persistent, storage);
+    drop(node);
+    // The storage now recovers an empty state, as step 1 recorded: the
+    // restart at step 4 recorded a log of one entry, so nothing is cut.
+    let bytes = out.bytes();
+    let r = resume_trace("t", &bytes, &PersistentState::default()).unwrap();
+    assert_eq!((r.cut, r.last_seq, r.keep), (None, 4, bytes.len()));
+}
+
+#[test]
+fn a_recovered_state_that_matches_no_step_of_the_tail_cuts_nothing() {
+    let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
+    let mut recovered = storage.durable().clone();
+    recovered.current_term = raft_spec::Term(7);
+    let bytes = out.bytes();
+    let r = resume_trace("t", &bytes, &recovered).unwrap();
+    assert_eq!((r.cut, r.last_seq, r.keep), (None, 5, bytes.len()));
+}
+
+#[test]
+fn a_version_1_trace_is_kept_whole_and_a_bad_marker_is_an_error() {
+    let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
+    let text = out.text();
+    let old: String = text
+        .replacen("\"version\":2", "\"version\":1", 1)
+        .lines()
+        .filter(|l| !l.starts_with("{\"synced\""))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let r = resume_trace("t", old.as_bytes(), storage.durable()).unwrap();
+    assert_eq!((r.cut, r.last_seq, r.keep), (None, 5, old.len()));
+
+    let bad = text.replace("{\"synced\":3}", "{\"synced\":2}");
+    let err = resume_trace("t", bad.as_bytes(), storage.durable()).unwrap_err();
+    assert!(
+        matches!(err, TraceError::BadMarker { line: 6, .. }),
+        "{err}"
     );
 }

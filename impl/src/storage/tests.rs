@@ -225,3 +225,18 @@ fn mem_storage_loses_unsynced_records_on_crash() {
     assert!(m.sync().is_err());
     assert_eq!(m.durable().log.len(), 1);
 }
+
+#[test]
+fn mem_storage_can_crash_right_after_a_sync_keeping_its_records() {
+    let mut m = MemStorage::default();
+    m.append(&persist(1, 1, &["a"])).unwrap();
+    m.fail_after_next_sync = true;
+    assert!(m.sync().is_err());
+    m.crash();
+    assert_eq!(m.durable().log.len(), 1);
+    assert_eq!(m.syncs, 1);
+    // Once only.
+    m.append(&persist(1, 2, &["b"])).unwrap();
+    m.sync().unwrap();
+    assert_eq!(m.durable().log.len(), 2);
+}
