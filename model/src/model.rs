@@ -11,7 +11,8 @@
 //! same time*.
 
 use crate::actors::{
-    apply_commands, rewrite_client, rewrite_node, ActorState, ClientStatus, Cmd, Msg, RaftActor, Sm,
+    apply_commands, node_id, rewrite_client, rewrite_node, ActorState, ClientStatus, Cmd, Msg,
+    RaftActor, Sm,
 };
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
@@ -232,7 +233,7 @@ impl RaftModel {
 
     /// Whether delivering `msg` to `dst` can never change anything, in this
     /// state or any later one.
-    fn is_dead(&self, state: &State, dst: Id, msg: &Msg) -> bool {
+    fn is_dead(&self, state: &State, src: Id, dst: Id, msg: &Msg) -> bool {
         let i = usize::from(dst);
         match (state.actor_states.get(i).map(|a| &**a), msg) {
             (Some(ActorState::Client(c)), Msg::Reply { reply, .. }) => {
@@ -251,10 +252,15 @@ impl RaftModel {
                 };
                 done || redirect_is_moot
             }
-            (Some(ActorState::Server(_)), Msg::Raft(m)) => Self::view(state, i).is_some_and(|v| {
-                let role = (!v.crashed).then_some(v.role);
-                ignores_forever_with_bug(v.current_term, role, m, self.config.bug)
-            }),
+            (Some(ActorState::Server(s)), Msg::Raft(m)) => {
+                if state.crashed.get(i).copied().unwrap_or(false) {
+                    Self::view(state, i).is_some_and(|v| {
+                        ignores_forever_with_bug(v.current_term, None, m, self.config.bug)
+                    })
+                } else {
+                    s.0.ignores_forever(node_id(src), m)
+                }
+            }
             _ => false,
         }
     }
@@ -283,12 +289,12 @@ impl RaftModel {
         let dead: Vec<Envelope<Msg>> = match &shared.network {
             Network::UnorderedDuplicating(set, _) => set
                 .iter()
-                .filter(|e| involved(e.src, e.dst) && self.is_dead(shared, e.dst, &e.msg))
+                .filter(|e| involved(e.src, e.dst) && self.is_dead(shared, e.src, e.dst, &e.msg))
                 .cloned()
                 .collect(),
             Network::UnorderedNonDuplicating(multiset) => multiset
                 .keys()
-                .filter(|e| involved(e.src, e.dst) && self.is_dead(shared, e.dst, &e.msg))
+                .filter(|e| involved(e.src, e.dst) && self.is_dead(shared, e.src, e.dst, &e.msg))
                 .cloned()
                 .collect(),
             Network::Ordered(flows) => flows
@@ -296,7 +302,7 @@ impl RaftModel {
                 .filter(|(&(src, dst), _)| involved(src, dst))
                 .flat_map(|(&(src, dst), flow)| {
                     flow.iter()
-                        .filter(move |m| self.is_dead(shared, dst, m))
+                        .filter(move |m| self.is_dead(shared, src, dst, m))
                         .map(move |m| Envelope {
                             src,
                             dst,
@@ -393,7 +399,7 @@ impl RaftModel {
                         };
                         Some(
                             in_flight.contains(&e)
-                                || (self.collect_garbage && self.is_dead(last, *to, m)),
+                                || (self.collect_garbage && self.is_dead(last, dst, *to, m)),
                         )
                     }
                 },
@@ -439,6 +445,31 @@ impl RaftModel {
             return None;
         }
         Some(next)
+    }
+
+    /// Replaces the state of crashed actor `id` by the one it will recover
+    /// in (what `Recover` builds from its storage).
+    ///
+    /// Stateright keeps a crashed actor's last state until it recovers,
+    /// although nothing reads it: the properties look at a crashed server's
+    /// storage ([`Self::views`]), dead messages are judged by its persisted
+    /// term ([`Self::is_dead`]), and `Recover` starts it afresh from its
+    /// storage. Crashed states that differ only in the volatile state the
+    /// crash lost (role, commit index, votes, next and match indices, state
+    /// machine) are therefore one state, and the Explorer shows a crashed
+    /// server as it will come back.
+    fn forget_volatile_state(&self, state: &mut State, id: Id) {
+        let index = usize::from(id);
+        let (Some(actor), Some(storage)) = (
+            self.inner.actors.get(index),
+            state.actor_storages.get(index),
+        ) else {
+            return;
+        };
+        let restarted = actor.on_start(id, storage, &mut Out::new());
+        if let Some(slot) = state.actor_states.get_mut(index) {
+            *slot = Arc::new(restarted);
+        }
     }
 
     /// Records the step server `i` took from `before` to `after` in the ghost.
@@ -657,6 +688,9 @@ impl Model for RaftModel {
         };
         if crash {
             next.history.crashes += 1;
+            if let Some(id) = stepped {
+                self.forget_volatile_state(&mut next, id);
+            }
         }
         if let Some((i, recovered_now)) = step_of {
             if i < self.config.servers {

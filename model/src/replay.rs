@@ -1013,7 +1013,9 @@ pub fn context_files<P: AsRef<Path>>(
         let states = &init.actor_states;
         set.retain(
             |e| match (&e.msg, states.get(usize::from(e.dst)).map(|a| &**a)) {
-                (ReplayMsg::Raft(m), Some(ReplayState::Server(s))) => !s.ignores_forever(m),
+                (ReplayMsg::Raft(m), Some(ReplayState::Server(s))) => {
+                    !s.ignores_forever(node_id(e.src), m)
+                }
                 _ => true,
             },
         );
@@ -1494,8 +1496,10 @@ impl Replayer {
                     Network::UnorderedDuplicating(set, _) => set.contains(&envelope),
                     _ => false,
                 };
-                let ignored =
-                    || Self::server(&self.state, node).is_some_and(|s| s.ignores_forever(message));
+                let ignored = || {
+                    Self::server(&self.state, node)
+                        .is_some_and(|s| s.ignores_forever(*from, message))
+                };
                 if in_flight {
                     let Envelope { src, dst, msg } = envelope;
                     vec![ActorModelAction::Deliver { src, dst, msg }]
@@ -1901,7 +1905,9 @@ impl Replayer {
             .iter()
             .filter(
                 |e| match (&e.msg, states.get(usize::from(e.dst)).map(|a| &**a)) {
-                    (ReplayMsg::Raft(m), Some(ReplayState::Server(s))) => s.ignores_forever(m),
+                    (ReplayMsg::Raft(m), Some(ReplayState::Server(s))) => {
+                        s.ignores_forever(node_id(e.src), m)
+                    }
                     _ => false,
                 },
             )

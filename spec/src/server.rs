@@ -741,6 +741,14 @@ impl<S: StateMachine> Server<S> {
     /// the follower; on a failed consistency check decrement `next_index` and
     /// retry (Raft §5.3). Responses are matched by their `index`, so a stale or
     /// duplicated response never moves `match_index` backwards.
+    ///
+    /// Decision: a rejection at an index the follower has since acknowledged
+    /// (`index <= match_index`) is stale and ignored, as etcd-io/raft's
+    /// `Progress::MaybeDecrTo` ignores it: the follower's log matched there
+    /// when it acknowledged, and a retry from below `match_index + 1` would
+    /// only resend entries it holds. So `next_index > match_index` always,
+    /// and a response the leader has already taken into account stays
+    /// without effect for the rest of its term ([`Server::ignores_forever`]).
     fn handle_append_entries_response(
         &mut self,
         from: NodeId,
@@ -765,6 +773,16 @@ impl<S: StateMachine> Server<S> {
             }
             self.advance_commit_index(fx);
         } else {
+            if m.index
+                <= self
+                    .volatile
+                    .match_index
+                    .get(&from)
+                    .copied()
+                    .unwrap_or_default()
+            {
+                return;
+            }
             // The entry at `m.index` does not match: the next probe starts
             // there at the latest. Never below 1, never above what it was.
             let next = self.volatile.next_index.entry(from).or_insert(LogIndex(1));
@@ -967,16 +985,54 @@ impl<S: StateMachine> Server<S> {
     }
 
     /// Whether this server, in its current state and in every later one,
-    /// ignores `message` (delivering it changes nothing and sends nothing).
-    /// See [`ignores_forever`] (and [`ignores_forever_with_bug`] for a
-    /// server running a seeded bug).
-    pub fn ignores_forever(&self, message: &Message<S::Command>) -> bool {
-        ignores_forever_with_bug(
-            self.persistent.current_term,
-            Some(self.volatile.role),
-            message,
-            self.bug,
-        )
+    /// ignores `message` from `from` (delivering it changes nothing and sends
+    /// nothing). Beyond what the term and role decide ([`ignores_forever`],
+    /// and [`ignores_forever_with_bug`] for a server running a seeded bug),
+    /// a live server knows what it has already taken into account:
+    ///
+    /// - a candidate has counted a granted vote from `from` of its term: the
+    ///   set of votes only grows while it stays candidate of that term, and
+    ///   it already checked that set for a majority;
+    /// - a leader has `match_index[from] >= index` for a successful
+    ///   AppendEntriesResponse of its term: `match_index` and `next_index`
+    ///   only grow while it leads the term (`next_index > match_index`
+    ///   always), and the commit index it would compute again depends only on
+    ///   `match_index` and its append-only log;
+    /// - a leader ignores a rejection at an index at most `match_index[from]`
+    ///   (stale), and one whose back-off target is not below `next_index[from]`
+    ///   stays so: `next_index[from]` can only grow past that index together
+    ///   with `match_index[from]`.
+    ///
+    /// With [`Bug::MatchIndexRegress`] `match_index` can fall back, so only
+    /// the term and role decide.
+    pub fn ignores_forever(&self, from: NodeId, message: &Message<S::Command>) -> bool {
+        let term = self.persistent.current_term;
+        let role = self.volatile.role;
+        if ignores_forever_with_bug(term, Some(role), message, self.bug) {
+            return true;
+        }
+        match message {
+            Message::RequestVoteResponse(r) => {
+                self.bug != Some(Bug::StaleVoteResponse)
+                    && role == Role::Candidate
+                    && r.term == term
+                    && self.volatile.votes_granted.contains(&from)
+            }
+            Message::AppendEntriesResponse(r)
+                if role == Role::Leader
+                    && r.term == term
+                    && self.bug != Some(Bug::MatchIndexRegress) =>
+            {
+                let matched = self.volatile.match_index.get(&from).copied();
+                let next = self.volatile.next_index.get(&from).copied();
+                match (matched, next) {
+                    (Some(matched), _) if r.index <= matched => true,
+                    (_, Some(next)) => !r.success && r.index.max(LogIndex(1)) >= next,
+                    _ => false,
+                }
+            }
+            _ => false,
+        }
     }
 
     /// Rewrites node and client ids everywhere in the state (used for symmetry

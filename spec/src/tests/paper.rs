@@ -1203,6 +1203,34 @@ fn success_response_sets_match_index_which_never_moves_backwards() {
     assert_eq!(s.volatile.next_index, indices(&[(2, 4), (3, 3)]));
 }
 
+/// A rejection at an index the follower has since acknowledged is stale (it
+/// was sent before the follower caught up) and is ignored, as etcd-io/raft's
+/// `MaybeDecrTo` ignores it: next_index never falls to match_index or below.
+/// A rejection above match_index still backs off.
+///
+/// Raft §5.3 (decision in `handle_append_entries_response`)
+#[test]
+fn stale_rejection_at_or_below_match_index_is_ignored() {
+    let mut s = leader_of_term(1, 3, &[1, 1], 2);
+    s.step(receive(2, aer(2, true, 2)));
+    assert_eq!(s.volatile.match_index, indices(&[(2, 2), (3, 0)]));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 3)]));
+    let before = s.clone();
+
+    for index in [0, 1, 2] {
+        let out = s.step(receive(2, aer(2, false, index)));
+        assert_eq!(out, vec![], "rejection at {index}");
+        assert_eq!(s, before, "rejection at {index}");
+    }
+
+    let out = s.step(receive(3, aer(2, false, 1)));
+    assert_eq!(
+        out,
+        vec![send(3, ae(2, 1, 0, 0, vec![entry(1), entry(1)], 0))]
+    );
+    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 1)]));
+}
+
 // ---- Clients -----------------------------------------------------------------
 
 /// A follower rejects client requests and supplies the leader it knows: none
@@ -1639,7 +1667,7 @@ fn candidate_does_not_ignore_forever_append_entries_response_of_its_term() {
     let late_rejection = aer(2, false, 1);
     let mut s = candidate_of_term(1, 3, &[1, 1], 2);
 
-    let claim = s.ignores_forever(&late_rejection);
+    let claim = s.ignores_forever(NodeId(3), &late_rejection);
     s.step(receive(2, rvr(2, true)));
     assert_eq!(s.role(), Role::Leader);
     let before = s.clone();
@@ -1654,6 +1682,46 @@ fn candidate_does_not_ignore_forever_append_entries_response_of_its_term() {
         !claim,
         "ignores_forever(Candidate, {late_rejection:?}) is true, but the leader it becomes acts on it"
     );
+}
+
+/// A live server also ignores forever what it has already taken into
+/// account: a candidate, a granted vote from a server whose vote it counted;
+/// a leader, a success or rejection at or below the sender's match_index, and
+/// a rejection whose back-off would not lower the sender's next_index. The
+/// same response from another sender, or above match_index, still matters.
+///
+/// Fig. 2 (Candidates rule 2, Leaders rule 3), Raft §5.3
+#[test]
+fn responses_already_taken_into_account_are_ignored_forever() {
+    let mut c = candidate_of_term(1, 5, &[], 2);
+    c.step(receive(2, rvr(2, true)));
+    assert_eq!(c.role(), Role::Candidate);
+    assert!(c.ignores_forever(NodeId(2), &rvr(2, true)));
+    assert!(!c.ignores_forever(NodeId(3), &rvr(2, true)));
+
+    let mut l = leader_of_term(1, 3, &[1, 1], 2);
+    l.step(receive(2, aer(2, true, 2)));
+    l.step(receive(3, aer(2, false, 2)));
+    assert_eq!(l.volatile.next_index, indices(&[(2, 3), (3, 2)]));
+    for index in [0, 1, 2] {
+        assert!(
+            l.ignores_forever(NodeId(2), &aer(2, true, index)),
+            "{index}"
+        );
+        assert!(
+            l.ignores_forever(NodeId(2), &aer(2, false, index)),
+            "{index}"
+        );
+    }
+    assert!(!l.ignores_forever(NodeId(2), &aer(2, true, 3)));
+    // n2's next_index is 3 = match_index + 1: no rejection can lower it.
+    assert!(l.ignores_forever(NodeId(2), &aer(2, false, 3)));
+    // n3's next_index is 2 and its match_index 0: a rejection at 2 or above
+    // cannot lower next_index, one at 1 can; a success at 1 raises match_index.
+    assert!(l.ignores_forever(NodeId(3), &aer(2, false, 2)));
+    assert!(l.ignores_forever(NodeId(3), &aer(2, false, 3)));
+    assert!(!l.ignores_forever(NodeId(3), &aer(2, false, 1)));
+    assert!(!l.ignores_forever(NodeId(3), &aer(2, true, 1)));
 }
 
 /// A crashed server restarts as a follower of its persisted term, which is
@@ -1787,10 +1855,13 @@ fn ignored_messages_change_nothing_when_delivered() {
         for (from, message) in all_responses() {
             if crate::ignores_forever(state.current_term(), None, &message) {
                 *ignored_per_role.entry(None).or_default() += 1;
-                assert!(restarted.ignores_forever(&message), "{message:?}");
+                assert!(
+                    restarted.ignores_forever(NodeId(from), &message),
+                    "{message:?}"
+                );
             }
             for server in [state, &restarted] {
-                if !server.ignores_forever(&message) {
+                if !server.ignores_forever(NodeId(from), &message) {
                     continue;
                 }
                 *ignored_per_role.entry(Some(server.role())).or_default() += 1;
@@ -1819,12 +1890,12 @@ fn ignored_messages_stay_ignored_in_later_states() {
     let trace = driven_trace();
     for (from, message) in all_responses() {
         for (i, earlier) in trace.iter().enumerate() {
-            if !earlier.ignores_forever(&message) {
+            if !earlier.ignores_forever(NodeId(from), &message) {
                 continue;
             }
             for (j, later) in trace.iter().enumerate().skip(i + 1) {
                 assert!(
-                    later.ignores_forever(&message),
+                    later.ignores_forever(NodeId(from), &message),
                     "{message:?} from {from}: ignored at state {i} ({:?}, term {:?}) \
                      but not at state {j} ({:?}, term {:?})",
                     earlier.role(),
