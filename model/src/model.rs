@@ -262,16 +262,41 @@ impl RaftModel {
                 done || redirect_is_moot
             }
             (Some(ActorState::Server(s)), Msg::Raft(m)) => {
-                if state.crashed.get(i).copied().unwrap_or(false) {
+                let ignored = if state.crashed.get(i).copied().unwrap_or(false) {
                     Self::view(state, i).is_some_and(|v| {
                         ignores_forever_with_bug(v.current_term, None, m, self.config.bug)
                     })
                 } else {
                     s.0.ignores_forever(node_id(src), m)
-                }
+                };
+                ignored || self.answer_teaches_nothing(state, src, i, m)
             }
             _ => false,
         }
+    }
+
+    /// Whether `m` is a RequestVote whose only effect, now and later, is a
+    /// refusal the candidate ignores.
+    ///
+    /// A RequestVote of a term older than its recipient's changes nothing
+    /// there (Fig. 2, RequestVote rule 1) and is answered with a refusal of
+    /// the recipient's term. Once the candidate is at the highest term the
+    /// bounds allow, no answer can be of a higher term than its own (no
+    /// explored state has a term above the bound), and a refusal of its own
+    /// term or an older one changes nothing (`ignores_forever`). Both terms
+    /// only grow, so this lasts; and a step that sends only such a dead
+    /// answer is a step that sends nothing. This is a property of the bounds,
+    /// not a Raft rule, which is why it is here and not in raft-spec.
+    fn answer_teaches_nothing(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
+        let Message::RequestVote(request) = m else {
+            return false;
+        };
+        let (Some(recipient), Some(candidate)) =
+            (Self::view(state, dst), Self::view(state, usize::from(src)))
+        else {
+            return false;
+        };
+        recipient.current_term > request.term && candidate.current_term.0 >= self.config.max_term
     }
 
     /// Forgets messages that no actor will ever act on (see [`Self::is_dead`]).
@@ -283,13 +308,14 @@ impl RaftModel {
     /// ghost states is unchanged; only states that differ in dead messages are
     /// merged. `tests/model_check.rs` checks this on small configurations.
     ///
-    /// Whether a message is dead depends only on its recipient's state
-    /// ([`Self::is_dead`]), and a step changes the state of one actor only
-    /// (the one that received, timed out, crashed or recovered). Every state
-    /// this model produces has had its dead messages removed, and the initial
-    /// states hold none (client requests are never dead), so after a step of
-    /// actor `stepped` only the messages to it, and the ones it sent, can be
-    /// newly dead: the others are not looked at. `None` looks at every message.
+    /// Whether a message is dead depends only on the states of its recipient
+    /// and its sender ([`Self::is_dead`]), and a step changes the state of
+    /// one actor only (the one that received, timed out, crashed or
+    /// recovered). Every state this model produces has had its dead messages
+    /// removed, and the initial states hold none (client requests are never
+    /// dead), so after a step of actor `stepped` only the messages to or from
+    /// it can be newly dead: the others are not looked at. `None` looks at
+    /// every message.
     fn collect_dead_messages(&self, state: &mut State, stepped: Option<Id>) {
         let involved = |src: Id, dst: Id| stepped.is_none_or(|a| a == src || a == dst);
         // Stateright 0.31's `Network::iter_all` never ends on an ordered
