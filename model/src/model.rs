@@ -17,8 +17,8 @@ use crate::actors::{
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
 use raft_spec::{
-    ignores_forever_with_bug, ClientReply, LogIndex, Message, NodeId, PersistentState, Role,
-    Server, StateMachine, Timer,
+    ignores_forever, ignores_forever_with_bug, only_refuses, ClientReply, LogIndex, Message,
+    NodeId, PersistentState, Role, Server, StateMachine, Timer,
 };
 use stateright::actor::{
     Actor, ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, LossyNetwork,
@@ -240,8 +240,9 @@ impl RaftModel {
         }
     }
 
-    /// Whether delivering `msg` to `dst` can never change anything, in this
-    /// state or any later one.
+    /// Whether delivering `msg` from `src` to `dst` can never change
+    /// anything, in this state or any later one: it changes no actor and
+    /// sends nothing that is not itself dead.
     fn is_dead(&self, state: &State, src: Id, dst: Id, msg: &Msg) -> bool {
         let i = usize::from(dst);
         match (state.actor_states.get(i).map(|a| &**a), msg) {
@@ -278,25 +279,31 @@ impl RaftModel {
     /// Whether `m` is a RequestVote whose only effect, now and later, is a
     /// refusal the candidate ignores.
     ///
-    /// A RequestVote of a term older than its recipient's changes nothing
-    /// there (Fig. 2, RequestVote rule 1) and is answered with a refusal of
-    /// the recipient's term. Once the candidate is at the highest term the
-    /// bounds allow, no answer can be of a higher term than its own (no
-    /// explored state has a term above the bound), and a refusal of its own
-    /// term or an older one changes nothing (`ignores_forever`). Both terms
+    /// Its recipient only refuses it ([`raft_spec::only_refuses`]: the
+    /// request is of an older term), with a RequestVoteResponse of the
+    /// recipient's term. Once the candidate is at the highest term the bounds
+    /// allow, no answer can be of a higher term than its own (no explored
+    /// state has a term above the bound), and a refused vote of its own term
+    /// or an older one is ignored forever ([`ignores_forever`]). Both terms
     /// only grow, so this lasts; and a step that sends only such a dead
-    /// answer is a step that sends nothing. This is a property of the bounds,
-    /// not a Raft rule, which is why it is here and not in raft-spec.
+    /// answer is a step that sends nothing. The Raft rules are raft-spec's;
+    /// what is added here is the bound.
     fn answer_teaches_nothing(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
-        let Message::RequestVote(request) = m else {
+        if !matches!(m, Message::RequestVote(_)) {
             return false;
-        };
+        }
         let (Some(recipient), Some(candidate)) =
             (Self::view(state, dst), Self::view(state, usize::from(src)))
         else {
             return false;
         };
-        recipient.current_term > request.term && candidate.current_term.0 >= self.config.max_term
+        let refusal = Message::<Cmd>::RequestVoteResponse(raft_spec::RequestVoteResponse {
+            term: candidate.current_term,
+            vote_granted: false,
+        });
+        only_refuses(recipient.current_term, m)
+            && candidate.current_term.0 >= self.config.max_term
+            && ignores_forever(candidate.current_term, None, &refusal)
     }
 
     /// Forgets messages that no actor will ever act on (see [`Self::is_dead`]).

@@ -1091,6 +1091,19 @@ pub fn ignores_forever<C>(current_term: Term, role: Option<Role>, message: &Mess
     ignores_forever_with_bug(current_term, role, message, None)
 }
 
+/// Whether a server at `current_term` does nothing with `message` but
+/// refuse it: a RequestVote or AppendEntries of an earlier term changes
+/// nothing at the server and is answered with a refusal carrying
+/// `current_term` (Fig. 2, rule 1 of both RPCs; Raft §5.1). No seeded bug
+/// changes this.
+pub fn only_refuses<C>(current_term: Term, message: &Message<C>) -> bool {
+    match message {
+        Message::RequestVote(m) => m.term < current_term,
+        Message::AppendEntries(m) => m.term < current_term,
+        Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => false,
+    }
+}
+
 /// [`ignores_forever`] for a server running the seeded bug `bug` (`None`:
 /// the correct rules). Only [`Bug::StaleVoteResponse`] changes which
 /// messages matter: a granted vote of any earlier term may still be counted

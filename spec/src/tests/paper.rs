@@ -1724,6 +1724,35 @@ fn responses_already_taken_into_account_are_ignored_forever() {
     assert!(!l.ignores_forever(NodeId(3), &aer(2, true, 1)));
 }
 
+/// A request of an earlier term is only refused: delivering it changes
+/// nothing and the one output is a refusal carrying the receiver's term. A
+/// request of the current term, and any response, is not `only_refuses`.
+///
+/// Fig. 2 (RequestVote and AppendEntries, receiver rule 1), Raft §5.1
+#[test]
+fn requests_of_an_earlier_term_are_only_refused() {
+    let s = server_with_log(1, 3, &[1, 1], 3);
+    let stale = [
+        (rv(2, 2, 5, 2), rvr(3, false)),
+        (ae(2, 2, 0, 0, vec![entry(2)], 0), aer(3, false, 0)),
+    ];
+    for (request, refusal) in stale {
+        assert!(crate::only_refuses(Term(3), &request), "{request:?}");
+        let mut delivered = s.clone();
+        let out = delivered.step(receive(2, request.clone()));
+        assert_eq!(out, vec![send(2, refusal)], "{request:?}");
+        assert_eq!(delivered, s, "{request:?}");
+    }
+    for message in [
+        rv(3, 2, 5, 2),
+        ae(3, 2, 0, 0, vec![], 0),
+        rvr(2, false),
+        aer(2, false, 0),
+    ] {
+        assert!(!crate::only_refuses(Term(3), &message), "{message:?}");
+    }
+}
+
 /// A crashed server restarts as a follower of its persisted term, which is
 /// neither candidate nor leader of that term: it ignores every response of
 /// its current term.
