@@ -178,10 +178,10 @@ pub struct Sim {
 /// An in-memory trace file shared with the node writing it; it survives the
 /// node's crashes, as a file would.
 #[derive(Clone, Default)]
-struct TraceBuffer(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct TraceBuffer(pub(crate) Arc<Mutex<Vec<u8>>>);
 
 impl TraceBuffer {
-    fn bytes(&self) -> Vec<u8> {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
         self.0.lock().map(|b| b.clone()).unwrap_or_default()
     }
 

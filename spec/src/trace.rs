@@ -871,8 +871,6 @@ mod tests {
     #[test]
     fn writer_and_reader_round_trip_every_input() {
         let (mut server, _) = Server::<Kv>::new(NodeId(1), vec![NodeId(2), NodeId(3)]);
-        let mut digest = LogDigest::of(server.log());
-        let mut steps = vec![Step::after(1, TraceInput::Restart, &server, &digest)];
         let inputs: Vec<Input<KvCommand>> = vec![
             Input::ElectionTimeout,
             Input::Message {
@@ -889,16 +887,7 @@ mod tests {
             },
             Input::HeartbeatTimeout,
         ];
-        for (i, input) in inputs.into_iter().enumerate() {
-            for out in server.step(input.clone()) {
-                if let crate::Output::Persist(p) = out {
-                    if let Some(w) = &p.log {
-                        digest.apply(w);
-                    }
-                }
-            }
-            steps.push(Step::after(i as u64 + 2, input.into(), &server, &digest));
-        }
+        let steps = recorded_steps(&mut server, inputs);
         assert_eq!(server.role(), Role::Leader);
         assert_eq!(steps[3].last_log_index, LogIndex(1));
         // The incrementally kept digest equals the one from scratch.
@@ -1060,8 +1049,6 @@ mod tests {
     /// term and vote, and wins), ClientRequest (persists an entry).
     fn three_steps() -> Vec<Step<KvCommand>> {
         let (mut server, _) = Server::<Kv>::new(NodeId(1), vec![]);
-        let mut digest = LogDigest::of(server.log());
-        let mut steps = vec![Step::after(1, TraceInput::Restart, &server, &digest)];
         let inputs = [
             Input::ElectionTimeout,
             Input::ClientRequest {
@@ -1070,6 +1057,18 @@ mod tests {
                 command: put("a"),
             },
         ];
+        recorded_steps(&mut server, inputs)
+    }
+
+    /// The steps `server` records from its start: `Restart` (seq 1), then
+    /// one per input, with the log digest kept incrementally from the
+    /// `Persist` outputs, as the recorder keeps it.
+    fn recorded_steps(
+        server: &mut Server<Kv>,
+        inputs: impl IntoIterator<Item = Input<KvCommand>>,
+    ) -> Vec<Step<KvCommand>> {
+        let mut digest = LogDigest::of(server.log());
+        let mut steps = vec![Step::after(1, TraceInput::Restart, server, &digest)];
         for (i, input) in inputs.into_iter().enumerate() {
             for out in server.step(input.clone()) {
                 if let crate::Output::Persist(p) = out {
@@ -1078,7 +1077,7 @@ mod tests {
                     }
                 }
             }
-            steps.push(Step::after(i as u64 + 2, input.into(), &server, &digest));
+            steps.push(Step::after(i as u64 + 2, input.into(), server, &digest));
         }
         steps
     }

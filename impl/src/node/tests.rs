@@ -39,27 +39,11 @@ impl Write for Journal {
     }
 }
 
-/// An in-memory trace file that outlives the node writing it.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<Vec<u8>>>);
+/// The simulation's in-memory trace file: it outlives the node writing it.
+type Shared = crate::sim::TraceBuffer;
 
-impl Write for Shared {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(b);
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Shared {
-    fn bytes(&self) -> Vec<u8> {
-        self.0.lock().unwrap().clone()
-    }
-    fn text(&self) -> String {
-        String::from_utf8(self.bytes()).unwrap()
-    }
+fn text(out: &Shared) -> String {
+    String::from_utf8(out.bytes()).unwrap()
 }
 
 struct JournalStorage(Journal);
@@ -339,7 +323,7 @@ fn the_trace_records_each_step() {
         &mut j.clone(),
     )
     .unwrap();
-    let text = out.text();
+    let text = text(&out);
     let reader = TraceReader::new("mem", text.as_bytes()).unwrap();
     assert_eq!(reader.header().recorded_by, NodeId(1));
     let steps: Vec<Step<KvCommand>> = reader.steps().unwrap();
@@ -419,22 +403,25 @@ fn request(no: u64) -> Event {
     }
 }
 
+/// A single traced node from an empty state that has recorded `Restart`,
+/// `ElectionTimeout` (term 1, vote, leader: marked) and `ClientRequest` #1
+/// (entry 1: marked), with the journal it handled them with.
+fn traced_leader_with_one_entry(out: &Shared) -> (Node<MemStorage>, Journal) {
+    let mut node = traced(out, None, PersistentState::default(), MemStorage::default());
+    let j = Journal::default();
+    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
+    node.handle(ms(401), vec![request(1)], &mut j.clone())
+        .unwrap();
+    (node, j)
+}
+
 /// Restart `Restart`, `ElectionTimeout` (term 1, vote, leader: marked),
 /// `ClientRequest` #1 (entry 1: marked), then a batch of `ClientRequest`s
 /// #2 and #3 whose fsync `crash` makes fail (before or after it makes them
 /// durable). Returns the trace and the storage after the crash.
 fn crash_in_a_batch(crash: impl FnOnce(&mut MemStorage)) -> (Shared, MemStorage) {
     let out = Shared::default();
-    let mut node = traced(
-        &out,
-        None,
-        PersistentState::default(),
-        MemStorage::default(),
-    );
-    let j = Journal::default();
-    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
-    node.handle(ms(401), vec![request(1)], &mut j.clone())
-        .unwrap();
+    let (mut node, j) = traced_leader_with_one_entry(&out);
     crash(node.storage_mut());
     assert!(node
         .handle(ms(402), vec![request(2), request(3)], &mut j.clone())
@@ -448,7 +435,7 @@ fn crash_in_a_batch(crash: impl FnOnce(&mut MemStorage)) -> (Shared, MemStorage)
 
 /// The trace's lines, with the synced markers.
 fn lines(out: &Shared) -> Vec<String> {
-    out.text().lines().skip(1).map(str::to_string).collect()
+    text(out).lines().skip(1).map(str::to_string).collect()
 }
 
 fn seqs(text: &str) -> Vec<u64> {
@@ -485,7 +472,7 @@ fn a_kill_before_the_fsync_cuts_the_batch_from_the_trace_at_restart() {
     let persistent = storage.durable().clone();
     let node = traced(&out, Some(r.last_seq), persistent, storage);
     assert_eq!(node.server().log().len(), 1);
-    assert_eq!(seqs(&out.text()), vec![1, 2, 3, 4]);
+    assert_eq!(seqs(&text(&out)), vec![1, 2, 3, 4]);
     let last = lines(&out).pop().unwrap();
     assert!(
         last.contains(r#""seq":4,"#) && last.contains("Restart"),
@@ -522,16 +509,7 @@ fn a_marked_batch_is_never_cut_even_if_the_storage_lost_it() {
     // recovered state equals the one before the marked step 3, yet nothing
     // is cut, so the replayer sees the loss at the `Restart`.
     let out = Shared::default();
-    let mut node = traced(
-        &out,
-        None,
-        PersistentState::default(),
-        MemStorage::default(),
-    );
-    let j = Journal::default();
-    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
-    node.handle(ms(401), vec![request(1)], &mut j.clone())
-        .unwrap();
+    let (mut node, j) = traced_leader_with_one_entry(&out);
     // A heartbeat after the marker persists nothing.
     node.handle(ms(460), vec![], &mut j.clone()).unwrap();
     let mut recovered = node.storage().durable().clone();
@@ -570,7 +548,7 @@ fn a_recovered_state_that_matches_no_step_of_the_tail_cuts_nothing() {
 #[test]
 fn a_version_1_trace_is_kept_whole_and_a_bad_marker_is_an_error() {
     let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
-    let text = out.text();
+    let text = text(&out);
     let old: String = text
         .replacen("\"version\":2", "\"version\":1", 1)
         .lines()
