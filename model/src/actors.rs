@@ -48,11 +48,10 @@ pub struct RaftMsg<C = Cmd> {
 impl<C: Hash> RaftMsg<C> {
     /// Wraps a message.
     pub fn new(message: Message<C>) -> Self {
-        use std::hash::{DefaultHasher, Hasher};
-        let mut h = DefaultHasher::new();
-        message.hash(&mut h);
+        // Fixed keys: a message hashes the same in every run.
+        let hasher = ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3);
         RaftMsg {
-            hash: h.finish(),
+            hash: hasher.hash_one(&message),
             message: Arc::new(message),
         }
     }
@@ -131,9 +130,17 @@ pub(crate) fn rewrite_client<S>(plan: &RewritePlan<Id, S>) -> impl Fn(ClientId) 
 impl Rewrite<Id> for Msg {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         match self {
-            Msg::Raft(m) => Msg::Raft(RaftMsg::new(
-                m.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
-            )),
+            Msg::Raft(m) => {
+                let mapped = m.map_ids(&rewrite_node(plan), &rewrite_client(plan));
+                // A message the rewrite leaves as it was (a response, which
+                // names no server, or a request whose ids map to themselves)
+                // keeps its shared copy and cached hash.
+                if mapped == **m {
+                    self.clone()
+                } else {
+                    Msg::Raft(RaftMsg::new(mapped))
+                }
+            }
             Msg::Request { .. } => self.clone(),
             Msg::Reply {
                 request_no,
@@ -236,9 +243,12 @@ pub struct Stored(pub Arc<PersistentState<Cmd>>);
 
 impl Rewrite<Id> for Stored {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        Stored(Arc::new(
-            self.0.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
-        ))
+        let mapped = self.0.map_ids(&rewrite_node(plan), &rewrite_client(plan));
+        if mapped == *self.0 {
+            self.clone()
+        } else {
+            Stored(Arc::new(mapped))
+        }
     }
 }
 

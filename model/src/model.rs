@@ -61,7 +61,9 @@ pub struct Ghost {
     pub stepped_down_on_response: bool,
     /// Client invocations and replies, checked for linearizability.
     /// Clients are never permuted by symmetry reduction, so this needs no rewrite.
-    pub clients: LinearizabilityTester<Id, CounterSpec>,
+    /// Shared between states (it changes only when a client sends its request
+    /// or gets its reply), so copying a state does not copy it.
+    pub clients: Arc<LinearizabilityTester<Id, CounterSpec>>,
 }
 
 impl Rewrite<Id> for Ghost {
@@ -174,7 +176,7 @@ impl RaftModel {
             recovered: BTreeSet::new(),
             rejoined: false,
             stepped_down_on_response: false,
-            clients: LinearizabilityTester::new(CounterSpec::default()),
+            clients: Arc::new(LinearizabilityTester::new(CounterSpec::default())),
         };
         let inner = ActorModel::new(config, ghost)
             .actors((0..config.servers).map(|_| RaftActor::Server {
@@ -580,7 +582,9 @@ fn record_invocation(_cfg: &ModelConfig, ghost: &Ghost, env: Envelope<&Msg>) -> 
     let mut next = ghost.clone();
     // A client sends its request to several servers; only the first send
     // invokes the operation, later ones are retries.
-    next.clients.on_invoke(env.src, raft_spec::Increment).ok()?;
+    Arc::make_mut(&mut next.clients)
+        .on_invoke(env.src, raft_spec::Increment)
+        .ok()?;
     Some(next)
 }
 
@@ -596,7 +600,9 @@ fn record_return(cfg: &ModelConfig, ghost: &Ghost, env: Envelope<&Msg>) -> Optio
         return None;
     }
     let mut next = ghost.clone();
-    next.clients.on_return(env.dst, *value).ok()?;
+    Arc::make_mut(&mut next.clients)
+        .on_return(env.dst, *value)
+        .ok()?;
     Some(next)
 }
 

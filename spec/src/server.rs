@@ -88,13 +88,7 @@ impl<C> PersistentState<C> {
         PersistentState {
             current_term: self.current_term,
             voted_for: self.voted_for.map(nodes),
-            log: Log::from_entries(
-                self.log
-                    .entries()
-                    .iter()
-                    .map(|e| e.map_client_ids(clients))
-                    .collect(),
-            ),
+            log: self.log.map_client_ids(clients),
         }
     }
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 macro_rules! newtype {
     ($(#[$doc:meta])* $name:ident, $prefix:literal) => {
@@ -124,10 +125,15 @@ impl<C> Entry<C> {
 /// Invariant: entry terms never decrease along the log (every leader appends
 /// entries of its current term, which is at least the term of every entry it
 /// holds).
+///
+/// The entries are shared between copies of a server and copied on the first
+/// write (most steps do not write the log, and a model checker copies the
+/// server for every step). Equality, order, hash and the serialized form are
+/// those of the entries.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Log<C> {
-    entries: Vec<Entry<C>>,
+    entries: Arc<Vec<Entry<C>>>,
 }
 
 impl<C> Default for Log<C> {
@@ -140,13 +146,15 @@ impl<C> Log<C> {
     /// An empty log.
     pub fn new() -> Self {
         Log {
-            entries: Vec::new(),
+            entries: Arc::new(Vec::new()),
         }
     }
 
     /// A log holding `entries` at indices 1, 2, ...
     pub fn from_entries(entries: Vec<Entry<C>>) -> Self {
-        Log { entries }
+        Log {
+            entries: Arc::new(entries),
+        }
     }
 
     /// The index of the last entry, 0 when empty.
@@ -205,14 +213,44 @@ impl<C> Log<C> {
     }
 
     /// Appends one entry at `last_index() + 1`.
-    pub fn push(&mut self, entry: Entry<C>) {
-        self.entries.push(entry);
+    pub fn push(&mut self, entry: Entry<C>)
+    where
+        C: Clone,
+    {
+        Arc::make_mut(&mut self.entries).push(entry);
     }
 
     /// Deletes the entry at `index` and all that follow it.
-    pub fn truncate_from(&mut self, index: LogIndex) {
+    pub fn truncate_from(&mut self, index: LogIndex)
+    where
+        C: Clone,
+    {
         let keep = usize::try_from(index.0.max(1) - 1).unwrap_or(usize::MAX);
-        self.entries.truncate(keep);
+        if keep < self.entries.len() {
+            Arc::make_mut(&mut self.entries).truncate(keep);
+        }
+    }
+
+    /// The log with each entry's client id rewritten (used for symmetry
+    /// reduction); it shares the entries when the rewrite changes none.
+    #[must_use]
+    pub fn map_client_ids(&self, clients: &dyn Fn(ClientId) -> ClientId) -> Self
+    where
+        C: Clone,
+    {
+        let unchanged = self.entries.iter().all(|e| match &e.payload {
+            Payload::Noop => true,
+            Payload::Command { client_id, .. } => clients(*client_id) == *client_id,
+        });
+        if unchanged {
+            return self.clone();
+        }
+        Log::from_entries(
+            self.entries
+                .iter()
+                .map(|e| e.map_client_ids(clients))
+                .collect(),
+        )
     }
 
     /// Whether `self` extends `other`: `other` is a prefix of `self`.
