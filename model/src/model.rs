@@ -17,8 +17,8 @@ use crate::actors::{
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
 use raft_spec::{
-    ignores_forever, ignores_forever_with_bug, only_refuses, ClientReply, LogIndex, Message,
-    NodeId, PersistentState, Role, Server, StateMachine, Timer,
+    ignores_forever_with_bug, refusal, refuses_forever, ClientReply, LogIndex, Message, NodeId,
+    PersistentState, Role, Server, StateMachine, Timer,
 };
 use stateright::actor::{
     Actor, ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, LossyNetwork,
@@ -278,34 +278,48 @@ impl RaftModel {
         }
     }
 
-    /// Whether `m` is a RequestVote whose only effect, now and later, is a
-    /// refusal the candidate ignores.
+    /// Whether `m` is a request (RequestVote or AppendEntries) whose only
+    /// effect, now and later, is a refusal its sender ignores.
     ///
-    /// Its recipient only refuses it ([`raft_spec::only_refuses`]: the
-    /// request is of an older term), with a RequestVoteResponse of the
-    /// recipient's term. Once the candidate is at the highest term the bounds
+    /// Its recipient refuses it for good ([`refuses_forever`]: the request is
+    /// of an older term, or asks for a vote the recipient has given to
+    /// another candidate in that term), answering with a [`refusal`] of its
+    /// term at the time. Once the sender is at the highest term the bounds
     /// allow, no answer can be of a higher term than its own (no explored
-    /// state has a term above the bound), and a refused vote of its own term
-    /// or an older one is ignored forever ([`ignores_forever`]). Both terms
-    /// only grow, so this lasts; and a step that sends only such a dead
-    /// answer is a step that sends nothing. The Raft rules are raft-spec's;
-    /// what is added here is the bound.
+    /// state has a term above the bound): an answer of an older term is stale,
+    /// and the sender is asked whether it ignores, now and forever, the
+    /// answer of its own term ([`Server::ignores_forever`]; for a crashed
+    /// sender, [`ignores_forever_with_bug`] of its persisted term). A refused
+    /// vote is always ignored; a rejected AppendEntries is ignored by a
+    /// follower, and by a leader for which it is stale. Each of these lasts,
+    /// and a step that sends only such a dead answer is a step that sends
+    /// nothing. The Raft rules are raft-spec's; what is added here is the
+    /// bound.
     fn answer_teaches_nothing(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
-        if !matches!(m, Message::RequestVote(_)) {
-            return false;
-        }
-        let (Some(recipient), Some(candidate)) =
+        let (Some(recipient), Some(sender)) =
             (Self::view(state, dst), Self::view(state, usize::from(src)))
         else {
             return false;
         };
-        let refusal = Message::<Cmd>::RequestVoteResponse(raft_spec::RequestVoteResponse {
-            term: candidate.current_term,
-            vote_granted: false,
-        });
-        only_refuses(recipient.current_term, m)
-            && candidate.current_term.0 >= self.config.max_term
-            && ignores_forever(candidate.current_term, None, &refusal)
+        if sender.current_term.0 < self.config.max_term
+            || !refuses_forever(
+                recipient.current_term,
+                recipient.voted_for,
+                m,
+                self.config.bug,
+            )
+        {
+            return false;
+        }
+        let Some(answer) = refusal(sender.current_term, m) else {
+            return false;
+        };
+        if sender.crashed {
+            ignores_forever_with_bug(sender.current_term, None, &answer, self.config.bug)
+        } else {
+            Self::server(state, usize::from(src))
+                .is_some_and(|s| s.ignores_forever(recipient.id, &answer))
+        }
     }
 
     /// Forgets messages that no actor will ever act on (see [`Self::is_dead`]).

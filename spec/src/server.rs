@@ -1098,6 +1098,55 @@ pub fn only_refuses<C>(current_term: Term, message: &Message<C>) -> bool {
     }
 }
 
+/// Whether a server whose persistent state holds `current_term` and
+/// `voted_for` refuses `message` now and in every later state: delivering it
+/// changes nothing and the one output is [`refusal`] of the server's term at
+/// the time. Beyond [`only_refuses`] (a request of an earlier term, refused
+/// at every later term too), a RequestVote of the current term is refused
+/// for good once the server has voted for another candidate in that term:
+/// the vote is persistent and given at most once per term (Fig. 2,
+/// RequestVote receiver rule 2), and when the term moves on the request is of
+/// an earlier term. Two seeded bugs lose a vote ([`Bug::StepDownForgetsVote`]
+/// clears it, [`Bug::VoteNotPersisted`] forgets it across a restart), so under
+/// them only [`only_refuses`] decides.
+pub fn refuses_forever<C>(
+    current_term: Term,
+    voted_for: Option<NodeId>,
+    message: &Message<C>,
+    bug: Option<Bug>,
+) -> bool {
+    if only_refuses(current_term, message) {
+        return true;
+    }
+    match message {
+        Message::RequestVote(m) => {
+            !matches!(bug, Some(Bug::StepDownForgetsVote | Bug::VoteNotPersisted))
+                && m.term == current_term
+                && voted_for.is_some_and(|v| v != m.candidate_id)
+        }
+        _ => false,
+    }
+}
+
+/// The answer of a server at `current_term` that refuses `message` (see
+/// [`refuses_forever`]): a RequestVoteResponse not granting the vote, or an
+/// AppendEntriesResponse failing at the request's `prev_log_index`, both of
+/// `current_term`. `None` for a response, which gets no answer.
+pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>> {
+    match message {
+        Message::RequestVote(_) => Some(Message::RequestVoteResponse(RequestVoteResponse {
+            term: current_term,
+            vote_granted: false,
+        })),
+        Message::AppendEntries(m) => Some(Message::AppendEntriesResponse(AppendEntriesResponse {
+            term: current_term,
+            success: false,
+            index: m.prev_log_index,
+        })),
+        Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => None,
+    }
+}
+
 /// [`ignores_forever`] for a server running the seeded bug `bug` (`None`:
 /// the correct rules). Only [`Bug::StaleVoteResponse`] changes which
 /// messages matter: a granted vote of any earlier term may still be counted

@@ -115,7 +115,7 @@ fn one_term() -> Vec<&'static str> {
     [ELECTION_ONLY, &[names::CLIENT_REPLY]].concat()
 }
 
-const THREE_SERVERS_TWO_TERMS_SYMMETRIC: usize = 173_055;
+const THREE_SERVERS_TWO_TERMS_SYMMETRIC: usize = 72_502;
 
 #[test]
 fn stale_vote_response_breaks_election_safety() {
@@ -182,14 +182,14 @@ fn no_up_to_date_check_breaks_leader_completeness() {
 fn no_term_adoption_on_vote_request_prevents_any_leader_change() {
     assert_unreachable(
         Bug::NoTermAdoptionOnVoteRequest,
-        555,
+        447,
         &two_servers_two_terms(),
     );
 }
 
 #[test]
 fn leader_ignores_higher_term_never_steps_down_on_a_response() {
-    assert_unreachable(Bug::LeaderIgnoresHigherTerm, 555, &two_servers_two_terms());
+    assert_unreachable(Bug::LeaderIgnoresHigherTerm, 447, &two_servers_two_terms());
 }
 
 /// Masked: every AppendEntries carries the leader's log from `next_index` to

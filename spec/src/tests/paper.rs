@@ -1738,6 +1738,8 @@ fn requests_of_an_earlier_term_are_only_refused() {
     ];
     for (request, refusal) in stale {
         assert!(crate::only_refuses(Term(3), &request), "{request:?}");
+        assert!(crate::refuses_forever(Term(3), None, &request, None));
+        assert_eq!(crate::refusal(Term(3), &request).as_ref(), Some(&refusal));
         let mut delivered = s.clone();
         let out = delivered.step(receive(2, request.clone()));
         assert_eq!(out, vec![send(2, refusal)], "{request:?}");
@@ -1751,6 +1753,61 @@ fn requests_of_an_earlier_term_are_only_refused() {
     ] {
         assert!(!crate::only_refuses(Term(3), &message), "{message:?}");
     }
+}
+
+/// A server that voted for one candidate in its current term refuses every
+/// other candidate's RequestVote of that term, and keeps refusing it once the
+/// term moves on (then it is of an earlier term); the refusal is
+/// `refusal(term)`. A request it could still grant (no vote yet, or its vote
+/// is for that candidate) is not refused for good, nor is an AppendEntries of
+/// its term, nor, under the two seeded bugs that lose a vote, any request of
+/// its term.
+///
+/// Fig. 2 (RequestVote receiver rules 1 and 2), Raft §5.2
+#[test]
+fn a_vote_given_refuses_other_candidates_for_good() {
+    let mut s = server_with_log(1, 3, &[1], 3);
+    s.persistent.voted_for = Some(NodeId(2));
+    let other = rv(3, 3, 5, 3);
+    assert!(crate::refuses_forever(
+        Term(3),
+        Some(NodeId(2)),
+        &other,
+        None
+    ));
+    assert!(crate::refuses_forever(Term(4), None, &other, None));
+    let mut delivered = s.clone();
+    let out = delivered.step(receive(3, other.clone()));
+    assert_eq!(out, vec![send(3, rvr(3, false))]);
+    assert_eq!(crate::refusal(Term(3), &other), Some(rvr(3, false)));
+    assert_eq!(delivered, s);
+
+    let same = rv(3, 2, 5, 3);
+    assert!(!crate::refuses_forever(
+        Term(3),
+        Some(NodeId(2)),
+        &same,
+        None
+    ));
+    assert!(!crate::refuses_forever(Term(3), None, &other, None));
+    assert!(!crate::refuses_forever(
+        Term(3),
+        Some(NodeId(2)),
+        &ae(3, 2, 0, 0, vec![], 0),
+        None
+    ));
+    for bug in [
+        crate::bugs::Bug::StepDownForgetsVote,
+        crate::bugs::Bug::VoteNotPersisted,
+    ] {
+        assert!(!crate::refuses_forever(
+            Term(3),
+            Some(NodeId(2)),
+            &other,
+            Some(bug)
+        ));
+    }
+    assert_eq!(crate::refusal(Term(3), &rvr(3, true)), None);
 }
 
 /// A crashed server restarts as a follower of its persisted term, which is
