@@ -641,11 +641,7 @@ impl<S: StateMachine> Server<S> {
         if m.term < term {
             fx.rest.push(Output::Send {
                 to: from,
-                message: Message::AppendEntriesResponse(AppendEntriesResponse {
-                    term,
-                    success: false,
-                    index: m.prev_log_index,
-                }),
+                message: rejection(term, m.prev_log_index),
             });
             return;
         }
@@ -668,11 +664,7 @@ impl<S: StateMachine> Server<S> {
         if self.persistent.log.term_at(m.prev_log_index) != Some(m.prev_log_term) {
             fx.rest.push(Output::Send {
                 to: from,
-                message: Message::AppendEntriesResponse(AppendEntriesResponse {
-                    term,
-                    success: false,
-                    index: m.prev_log_index,
-                }),
+                message: rejection(term, m.prev_log_index),
             });
             return;
         }
@@ -1138,13 +1130,20 @@ pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>
             term: current_term,
             vote_granted: false,
         })),
-        Message::AppendEntries(m) => Some(Message::AppendEntriesResponse(AppendEntriesResponse {
-            term: current_term,
-            success: false,
-            index: m.prev_log_index,
-        })),
+        Message::AppendEntries(m) => Some(rejection(current_term, m.prev_log_index)),
         Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => None,
     }
+}
+
+/// An AppendEntries rejection of `term` at `prev_log_index`: the answer to a
+/// request of an earlier term and to one that fails the consistency check
+/// (Fig. 2, AppendEntries receiver rules 1 and 2).
+fn rejection<C>(term: Term, prev_log_index: LogIndex) -> Message<C> {
+    Message::AppendEntriesResponse(AppendEntriesResponse {
+        term,
+        success: false,
+        index: prev_log_index,
+    })
 }
 
 /// [`ignores_forever`] for a server running the seeded bug `bug` (`None`:
