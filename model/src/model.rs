@@ -17,8 +17,8 @@ use crate::actors::{
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
 use raft_spec::{
-    ignores_forever_with_bug, refusal, refuses_forever, ClientReply, LogIndex, Message, NodeId,
-    PersistentState, Role, Server, StateMachine, Timer,
+    acceptance, ignores_forever_with_bug, refusal, refuses_forever, ClientReply, LogIndex, Message,
+    NodeId, PersistentState, Role, Server, StateMachine, Timer,
 };
 use stateright::actor::{
     Actor, ActorModel, ActorModelAction, ActorModelState, Command, Envelope, Id, LossyNetwork,
@@ -272,7 +272,9 @@ impl RaftModel {
                 } else {
                     s.0.ignores_forever(node_id(src), m)
                 };
-                ignored || self.answer_teaches_nothing(state, src, i, m)
+                ignored
+                    || self.answer_teaches_nothing(state, src, i, m)
+                    || self.absorbed_for_good(state, src, i, m)
             }
             _ => false,
         }
@@ -320,6 +322,61 @@ impl RaftModel {
             Self::server(state, usize::from(src))
                 .is_some_and(|s| s.ignores_forever(recipient.id, &answer))
         }
+    }
+
+    /// Whether `m` is an AppendEntries that its recipient has absorbed for
+    /// good and whose answers its sender ignores.
+    ///
+    /// The recipient is a live follower that absorbs `m` ([`Server::absorbs`]:
+    /// it holds the entries and has committed as far as `m` allows) and has
+    /// its election timer set already, so delivering `m` changes nothing
+    /// there and only answers [`acceptance`]. That lasts while it stays a
+    /// follower of `m`'s term, given that it never restarts: so no crash may
+    /// be left in the bound, since a restart loses the commit index and the
+    /// leader it knew. It also rests on the safety properties holding until
+    /// then; a path that breaks one does so first in a state reached without
+    /// such a delivery (none of them changes a server), so the checker still
+    /// reports it.
+    ///
+    /// The sender must ignore the acceptance forever. Once the recipient
+    /// moves to a later term, `m` is refused ([`refusal`]) with that term;
+    /// when `m`'s term is below the bound, the sender must therefore be at
+    /// the bound already and ignore a refusal of its own term, as in
+    /// [`Self::answer_teaches_nothing`] (a refusal of a lower term is stale).
+    /// Seeded bugs that break the argument turn it off ([`Server::absorbs`]).
+    fn absorbed_for_good(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
+        if state.history.crashes < self.config.crashes
+            || state.crashed.get(dst).copied().unwrap_or(true)
+        {
+            return false;
+        }
+        let timer_set = state
+            .timers_set
+            .get(dst)
+            .is_some_and(|t| t.iter().any(|t| *t == Timer::Election));
+        let (Some(recipient), Some(sender)) = (
+            Self::server(state, dst),
+            Self::view(state, usize::from(src)),
+        ) else {
+            return false;
+        };
+        if !timer_set || !recipient.absorbs(m) {
+            return false;
+        }
+        let ignores = |answer: &Message<Cmd>| {
+            if sender.crashed {
+                ignores_forever_with_bug(sender.current_term, None, answer, self.config.bug)
+            } else {
+                Self::server(state, usize::from(src))
+                    .is_some_and(|s| s.ignores_forever(recipient.id, answer))
+            }
+        };
+        if !matches!(m, Message::AppendEntries(request) if ignores(&acceptance(request))) {
+            return false;
+        }
+        m.term().0 >= self.config.max_term
+            || (sender.current_term.0 >= self.config.max_term
+                && refusal(sender.current_term, m).is_some_and(|answer| ignores(&answer)))
     }
 
     /// Forgets messages that no actor will ever act on (see [`Self::is_dead`]).
@@ -735,8 +792,14 @@ impl Model for RaftModel {
                 if let Network::UnorderedDuplicating(_, last_delivered) = &mut next.network {
                     *last_delivered = None;
                 }
+                if crash {
+                    next.history.crashes += 1;
+                }
                 if self.collect_garbage {
-                    self.collect_dead_messages(&mut next, stepped);
+                    // The last crash the bound allows can make AppendEntries
+                    // between any two servers dead (`absorbed_for_good`).
+                    let last_crash = crash && next.history.crashes == self.config.crashes;
+                    self.collect_dead_messages(&mut next, stepped.filter(|_| !last_crash));
                 }
                 coalesce_identical_messages(&mut next.network);
                 // A step that changes nothing (typically a message delivered
@@ -749,7 +812,6 @@ impl Model for RaftModel {
             }
         };
         if crash {
-            next.history.crashes += 1;
             if let Some(id) = stepped {
                 self.forget_volatile_state(&mut next, id);
             }

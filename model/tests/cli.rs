@@ -109,5 +109,5 @@ fn symmetry_with_dfs_runs() {
         "1",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
-    assert!(stdout(&o).contains("unique states=368 "), "{}", stdout(&o));
+    assert!(stdout(&o).contains("unique states=312 "), "{}", stdout(&o));
 }

@@ -61,9 +61,9 @@ pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };
 pub use server::{
-    ignores_forever, ignores_forever_with_bug, only_refuses, refusal, refuses_forever, ClientReply,
-    HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Role, Server, Timer,
-    VolatileState,
+    acceptance, ignores_forever, ignores_forever_with_bug, only_refuses, refusal, refuses_forever,
+    ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Role,
+    Server, Timer, VolatileState,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

@@ -711,15 +711,14 @@ impl<S: StateMachine> Server<S> {
         }
         fx.rest.push(Output::Send {
             to: from,
-            message: Message::AppendEntriesResponse(AppendEntriesResponse {
+            message: accepted(
                 term,
-                success: true,
-                index: if self.has_bug(Bug::AckOwnLastIndex) {
+                if self.has_bug(Bug::AckOwnLastIndex) {
                     self.persistent.log.last_index()
                 } else {
                     last_new_entry
                 },
-            }),
+            ),
         });
     }
 
@@ -1021,6 +1020,55 @@ impl<S: StateMachine> Server<S> {
         }
     }
 
+    /// Whether this server has already absorbed `message`, an AppendEntries:
+    /// delivering it changes nothing here, and its outputs are only the reset
+    /// of the election timer and [`acceptance`] of the request. That is so
+    /// when the server is a follower of the request's term that knows its
+    /// `leader_id` as leader, holds an entry of the same term at
+    /// `prev_log_index` and at each index the request carries (so nothing is
+    /// appended or truncated), and has committed at least
+    /// `min(leader_commit, prev_log_index + entries.len())` (Fig. 2,
+    /// AppendEntries receiver rules 2 to 5).
+    ///
+    /// It stays so while the server stays a follower of that term and does
+    /// not restart, as long as the safety properties hold: the term has one
+    /// leader (Election Safety), whose later AppendEntries carry a log that
+    /// only grew (Leader Append-Only) and, by Log Matching, agrees with this
+    /// server's log up to the last entry of the request; so nothing truncates
+    /// that prefix, `leader_hint` keeps naming that leader, and
+    /// `commit_index` only grows. A restart loses `commit_index` and
+    /// `leader_hint`, and in a later term the request is of an earlier one
+    /// ([`only_refuses`]). The model checker uses this to forget
+    /// AppendEntries that are absorbed for good. False for any other message,
+    /// and under every seeded bug that changes these rules or the properties
+    /// the argument rests on, that is every one but [`Bug::CommitWithoutMin`],
+    /// which commits up to `leader_commit`.
+    pub fn absorbs(&self, message: &Message<S::Command>) -> bool {
+        let v = &self.volatile;
+        let p = &self.persistent;
+        if v.role != Role::Follower
+            || message.term() != p.current_term
+            || !matches!(self.bug, None | Some(Bug::CommitWithoutMin))
+        {
+            return false;
+        }
+        let Message::AppendEntries(m) = message else {
+            return false;
+        };
+        let last = LogIndex(m.prev_log_index.0 + m.entries.len() as u64);
+        let commit = if self.bug == Some(Bug::CommitWithoutMin) {
+            m.leader_commit
+        } else {
+            m.leader_commit.min(last)
+        };
+        v.leader_hint == Some(m.leader_id)
+            && v.commit_index >= commit
+            && p.log.term_at(m.prev_log_index) == Some(m.prev_log_term)
+            && (m.prev_log_index.0..)
+                .zip(&m.entries)
+                .all(|(i, e)| p.log.term_at(LogIndex(i + 1)) == Some(e.term))
+    }
+
     /// Rewrites node and client ids everywhere in the state (used for symmetry
     /// reduction by the model checker). `nodes` must be a permutation.
     #[must_use]
@@ -1133,6 +1181,25 @@ pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>
         Message::AppendEntries(m) => Some(rejection(current_term, m.prev_log_index)),
         Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => None,
     }
+}
+
+/// The answer of a follower that accepts `m`: success at the last index `m`
+/// covers (`prev_log_index + entries.len()`), of `m.term` (Fig. 2,
+/// AppendEntries receiver; see [`AppendEntriesResponse::index`]).
+pub fn acceptance<C>(m: &AppendEntries<C>) -> Message<C> {
+    accepted(
+        m.term,
+        LogIndex(m.prev_log_index.0 + m.entries.len() as u64),
+    )
+}
+
+/// An AppendEntries success of `term` up to `index`.
+fn accepted<C>(term: Term, index: LogIndex) -> Message<C> {
+    Message::AppendEntriesResponse(AppendEntriesResponse {
+        term,
+        success: true,
+        index,
+    })
 }
 
 /// An AppendEntries rejection of `term` at `prev_log_index`: the answer to a

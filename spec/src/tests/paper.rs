@@ -1993,3 +1993,51 @@ fn ignored_messages_stay_ignored_in_later_states() {
         }
     }
 }
+
+/// A follower that holds every entry of an AppendEntries from the leader it
+/// knows, and has committed as far as the request allows, absorbs it:
+/// delivering it again changes nothing and only resets the election timer
+/// and answers `acceptance`. A request that would append, truncate, commit
+/// further or name another leader is not absorbed, nor one of another term,
+/// nor one delivered to a candidate, nor any other message.
+///
+/// Fig. 2 (AppendEntries receiver rules 2 to 5)
+#[test]
+fn a_follower_absorbs_append_entries_it_holds() {
+    let mut s = server_with_log(1, 3, &[1, 3, 3], 3);
+    let request = ae(3, 2, 1, 1, vec![entry(3), entry(3)], 2);
+    // Not yet: it would commit up to 2 and learn its leader.
+    assert!(!s.absorbs(&request));
+    s.step(receive(2, request.clone()));
+    assert_eq!(s.volatile.commit_index, LogIndex(2));
+    assert!(s.absorbs(&request));
+    let mut delivered = s.clone();
+    let out = delivered.step(receive(2, request.clone()));
+    assert_eq!(out, vec![SET_ELECTION, send(2, aer(3, true, 3))]);
+    let Message::AppendEntries(m) = &request else {
+        unreachable!("ae builds an AppendEntries")
+    };
+    assert_eq!(crate::acceptance(m), aer(3, true, 3));
+    assert_eq!(delivered, s);
+
+    // A heartbeat at the end of the log, committing no further.
+    assert!(s.absorbs(&ae(3, 2, 3, 3, vec![], 2)));
+    assert!(s.absorbs(&ae(3, 2, 0, 0, vec![entry(1)], 5)));
+    // It would commit index 3, append, truncate, or fail the check.
+    for request in [
+        ae(3, 2, 3, 3, vec![], 3),
+        ae(3, 2, 3, 3, vec![entry(3)], 2),
+        ae(3, 2, 1, 1, vec![entry(2)], 0),
+        ae(3, 2, 2, 1, vec![], 0),
+        // Another leader, or another term.
+        ae(3, 3, 3, 3, vec![], 2),
+        ae(4, 2, 3, 3, vec![], 2),
+        ae(2, 2, 3, 3, vec![], 2),
+        // Not an AppendEntries.
+        rv(3, 2, 3, 3),
+        aer(3, true, 3),
+    ] {
+        assert!(!s.absorbs(&request), "{request:?}");
+    }
+    assert!(!candidate_of_term(1, 3, &[1], 2).absorbs(&ae(2, 2, 1, 1, vec![], 0)));
+}
