@@ -12,7 +12,7 @@
 
 use crate::actors::{
     apply_commands, node_id, rewrite_client, rewrite_node, ActorState, ClientStatus, Cmd, Msg,
-    RaftActor, Sm,
+    RaftActor, RaftMsg, Sm,
 };
 use crate::config::{ModelConfig, NetworkKind};
 use raft_spec::safety::{self, History, ServerView};
@@ -281,36 +281,48 @@ impl RaftModel {
     }
 
     /// Whether `m` is a request (RequestVote or AppendEntries) whose only
-    /// effect, now and later, is a refusal its sender ignores.
+    /// effect, now and later, is a refusal that is already in flight or that
+    /// its sender ignores.
     ///
     /// Its recipient refuses it for good ([`refuses_forever`]: the request is
     /// of an older term, or asks for a vote the recipient has given to
     /// another candidate in that term), answering with a [`refusal`] of its
-    /// term at the time. Once the sender is at the highest term the bounds
-    /// allow, no answer can be of a higher term than its own (no explored
-    /// state has a term above the bound): an answer of an older term is stale,
-    /// and the sender is asked whether it ignores, now and forever, the
-    /// answer of its own term ([`Server::ignores_forever`]; for a crashed
-    /// sender, [`ignores_forever_with_bug`] of its persisted term). A refused
-    /// vote is always ignored; a rejected AppendEntries is ignored by a
-    /// follower, and by a leader for which it is stale. Each of these lasts,
-    /// and a step that sends only such a dead answer is a step that sends
-    /// nothing. The Raft rules are raft-spec's; what is added here is the
-    /// bound.
+    /// term at the time. A recipient at the highest term the bounds allow
+    /// stays there, so its refusal is always the same message; if that is in
+    /// flight on the duplicating network ([`Self::in_flight_for_good`]), a
+    /// delivery changes nothing, whatever the sender's term. Otherwise the
+    /// sender must be at the highest term: then no answer can be of a higher
+    /// term than its own (no explored state has a term above the bound), an
+    /// answer of an older term is stale, and the sender is asked whether it
+    /// ignores, now and forever, the answer of its own term
+    /// ([`Server::ignores_forever`]; for a crashed sender,
+    /// [`ignores_forever_with_bug`] of its persisted term). A refused vote is
+    /// always ignored; a rejected AppendEntries is ignored by a follower, and
+    /// by a leader for which it is stale. Each of these lasts, and a step
+    /// that sends only such a dead answer is a step that sends nothing. The
+    /// Raft rules are raft-spec's; what is added here is the bound.
     fn answer_teaches_nothing(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
         let (Some(recipient), Some(sender)) =
             (Self::view(state, dst), Self::view(state, usize::from(src)))
         else {
             return false;
         };
-        if sender.current_term.0 < self.config.max_term
-            || !refuses_forever(
-                recipient.current_term,
-                recipient.voted_for,
-                m,
-                self.config.bug,
-            )
+        if !refuses_forever(
+            recipient.current_term,
+            recipient.voted_for,
+            m,
+            self.config.bug,
+        ) {
+            return false;
+        }
+        // At the bound the recipient's refusal is one message forever.
+        if recipient.current_term.0 >= self.config.max_term
+            && refusal(recipient.current_term, m)
+                .is_some_and(|answer| Self::in_flight_for_good(state, Id::from(dst), src, answer))
         {
+            return true;
+        }
+        if sender.current_term.0 < self.config.max_term {
             return false;
         }
         let Some(answer) = refusal(sender.current_term, m) else {
@@ -338,7 +350,9 @@ impl RaftModel {
     /// such a delivery (none of them changes a server), so the checker still
     /// reports it.
     ///
-    /// The sender must ignore the acceptance forever. Once the recipient
+    /// The sender must ignore the acceptance forever, or the acceptance must
+    /// be in flight on the duplicating network already
+    /// ([`Self::in_flight_for_good`]). Once the recipient
     /// moves to a later term, `m` is refused ([`refusal`]) with that term;
     /// when `m`'s term is below the bound, the sender must therefore be at
     /// the bound already and ignore a refusal of its own term, as in
@@ -371,12 +385,31 @@ impl RaftModel {
                     .is_some_and(|s| s.ignores_forever(recipient.id, answer))
             }
         };
-        if !matches!(m, Message::AppendEntries(request) if ignores(&acceptance(request))) {
+        let Message::AppendEntries(request) = m else {
+            return false;
+        };
+        let answer = acceptance(request);
+        if !ignores(&answer) && !Self::in_flight_for_good(state, Id::from(dst), src, answer) {
             return false;
         }
         m.term().0 >= self.config.max_term
             || (sender.current_term.0 >= self.config.max_term
                 && refusal(sender.current_term, m).is_some_and(|answer| ignores(&answer)))
+    }
+
+    /// Whether `message` from `src` to `dst` is in flight on the duplicating
+    /// network, where it stays deliverable until it is dead (a delivery does
+    /// not consume it, and loss is explored as delay): sending it again then
+    /// changes nothing, now or later.
+    fn in_flight_for_good(state: &State, src: Id, dst: Id, message: Message<Cmd>) -> bool {
+        match &state.network {
+            Network::UnorderedDuplicating(set, _) => set.contains(&Envelope {
+                src,
+                dst,
+                msg: Msg::Raft(RaftMsg::new(message)),
+            }),
+            Network::UnorderedNonDuplicating(_) | Network::Ordered(_) => false,
+        }
     }
 
     /// Forgets messages that no actor will ever act on (see [`Self::is_dead`]).

@@ -115,7 +115,7 @@ fn one_term() -> Vec<&'static str> {
     [ELECTION_ONLY, &[names::CLIENT_REPLY]].concat()
 }
 
-const THREE_SERVERS_TWO_TERMS_SYMMETRIC: usize = 58_189;
+const THREE_SERVERS_TWO_TERMS_SYMMETRIC: usize = 49_938;
 
 #[test]
 fn stale_vote_response_breaks_election_safety() {
