@@ -315,25 +315,22 @@ impl RaftModel {
         ) {
             return false;
         }
-        // At the bound the recipient's refusal is one message forever.
-        if recipient.current_term.0 >= self.config.max_term
-            && refusal(recipient.current_term, m)
-                .is_some_and(|answer| Self::in_flight_for_good(state, Id::from(dst), src, answer))
-        {
-            return true;
-        }
-        if sender.current_term.0 < self.config.max_term {
-            return false;
-        }
-        let Some(answer) = refusal(sender.current_term, m) else {
-            return false;
-        };
-        if sender.crashed {
-            ignores_forever_with_bug(sender.current_term, None, &answer, self.config.bug)
-        } else {
-            Self::server(state, usize::from(src))
-                .is_some_and(|s| s.ignores_forever(recipient.id, &answer))
-        }
+        let ignored = sender.current_term.0 >= self.config.max_term
+            && refusal(sender.current_term, m).is_some_and(|answer| {
+                if sender.crashed {
+                    ignores_forever_with_bug(sender.current_term, None, &answer, self.config.bug)
+                } else {
+                    Self::server(state, usize::from(src))
+                        .is_some_and(|s| s.ignores_forever(recipient.id, &answer))
+                }
+            });
+        // At the bound the recipient's refusal is one message forever. The
+        // network is looked up last: it costs a message built and hashed.
+        ignored
+            || (recipient.current_term.0 >= self.config.max_term
+                && refusal(recipient.current_term, m).is_some_and(|answer| {
+                    Self::in_flight_for_good(state, Id::from(dst), src, answer)
+                }))
     }
 
     /// Whether `m` is an AppendEntries that its recipient has absorbed for
@@ -359,6 +356,9 @@ impl RaftModel {
     /// [`Self::answer_teaches_nothing`] (a refusal of a lower term is stale).
     /// Seeded bugs that break the argument turn it off ([`Server::absorbs`]).
     fn absorbed_for_good(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
+        let Message::AppendEntries(request) = m else {
+            return false;
+        };
         if state.history.crashes < self.config.crashes
             || state.crashed.get(dst).copied().unwrap_or(true)
         {
@@ -384,9 +384,6 @@ impl RaftModel {
                 Self::server(state, usize::from(src))
                     .is_some_and(|s| s.ignores_forever(recipient.id, answer))
             }
-        };
-        let Message::AppendEntries(request) = m else {
-            return false;
         };
         let answer = acceptance(request);
         if !ignores(&answer) && !Self::in_flight_for_good(state, Id::from(dst), src, answer) {
