@@ -37,7 +37,7 @@ fn check_passes_and_reports_every_property() {
         "{out}"
     );
     assert!(out.contains("Completed after"), "{out}");
-    assert!(out.contains("unique states=447 "), "{out}");
+    assert!(out.contains("unique states=321 "), "{out}");
     for name in [
         "Election Safety",
         "Leader Append-Only",
