@@ -274,19 +274,32 @@ impl RaftModel {
                 };
                 done || redirect_is_moot
             }
-            (Some(ActorState::Server(s)), Msg::Raft(m)) => {
-                let ignored = if state.crashed.get(i).copied().unwrap_or(false) {
-                    Self::view(state, i).is_some_and(|v| {
-                        ignores_forever_with_bug(v.current_term, None, m, self.config.bug)
-                    })
-                } else {
-                    s.0.ignores_forever(node_id(src), m)
-                };
-                ignored
+            (Some(ActorState::Server(_)), Msg::Raft(m)) => {
+                self.ignores_forever(state, i, node_id(src), m)
                     || self.answer_teaches_nothing(state, src, i, m)
                     || self.absorbed_for_good(state, src, i, m)
             }
             _ => false,
+        }
+    }
+
+    /// Whether server `i` ignores `message` from `from` now and forever: a
+    /// live server as [`Server::ignores_forever`] says, a crashed one as
+    /// [`ignores_forever_with_bug`] says of its persisted term (it restarts
+    /// as a follower of that term).
+    fn ignores_forever(
+        &self,
+        state: &State,
+        i: usize,
+        from: NodeId,
+        message: &Message<Cmd>,
+    ) -> bool {
+        if state.crashed.get(i).copied().unwrap_or(false) {
+            Self::view(state, i).is_some_and(|v| {
+                ignores_forever_with_bug(v.current_term, None, message, self.config.bug)
+            })
+        } else {
+            Self::server(state, i).is_some_and(|s| s.ignores_forever(from, message))
         }
     }
 
@@ -327,12 +340,7 @@ impl RaftModel {
         }
         let ignored = sender.current_term.0 >= self.config.max_term
             && refusal(sender.current_term, m).is_some_and(|answer| {
-                if sender.crashed {
-                    ignores_forever_with_bug(sender.current_term, None, &answer, self.config.bug)
-                } else {
-                    Self::server(state, usize::from(src))
-                        .is_some_and(|s| s.ignores_forever(recipient.id, &answer))
-                }
+                self.ignores_forever(state, usize::from(src), recipient.id, &answer)
             });
         // At the bound the recipient's refusal is one message forever. The
         // network is looked up last: it costs a message built and hashed.
@@ -388,12 +396,7 @@ impl RaftModel {
             return false;
         }
         let ignores = |answer: &Message<Cmd>| {
-            if sender.crashed {
-                ignores_forever_with_bug(sender.current_term, None, answer, self.config.bug)
-            } else {
-                Self::server(state, usize::from(src))
-                    .is_some_and(|s| s.ignores_forever(recipient.id, answer))
-            }
+            self.ignores_forever(state, usize::from(src), recipient.id, answer)
         };
         let answer = acceptance(request);
         if !ignores(&answer) && !Self::in_flight_for_good(state, Id::from(dst), src, answer) {
