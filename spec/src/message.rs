@@ -43,6 +43,14 @@ pub struct AppendEntries<C> {
     pub leader_commit: LogIndex,
 }
 
+impl<C> AppendEntries<C> {
+    /// The index of the last entry the request covers: `prev_log_index +
+    /// entries.len()` (`prev_log_index` for a heartbeat).
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex(self.prev_log_index.0 + self.entries.len() as u64)
+    }
+}
+
 /// Reply to [`AppendEntries`].
 ///
 /// Deviation: the paper's response carries only `term` and `success`. Over a

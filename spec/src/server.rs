@@ -699,11 +699,7 @@ impl<S: StateMachine> Server<S> {
         let last_new_entry = index;
 
         if m.leader_commit > self.volatile.commit_index {
-            let new_commit = if self.has_bug(Bug::CommitWithoutMin) {
-                m.leader_commit
-            } else {
-                m.leader_commit.min(last_new_entry)
-            };
+            let new_commit = self.follower_commit(m.leader_commit, last_new_entry);
             if new_commit > self.volatile.commit_index {
                 self.volatile.commit_index = new_commit;
                 self.apply_committed(fx);
@@ -720,6 +716,17 @@ impl<S: StateMachine> Server<S> {
                 },
             ),
         });
+    }
+
+    /// Fig. 2, AppendEntries receiver rule 5: the commit index a follower
+    /// may take from a leader, `min(leader_commit, index of last new entry)`
+    /// (`leader_commit` alone under [`Bug::CommitWithoutMin`]).
+    fn follower_commit(&self, leader_commit: LogIndex, last_new_entry: LogIndex) -> LogIndex {
+        if self.has_bug(Bug::CommitWithoutMin) {
+            leader_commit
+        } else {
+            leader_commit.min(last_new_entry)
+        }
     }
 
     /// Fig. 2 (Leaders): on success update `next_index` and `match_index` for
@@ -1042,7 +1049,7 @@ impl<S: StateMachine> Server<S> {
     /// AppendEntries that are absorbed for good. False for any other message,
     /// and under every seeded bug that changes these rules or the properties
     /// the argument rests on, that is every one but [`Bug::CommitWithoutMin`],
-    /// which commits up to `leader_commit`.
+    /// whose commit rule it asks (`follower_commit`).
     pub fn absorbs(&self, message: &Message<S::Command>) -> bool {
         let v = &self.volatile;
         let p = &self.persistent;
@@ -1055,14 +1062,8 @@ impl<S: StateMachine> Server<S> {
         let Message::AppendEntries(m) = message else {
             return false;
         };
-        let last = LogIndex(m.prev_log_index.0 + m.entries.len() as u64);
-        let commit = if self.bug == Some(Bug::CommitWithoutMin) {
-            m.leader_commit
-        } else {
-            m.leader_commit.min(last)
-        };
         v.leader_hint == Some(m.leader_id)
-            && v.commit_index >= commit
+            && v.commit_index >= self.follower_commit(m.leader_commit, m.last_index())
             && p.log.term_at(m.prev_log_index) == Some(m.prev_log_term)
             && (m.prev_log_index.0..)
                 .zip(&m.entries)
@@ -1187,10 +1188,7 @@ pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>
 /// covers (`prev_log_index + entries.len()`), of `m.term` (Fig. 2,
 /// AppendEntries receiver; see [`AppendEntriesResponse::index`]).
 pub fn acceptance<C>(m: &AppendEntries<C>) -> Message<C> {
-    accepted(
-        m.term,
-        LogIndex(m.prev_log_index.0 + m.entries.len() as u64),
-    )
+    accepted(m.term, m.last_index())
 }
 
 /// An AppendEntries success of `term` up to `index`.
