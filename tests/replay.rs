@@ -231,6 +231,115 @@ fn a_kill_in_either_window_of_the_recorder_leaves_a_trace_that_replays_clean() {
     assert_eq!((cut, kept), (6, 6));
 }
 
+// ---- The AppendEntries cap ----------------------------------------------
+
+/// Records a run of the deterministic harness whose nodes send at most one
+/// entry per AppendEntries: concurrent clients append entries faster than
+/// one message carries them, and a follower cut off while they commit
+/// catches up one entry per message after the heal.
+fn capped_run(seed: u64) -> BTreeMap<NodeId, String> {
+    let mut s = Sim::new(SimConfig {
+        seed,
+        trace: true,
+        max_append_entries: std::num::NonZeroUsize::new(1),
+        ..SimConfig::default()
+    });
+    s.run_for_millis(600);
+    for c in 0..3 {
+        s.add_client((0..4).map(|i| put(&format!("k{c}-{i}"), "v")).collect());
+    }
+    s.run_for_millis(300);
+    let leader = s.leader().unwrap();
+    let lagging = s.up().into_iter().find(|&n| n != leader).unwrap();
+    s.partition(&[lagging]);
+    s.add_client((0..4).map(|i| put(&format!("p{i}"), "w")).collect());
+    s.run_for_millis(600);
+    s.heal();
+    s.run_for_millis(800);
+    assert!(s.clients_done(), "seed {seed}");
+    sim_traces(&s)
+}
+
+/// Every AppendEntries a trace records receiving: its number of entries.
+fn received_append_entries(text: &str) -> Vec<usize> {
+    steps_of(text)
+        .into_iter()
+        .filter_map(|step| match step.input {
+            TraceInput::Message {
+                message: Message::AppendEntries(m),
+                ..
+            } => Some(m.entries.len()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn traces_recorded_with_a_cap_of_one_replay_clean_and_need_the_cap() {
+    for seed in 1..=4 {
+        let traces = capped_run(seed);
+        for text in traces.values() {
+            let header = TraceReader::new("t", text.as_bytes())
+                .unwrap()
+                .header()
+                .clone();
+            assert_eq!(header.max_append_entries.map(|n| n.get()), Some(1));
+            assert!(text.starts_with(&format!(
+                r#"{{"format":"raft-trace","version":2,"cluster_id":"sim","servers":[1,2,3],"state_machine":"kv","recorded_by":{},"max_append_entries":1}}"#,
+                header.recorded_by.0
+            )));
+        }
+        let sizes: Vec<usize> = traces
+            .values()
+            .flat_map(|t| received_append_entries(t))
+            .collect();
+        assert!(sizes.iter().all(|&n| n <= 1), "seed {seed}: {sizes:?}");
+        assert!(
+            sizes.iter().filter(|&&n| n == 1).count() >= 16,
+            "seed {seed}: every entry reached both followers one at a time"
+        );
+        let summary = replay_texts(&traces).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(summary.committed >= LogIndex(16), "seed {seed}: {summary}");
+
+        // Without the cap in the headers the model's leader sends every
+        // entry from the follower's next index on, so the AppendEntries
+        // recorded with fewer entries are never in flight: the replay is
+        // stuck at a named step. That step is a follower's receipt of such
+        // an AppendEntries, or the leader's receipt of its acknowledgement
+        // (the two wait on each other; the report names one and lists the
+        // other as blocked too).
+        let uncapped: BTreeMap<NodeId, String> = traces
+            .iter()
+            .map(|(id, t)| (*id, t.replacen(r#","max_append_entries":1}"#, "}", 1)))
+            .collect();
+        let d = divergence(replay_texts(&uncapped));
+        let DivergenceKind::NotEnabled { reason } = &d.kind else {
+            panic!("seed {seed}: {d}")
+        };
+        assert!(reason.contains("is not in flight"), "seed {seed}: {d}");
+        let short_append = |step: &str| {
+            let input = step.split(" (").next().unwrap_or_default();
+            input.contains(r#"{"AppendEntries":"#) && input.matches(r#""payload""#).count() == 1
+        };
+        assert!(
+            short_append(&d.input) || d.also_blocked.iter().any(|b| short_append(b)),
+            "seed {seed}: {d}"
+        );
+
+        // Traces that disagree on the cap are bad input, named at the
+        // header of the one that differs.
+        let mut mixed = traces.clone();
+        mixed.insert(NodeId(2), uncapped[&NodeId(2)].clone());
+        let Err(ReplayError::Input(e)) = replay_texts(&mixed) else {
+            panic!("seed {seed}: mixed caps were accepted")
+        };
+        assert_eq!(
+            e.to_string(),
+            "node-2.ndjson:1: max_append_entries absent (no cap), but node-1.ndjson records max_append_entries 1: the traces of one cluster must agree on the cap"
+        );
+    }
+}
+
 // ---- Runtime-layer bugs -------------------------------------------------
 
 #[test]

@@ -37,6 +37,8 @@ pub struct BenchOptions {
     pub trials: u32,
     /// Node timing.
     pub timing: Timing,
+    /// The nodes' `--max-append-entries` (`None`: no cap).
+    pub max_append_entries: Option<std::num::NonZeroUsize>,
     /// Value size in bytes.
     pub value_size: usize,
 }
@@ -99,6 +101,7 @@ fn put(key: String, value: &str) -> KvCommand {
 pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let mut copts = ClusterOptions::new(options.exe.clone(), options.data_dir.clone());
     copts.timing = options.timing;
+    copts.max_append_entries = options.max_append_entries;
     // The nodes log warnings only, unless RUST_LOG says otherwise.
     copts.rust_log = Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
     let mut cluster =

@@ -1,8 +1,9 @@
-//! Configuration: cluster membership, timing, and their parsing from the
-//! command line.
+//! Configuration: cluster membership, timing, the AppendEntries cap, and
+//! their parsing from the command line.
 
 use raft_spec::NodeId;
 use std::collections::BTreeMap;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -32,6 +33,15 @@ pub enum ConfigError {
     /// Election timeouts must satisfy `0 < min <= max`, heartbeat `0 < hb < min`.
     #[error("bad timing: {0}")]
     BadTiming(String),
+    /// `--max-append-entries` is not a whole number of at least 1.
+    #[error(
+        "--max-append-entries {value:?}: expected a whole number of entries, at least 1 \
+         (leave the flag out for no cap)"
+    )]
+    BadMaxAppendEntries {
+        /// The value given.
+        value: String,
+    },
 }
 
 /// The servers of a cluster and their addresses, by id.
@@ -75,6 +85,16 @@ pub fn check_member(id: NodeId, peers: &Peers) -> Result<(), ConfigError> {
                 .join(","),
         })
     }
+}
+
+/// Parses `--max-append-entries N`: the most entries one AppendEntries
+/// carries ([`raft_spec::Server::with_max_append_entries`]), `N >= 1`.
+pub fn parse_max_append_entries(s: &str) -> Result<NonZeroUsize, ConfigError> {
+    s.trim()
+        .parse::<NonZeroUsize>()
+        .map_err(|_| ConfigError::BadMaxAppendEntries {
+            value: s.to_string(),
+        })
 }
 
 /// Timer durations. The election timeout is drawn uniformly from
@@ -166,6 +186,23 @@ mod tests {
         assert_eq!(
             check_member(NodeId(4), &p).unwrap_err().to_string(),
             "node id 4 is not in --peers (known ids: 1,2)"
+        );
+    }
+
+    #[test]
+    fn the_append_entries_cap_is_at_least_one() {
+        assert_eq!(parse_max_append_entries("1").unwrap().get(), 1);
+        assert_eq!(parse_max_append_entries(" 64 ").unwrap().get(), 64);
+        for bad in ["0", "-1", "", "x", "1.5"] {
+            assert_eq!(
+                parse_max_append_entries(bad),
+                Err(ConfigError::BadMaxAppendEntries { value: bad.into() })
+            );
+        }
+        assert_eq!(
+            parse_max_append_entries("0").unwrap_err().to_string(),
+            "--max-append-entries \"0\": expected a whole number of entries, at least 1 \
+             (leave the flag out for no cap)"
         );
     }
 

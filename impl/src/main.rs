@@ -9,6 +9,7 @@ use raft_node::config::{self, ConfigError, Peers, Timing};
 use raft_node::runtime::{self, ServeError, ServeOptions};
 use raft_node::wire::DEFAULT_MAX_FRAME;
 use raft_spec::{KvCommand, NodeId, Role};
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
@@ -61,6 +62,15 @@ impl TimingArgs {
 }
 
 #[derive(Args, Debug, Clone)]
+struct AppendArgs {
+    /// The most entries one AppendEntries carries, N >= 1 (default: no cap,
+    /// every entry from the follower's next index on). Recorded in the
+    /// trace header.
+    #[arg(long, value_name = "N", value_parser = config::parse_max_append_entries)]
+    max_append_entries: Option<NonZeroUsize>,
+}
+
+#[derive(Args, Debug, Clone)]
 struct ClientArgs {
     /// The cluster's nodes: ID=HOST:PORT,... (the same addresses as --peers).
     #[arg(long)]
@@ -108,6 +118,8 @@ enum Cmd {
         exit_on_stdin_eof: bool,
         #[command(flatten)]
         timing: TimingArgs,
+        #[command(flatten)]
+        append: AppendArgs,
     },
     /// Start a local cluster of node processes and show their events.
     Cluster {
@@ -128,6 +140,8 @@ enum Cmd {
         cluster_id: String,
         #[command(flatten)]
         timing: TimingArgs,
+        #[command(flatten)]
+        append: AppendArgs,
     },
     /// Set KEY to VALUE.
     Put {
@@ -176,6 +190,8 @@ enum Cmd {
         value_size: usize,
         #[command(flatten)]
         timing: TimingArgs,
+        #[command(flatten)]
+        append: AppendArgs,
     },
 }
 
@@ -269,6 +285,7 @@ fn main() -> ExitCode {
             test_control,
             exit_on_stdin_eof,
             timing,
+            append,
         } => {
             init_logging(cli.log_format, "info");
             if exit_on_stdin_eof {
@@ -294,6 +311,7 @@ fn main() -> ExitCode {
                 data_dir,
                 trace,
                 timing,
+                max_append_entries: append.max_append_entries,
                 listen,
                 max_frame: max_frame_bytes,
                 test_control,
@@ -313,6 +331,7 @@ fn main() -> ExitCode {
             base_port,
             cluster_id,
             timing,
+            append,
         } => {
             init_logging(cli.log_format, "info");
             let timing = match timing.timing() {
@@ -332,6 +351,7 @@ fn main() -> ExitCode {
             options.base_port = Some(base_port);
             options.cluster_id = cluster_id;
             options.timing = timing;
+            options.max_append_entries = append.max_append_entries;
             options.inherit_output = true;
             options.log_json = cli.log_format == LogFormat::Json;
             if std::env::var_os("RUST_LOG").is_none() {
@@ -407,6 +427,7 @@ fn main() -> ExitCode {
             trials,
             value_size,
             timing,
+            append,
         } => {
             init_logging(cli.log_format, "warn");
             let timing = match timing.timing() {
@@ -432,6 +453,7 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs(duration_secs),
                 trials,
                 timing,
+                max_append_entries: append.max_append_entries,
                 value_size,
             };
             match bench::run(&options) {

@@ -25,10 +25,11 @@
 //!
 //! Decision: within one batch only the last AppendEntries to each peer is
 //! sent. It carries the leader's latest view (every entry from the peer's
-//! `next_index` on, and the latest `leader_commit`), so the dropped earlier
-//! ones are a prefix of what it says; dropping a message is what an
-//! unreliable network may do anyway (Raft §5.1, "messages may be lost"), so
-//! no rule of the protocol changes. Without it, a batch of `k` client
+//! `next_index` on, or the first `max_append_entries` of them with a cap,
+//! and the latest `leader_commit`), so the dropped earlier ones are a prefix
+//! of what it says, or hold entries the peer has acknowledged since; dropping
+//! a message is what an unreliable network may do anyway (Raft §5.1,
+//! "messages may be lost"), so no rule of the protocol changes. Without it, a batch of `k` client
 //! requests would send each follower `k` AppendEntries holding `k²/2` entries.
 //!
 //! No Raft rule is written here: the node only decides *when* inputs happen
@@ -81,6 +82,7 @@ use raft_spec::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
+use std::num::NonZeroUsize;
 use std::time::Duration;
 use thiserror::Error;
 use tracing::{debug, debug_span, info, warn};
@@ -270,9 +272,32 @@ pub struct TraceOut {
 
 impl<St: Storage> Node<St> {
     /// Starts (or restarts) the node from what `storage` recovered
-    /// ([`Server::restart`]), carrying out the restart's outputs.
+    /// ([`Server::restart`]), carrying out the restart's outputs. No cap on
+    /// the entries one AppendEntries carries: see
+    /// [`Node::start_with_max_append_entries`].
     pub fn start(
         options: NodeOptions,
+        persistent: PersistentState<KvCommand>,
+        storage: St,
+        now: Time,
+        io: &mut impl Io,
+    ) -> Result<Self, NodeError> {
+        Self::start_with_max_append_entries(options, None, persistent, storage, now, io)
+    }
+
+    /// [`Node::start`] whose server sends at most `max_append_entries`
+    /// entries in one AppendEntries (`None`: no cap;
+    /// [`Server::with_max_append_entries`]). The cap is configuration, not
+    /// persisted state: it is applied to the server built here, at every
+    /// start and restart, and a new trace's header records it
+    /// ([`Header::max_append_entries`]).
+    //
+    // A parameter rather than a field of `NodeOptions`: `NodeOptions` is
+    // built with a struct literal outside this crate (tests/conformance.rs),
+    // which a new field would break.
+    pub fn start_with_max_append_entries(
+        options: NodeOptions,
+        max_append_entries: Option<NonZeroUsize>,
         persistent: PersistentState<KvCommand>,
         storage: St,
         now: Time,
@@ -293,7 +318,8 @@ impl<St: Storage> Node<St> {
                 let writer = match resume_after {
                     Some(_) => TraceWriter::resume(out),
                     None => {
-                        let header = Header::new(cluster_id, ids.clone(), "kv", id);
+                        let header = Header::new(cluster_id, ids.clone(), "kv", id)
+                            .with_max_append_entries(max_append_entries);
                         TraceWriter::new(out, &header).map_err(NodeError::Trace)?
                     }
                 };
@@ -306,6 +332,7 @@ impl<St: Storage> Node<St> {
             }
         };
         let (server, outputs) = Server::restart(id, ids, persistent);
+        let server = server.with_max_append_entries(max_append_entries);
         info!(
             term = server.current_term().0,
             last_log_index = server.log().last_index().0,

@@ -10,6 +10,7 @@ use raft_spec::{KvCommand, NodeId, PersistentState};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::net::TcpListener;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -34,6 +35,9 @@ pub struct ServeOptions {
     pub trace: Option<PathBuf>,
     /// Timer durations.
     pub timing: Timing,
+    /// The most entries one AppendEntries carries (`--max-append-entries`;
+    /// `None`: no cap).
+    pub max_append_entries: Option<NonZeroUsize>,
     /// The address to listen on; by default the loopback address with the
     /// port of this node's `--peers` address.
     pub listen: Option<String>,
@@ -112,8 +116,9 @@ pub fn listen_address(options: &ServeOptions) -> Result<String, ServeError> {
 /// node and cluster is continued after its last complete line (a line cut
 /// short by a crash is truncated), once its unconfirmed tail is reconciled
 /// with the state the storage `recovered` ([`resume_trace`]: steps that
-/// never became durable are cut); another node's trace, or one of another
-/// format version, is refused.
+/// never became durable are cut); another node's trace, one of another
+/// format version, or one recorded with another `--max-append-entries`
+/// (its header records the cap for the whole file), is refused.
 pub fn open_trace(
     path: &Path,
     options: &ServeOptions,
@@ -149,6 +154,20 @@ pub fn open_trace(
         return Err(mismatch(format!(
             "it records node {} of cluster {:?} with servers {:?}, not node {} of cluster {:?} with servers {:?}",
             h.recorded_by.0, h.cluster_id, h.servers, options.id.0, options.cluster_id, servers
+        )));
+    }
+    if h.max_append_entries != options.max_append_entries {
+        let cap = |c: Option<NonZeroUsize>| {
+            c.map_or_else(
+                || "no --max-append-entries".to_string(),
+                |n| format!("--max-append-entries {n}"),
+            )
+        };
+        return Err(mismatch(format!(
+            "it was recorded with {}, this node runs with {}: restart with the same cap, \
+             or move the trace away to start a new one",
+            cap(h.max_append_entries),
+            cap(options.max_append_entries)
         )));
     }
     if h.version != VERSION {
@@ -221,7 +240,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         tx,
     );
     let origin = Instant::now();
-    let mut node = Node::start(
+    let mut node = Node::start_with_max_append_entries(
         NodeOptions {
             id: options.id,
             peers: options.peers.clone(),
@@ -230,6 +249,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             seed,
             trace,
         },
+        options.max_append_entries,
         persistent,
         storage,
         origin.elapsed(),
@@ -272,6 +292,7 @@ mod tests {
             data_dir: dir.path().join("data"),
             trace: None,
             timing: Timing::default(),
+            max_append_entries: None,
             listen: None,
             max_frame: DEFAULT_MAX_FRAME,
             test_control: false,
@@ -333,6 +354,21 @@ mod tests {
         assert!(
             err.to_string()
                 .contains("it records node 1 of cluster \"c\""),
+            "{err}"
+        );
+
+        // The header records the cap for the whole file: a node restarted
+        // with another cap does not continue it.
+        let mut capped = options(&dir, 1);
+        capped.max_append_entries = std::num::NonZeroUsize::new(2);
+        let err = open_trace(&path, &capped, &PersistentState::default())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains(
+                "it was recorded with no --max-append-entries, this node runs with \
+                 --max-append-entries 2: restart with the same cap"
+            ),
             "{err}"
         );
 

@@ -30,6 +30,7 @@ use crate::storage::MemStorage;
 use crate::wire::Response;
 use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Role};
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub struct SimConfig {
     pub nodes: u64,
     /// Timer durations.
     pub timing: Timing,
+    /// The most entries one AppendEntries carries, on every node (`None`:
+    /// no cap).
+    pub max_append_entries: Option<NonZeroUsize>,
     /// Probability that a message is lost.
     pub loss: f64,
     /// Probability that a message is delivered twice.
@@ -62,6 +66,7 @@ impl Default for SimConfig {
             seed: 0,
             nodes: 3,
             timing: Timing::default(),
+            max_append_entries: None,
             loss: 0.0,
             duplicate: 0.0,
             delay_min: Duration::from_micros(500),
@@ -395,7 +400,14 @@ impl Sim {
             trace,
         };
         let mut out = Outbox::default();
-        match Node::start(options, persistent, storage, self.now, &mut out) {
+        match Node::start_with_max_append_entries(
+            options,
+            self.config.max_append_entries,
+            persistent,
+            storage,
+            self.now,
+            &mut out,
+        ) {
             Ok(mut node) => {
                 #[cfg(feature = "fault-injection")]
                 node.set_send_before_sync(self.fault == Some(RuntimeFault::SendBeforeSync));

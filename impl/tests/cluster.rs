@@ -274,6 +274,27 @@ fn bad_arguments_and_unusable_resources_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad peer \"1=nonsense\""));
 
+    for bad in ["0", "many"] {
+        let out = serve(&[
+            "--id",
+            "1",
+            "--peers",
+            "1=127.0.0.1:1",
+            "--data-dir",
+            data,
+            "--max-append-entries",
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "--max-append-entries {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "--max-append-entries {bad:?}: expected a whole number of entries, at least 1"
+            )),
+            "{err}"
+        );
+    }
+
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
     let peers = format!("1=127.0.0.1:{port}");

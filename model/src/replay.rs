@@ -21,7 +21,12 @@
 //! duplicating: a message may be delivered late, more than once, or never).
 //! A server's Stateright actor index is its node id, so the ids inside the
 //! messages and the digest are the runtime's; indices that are not a node's
-//! hold an inert [`ReplayActor::Environment`]. Replay uses this model's
+//! hold an inert [`ReplayActor::Environment`]. Every server is built with
+//! the cap on the entries one AppendEntries carries that the trace headers
+//! record ([`Header::max_append_entries`](raft_spec::trace::Header::max_append_entries),
+//! [`Server::with_max_append_entries`]), at the start and at every recovery:
+//! the cap is configuration, not persisted state. Traces that disagree on
+//! it are refused as bad input. Replay uses this model's
 //! actions, its actors and the model's server adapter, not a copy of the
 //! rules: the rules are those of `raft-spec`, which the runtime runs too.
 //! A delivery or a timeout is carried out in place, doing what the model's
@@ -144,6 +149,7 @@ use std::collections::BTreeMap;
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::io::BufRead;
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -161,6 +167,9 @@ pub enum ReplayActor {
     Server {
         /// Every server of the cluster.
         cluster: Vec<NodeId>,
+        /// The most entries one AppendEntries carries (`None`: no cap),
+        /// applied to the server at every start and recovery.
+        max_append_entries: Option<NonZeroUsize>,
     },
     /// Not a server: the environment (clients), or an unused actor index.
     Environment,
@@ -287,12 +296,17 @@ impl Actor for ReplayActor {
 
     fn on_start(&self, id: Id, storage: &Option<KvStored>, o: &mut Out<Self>) -> ReplayState {
         match self {
-            ReplayActor::Server { cluster } => {
+            ReplayActor::Server {
+                cluster,
+                max_append_entries,
+            } => {
                 let persistent = storage
                     .as_ref()
                     .map(|s| PersistentState::clone(&s.0))
                     .unwrap_or_default();
                 let (server, outputs) = Server::restart(node_id(id), cluster.clone(), persistent);
+                // Configuration, not state: applied again at every recovery.
+                let server = server.with_max_append_entries(*max_append_entries);
                 carry_out(&server, outputs, o);
                 ReplayState::Server(server)
             }
@@ -340,13 +354,25 @@ pub type ReplayModelState = ActorModelState<ReplayActor, ()>;
 /// An action of the replay model.
 pub type ReplayAction = ActorModelAction<ReplayMsg, Timer, ()>;
 
-/// Builds the replay model of a cluster (ids at most [`MAX_NODE_ID`]).
+/// Builds the replay model of a cluster (ids at most [`MAX_NODE_ID`]),
+/// its servers without a cap on the entries one AppendEntries carries.
 pub fn replay_model(servers: &[NodeId]) -> ReplayModel {
+    replay_model_with_max_append_entries(servers, None)
+}
+
+/// [`replay_model`] whose servers send at most `max_append_entries` entries
+/// in one AppendEntries ([`Server::with_max_append_entries`]; `None`: no
+/// cap), as the trace headers record.
+pub fn replay_model_with_max_append_entries(
+    servers: &[NodeId],
+    max_append_entries: Option<NonZeroUsize>,
+) -> ReplayModel {
     let top = servers.iter().map(|n| n.0).max().unwrap_or(0);
     let actors = (0..=top + 1).map(|i| {
         if servers.contains(&NodeId(i)) {
             ReplayActor::Server {
                 cluster: servers.to_vec(),
+                max_append_entries,
             }
         } else {
             ReplayActor::Environment
@@ -778,9 +804,9 @@ fn run(
     window: Option<(u64, u64)>,
 ) -> Result<(ReplaySummary, Replayer), ReplayError> {
     let started = Instant::now();
-    let mut traces = open(inputs)?;
+    let (mut traces, max_append_entries) = open(inputs)?;
     let servers: Vec<NodeId> = traces.iter().map(|t| t.server).collect();
-    let mut replayer = Replayer::new(&servers, options);
+    let mut replayer = Replayer::new(&servers, max_append_entries, options);
     let stop = window.map(|(_, end)| end);
     replayer.capture = window.map(|(start, end)| Capture {
         start,
@@ -1021,7 +1047,8 @@ pub fn context_files<P: AsRef<Path>>(
         );
     }
     let model = ContextModel {
-        model: replay_model(&servers).max_crashes(servers.len()),
+        model: replay_model_with_max_append_entries(&servers, replayer.max_append_entries)
+            .max_crashes(servers.len()),
         init: ContextState(init),
     };
     // Steps that leave the state as it is (a response already counted, a
@@ -1115,8 +1142,12 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
+/// The traces, in server order, and the cap on the entries one
+/// AppendEntries carries that their headers agree on.
+type Opened = (Vec<Trace>, Option<NonZeroUsize>);
+
 /// Reads and cross-checks the headers.
-fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Vec<Trace>, InputError> {
+fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Opened, InputError> {
     let mut traces: Vec<Trace> = Vec::new();
     let mut first: Option<(String, Header)> = None;
     for (name, reader) in inputs {
@@ -1157,6 +1188,18 @@ fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Vec<Trace>, InputErro
                         ids(&h.servers)
                     )));
                 }
+                // The cap shapes every AppendEntries: the servers of one
+                // replay model share it.
+                if h.max_append_entries != header.max_append_entries {
+                    let cap = |c: Option<NonZeroUsize>| {
+                        c.map_or_else(|| "absent (no cap)".to_string(), |n| n.to_string())
+                    };
+                    return Err(bad(format!(
+                        "max_append_entries {}, but {f} records max_append_entries {}: the traces of one cluster must agree on the cap",
+                        cap(header.max_append_entries),
+                        cap(h.max_append_entries)
+                    )));
+                }
             }
         }
         if let Some(other) = traces.iter().find(|t| t.server == header.recorded_by) {
@@ -1194,7 +1237,7 @@ fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Vec<Trace>, InputErro
         });
     }
     traces.sort_by_key(|t| t.server);
-    Ok(traces)
+    Ok((traces, header.max_append_entries))
 }
 
 fn ids(nodes: &[NodeId]) -> Vec<u64> {
@@ -1221,6 +1264,8 @@ struct Block {
 /// The replay state: the model, its current state, and the ghost history.
 struct Replayer {
     model: ReplayModel,
+    /// The servers' cap on the entries one AppendEntries carries.
+    max_append_entries: Option<NonZeroUsize>,
     state: ReplayModelState,
     /// The environment's actor index: the first that is not a server's.
     env: Id,
@@ -1324,8 +1369,12 @@ struct LogChange {
 }
 
 impl Replayer {
-    fn new(servers: &[NodeId], options: &ReplayOptions) -> Self {
-        let model = replay_model(servers);
+    fn new(
+        servers: &[NodeId],
+        max_append_entries: Option<NonZeroUsize>,
+        options: &ReplayOptions,
+    ) -> Self {
+        let model = replay_model_with_max_append_entries(servers, max_append_entries);
         let mut state = model
             .init_states()
             .pop()
@@ -1342,6 +1391,7 @@ impl Replayer {
         let safety = IncrementalSafety::new(&server_views(&state), History::default());
         Replayer {
             model,
+            max_append_entries,
             state,
             env,
             digests,

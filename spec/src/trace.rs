@@ -15,7 +15,14 @@
 //! - `format` is always `"raft-trace"`, `version` is [`VERSION`];
 //! - `cluster_id` is the cluster id of the handshake, `servers` every server
 //!   of the cluster (sorted), `state_machine` names the [`StateMachine`]
-//!   (`"kv"` for [`crate::Kv`]), `recorded_by` the server whose steps follow.
+//!   (`"kv"` for [`crate::Kv`]), `recorded_by` the server whose steps follow;
+//! - `max_append_entries` (optional, omitted when absent) is the cap on the
+//!   entries one AppendEntries carries that the recorder ran its server with
+//!   ([`crate::Server::with_max_append_entries`]); absent means no cap. It is
+//!   configuration, not state, so a replayer must apply it to every server it
+//!   builds (at the start and after every `"Restart"`), and the traces of one
+//!   cluster must agree on it. A trace without it reads, and is written, byte
+//!   for byte as before the field existed.
 //!
 //! **Every further line, one step** ([`Step`]): the server, the input it
 //! took, and the server's state *after* the step:
@@ -120,6 +127,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Write};
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 /// The value of [`Header::format`].
@@ -145,6 +153,12 @@ pub struct Header {
     pub state_machine: String,
     /// The server whose steps the file records.
     pub recorded_by: NodeId,
+    /// The cap on the entries one AppendEntries carries that the recorder's
+    /// server ran with ([`crate::Server::with_max_append_entries`]); `None`
+    /// (the field left out of the JSON): no cap. Optional so that traces
+    /// without a cap keep their bytes and version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_append_entries: Option<NonZeroUsize>,
 }
 
 impl Header {
@@ -164,7 +178,16 @@ impl Header {
             servers,
             state_machine: state_machine.into(),
             recorded_by,
+            max_append_entries: None,
         }
+    }
+
+    /// The same header, recording the cap `limit` on the entries one
+    /// AppendEntries carries (`None`: no cap, the field is left out).
+    #[must_use]
+    pub fn with_max_append_entries(mut self, limit: Option<NonZeroUsize>) -> Self {
+        self.max_append_entries = limit;
+        self
     }
 }
 
@@ -913,6 +936,45 @@ mod tests {
             Some(Input::ElectionTimeout)
         );
         assert_eq!(back[0].input.clone().into_input(), None);
+    }
+
+    #[test]
+    fn the_header_round_trips_with_and_without_the_append_entries_cap() {
+        // Without a cap the field is left out: the header's bytes are those
+        // of every trace written before the field existed.
+        let plain = header();
+        assert_eq!(plain.max_append_entries, None);
+        let text = serde_json::to_string(&plain).unwrap();
+        assert_eq!(
+            text,
+            r#"{"format":"raft-trace","version":2,"cluster_id":"test","servers":[1,2,3],"state_machine":"kv","recorded_by":1}"#
+        );
+        let line = format!("{text}\n");
+        let r = TraceReader::new("plain.ndjson", line.as_bytes()).unwrap();
+        assert_eq!(r.header(), &plain);
+
+        // With a cap it is the last field, and reads back.
+        let capped = header().with_max_append_entries(std::num::NonZeroUsize::new(3));
+        let mut w = TraceWriter::new(Vec::new(), &capped).unwrap();
+        w.flush().unwrap();
+        let text = String::from_utf8(w.out.into_inner().unwrap()).unwrap();
+        assert_eq!(
+            text,
+            "{\"format\":\"raft-trace\",\"version\":2,\"cluster_id\":\"test\",\"servers\":[1,2,3],\"state_machine\":\"kv\",\"recorded_by\":1,\"max_append_entries\":3}\n"
+        );
+        let r = TraceReader::new("capped.ndjson", text.as_bytes()).unwrap();
+        assert_eq!(r.header(), &capped);
+        assert_eq!(r.header().max_append_entries.map(|n| n.get()), Some(3));
+
+        // A cap of 0 is no cap a server can run with: the header is refused.
+        let zero = text.replace(r#""max_append_entries":3"#, r#""max_append_entries":0"#);
+        let err = TraceReader::new("zero.ndjson", zero.as_bytes()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("zero.ndjson:1: malformed trace line")
+                && err.to_string().contains("nonzero"),
+            "{err}"
+        );
     }
 
     #[test]

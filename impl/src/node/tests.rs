@@ -207,6 +207,90 @@ fn group_commit_covers_a_batch_and_coalesces_append_entries() {
 }
 
 #[test]
+fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
+    let cap = std::num::NonZeroUsize::new(1);
+    let out = Shared::default();
+    let mut o = options(3);
+    o.trace = Some(TraceOut {
+        out: Box::new(out.clone()),
+        resume_after: None,
+    });
+    let j = Journal::default();
+    let mut node = Node::start_with_max_append_entries(
+        o,
+        cap,
+        PersistentState::default(),
+        JournalStorage(j.clone()),
+        ms(0),
+        &mut j.clone(),
+    )
+    .unwrap();
+    assert_eq!(node.server().max_append_entries(), cap);
+    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
+    node.handle(ms(401), vec![vote(1)], &mut j.clone()).unwrap();
+    j.take();
+    let requests = (1..=3).map(|i| Event::Request {
+        conn: 9,
+        client_id: ClientId(5),
+        request_no: i,
+        command: put(&format!("k{i}")),
+    });
+    node.handle(ms(402), requests, &mut j.clone()).unwrap();
+    // Three appends, one sync, then one AppendEntries per peer holding only
+    // the first of the three entries.
+    assert_eq!(
+        j.take(),
+        vec![
+            "append hs=false entries=1",
+            "append hs=false entries=1",
+            "append hs=false entries=1",
+            "sync",
+            "send 2 AppendEntries entries=1",
+            "send 3 AppendEntries entries=1"
+        ]
+    );
+    // Each acknowledgement brings the next batch of one, and the last
+    // entry's acknowledgement brings none.
+    for index in 1..=3 {
+        let ack = Event::Peer {
+            from: NodeId(2),
+            message: Message::AppendEntriesResponse(raft_spec::AppendEntriesResponse {
+                term: Term(1),
+                success: true,
+                index: raft_spec::LogIndex(index),
+            }),
+        };
+        node.handle(ms(402 + index), vec![ack], &mut j.clone())
+            .unwrap();
+        let sent: Vec<String> = j
+            .take()
+            .into_iter()
+            .filter(|l| l.starts_with("send"))
+            .collect();
+        let expected: Vec<&str> = if index < 3 {
+            vec!["send 2 AppendEntries entries=1"]
+        } else {
+            vec![]
+        };
+        assert_eq!(sent, expected, "after the acknowledgement of {index}");
+    }
+    // A heartbeat resends from each peer's next index, still one entry at
+    // most (peer 2 has everything; peer 3 still lacks all three).
+    node.handle(ms(460), vec![], &mut j.clone()).unwrap();
+    assert_eq!(
+        j.take(),
+        vec![
+            "send 2 AppendEntries entries=0",
+            "send 3 AppendEntries entries=1"
+        ]
+    );
+    // The trace header records the cap.
+    let text = text(&out);
+    let reader = TraceReader::new("mem", text.as_bytes()).unwrap();
+    assert_eq!(reader.header().max_append_entries, cap);
+}
+
+#[test]
 fn a_single_node_answers_the_client_after_the_sync() {
     let j = Journal::default();
     let mut node = Node::start(
