@@ -30,6 +30,8 @@ fn config(servers: usize, max_term: u64, requests: usize, crashes: usize) -> Mod
         network: NetworkKind::UnorderedDuplicating,
         lossy: false,
         bug: None,
+        max_append_entries: None,
+        empty_heartbeats: false,
     }
 }
 
@@ -188,6 +190,38 @@ fn two_servers_two_terms_one_request() {
     assert_eq!(report.unique_states, 321);
 }
 
+/// 3 servers, 1 term, 2 requests, with the replication options of
+/// `raft_spec::Server`: the default (every AppendEntries carries the log from
+/// `next_index` on), a cap of one entry per AppendEntries (the next batch
+/// follows each acknowledgement), and that cap with empty heartbeats. Each
+/// passes; the cap gives fewer distinct messages, so fewer states.
+#[test]
+fn three_servers_one_term_two_requests_with_each_replication_option() {
+    let one = std::num::NonZeroUsize::new(1);
+    for (cfg, states) in [
+        (config(3, 1, 2, 0), 87_563),
+        (
+            ModelConfig {
+                max_append_entries: one,
+                ..config(3, 1, 2, 0)
+            },
+            22_043,
+        ),
+        (
+            ModelConfig {
+                max_append_entries: one,
+                empty_heartbeats: true,
+                ..config(3, 1, 2, 0)
+            },
+            23_363,
+        ),
+    ] {
+        let report = clean_run(cfg);
+        assert_clean(&report, &[ELECTION_ONLY, &[names::CLIENT_REPLY]].concat());
+        assert_eq!(report.unique_states, states, "{cfg}");
+    }
+}
+
 /// The default configuration: 3 servers, 1 term, 1 request, 1 crash, here
 /// with a lossy network (the default check's count: loss is explored as
 /// delay on this network).
@@ -324,7 +358,9 @@ fn reachable_projections(model: &RaftModel) -> HashSet<u64> {
 /// says are ignored, requests refused for good or absorbed for good whose
 /// answers are ignored, moot redirects) changes no reachable server, client
 /// or ghost state: it only merges states that differ in messages nobody will
-/// act on.
+/// act on. The configurations include seeded bugs that change which
+/// messages matter, the non-duplicating network, empty heartbeats and a cap
+/// on entries per AppendEntries.
 #[test]
 fn dead_message_collection_preserves_reachable_server_states() {
     // The seeded bugs that change which messages are dead (a counted vote of
@@ -345,7 +381,15 @@ fn dead_message_collection_preserves_reachable_server_states() {
         non_duplicating,
         with_bug(config(2, 2, 1, 0), raft_spec::bugs::Bug::StaleVoteResponse),
         with_bug(config(2, 1, 1, 0), raft_spec::bugs::Bug::MatchIndexRegress),
-        with_bug(config(2, 1, 1, 1), raft_spec::bugs::Bug::CommitWithoutMin),
+        ModelConfig {
+            empty_heartbeats: true,
+            ..with_bug(config(2, 1, 1, 1), raft_spec::bugs::Bug::CommitWithoutMin)
+        },
+        ModelConfig {
+            max_append_entries: std::num::NonZeroUsize::new(1),
+            empty_heartbeats: true,
+            ..config(2, 1, 2, 0)
+        },
     ] {
         let with = reachable_projections(&RaftModel::new(cfg));
         let without = reachable_projections(&RaftModel::new(cfg).without_garbage_collection());

@@ -15,6 +15,7 @@ use stateright::{Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::hash::Hash;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 /// The state machine the model replicates.
@@ -261,6 +262,10 @@ pub enum RaftActor {
         servers: usize,
         /// The seeded bug the server runs with, if any.
         bug: Option<Bug>,
+        /// The most entries one AppendEntries carries (`None`: no limit).
+        max_append_entries: Option<NonZeroUsize>,
+        /// Whether heartbeats carry no entries.
+        empty_heartbeats: bool,
     },
     /// A client that sends request number 1 to every server (it does not know
     /// the leader) and follows `NotLeader` redirects.
@@ -445,7 +450,12 @@ impl Actor for RaftActor {
 
     fn on_start(&self, id: Id, storage: &Option<Stored>, o: &mut Out<Self>) -> ActorState {
         match self {
-            RaftActor::Server { servers, bug } => {
+            RaftActor::Server {
+                servers,
+                bug,
+                max_append_entries,
+                empty_heartbeats,
+            } => {
                 let peers = (0..*servers).map(|i| NodeId(i as u64)).collect();
                 let persistent = storage
                     .as_ref()
@@ -453,6 +463,9 @@ impl Actor for RaftActor {
                     .unwrap_or_default();
                 let (server, outputs) =
                     Server::restart_with_bug(node_id(id), peers, persistent, *bug);
+                let server = server
+                    .with_max_append_entries(*max_append_entries)
+                    .with_empty_heartbeats(*empty_heartbeats);
                 carry_out(&server, outputs, o);
                 ActorState::Server(ServerState(server))
             }

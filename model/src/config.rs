@@ -2,6 +2,7 @@
 
 use raft_spec::bugs::Bug;
 use std::fmt;
+use std::num::NonZeroUsize;
 use std::str::FromStr;
 
 /// How the network treats messages in flight.
@@ -84,6 +85,13 @@ pub struct ModelConfig {
     /// A seeded bug the servers run with (`None`: the correct rules). See
     /// [`crate::bugs`].
     pub bug: Option<Bug>,
+    /// The most entries one AppendEntries carries (`None`: every entry from
+    /// the follower's `next_index` on); see
+    /// `raft_spec::Server::with_max_append_entries`.
+    pub max_append_entries: Option<NonZeroUsize>,
+    /// Whether a leader's heartbeats carry no entries (Figure 2's "empty
+    /// AppendEntries"); see `raft_spec::Server::with_empty_heartbeats`.
+    pub empty_heartbeats: bool,
 }
 
 /// A configuration that cannot be checked.
@@ -126,6 +134,8 @@ impl ModelConfig {
             network: NetworkKind::UnorderedDuplicating,
             lossy: false,
             bug: None,
+            max_append_entries: None,
+            empty_heartbeats: false,
         }
     }
 
@@ -140,6 +150,8 @@ impl ModelConfig {
             network: NetworkKind::UnorderedDuplicating,
             lossy: true,
             bug: None,
+            max_append_entries: None,
+            empty_heartbeats: false,
         }
     }
 
@@ -174,7 +186,7 @@ impl fmt::Display for ModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "servers={} max_term={} requests={} crashes={} network={} lossy={}{}{}",
+            "servers={} max_term={} requests={} crashes={} network={} lossy={}{}{}{}{}",
             self.servers,
             self.max_term,
             self.requests,
@@ -183,6 +195,15 @@ impl fmt::Display for ModelConfig {
             self.lossy,
             if self.lossy && self.network != NetworkKind::Ordered {
                 " (loss explored as unbounded delay)"
+            } else {
+                ""
+            },
+            match self.max_append_entries {
+                Some(n) => format!(" max_append_entries={n}"),
+                None => String::new(),
+            },
+            if self.empty_heartbeats {
+                " empty_heartbeats"
             } else {
                 ""
             },

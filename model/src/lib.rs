@@ -19,6 +19,8 @@
 //!     network: NetworkKind::UnorderedNonDuplicating,
 //!     lossy: false,
 //!     bug: None,
+//!     max_append_entries: None,
+//!     empty_heartbeats: false,
 //! };
 //! let checker = RaftModel::new(config).checker().spawn_bfs().join();
 //! assert!(checker.is_done());

@@ -192,6 +192,8 @@ impl RaftModel {
             .actors((0..config.servers).map(|_| RaftActor::Server {
                 servers: config.servers,
                 bug: config.bug,
+                max_append_entries: config.max_append_entries,
+                empty_heartbeats: config.empty_heartbeats,
             }))
             .actors((0..config.requests).map(|_| RaftActor::Client {
                 servers: config.servers,

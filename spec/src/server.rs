@@ -11,6 +11,7 @@ use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroUsize;
 
 /// The three roles of Raft §5.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -279,6 +280,14 @@ pub struct Server<S: StateMachine> {
     /// `Server::restart_with_bug` (crate feature `seeded-bugs`).
     #[serde(skip)]
     bug: Option<Bug>,
+    /// The most entries one AppendEntries carries (`None`: no limit); see
+    /// [`Server::with_max_append_entries`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    max_append_entries: Option<NonZeroUsize>,
+    /// Whether heartbeats carry no entries; see
+    /// [`Server::with_empty_heartbeats`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    empty_heartbeats: bool,
 }
 
 /// The outputs of a step, in the order they must be carried out.
@@ -364,8 +373,58 @@ impl<S: StateMachine> Server<S> {
                 sessions: BTreeMap::new(),
             },
             bug,
+            max_append_entries: None,
+            empty_heartbeats: false,
         };
         (server, vec![Output::SetTimer(Timer::Election)])
+    }
+
+    /// Caps the entries one AppendEntries carries at `limit` (`None`, the
+    /// default: every entry from the follower's `next_index` to the end of the
+    /// log), like hashicorp/raft's `MaxAppendEntries` or etcd-io/raft's
+    /// `MaxSizePerMsg`. A leader whose message was cut short sends the next
+    /// batch as soon as the follower acknowledges one (as etcd-io/raft does
+    /// on an append response), and heartbeats resend from `next_index`.
+    ///
+    /// With a cap, a follower's `commit_index` must take the `min` with the
+    /// index of the last new entry (Fig. 2, AppendEntries receiver rule 5):
+    /// `leader_commit` can then lie beyond the entries a message carries.
+    /// The setting is configuration, not state: set it again after every
+    /// [`Server::restart`].
+    #[must_use]
+    pub fn with_max_append_entries(mut self, limit: Option<NonZeroUsize>) -> Self {
+        self.max_append_entries = limit;
+        self
+    }
+
+    /// The cap set by [`Server::with_max_append_entries`].
+    pub fn max_append_entries(&self) -> Option<NonZeroUsize> {
+        self.max_append_entries
+    }
+
+    /// Makes heartbeats carry no entries, as Figure 2 words them ("empty
+    /// AppendEntries RPCs (heartbeat)") and as etcd-io/raft's `MsgHeartbeat`
+    /// and hashicorp/raft's heartbeats are: `prev_log_index = next_index - 1`
+    /// and no entries, even for a follower that lacks some. Entries then
+    /// travel only when appended, after a rejection and in the next batch
+    /// after an acknowledgement ([`Server::with_max_append_entries`]). The
+    /// default (`false`) sends every heartbeat with the entries from
+    /// `next_index` on, which also resends what the network lost.
+    ///
+    /// An empty heartbeat is where a follower's `min` in AppendEntries
+    /// receiver rule 5 matters: the follower may hold entries past
+    /// `prev_log_index` that conflict with the leader's committed ones, and
+    /// only the `min` keeps it from committing them. Configuration, not
+    /// state: set it again after every [`Server::restart`].
+    #[must_use]
+    pub fn with_empty_heartbeats(mut self, empty: bool) -> Self {
+        self.empty_heartbeats = empty;
+        self
+    }
+
+    /// Whether heartbeats are empty ([`Server::with_empty_heartbeats`]).
+    pub fn empty_heartbeats(&self) -> bool {
+        self.empty_heartbeats
     }
 
     /// The current role.
@@ -760,10 +819,20 @@ impl<S: StateMachine> Server<S> {
                 *matched = m.index;
             }
             let next = self.volatile.next_index.entry(from).or_insert(LogIndex(1));
-            if m.index.next() > *next || regress {
+            let advanced = m.index.next() > *next;
+            if advanced || regress {
                 *next = m.index.next();
             }
             self.advance_commit_index(fx);
+            // With a cap, the entries past the acknowledged batch were never
+            // sent: send the next batch now rather than at the next heartbeat.
+            // Without one, every entry was sent when it was appended.
+            if advanced
+                && self.max_append_entries.is_some()
+                && m.index < self.persistent.log.last_index()
+            {
+                self.send_append_entries(from, fx);
+            }
         } else {
             if m.index
                 <= self
@@ -860,14 +929,18 @@ impl<S: StateMachine> Server<S> {
     }
 
     /// Fig. 2 (Leaders): send AppendEntries to each server during idle periods
-    /// to prevent election timeouts (Raft §5.2), carrying every entry from the
-    /// follower's `next_index` on.
+    /// to prevent election timeouts (Raft §5.2), carrying the entries from the
+    /// follower's `next_index` on, or none with
+    /// [`Server::with_empty_heartbeats`].
     fn handle_heartbeat_timeout(&mut self, fx: &mut Effects<S::Command, S::Output>) {
         if self.volatile.role != Role::Leader {
             return;
         }
         fx.rest.push(Output::SetTimer(Timer::Heartbeat));
-        self.broadcast_append_entries(fx);
+        for i in 0..self.peers.len() {
+            let peer = self.peers[i];
+            self.send_append_entries_or_heartbeat(peer, !self.empty_heartbeats, fx);
+        }
     }
 
     // ---- Replication and commitment ------------------------------------
@@ -880,6 +953,18 @@ impl<S: StateMachine> Server<S> {
     }
 
     fn send_append_entries(&self, peer: NodeId, fx: &mut Effects<S::Command, S::Output>) {
+        self.send_append_entries_or_heartbeat(peer, true, fx);
+    }
+
+    /// AppendEntries to `peer` from its `next_index`: with the entries from
+    /// there on (at most `max_append_entries`), or none if `with_entries` is
+    /// false (an empty heartbeat).
+    fn send_append_entries_or_heartbeat(
+        &self,
+        peer: NodeId,
+        with_entries: bool,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
         let log = &self.persistent.log;
         let next = self
             .volatile
@@ -898,7 +983,16 @@ impl<S: StateMachine> Server<S> {
                 leader_id: self.id,
                 prev_log_index,
                 prev_log_term,
-                entries: log.entries_from(next).to_vec(),
+                entries: match self.max_append_entries {
+                    _ if !with_entries => Vec::new(),
+                    Some(limit) => log
+                        .entries_from(next)
+                        .iter()
+                        .take(limit.get())
+                        .cloned()
+                        .collect(),
+                    None => log.entries_from(next).to_vec(),
+                },
                 leader_commit: self.volatile.commit_index,
             }),
         });
@@ -1101,6 +1195,8 @@ impl<S: StateMachine> Server<S> {
                     .collect(),
             },
             bug: self.bug,
+            max_append_entries: self.max_append_entries,
+            empty_heartbeats: self.empty_heartbeats,
         }
     }
 }

@@ -20,7 +20,7 @@ fn check_bug(entry: &SeededBug) -> CheckReport {
         progress_every: None,
         stop_at: match entry.expected {
             Expected::Violates(p) => Some(p),
-            Expected::Unreachable(_) | Expected::Masked => None,
+            Expected::Unreachable(_) => None,
         },
     };
     check::run(entry.config, options, &mut std::io::sink())
@@ -192,19 +192,34 @@ fn leader_ignores_higher_term_never_steps_down_on_a_response() {
     assert_unreachable(Bug::LeaderIgnoresHigherTerm, 321, &two_servers_two_terms());
 }
 
-/// Masked: every AppendEntries carries the leader's log from `next_index` to
-/// its end, so `leader_commit <= prev_log_index + entries.len()` and the
-/// missing `min` changes nothing. The check with the bug passes, with exactly
-/// the state count of the correct rules.
+/// Needs empty heartbeats: n0 leads term 1 with an entry only it holds, n1
+/// leads term 2 with an empty log, appends its own entry at index 1 and
+/// commits it with n2; its empty heartbeat to n0 (`prev_log_index` 0) passes
+/// the consistency check and, without the `min`, makes n0 commit and apply
+/// its own term-1 entry at index 1.
+///
+/// With the default heartbeats, which carry the leader's log from
+/// `next_index` on, the missing `min` changes nothing: the same
+/// configuration with the bug has exactly the correct rules' states.
 #[test]
-fn commit_without_min_is_masked_by_whole_log_append_entries() {
-    let entry = seeded(Bug::CommitWithoutMin);
-    assert_eq!(entry.expected, Expected::Masked);
-    let report = check_bug(&entry);
-    assert_clean(&report, &one_term());
-    let clean = clean_run(without_bug(entry.config));
-    assert_eq!(report.unique_states, clean.unique_states);
+fn commit_without_min_breaks_state_machine_safety_with_empty_heartbeats() {
+    assert_caught(
+        Bug::CommitWithoutMin,
+        12,
+        EMPTY_HEARTBEATS_SYMMETRIC,
+        &three_servers_two_terms(),
+    );
+    let default_heartbeats = ModelConfig {
+        empty_heartbeats: false,
+        ..seeded(Bug::CommitWithoutMin).config
+    };
+    let report = super::run(default_heartbeats, Strategy::Dfs, true, 1);
+    assert_clean(&report, &three_servers_two_terms());
+    assert_eq!(report.unique_states, THREE_SERVERS_TWO_TERMS_SYMMETRIC);
 }
+
+/// 3 servers, 2 terms, 1 request, no crash, empty heartbeats, with symmetry.
+const EMPTY_HEARTBEATS_SYMMETRIC: usize = 36_213;
 
 /// Needs three terms: a follower holding an entry of term 1 acknowledges it
 /// to the leader of term 2, which commits its own, different entry at that

@@ -833,6 +833,85 @@ fn leader_heartbeat_timeout_sends_append_entries_to_every_peer() {
     );
 }
 
+/// With empty heartbeats (Figure 2's "empty AppendEntries RPCs"), a
+/// heartbeat carries `prev_log_index = next_index - 1` and no entries, even
+/// to a peer that lacks some; the commit index is the leader's.
+///
+/// Fig. 2 (Leaders rule 1: "send initial empty AppendEntries RPCs (heartbeat) to each server")
+#[test]
+fn empty_heartbeats_carry_no_entries() {
+    let mut s = leader_of_term(1, 3, &[1], 2).with_empty_heartbeats(true);
+    s.step(client_request(7, 1));
+    s.step(receive(2, aer(2, true, 2)));
+    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 2)]));
+
+    let out = s.step(Input::HeartbeatTimeout);
+
+    assert_eq!(
+        out,
+        vec![
+            SET_HEARTBEAT,
+            send(2, ae(2, 1, 2, 2, vec![], 2)),
+            send(3, ae(2, 1, 1, 1, vec![], 2)),
+        ]
+    );
+    // A new entry still travels at once, with what the peer lacks.
+    let out = s.step(client_request(7, 2));
+    assert!(out.contains(&send(
+        3,
+        ae(2, 1, 1, 1, vec![command(2, 7, 1), command(2, 7, 2)], 2)
+    )));
+}
+
+/// An empty heartbeat is why a follower's commit index takes the `min`
+/// with its last new entry: this follower holds an entry of term 1 at index
+/// 1 that the leader of term 2 has replaced and committed; the heartbeat's
+/// consistency check at index 0 passes, and the follower must not commit its
+/// own entry.
+///
+/// Fig. 2 (AppendEntries RPC, receiver rule 5: commitIndex = min(leaderCommit, index of last new entry))
+#[test]
+fn empty_heartbeat_does_not_commit_entries_the_follower_was_not_sent() {
+    let mut s = server_with_log(1, 3, &[1], 1);
+
+    let out = s.step(receive(2, ae(2, 2, 0, 0, vec![], 1)));
+
+    assert_eq!(
+        out,
+        vec![
+            persist_hard_state(2, None),
+            SET_ELECTION,
+            send(2, aer(2, true, 0))
+        ]
+    );
+    assert_eq!(s.volatile.commit_index, LogIndex(0));
+    assert_eq!(s.volatile.last_applied, LogIndex(0));
+}
+
+/// With a cap on entries per AppendEntries, a leader sends at most that many
+/// from `next_index`, and sends the next batch as soon as one is
+/// acknowledged; a duplicate of that acknowledgement sends nothing more.
+///
+/// Fig. 2 (Leaders rule 3: "send AppendEntries RPC with log entries starting at nextIndex")
+#[test]
+fn capped_append_entries_carry_one_batch_and_the_ack_sends_the_next() {
+    let cap = std::num::NonZeroUsize::new(1);
+    let mut s = leader_of_term(1, 3, &[1, 1], 2).with_max_append_entries(cap);
+    assert_eq!(s.max_append_entries(), cap);
+    s.step(receive(2, aer(2, false, 2)));
+    let out = s.step(receive(2, aer(2, false, 1)));
+    assert_eq!(out, vec![send(2, ae(2, 1, 0, 0, vec![entry(1)], 0))]);
+
+    let out = s.step(receive(2, aer(2, true, 1)));
+
+    assert_eq!(out, vec![send(2, ae(2, 1, 1, 1, vec![entry(1)], 0))]);
+    assert_eq!(s.volatile.next_index, indices(&[(2, 2), (3, 3)]));
+    assert_eq!(s.step(receive(2, aer(2, true, 1))), vec![]);
+    // The last batch: nothing follows it.
+    assert_eq!(s.step(receive(2, aer(2, true, 2))), vec![]);
+    assert_eq!(s.volatile.match_index, indices(&[(2, 2), (3, 0)]));
+}
+
 /// Followers and candidates have no heartbeat timer.
 ///
 /// Fig. 2 (Leaders rule 1)
