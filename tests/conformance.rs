@@ -52,6 +52,7 @@ impl Impl {
             timing: Timing::default(),
             seed: id.0,
             trace: None,
+            max_append_entries: None,
         }
     }
 

@@ -259,6 +259,11 @@ pub struct NodeOptions {
     pub seed: u64,
     /// Where to write the trace, if anywhere.
     pub trace: Option<TraceOut>,
+    /// The most entries one AppendEntries carries (`None`: no cap;
+    /// [`Server::with_max_append_entries`]). Configuration, not persisted
+    /// state: applied at every start and restart, and recorded in a new
+    /// trace's header ([`Header::max_append_entries`]).
+    pub max_append_entries: Option<NonZeroUsize>,
 }
 
 /// Where a node writes its trace.
@@ -272,32 +277,10 @@ pub struct TraceOut {
 
 impl<St: Storage> Node<St> {
     /// Starts (or restarts) the node from what `storage` recovered
-    /// ([`Server::restart`]), carrying out the restart's outputs. No cap on
-    /// the entries one AppendEntries carries: see
-    /// [`Node::start_with_max_append_entries`].
+    /// ([`Server::restart`], with the options' cap on entries per
+    /// AppendEntries), carrying out the restart's outputs.
     pub fn start(
         options: NodeOptions,
-        persistent: PersistentState<KvCommand>,
-        storage: St,
-        now: Time,
-        io: &mut impl Io,
-    ) -> Result<Self, NodeError> {
-        Self::start_with_max_append_entries(options, None, persistent, storage, now, io)
-    }
-
-    /// [`Node::start`] whose server sends at most `max_append_entries`
-    /// entries in one AppendEntries (`None`: no cap;
-    /// [`Server::with_max_append_entries`]). The cap is configuration, not
-    /// persisted state: it is applied to the server built here, at every
-    /// start and restart, and a new trace's header records it
-    /// ([`Header::max_append_entries`]).
-    //
-    // A parameter rather than a field of `NodeOptions`: `NodeOptions` is
-    // built with a struct literal outside this crate (tests/conformance.rs),
-    // which a new field would break.
-    pub fn start_with_max_append_entries(
-        options: NodeOptions,
-        max_append_entries: Option<NonZeroUsize>,
         persistent: PersistentState<KvCommand>,
         storage: St,
         now: Time,
@@ -310,6 +293,7 @@ impl<St: Storage> Node<St> {
             timing,
             seed,
             trace,
+            max_append_entries,
         } = options;
         let ids: Vec<NodeId> = peers.keys().copied().collect();
         let trace = match trace {

@@ -240,7 +240,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         tx,
     );
     let origin = Instant::now();
-    let mut node = Node::start_with_max_append_entries(
+    let mut node = Node::start(
         NodeOptions {
             id: options.id,
             peers: options.peers.clone(),
@@ -248,8 +248,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             timing: options.timing,
             seed,
             trace,
+            max_append_entries: options.max_append_entries,
         },
-        options.max_append_entries,
         persistent,
         storage,
         origin.elapsed(),
@@ -403,6 +403,7 @@ mod tests {
                 timing: o.timing,
                 seed: 1,
                 trace: Some(open_trace(&path, &o, &PersistentState::default()).unwrap()),
+                max_append_entries: None,
             },
             PersistentState::default(),
             MemStorage::default(),

@@ -398,16 +398,10 @@ impl Sim {
             timing: self.config.timing,
             seed: self.rng.next_u64(),
             trace,
+            max_append_entries: self.config.max_append_entries,
         };
         let mut out = Outbox::default();
-        match Node::start_with_max_append_entries(
-            options,
-            self.config.max_append_entries,
-            persistent,
-            storage,
-            self.now,
-            &mut out,
-        ) {
+        match Node::start(options, persistent, storage, self.now, &mut out) {
             Ok(mut node) => {
                 #[cfg(feature = "fault-injection")]
                 node.set_send_before_sync(self.fault == Some(RuntimeFault::SendBeforeSync));

@@ -90,6 +90,7 @@ fn options(n: u64) -> NodeOptions {
         timing: Timing::default(),
         seed: 1,
         trace: None,
+        max_append_entries: None,
     }
 }
 
@@ -216,9 +217,9 @@ fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
         resume_after: None,
     });
     let j = Journal::default();
-    let mut node = Node::start_with_max_append_entries(
+    o.max_append_entries = cap;
+    let mut node = Node::start(
         o,
-        cap,
         PersistentState::default(),
         JournalStorage(j.clone()),
         ms(0),
