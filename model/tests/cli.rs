@@ -83,6 +83,14 @@ fn bad_arguments_exit_2_naming_the_flag() {
         (vec!["check", "--strategy", "random"], "--strategy"),
         (vec!["check", "--servers", "three"], "--servers"),
         (vec!["explore", "--addr", "not-an-address"], "--addr"),
+        (
+            vec!["check", "--max-append-entries", "0"],
+            "--max-append-entries",
+        ),
+        (
+            vec!["check", "--max-append-entries", "all"],
+            "--max-append-entries",
+        ),
     ] {
         let o = raft_model(&args);
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
@@ -110,4 +118,51 @@ fn symmetry_with_dfs_runs() {
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("unique states=312 "), "{}", stdout(&o));
+}
+
+#[test]
+fn replication_options_are_printed_and_checked() {
+    let o = raft_model(&[
+        "check",
+        "--servers",
+        "3",
+        "--max-term",
+        "1",
+        "--requests",
+        "2",
+        "--crashes",
+        "0",
+        "--max-append-entries",
+        "1",
+        "--empty-heartbeats",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("max_append_entries=1 empty_heartbeats"),
+        "{out}"
+    );
+    assert!(out.contains("unique states=23363 "), "{out}");
+}
+
+#[test]
+fn commit_without_min_is_caught_with_empty_heartbeats() {
+    let o = raft_model(&["bugs"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(
+        out.lines()
+            .any(|l| l
+                .contains("--servers 3 --max-term 2 --requests 1 --crashes 0 --empty-heartbeats")),
+        "{out}"
+    );
+    let o = raft_model(&["check", "--bug", "commit-without-min"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("Counterexample to \"State Machine Safety\""),
+        "{out}"
+    );
+    assert!(out.contains("   12. "), "{out}");
+    assert!(!out.contains("   13. "), "{out}");
 }
