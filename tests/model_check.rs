@@ -365,7 +365,8 @@ fn reachable_projections(model: &RaftModel) -> HashSet<u64> {
 fn dead_message_collection_preserves_reachable_server_states() {
     // The seeded bugs that change which messages are dead (a counted vote of
     // an earlier term, a match_index that moves back, a commit without the
-    // min) are checked too, and the network that consumes what it delivers.
+    // min, a leader's commit rule under which AppendEntries may be absorbed)
+    // are checked too, and the network that consumes what it delivers.
     let with_bug = |cfg: ModelConfig, bug| ModelConfig {
         bug: Some(bug),
         ..cfg
@@ -381,6 +382,7 @@ fn dead_message_collection_preserves_reachable_server_states() {
         non_duplicating,
         with_bug(config(2, 2, 1, 0), raft_spec::bugs::Bug::StaleVoteResponse),
         with_bug(config(2, 1, 1, 0), raft_spec::bugs::Bug::MatchIndexRegress),
+        with_bug(config(2, 2, 1, 0), raft_spec::bugs::Bug::Figure8),
         ModelConfig {
             empty_heartbeats: true,
             ..with_bug(config(2, 1, 1, 1), raft_spec::bugs::Bug::CommitWithoutMin)

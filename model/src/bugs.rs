@@ -63,12 +63,12 @@ pub fn seeded(bug: Bug) -> SeededBug {
     let mut note = "";
     let (expected, config) = match bug {
         Bug::Figure8 => {
-            note = "needs four terms (t1 < t2 < t3 leaders, then a t4 leader lacking the entry); \
-                    a 20-step counterexample (scripted in the tests) lies beyond a breadth-first search of \
-                    10 minutes";
+            note = "caught when the term-3 leader commits its term-1 entry: the term-2 leader \
+                    lacks it and could still be elected; Leader Completeness itself breaks four \
+                    steps later, with a term-4 leader (20 steps, scripted in the tests)";
             (
-                Violates(safety::LEADER_COMPLETENESS),
-                config(3, 4, 1, 0, bug),
+                Violates(safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS),
+                config(3, 3, 1, 0, bug),
             )
         }
         Bug::StaleVoteResponse => (Violates(safety::ELECTION_SAFETY), config(3, 2, 1, 0, bug)),
@@ -80,11 +80,12 @@ pub fn seeded(bug: Bug) -> SeededBug {
         ),
         Bug::EntriesTakeLeaderTerm => (Violates(safety::LOG_MATCHING), config(3, 2, 1, 0, bug)),
         Bug::AckOwnLastIndex => {
-            note = "needs three terms: the false acknowledgement commits an entry in term 2 \
-                    that a term-3 leader lacks";
+            note = "caught when the term-2 leader commits its entry on a false acknowledgement \
+                    from a server holding a term-1 entry there, which could still be elected; \
+                    Leader Completeness itself breaks with a term-3 leader (13 steps)";
             (
-                Violates(safety::LEADER_COMPLETENESS),
-                config(3, 3, 1, 0, bug),
+                Violates(safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS),
+                config(3, 2, 1, 0, bug),
             )
         }
         Bug::MatchIndexRegress => (

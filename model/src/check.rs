@@ -194,6 +194,11 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     // before the shortest-path re-searches, which need memory of their own.
     drop(checker);
     let model = &RaftModel::new(config);
+    // A breadth-first search that needed more states than the re-search may
+    // visit has the counterexample beyond its reach: the re-search would
+    // only spend as long again to give up. Depth-first paths are re-searched
+    // whatever their search cost, since their violation may be shallow.
+    let research = options.strategy == Strategy::Dfs || unique_states <= SHORTEST_PATH_LIMIT;
     let verdicts = model
         .properties()
         .into_iter()
@@ -206,7 +211,10 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
                     let holds = p.condition;
                     let violated = |m: &RaftModel, s: &State| !holds(m, s);
                     Outcome::Violated(
-                        shortest_path(model, violated, SHORTEST_PATH_LIMIT).unwrap_or(path),
+                        research
+                            .then(|| shortest_path(model, violated, SHORTEST_PATH_LIMIT))
+                            .flatten()
+                            .unwrap_or(path),
                     )
                 }
                 (_, None) => Outcome::Held,

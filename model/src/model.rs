@@ -745,6 +745,9 @@ fn prop_one_vote_per_term(_: &RaftModel, s: &State) -> bool {
 fn prop_match_index_monotonic(_: &RaftModel, s: &State) -> bool {
     safety::match_index_monotonic(&s.history.raft)
 }
+fn prop_committed_entries_survive_elections(m: &RaftModel, s: &State) -> bool {
+    safety::committed_entries_survive_elections(&m.views(s), &s.history.raft)
+}
 fn prop_linearizability(_: &RaftModel, s: &State) -> bool {
     s.history.clients.serialized_history().is_some()
 }
@@ -888,6 +891,10 @@ impl Model for RaftModel {
             Property::always(safety::STATE_MACHINE_SAFETY, prop_state_machine_safety),
             Property::always(safety::ONE_VOTE_PER_TERM, prop_one_vote_per_term),
             Property::always(safety::MATCH_INDEX_MONOTONIC, prop_match_index_monotonic),
+            Property::always(
+                safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS,
+                prop_committed_entries_survive_elections,
+            ),
             Property::always(names::LINEARIZABILITY, prop_linearizability),
             Property::sometimes(names::LEADER_ELECTED, some_leader_elected),
             // Registered even without client requests: then no entry can

@@ -48,8 +48,24 @@ pub const ONE_VOTE_PER_TERM: &str = "One Vote Per Term";
 /// Figure 3's five: a regression only delays commitment.
 pub const MATCH_INDEX_MONOTONIC: &str = "Match Index Monotonic";
 
-/// The two auxiliary invariants, checked beside the five.
-pub const AUXILIARY_PROPERTY_NAMES: [&str; 2] = [ONE_VOTE_PER_TERM, MATCH_INDEX_MONOTONIC];
+/// No server that lacks a committed entry could win an election: its log
+/// is not at least as up-to-date (Raft §5.4.1) as the logs of a majority of
+/// the servers, itself included (crashed servers by their persisted log).
+/// This is the step of the paper's proof of Leader Completeness (§5.4.3):
+/// a committed entry is on a majority, and every log at least as up-to-date
+/// as one of theirs holds it. Not one of Figure 3's five, but it looks
+/// ahead: when it fails, one more election, in a term above every current
+/// one, makes that server leader without the entry and breaks Leader
+/// Completeness. So the checker sees a bad commit when it happens, not
+/// only once the terms for the next election are within the bounds.
+pub const COMMITTED_ENTRIES_SURVIVE_ELECTIONS: &str = "Committed Entries Survive Elections";
+
+/// The three auxiliary invariants, checked beside the five.
+pub const AUXILIARY_PROPERTY_NAMES: [&str; 3] = [
+    ONE_VOTE_PER_TERM,
+    MATCH_INDEX_MONOTONIC,
+    COMMITTED_ENTRIES_SURVIVE_ELECTIONS,
+];
 
 /// The five property names, in the paper's order.
 pub const PROPERTY_NAMES: [&str; 5] = [
@@ -461,7 +477,32 @@ pub fn match_index_monotonic<C>(history: &History<C>) -> bool {
         .any(|v| matches!(v, Violation::MatchIndexDecreased { .. }))
 }
 
-/// Evaluates the five properties, then the two auxiliary invariants; returns
+/// Committed Entries Survive Elections: every server whose log lacks an
+/// entry committed so far (the history's applied entries) is less
+/// up-to-date than the logs of a majority.
+pub fn committed_entries_survive_elections<C: PartialEq>(
+    servers: &[ServerView<'_, C>],
+    history: &History<C>,
+) -> bool {
+    servers.iter().all(|s| {
+        let holds_all = history
+            .applied
+            .iter()
+            .enumerate()
+            .all(|(k, (entry, _))| s.log.get(LogIndex(k as u64 + 1)) == Some(entry));
+        holds_all || !could_be_elected(s, servers)
+    })
+}
+
+/// Whether `s`'s log is at least as up-to-date as the logs of a majority of
+/// `servers` (itself included), so that they could all vote for it.
+fn could_be_elected<C>(s: &ServerView<'_, C>, servers: &[ServerView<'_, C>]) -> bool {
+    let key = s.log.up_to_date();
+    let voters = servers.iter().filter(|v| key >= v.log.up_to_date()).count();
+    2 * voters > servers.len()
+}
+
+/// Evaluates the five properties, then the three auxiliary invariants; returns
 /// the names of those that fail, in that order.
 pub fn violated_properties<C: PartialEq>(
     servers: &[ServerView<'_, C>],
@@ -489,6 +530,9 @@ pub fn violated_properties<C: PartialEq>(
     if !match_index_monotonic(history) {
         failed.push(MATCH_INDEX_MONOTONIC);
     }
+    if !committed_entries_survive_elections(servers, history) {
+        failed.push(COMMITTED_ENTRIES_SURVIVE_ELECTIONS);
+    }
     failed
 }
 
@@ -510,6 +554,9 @@ pub fn violated_properties<C: PartialEq>(
 ///   the same term only.
 /// - Leader Append-Only, One Vote Per Term, Match Index Monotonic: the
 ///   history's step-level violations, as the full predicates read them.
+/// - Committed Entries Survive Elections: a server holds every committed
+///   entry exactly when its `agree` (below) covers the applied entries; the
+///   up-to-date comparison is between pairs of servers.
 /// - Log Matching: only pairs with the stepped server can change, and only
 ///   at indices from `from` on. Since the pair matched before the step
 ///   (checked at every step, so by induction), the logs agree below `from`
@@ -644,6 +691,12 @@ impl<C: Clone + PartialEq> IncrementalSafety<C> {
         }
         if !match_index_monotonic(&self.history) {
             failed.push(MATCH_INDEX_MONOTONIC);
+        }
+        let applied = self.history.applied.len();
+        if !servers.iter().all(|s| {
+            self.agree.get(&s.id).copied().unwrap_or(0) >= applied || !could_be_elected(s, servers)
+        }) {
+            failed.push(COMMITTED_ENTRIES_SURVIVE_ELECTIONS);
         }
         failed
     }

@@ -646,12 +646,10 @@ impl<S: StateMachine> Server<S> {
         });
     }
 
-    /// Raft §5.4.1: "If the logs have last entries with different terms, then
-    /// the log with the later term is more up-to-date. If the logs end with the
-    /// same term, then whichever log is longer is more up-to-date."
+    /// Raft §5.4.1: the candidate's log is at least as up-to-date as this
+    /// server's ([`Log::up_to_date`]).
     fn candidate_log_is_up_to_date(&self, last_log_index: LogIndex, last_log_term: Term) -> bool {
-        let log = &self.persistent.log;
-        (last_log_term, last_log_index) >= (log.last_term(), log.last_index())
+        (last_log_term, last_log_index) >= self.persistent.log.up_to_date()
     }
 
     /// Fig. 2 (Candidates): "If votes received from majority of servers:
@@ -1143,13 +1141,15 @@ impl<S: StateMachine> Server<S> {
     /// AppendEntries that are absorbed for good. False for any other message,
     /// and under every seeded bug that changes these rules or the properties
     /// the argument rests on, that is every one but [`Bug::CommitWithoutMin`],
-    /// whose commit rule it asks (`follower_commit`).
+    /// whose commit rule it asks (`follower_commit`), and [`Bug::Figure8`],
+    /// which changes only the leader's commit rule (it breaks Leader
+    /// Completeness, on which the argument does not rest).
     pub fn absorbs(&self, message: &Message<S::Command>) -> bool {
         let v = &self.volatile;
         let p = &self.persistent;
         if v.role != Role::Follower
             || message.term() != p.current_term
-            || !matches!(self.bug, None | Some(Bug::CommitWithoutMin))
+            || !matches!(self.bug, None | Some(Bug::CommitWithoutMin | Bug::Figure8))
         {
             return false;
         }

@@ -167,6 +167,15 @@ impl<C> Log<C> {
         self.entries.last().map_or(Term(0), |e| e.term)
     }
 
+    /// The key of Raft §5.4.1's order on logs: "If the logs have last
+    /// entries with different terms, then the log with the later term is
+    /// more up-to-date. If the logs end with the same term, then whichever
+    /// log is longer is more up-to-date." So `a.up_to_date() >=
+    /// b.up_to_date()` says that `a` is at least as up-to-date as `b`.
+    pub fn up_to_date(&self) -> (Term, LogIndex) {
+        (self.last_term(), self.last_index())
+    }
+
     /// The term of the entry at `index`: `Some(Term(0))` for index 0, `None`
     /// past the end.
     pub fn term_at(&self, index: LogIndex) -> Option<Term> {

@@ -2,9 +2,10 @@
 //! holds on a good snapshot and fails on a crafted bad one.
 
 use crate::safety::{
-    election_safety, leader_append_only, leader_completeness, log_matching, state_machine_safety,
-    violated_properties, History, ServerView, Violation, ELECTION_SAFETY, LEADER_COMPLETENESS,
-    LOG_MATCHING, STATE_MACHINE_SAFETY,
+    committed_entries_survive_elections, election_safety, leader_append_only, leader_completeness,
+    log_matching, state_machine_safety, violated_properties, History, ServerView, Violation,
+    COMMITTED_ENTRIES_SURVIVE_ELECTIONS, ELECTION_SAFETY, LEADER_COMPLETENESS, LOG_MATCHING,
+    STATE_MACHINE_SAFETY,
 };
 use crate::{Increment, Log, LogIndex, NodeId, Role, Term};
 use std::collections::BTreeSet;
@@ -223,6 +224,62 @@ fn leader_completeness_fails_when_leader_misses_committed_entry() {
     }
 }
 
+/// A server that lacks a committed entry but whose log is less up-to-date
+/// than a majority's (here: shorter, or of a lower last term) cannot be
+/// elected, and the invariant holds; a crashed server counts by its
+/// persisted log.
+///
+/// Raft §5.4.3 (the argument for Leader Completeness), §5.4.1 (up-to-date)
+#[test]
+fn committed_entries_survive_elections_holds_when_lacking_servers_are_behind() {
+    let mut history = History::default();
+    let committed = log_of(&[1, 2]);
+    record_apply(&mut history, 1, 2, &committed, 0, 2);
+    let behind = [log_of(&[]), log_of(&[1]), log_of(&[1, 1, 1])];
+    for lacking in &behind {
+        let servers = [
+            view(1, Role::Leader, 2, &committed, 2),
+            crashed(view(2, Role::Follower, 2, &committed, 0)),
+            view(3, Role::Follower, 2, lacking, 0),
+        ];
+        assert!(committed_entries_survive_elections(&servers, &history));
+    }
+}
+
+/// Figure 8 at the moment of the wrong commit: the entry of term 1 at index
+/// 1 is committed on servers 1 and 3, while server 2 holds an entry of term 2
+/// there. Server 2's log is more up-to-date than server 3's, so servers 2
+/// and 3 could elect it without the committed entry: the invariant fails
+/// (and `violated_properties` names it), though every Figure 3 property
+/// still holds. With an empty log server 2 would be behind, and it holds.
+///
+/// Raft §5.4.2 (Figure 8), §5.4.3
+#[test]
+fn committed_entries_survive_elections_fails_when_a_lacking_server_could_win() {
+    let mut history = History::default();
+    let old = log_of(&[1]);
+    record_apply(&mut history, 1, 3, &old, 0, 1);
+    let other = log_of(&[2]);
+    let servers = [
+        view(1, Role::Leader, 3, &old, 1),
+        view(2, Role::Follower, 3, &other, 0),
+        view(3, Role::Follower, 3, &old, 0),
+    ];
+    assert!(!committed_entries_survive_elections(&servers, &history));
+    assert_eq!(
+        violated_properties(&servers, &history),
+        vec![COMMITTED_ENTRIES_SURVIVE_ELECTIONS]
+    );
+
+    let lower = Log::new();
+    let servers = [
+        servers[0],
+        view(2, Role::Follower, 3, &lower, 0),
+        servers[2],
+    ];
+    assert!(committed_entries_survive_elections(&servers, &history));
+}
+
 /// Servers applying the same entry at an index satisfy State Machine Safety;
 /// a crashed server's lost volatile state is not checked.
 ///
@@ -280,7 +337,8 @@ fn state_machine_safety_fails_when_servers_apply_different_entries() {
 }
 
 /// All five properties together: none fails on a good snapshot, and each
-/// crafted breach is named, in the paper's order.
+/// crafted breach is named, in the paper's order, then the auxiliary
+/// invariants.
 ///
 /// Fig. 3 (all five properties)
 #[test]
@@ -308,7 +366,9 @@ fn violated_properties_names_the_failing_properties() {
             ELECTION_SAFETY,
             LOG_MATCHING,
             LEADER_COMPLETENESS,
-            STATE_MACHINE_SAFETY
+            STATE_MACHINE_SAFETY,
+            // Server 2 lacks the committed entry and is as up-to-date as 1.
+            COMMITTED_ENTRIES_SURVIVE_ELECTIONS
         ]
     );
 }
