@@ -139,7 +139,7 @@ enum Choice {
 
 fn walk(seed: u64, steps: usize) -> (usize, u64) {
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let model: ReplayModel = replay_model(&ids);
+    let model: ReplayModel = replay_model(&ids, None);
     let mut state = model.init_states().pop().unwrap();
     let (mut imp, _) = Impl::start(&ids);
     let mut rng = SplitMix64::new(seed);

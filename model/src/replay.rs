@@ -354,19 +354,11 @@ pub type ReplayModelState = ActorModelState<ReplayActor, ()>;
 /// An action of the replay model.
 pub type ReplayAction = ActorModelAction<ReplayMsg, Timer, ()>;
 
-/// Builds the replay model of a cluster (ids at most [`MAX_NODE_ID`]),
-/// its servers without a cap on the entries one AppendEntries carries.
-pub fn replay_model(servers: &[NodeId]) -> ReplayModel {
-    replay_model_with_max_append_entries(servers, None)
-}
-
-/// [`replay_model`] whose servers send at most `max_append_entries` entries
-/// in one AppendEntries ([`Server::with_max_append_entries`]; `None`: no
-/// cap), as the trace headers record.
-pub fn replay_model_with_max_append_entries(
-    servers: &[NodeId],
-    max_append_entries: Option<NonZeroUsize>,
-) -> ReplayModel {
+/// Builds the replay model of a cluster (ids at most [`MAX_NODE_ID`]) whose
+/// servers send at most `max_append_entries` entries in one AppendEntries
+/// ([`Server::with_max_append_entries`]; `None`: no cap), as the trace
+/// headers record.
+pub fn replay_model(servers: &[NodeId], max_append_entries: Option<NonZeroUsize>) -> ReplayModel {
     let top = servers.iter().map(|n| n.0).max().unwrap_or(0);
     let actors = (0..=top + 1).map(|i| {
         if servers.contains(&NodeId(i)) {
@@ -1047,8 +1039,7 @@ pub fn context_files<P: AsRef<Path>>(
         );
     }
     let model = ContextModel {
-        model: replay_model_with_max_append_entries(&servers, replayer.max_append_entries)
-            .max_crashes(servers.len()),
+        model: replay_model(&servers, replayer.max_append_entries).max_crashes(servers.len()),
         init: ContextState(init),
     };
     // Steps that leave the state as it is (a response already counted, a
@@ -1374,7 +1365,7 @@ impl Replayer {
         max_append_entries: Option<NonZeroUsize>,
         options: &ReplayOptions,
     ) -> Self {
-        let model = replay_model_with_max_append_entries(servers, max_append_entries);
+        let model = replay_model(servers, max_append_entries);
         let mut state = model
             .init_states()
             .pop()

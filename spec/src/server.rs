@@ -386,11 +386,12 @@ impl<S: StateMachine> Server<S> {
     /// batch as soon as the follower acknowledges one (as etcd-io/raft does
     /// on an append response), and heartbeats resend from `next_index`.
     ///
-    /// With a cap, a follower's `commit_index` must take the `min` with the
-    /// index of the last new entry (Fig. 2, AppendEntries receiver rule 5):
-    /// `leader_commit` can then lie beyond the entries a message carries.
-    /// The setting is configuration, not state: set it again after every
-    /// [`Server::restart`].
+    /// `leader_commit` can then lie beyond the entries a message carries;
+    /// still, with this leader, whose `next_index` follows each follower, the
+    /// checker finds no run where the cap alone makes the follower's `min`
+    /// of AppendEntries receiver rule 5 matter (an empty heartbeat does:
+    /// [`Server::with_empty_heartbeats`]). The setting is configuration, not
+    /// state: set it again after every [`Server::restart`].
     #[must_use]
     pub fn with_max_append_entries(mut self, limit: Option<NonZeroUsize>) -> Self {
         self.max_append_entries = limit;
@@ -569,7 +570,7 @@ impl<S: StateMachine> Server<S> {
         self.volatile.match_index = self.peers.iter().map(|&p| (p, LogIndex(0))).collect();
         fx.rest.push(Output::CancelTimer(Timer::Election));
         fx.rest.push(Output::SetTimer(Timer::Heartbeat));
-        self.broadcast_append_entries(fx);
+        self.broadcast(true, fx);
         self.advance_commit_index(fx);
     }
 
@@ -911,7 +912,7 @@ impl<S: StateMachine> Server<S> {
             },
             fx,
         );
-        self.broadcast_append_entries(fx);
+        self.broadcast(true, fx);
         self.advance_commit_index(fx);
     }
 
@@ -935,34 +936,27 @@ impl<S: StateMachine> Server<S> {
             return;
         }
         fx.rest.push(Output::SetTimer(Timer::Heartbeat));
-        for i in 0..self.peers.len() {
-            let peer = self.peers[i];
-            self.send_append_entries_or_heartbeat(peer, !self.empty_heartbeats, fx);
-        }
+        self.broadcast(!self.empty_heartbeats, fx);
     }
 
     // ---- Replication and commitment ------------------------------------
 
-    fn broadcast_append_entries(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+    /// AppendEntries to every peer: [`Server::send`] with `with_entries`.
+    fn broadcast(&mut self, with_entries: bool, fx: &mut Effects<S::Command, S::Output>) {
         for i in 0..self.peers.len() {
             let peer = self.peers[i];
-            self.send_append_entries(peer, fx);
+            self.send(peer, with_entries, fx);
         }
     }
 
     fn send_append_entries(&self, peer: NodeId, fx: &mut Effects<S::Command, S::Output>) {
-        self.send_append_entries_or_heartbeat(peer, true, fx);
+        self.send(peer, true, fx);
     }
 
     /// AppendEntries to `peer` from its `next_index`: with the entries from
     /// there on (at most `max_append_entries`), or none if `with_entries` is
     /// false (an empty heartbeat).
-    fn send_append_entries_or_heartbeat(
-        &self,
-        peer: NodeId,
-        with_entries: bool,
-        fx: &mut Effects<S::Command, S::Output>,
-    ) {
+    fn send(&self, peer: NodeId, with_entries: bool, fx: &mut Effects<S::Command, S::Output>) {
         let log = &self.persistent.log;
         let next = self
             .volatile
