@@ -275,8 +275,8 @@ fn every_bug_is_in_the_catalogue() {
 /// lacks that committed entry and its log (last term 2) is more up-to-date
 /// than n1's, so it could win the next election. About 3.4 M states and
 /// 6.5 GB for the breadth-first search to depth 16: 75 to 90 s. The
-/// configuration without the bug (3 servers, 3 terms) is too large to check
-/// exhaustively here, so this test has no clean counterpart.
+/// configuration without the bug (3 servers, 3 terms) takes 23 minutes with
+/// symmetry reduction: its check is the ignored test below.
 #[test]
 fn figure_8_breaks_committed_entries_survive_elections() {
     let entry = seeded(Bug::Figure8);
@@ -344,6 +344,23 @@ fn follow(
     }
     stateright::Path::from_actions(model, init, taken.iter())
         .ok_or_else(|| "the path does not replay".to_string())
+}
+
+/// figure-8's configuration (3 servers, 3 terms, 1 request) without the bug
+/// passes: DFS with symmetry reduction on two threads, 18,457,028
+/// representatives in 23 minutes and 370 MB on the 2-core machine
+/// (2026-11-30). With two threads the symmetric count may vary a little
+/// between runs (the representative of a state depends on which member of
+/// its class was met first), so it is pinned to within 0.5%.
+#[test]
+#[ignore = "about 25 minutes: run with --ignored"]
+fn figure_8_configuration_without_the_bug_passes() {
+    let config = without_bug(seeded(Bug::Figure8).config);
+    let report = super::run(config, Strategy::Dfs, true, 2);
+    assert_clean(&report, &three_servers_two_terms());
+    let pinned = 18_457_028_f64;
+    let off = (report.unique_states as f64 - pinned).abs() / pinned;
+    assert!(off < 0.005, "{} representatives", report.unique_states);
 }
 
 /// The whole Figure 8 scenario, to the point where Leader Completeness itself
