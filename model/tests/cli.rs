@@ -98,44 +98,35 @@ fn bad_arguments_exit_2_naming_the_flag() {
     }
 }
 
-#[test]
-fn symmetry_with_dfs_runs() {
-    let o = raft_model(&[
+/// `raft-model check` on 3 servers, 1 term, `requests` requests, no crash,
+/// with `extra` flags.
+fn check_three_servers_one_term(requests: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
         "check",
         "--servers",
         "3",
         "--max-term",
         "1",
         "--requests",
-        "1",
+        requests,
         "--crashes",
         "0",
-        "--strategy",
-        "dfs",
-        "--symmetry",
-        "--threads",
-        "1",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    raft_model(&args)
+}
+
+#[test]
+fn symmetry_with_dfs_runs() {
+    let o =
+        check_three_servers_one_term("1", &["--strategy", "dfs", "--symmetry", "--threads", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("unique states=312 "), "{}", stdout(&o));
 }
 
 #[test]
 fn replication_options_are_printed_and_checked() {
-    let o = raft_model(&[
-        "check",
-        "--servers",
-        "3",
-        "--max-term",
-        "1",
-        "--requests",
-        "2",
-        "--crashes",
-        "0",
-        "--max-append-entries",
-        "1",
-        "--empty-heartbeats",
-    ]);
+    let o = check_three_servers_one_term("2", &["--max-append-entries", "1", "--empty-heartbeats"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     let out = stdout(&o);
     assert!(

@@ -423,11 +423,6 @@ impl<S: StateMachine> Server<S> {
         self
     }
 
-    /// Whether heartbeats are empty ([`Server::with_empty_heartbeats`]).
-    pub fn empty_heartbeats(&self) -> bool {
-        self.empty_heartbeats
-    }
-
     /// The current role.
     pub fn role(&self) -> Role {
         self.volatile.role

@@ -170,11 +170,13 @@ fn persistence_is_synced_before_any_send_or_reply_of_the_batch() {
     assert_eq!(node.next_deadline(), Some(ms(451)));
 }
 
-#[test]
-fn group_commit_covers_a_batch_and_coalesces_append_entries() {
+/// Node 1 of three started with `o`, elected at 401 ms (node 2's vote),
+/// then handed three client requests in one batch at 402 ms; the journal
+/// holds what that batch did.
+fn leader_given_three_requests(o: NodeOptions) -> (Node<JournalStorage>, Journal) {
     let j = Journal::default();
     let mut node = Node::start(
-        options(3),
+        o,
         PersistentState::default(),
         JournalStorage(j.clone()),
         ms(0),
@@ -191,6 +193,12 @@ fn group_commit_covers_a_batch_and_coalesces_append_entries() {
         command: put(&format!("k{i}")),
     });
     node.handle(ms(402), requests, &mut j.clone()).unwrap();
+    (node, j)
+}
+
+#[test]
+fn group_commit_covers_a_batch_and_coalesces_append_entries() {
+    let (node, j) = leader_given_three_requests(options(3));
     // Three appends, one sync, then one AppendEntries per peer holding all three.
     assert_eq!(
         j.take(),
@@ -216,27 +224,9 @@ fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
         out: Box::new(out.clone()),
         resume_after: None,
     });
-    let j = Journal::default();
     o.max_append_entries = cap;
-    let mut node = Node::start(
-        o,
-        PersistentState::default(),
-        JournalStorage(j.clone()),
-        ms(0),
-        &mut j.clone(),
-    )
-    .unwrap();
+    let (mut node, j) = leader_given_three_requests(o);
     assert_eq!(node.server().max_append_entries(), cap);
-    node.handle(ms(400), vec![], &mut j.clone()).unwrap();
-    node.handle(ms(401), vec![vote(1)], &mut j.clone()).unwrap();
-    j.take();
-    let requests = (1..=3).map(|i| Event::Request {
-        conn: 9,
-        client_id: ClientId(5),
-        request_no: i,
-        command: put(&format!("k{i}")),
-    });
-    node.handle(ms(402), requests, &mut j.clone()).unwrap();
     // Three appends, one sync, then one AppendEntries per peer holding only
     // the first of the three entries.
     assert_eq!(

@@ -808,6 +808,17 @@ fn single_server_becomes_leader_on_election_timeout() {
     assert_eq!(s.volatile.last_applied, LogIndex(1));
 }
 
+/// `leader` (server 1 of 3, leading term 2 with a log `[1]`) appends a
+/// client command and commits it with server 2's acknowledgement; server 3
+/// still lacks both entries.
+fn with_peer_3_behind(mut leader: Server<Counter>) -> Server<Counter> {
+    leader.step(client_request(7, 1));
+    leader.step(receive(2, aer(2, true, 2)));
+    assert_eq!(leader.volatile.commit_index, LogIndex(2));
+    assert_eq!(leader.volatile.next_index, indices(&[(2, 3), (3, 2)]));
+    leader
+}
+
 /// When its heartbeat timer fires, a leader restarts it and sends every peer
 /// an AppendEntries with the entries from its next_index on (empty when the
 /// peer is up to date) and its commit index.
@@ -815,11 +826,7 @@ fn single_server_becomes_leader_on_election_timeout() {
 /// Fig. 2 (Leaders rule 1: "repeat during idle periods to prevent election timeouts"), Raft §5.2
 #[test]
 fn leader_heartbeat_timeout_sends_append_entries_to_every_peer() {
-    let mut s = leader_of_term(1, 3, &[1], 2);
-    s.step(client_request(7, 1));
-    s.step(receive(2, aer(2, true, 2)));
-    assert_eq!(s.volatile.commit_index, LogIndex(2));
-    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 2)]));
+    let mut s = with_peer_3_behind(leader_of_term(1, 3, &[1], 2));
 
     let out = s.step(Input::HeartbeatTimeout);
 
@@ -840,10 +847,7 @@ fn leader_heartbeat_timeout_sends_append_entries_to_every_peer() {
 /// Fig. 2 (Leaders rule 1: "send initial empty AppendEntries RPCs (heartbeat) to each server")
 #[test]
 fn empty_heartbeats_carry_no_entries() {
-    let mut s = leader_of_term(1, 3, &[1], 2).with_empty_heartbeats(true);
-    s.step(client_request(7, 1));
-    s.step(receive(2, aer(2, true, 2)));
-    assert_eq!(s.volatile.next_index, indices(&[(2, 3), (3, 2)]));
+    let mut s = with_peer_3_behind(leader_of_term(1, 3, &[1], 2).with_empty_heartbeats(true));
 
     let out = s.step(Input::HeartbeatTimeout);
 
