@@ -40,10 +40,17 @@ pub fn actor_id(node: NodeId) -> Id {
 /// keys, so identical across runs) keeps that cheap. Equality and order still
 /// compare the content. Generic over the command so that the trace replayer
 /// ([`crate::replay`]) carries the runtime's Kv commands in the same wrapper.
+///
+/// One pointer wide (the hash sits next to the message, behind it), so that
+/// [`Msg`] is two words and an envelope four: every state copies the set of
+/// envelopes in flight.
 #[derive(Clone, Debug)]
-pub struct RaftMsg<C = Cmd> {
+pub struct RaftMsg<C = Cmd>(Arc<Hashed<C>>);
+
+#[derive(Debug, Clone)]
+struct Hashed<C> {
     hash: u64,
-    message: Arc<Message<C>>,
+    message: Message<C>,
 }
 
 impl<C: Hash> RaftMsg<C> {
@@ -51,30 +58,31 @@ impl<C: Hash> RaftMsg<C> {
     pub fn new(message: Message<C>) -> Self {
         // Fixed keys: a message hashes the same in every run.
         let hasher = ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3);
-        RaftMsg {
+        RaftMsg(Arc::new(Hashed {
             hash: hasher.hash_one(&message),
-            message: Arc::new(message),
-        }
+            message,
+        }))
     }
 }
 
 impl<C: Clone> RaftMsg<C> {
     /// The message, cloned out if shared.
     pub fn into_inner(self) -> Message<C> {
-        Arc::unwrap_or_clone(self.message)
+        Arc::unwrap_or_clone(self.0).message
     }
 }
 
 impl<C> std::ops::Deref for RaftMsg<C> {
     type Target = Message<C>;
     fn deref(&self) -> &Message<C> {
-        &self.message
+        &self.0.message
     }
 }
 
 impl<C: PartialEq> PartialEq for RaftMsg<C> {
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.message == other.message
+        Arc::ptr_eq(&self.0, &other.0)
+            || (self.0.hash == other.0.hash && self.0.message == other.0.message)
     }
 }
 
@@ -82,7 +90,7 @@ impl<C: Eq> Eq for RaftMsg<C> {}
 
 impl<C> Hash for RaftMsg<C> {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
+        state.write_u64(self.0.hash);
     }
 }
 
@@ -94,8 +102,17 @@ impl<C: Ord> PartialOrd for RaftMsg<C> {
 
 impl<C: Ord> Ord for RaftMsg<C> {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.message.cmp(&other.message)
+        self.0.message.cmp(&other.0.message)
     }
+}
+
+/// A server's answer to a client's request.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Answer {
+    /// The request answered.
+    pub request_no: u64,
+    /// The answer.
+    pub reply: ClientReply<u64>,
 }
 
 /// Messages of the model: Raft RPCs between servers, and the client protocol.
@@ -111,13 +128,8 @@ pub enum Msg {
         /// The client's request number.
         request_no: u64,
     },
-    /// A server answers a client.
-    Reply {
-        /// The request answered.
-        request_no: u64,
-        /// The answer.
-        reply: ClientReply<u64>,
-    },
+    /// A server answers a client (behind a pointer, to keep `Msg` two words).
+    Reply(Arc<Answer>),
 }
 
 pub(crate) fn rewrite_node<S>(plan: &RewritePlan<Id, S>) -> impl Fn(NodeId) -> NodeId + '_ {
@@ -143,16 +155,17 @@ impl Rewrite<Id> for Msg {
                 }
             }
             Msg::Request { .. } => self.clone(),
-            Msg::Reply {
-                request_no,
-                reply: ClientReply::NotLeader { leader_hint },
-            } => Msg::Reply {
-                request_no: *request_no,
-                reply: ClientReply::NotLeader {
-                    leader_hint: leader_hint.map(rewrite_node(plan)),
-                },
+            Msg::Reply(answer) => match answer.reply {
+                ClientReply::NotLeader {
+                    leader_hint: Some(leader),
+                } => Msg::Reply(Arc::new(Answer {
+                    request_no: answer.request_no,
+                    reply: ClientReply::NotLeader {
+                        leader_hint: Some(rewrite_node(plan)(leader)),
+                    },
+                })),
+                _ => self.clone(),
             },
-            Msg::Reply { .. } => self.clone(),
         }
     }
 }
@@ -432,7 +445,7 @@ impl ServerAdapter for RaftActor {
     ) -> Option<(Id, Msg)> {
         Some((
             Id::from(client_id.0 as usize),
-            Msg::Reply { request_no, reply },
+            Msg::Reply(Arc::new(Answer { request_no, reply })),
         ))
     }
 
@@ -499,7 +512,8 @@ impl Actor for RaftActor {
                 };
                 self.server_step(state, input, o);
             }
-            (RaftActor::Client { servers }, Msg::Reply { request_no, reply }) => {
+            (RaftActor::Client { servers }, Msg::Reply(answer)) => {
+                let Answer { request_no, reply } = Arc::unwrap_or_clone(answer);
                 let ActorState::Client(client) = state.as_ref() else {
                     return;
                 };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 pub enum Strategy {
     /// Breadth-first: counterexamples are shortest.
     Bfs,
-    /// Depth-first: less memory; required for symmetry reduction.
+    /// Depth-first: less memory.
     Dfs,
 }
 
@@ -23,7 +23,9 @@ pub enum Strategy {
 pub struct CheckOptions {
     /// Search order.
     pub strategy: Strategy,
-    /// Reduce by symmetry over server identities (DFS only).
+    /// Reduce by symmetry over server identities: Stateright's reduction in
+    /// a depth-first search, the canonical model
+    /// ([`RaftModel::with_canonical_states`]) in a breadth-first one.
     pub symmetry: bool,
     /// Worker threads.
     pub threads: usize,
@@ -136,12 +138,23 @@ pub fn peak_rss_bytes() -> Option<u64> {
 
 /// Runs the checker on `config` to completion, printing progress to `progress`.
 pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write) -> CheckReport {
-    let model = RaftModel::new(config);
+    // Breadth-first symmetry reduction is the canonical model's (Stateright
+    // reduces only depth-first searches); depth-first, Stateright's own.
+    let canonical = options.symmetry && options.strategy == Strategy::Bfs;
+    let searched = |config| {
+        let model = RaftModel::new(config);
+        if canonical {
+            model.with_canonical_states()
+        } else {
+            model
+        }
+    };
+    let model = searched(config);
     let mut builder = model.checker().threads(options.threads.max(1));
     if let Some(name) = options.stop_at {
         builder = builder.finish_when(HasDiscoveries::AnyOf([name].into_iter().collect()));
     }
-    if options.symmetry {
+    if options.symmetry && !canonical {
         builder = builder.symmetry();
     }
     let start = Instant::now();
@@ -193,7 +206,17 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     // The checker's queues and fingerprints are no longer needed: free them
     // before the shortest-path re-searches, which need memory of their own.
     drop(checker);
-    let model = &RaftModel::new(config);
+    let model = &searched(config);
+    let plain = &RaftModel::new(config);
+    // The canonical model's paths step between representatives: shown and
+    // linked as the plain model's paths they stand for.
+    let concrete = |path: Path<State, Action>| {
+        if canonical {
+            plain.concrete_path(&path).unwrap_or(path)
+        } else {
+            path
+        }
+    };
     // A breadth-first search that needed more states than the re-search may
     // visit has the counterexample beyond its reach: the re-search would
     // only spend as long again to give up. Depth-first paths are re-searched
@@ -205,17 +228,17 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
         .map(|p| {
             let found = discoveries.get(p.name).cloned();
             let outcome = match (&p.expectation, found) {
-                (&Expectation::Sometimes, Some(path)) => Outcome::Found(path),
+                (&Expectation::Sometimes, Some(path)) => Outcome::Found(concrete(path)),
                 (&Expectation::Sometimes, None) => Outcome::NotFound,
                 (_, Some(path)) => {
                     let holds = p.condition;
                     let violated = |m: &RaftModel, s: &State| !holds(m, s);
-                    Outcome::Violated(
+                    Outcome::Violated(concrete(
                         research
                             .then(|| shortest_path(model, violated, SHORTEST_PATH_LIMIT))
                             .flatten()
                             .unwrap_or(path),
-                    )
+                    ))
                 }
                 (_, None) => Outcome::Held,
             };

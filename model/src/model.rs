@@ -25,6 +25,7 @@ use stateright::actor::{
     Network, Out,
 };
 use stateright::semantics::{ConsistencyTester, LinearizabilityTester, SequentialSpec};
+use stateright::util::DenseNatMap;
 use stateright::{Model, Path, Property, Representative, Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
@@ -127,7 +128,24 @@ impl Representative for State {
         if plan.get_state().iter().all(|(from, &to)| from == to) {
             return self.clone();
         }
-        State(self.0.representative())
+        self.rewritten(&plan)
+    }
+}
+
+impl State {
+    /// The state with its actors renamed by `plan`: Stateright's
+    /// `ActorModelState::representative` for any plan, except for the random
+    /// choices, which the model keeps empty (see `init_states`).
+    fn rewritten(&self, plan: &RewritePlan<Id, DenseNatMap<Id, Id>>) -> State {
+        State(ActorModelState {
+            actor_states: plan.reindex(&self.actor_states),
+            network: self.network.rewrite(plan),
+            timers_set: plan.reindex(&self.timers_set),
+            random_choices: Vec::new(),
+            crashed: plan.reindex(&self.crashed),
+            actor_storages: plan.reindex(&self.actor_storages),
+            history: self.history.rewrite(plan),
+        })
     }
 }
 /// An action of the model.
@@ -164,6 +182,9 @@ pub struct RaftModel {
     /// Whether dead messages are forgotten (on by default; see
     /// [`RaftModel::without_garbage_collection`]).
     pub collect_garbage: bool,
+    /// Whether every state is replaced by its representative under server
+    /// renaming (see [`RaftModel::with_canonical_states`]).
+    pub canonical: bool,
     inner: ActorModel<RaftActor, ModelConfig, Ghost>,
 }
 
@@ -212,6 +233,7 @@ impl RaftModel {
             // Dead-message collection follows the rules the servers run,
             // seeded bug included (`ignores_forever_with_bug`).
             collect_garbage: true,
+            canonical: false,
             inner,
         }
     }
@@ -221,6 +243,78 @@ impl RaftModel {
     pub fn without_garbage_collection(mut self) -> Self {
         self.collect_garbage = false;
         self
+    }
+
+    /// The same model with every state replaced by its representative
+    /// under server renaming (servers sorted by state, ids rewritten; clients
+    /// stay).
+    ///
+    /// This is symmetry reduction for the breadth-first checker, which
+    /// Stateright 0.31 offers only for depth-first search: the search walks
+    /// one state per class of states equal up to server names, and its
+    /// depth-first order still gives shortest counterexamples, since renaming
+    /// servers maps a path to a path of the same length. Sound because every
+    /// property is blind to server names and all servers run the same code.
+    /// The paths it finds step between representatives; [`Self::concrete_path`]
+    /// turns them into paths of the plain model, which the Explorer replays.
+    pub fn with_canonical_states(mut self) -> Self {
+        self.canonical = true;
+        self
+    }
+
+    /// Whether `x` and `y` are equal up to a renaming of servers.
+    pub fn same_up_to_renaming(&self, x: &State, y: &State) -> bool {
+        fn permutations(n: usize) -> Vec<Vec<usize>> {
+            if n == 0 {
+                return vec![Vec::new()];
+            }
+            let mut all = Vec::new();
+            for rest in permutations(n - 1) {
+                for at in 0..n {
+                    let mut p = rest.clone();
+                    p.insert(at, n - 1);
+                    all.push(p);
+                }
+            }
+            all
+        }
+        let actors = x.actor_states.len();
+        permutations(self.config.servers).into_iter().any(|p| {
+            // Actor i moves to position key[i]: servers by the permutation,
+            // clients to where they are.
+            let key: Vec<usize> = (0..actors)
+                .map(|i| p.get(i).copied().unwrap_or(i))
+                .collect();
+            x.rewritten(&RewritePlan::<Id, _>::from_values_to_sort(&key)) == *y
+        })
+    }
+
+    /// The path of this (plain) model that a path of the canonical model
+    /// ([`Self::with_canonical_states`]) stands for: the same steps, with the
+    /// servers under the names they have from the initial state on. None if
+    /// some step has no counterpart (it always has one when the model is
+    /// symmetric, which the canonical search assumes).
+    pub fn concrete_path(&self, path: &Path<State, Action>) -> Option<Path<State, Action>> {
+        let targets = path.clone().into_states();
+        let (first, rest) = targets.split_first()?;
+        let init = self
+            .init_states()
+            .into_iter()
+            .find(|s| self.same_up_to_renaming(s, first))?;
+        let mut current = init.clone();
+        let mut steps = Vec::new();
+        let mut actions = Vec::new();
+        for target in rest {
+            actions.clear();
+            self.actions(&current, &mut actions);
+            let (action, next) = actions.drain(..).find_map(|a| {
+                let next = self.next_state(&current, a.clone())?;
+                self.same_up_to_renaming(&next, target).then_some((a, next))
+            })?;
+            steps.push(action);
+            current = next;
+        }
+        Path::from_actions(self, init, steps.iter())
     }
 
     /// The wrapped Stateright `ActorModel`.
@@ -260,14 +354,14 @@ impl RaftModel {
     fn is_dead(&self, state: &State, src: Id, dst: Id, msg: &Msg) -> bool {
         let i = usize::from(dst);
         match (state.actor_states.get(i).map(|a| &**a), msg) {
-            (Some(ActorState::Client(c)), Msg::Reply { reply, .. }) => {
+            (Some(ActorState::Client(c)), Msg::Reply(answer)) => {
                 let done = matches!(c.status, ClientStatus::Done(_));
                 // A redirect only makes the client resend its request to the
                 // hinted leader. On a duplicating network that request is
                 // already deliverable (the client sent it to every server at
                 // start; a copy that was dropped is indistinguishable from one
                 // that is delayed), so the redirect adds no behaviour.
-                let redirect_is_moot = match reply {
+                let redirect_is_moot = match answer.reply {
                     ClientReply::NotLeader { leader_hint: None } => true,
                     ClientReply::NotLeader { .. } => {
                         self.config.network == NetworkKind::UnorderedDuplicating
@@ -618,6 +712,24 @@ impl RaftModel {
     /// crash lost (role, commit index, votes, next and match indices, state
     /// machine) are therefore one state, and the Explorer shows a crashed
     /// server as it will come back.
+    /// Stateright's crash step: the server's timers are cancelled and it is
+    /// marked crashed (its state stays until `forget_volatile_state`).
+    fn canonical_if_asked(&self, state: State) -> State {
+        if self.canonical {
+            state.representative()
+        } else {
+            state
+        }
+    }
+
+    fn crash(last: &State, id: Id) -> Option<State> {
+        let index = usize::from(id);
+        let mut next = last.clone();
+        next.timers_set.get_mut(index)?.cancel_all();
+        *next.crashed.get_mut(index)? = true;
+        Some(next)
+    }
+
     fn forget_volatile_state(&self, state: &mut State, id: Id) {
         let index = usize::from(id);
         let (Some(actor), Some(storage)) = (
@@ -705,11 +817,10 @@ fn record_invocation(_cfg: &ModelConfig, ghost: &Ghost, env: Envelope<&Msg>) -> 
 }
 
 fn record_return(cfg: &ModelConfig, ghost: &Ghost, env: Envelope<&Msg>) -> Option<Ghost> {
-    let Msg::Reply {
-        reply: raft_spec::ClientReply::Ok(value),
-        ..
-    } = env.msg
-    else {
+    let Msg::Reply(answer) = env.msg else {
+        return None;
+    };
+    let raft_spec::ClientReply::Ok(value) = answer.reply else {
         return None;
     };
     if usize::from(env.dst) < cfg.servers {
@@ -717,7 +828,7 @@ fn record_return(cfg: &ModelConfig, ghost: &Ghost, env: Envelope<&Msg>) -> Optio
     }
     let mut next = ghost.clone();
     Arc::make_mut(&mut next.clients)
-        .on_return(env.dst, *value)
+        .on_return(env.dst, value)
         .ok()?;
     Some(next)
 }
@@ -781,7 +892,19 @@ impl Model for RaftModel {
     type Action = Action;
 
     fn init_states(&self) -> Vec<State> {
-        self.inner.init_states().into_iter().map(State).collect()
+        self.inner
+            .init_states()
+            .into_iter()
+            .map(|mut s| {
+                // No actor chooses at random. Stateright keeps an empty map
+                // of choices per actor all the same, which every state would
+                // copy (a quarter of a kilobyte on three servers): the model
+                // keeps none, and crashes a server itself (`crash`), the one
+                // step of Stateright's that would index them.
+                s.random_choices = Vec::new();
+                self.canonical_if_asked(State(s))
+            })
+            .collect()
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
@@ -831,7 +954,10 @@ impl Model for RaftModel {
                 self.deliver_on_duplicating(last, src, dst, msg)?
             }
             action => {
-                let mut next = State(self.inner.next_state(last, action)?);
+                let mut next = match action {
+                    ActorModelAction::Crash(id) => Self::crash(last, id)?,
+                    action => State(self.inner.next_state(last, action)?),
+                };
                 // Stateright remembers the last message delivered on a
                 // duplicating network only so that a delivery that changes
                 // nothing still yields a new fingerprint. Nothing reads it;
@@ -879,7 +1005,7 @@ impl Model for RaftModel {
                     && Self::view(&next, i).is_some_and(|v| !v.is_leader());
             }
         }
-        Some(next)
+        Some(self.canonical_if_asked(next))
     }
 
     fn properties(&self) -> Vec<Property<Self>> {

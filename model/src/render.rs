@@ -69,16 +69,15 @@ pub fn message(msg: &Msg) -> String {
     match msg {
         Msg::Raft(m) => raft_message(m),
         Msg::Request { request_no } => format!("ClientRequest #{request_no}"),
-        Msg::Reply {
-            request_no,
-            reply: ClientReply::Ok(v),
-        } => format!("ClientReply #{request_no} ok {v}"),
-        Msg::Reply {
-            request_no,
-            reply: ClientReply::NotLeader { leader_hint },
-        } => match leader_hint {
-            Some(l) => format!("ClientReply #{request_no} not leader, try {l}"),
-            None => format!("ClientReply #{request_no} not leader, no leader known"),
+        Msg::Reply(answer) => match answer.reply {
+            ClientReply::Ok(v) => format!("ClientReply #{} ok {v}", answer.request_no),
+            ClientReply::NotLeader { leader_hint } => {
+                let request_no = answer.request_no;
+                match leader_hint {
+                    Some(l) => format!("ClientReply #{request_no} not leader, try {l}"),
+                    None => format!("ClientReply #{request_no} not leader, no leader known"),
+                }
+            }
         },
     }
 }

@@ -79,7 +79,6 @@ fn bad_arguments_exit_2_naming_the_flag() {
         (vec!["check", "--max-term", "0"], "--max-term"),
         (vec!["check", "--network", "carrier-pigeon"], "--network"),
         (vec!["check", "--threads", "0"], "--threads"),
-        (vec!["check", "--symmetry"], "--symmetry"),
         (vec!["check", "--strategy", "random"], "--strategy"),
         (vec!["check", "--servers", "three"], "--servers"),
         (vec!["explore", "--addr", "not-an-address"], "--addr"),
@@ -122,6 +121,18 @@ fn symmetry_with_dfs_runs() {
         check_three_servers_one_term("1", &["--strategy", "dfs", "--symmetry", "--threads", "1"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("unique states=312 "), "{}", stdout(&o));
+}
+
+#[test]
+fn symmetry_with_bfs_runs() {
+    let o = check_three_servers_one_term("1", &["--symmetry"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("strategy=bfs symmetry=true"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("unique states=314 "), "{}", stdout(&o));
 }
 
 #[test]
