@@ -162,9 +162,13 @@ struct CheckArgs {
     /// Search order: bfs (shortest counterexamples) or dfs (less memory).
     #[arg(long, value_enum, default_value = "bfs")]
     strategy: StrategyArg,
-    /// Symmetry reduction over server identities (either strategy).
-    #[arg(long)]
+    /// Symmetry reduction over server identities (either strategy; on by
+    /// default with --bug).
+    #[arg(long, overrides_with = "no_symmetry")]
     symmetry: bool,
+    /// No symmetry reduction, also with --bug.
+    #[arg(long, overrides_with = "symmetry")]
+    no_symmetry: bool,
     /// Checker threads.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -309,7 +313,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
     // A seeded bug's run reduces by symmetry: its counterexample is as short
     // (renaming servers keeps path lengths) and is shown with the names the
     // servers have from the start; figure-8's takes a third of the states.
-    let symmetry = args.symmetry || seeded.is_some();
+    let symmetry = !args.no_symmetry && (args.symmetry || seeded.is_some());
     let options = CheckOptions {
         strategy,
         symmetry,

@@ -136,6 +136,28 @@ fn symmetry_with_bfs_runs() {
 }
 
 #[test]
+fn bug_runs_reduce_by_symmetry_unless_told_not_to() {
+    for (extra, symmetry) in [(None, "true"), (Some("--no-symmetry"), "false")] {
+        let mut args = vec!["check", "--bug", "match-index-regress"];
+        args.extend(extra);
+        let o = raft_model(&args);
+        assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+        assert!(
+            stdout(&o).contains(&format!("strategy=bfs symmetry={symmetry}")),
+            "{}",
+            stdout(&o)
+        );
+        assert!(
+            stdout(&o)
+                .lines()
+                .any(|l| l.contains("Match Index Monotonic") && l.contains("VIOLATED (8 steps)")),
+            "{}",
+            stdout(&o)
+        );
+    }
+}
+
+#[test]
 fn replication_options_are_printed_and_checked() {
     let o = check_three_servers_one_term("2", &["--max-append-entries", "1", "--empty-heartbeats"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
