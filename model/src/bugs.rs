@@ -64,8 +64,9 @@ pub fn seeded(bug: Bug) -> SeededBug {
     let (expected, config) = match bug {
         Bug::Figure8 => {
             note = "caught when the term-3 leader commits its term-1 entry: the term-2 leader \
-                    lacks it and could still be elected; Leader Completeness itself breaks four \
-                    steps later, with a term-4 leader (20 steps, scripted in the tests)";
+                    lacks it and could still be elected; the report then carries the \
+                    counterexample on, with a fourth term, to that election, where Leader \
+                    Completeness breaks (20 steps)";
             (
                 Violates(safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS),
                 config(3, 3, 1, 0, bug),
@@ -82,7 +83,8 @@ pub fn seeded(bug: Bug) -> SeededBug {
         Bug::AckOwnLastIndex => {
             note = "caught when the term-2 leader commits its entry on a false acknowledgement \
                     from a server holding a term-1 entry there, which could still be elected; \
-                    Leader Completeness itself breaks with a term-3 leader (13 steps)";
+                    the report then carries the counterexample on, with a third term, to that \
+                    election, where Leader Completeness breaks (13 steps)";
             (
                 Violates(safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS),
                 config(3, 2, 1, 0, bug),

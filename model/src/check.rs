@@ -3,6 +3,7 @@
 use crate::config::ModelConfig;
 use crate::model::{Action, RaftModel, State};
 use crate::render;
+use raft_spec::safety;
 use stateright::actor::ActorModelAction;
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 use std::fmt::Write as _;
@@ -106,6 +107,10 @@ pub struct CheckReport {
     pub research_elapsed: Duration,
     /// Peak resident memory of the process, if the OS tells.
     pub peak_rss_bytes: Option<u64>,
+    /// A counterexample to Committed Entries Survive Elections carried on,
+    /// with one more term, to where a Figure 3 property breaks (see
+    /// [`one_more_election`]).
+    pub follow_up: Option<FollowUp>,
     /// Every property's verdict, in registration order.
     pub verdicts: Vec<Verdict>,
 }
@@ -226,7 +231,7 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     // whatever their search cost, since their violation may be shallow.
     let research = options.strategy == Strategy::Dfs || unique_states <= SHORTEST_PATH_LIMIT;
     let research_start = Instant::now();
-    let verdicts = model
+    let verdicts: Vec<Verdict> = model
         .properties()
         .into_iter()
         .map(|p| {
@@ -253,9 +258,17 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
             }
         })
         .collect();
+    let follow_up = verdicts
+        .iter()
+        .find(|v| v.name == safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS)
+        .and_then(|v| match &v.outcome {
+            Outcome::Violated(path) => one_more_election(config, path),
+            _ => None,
+        });
     CheckReport {
         config,
         options,
+        follow_up,
         completed,
         stopped_early,
         panicked,
@@ -267,6 +280,64 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
         peak_rss_bytes: peak_rss_bytes(),
         verdicts,
     }
+}
+
+/// A counterexample carried on to a Figure 3 property ([`one_more_election`]).
+#[derive(Clone, Debug)]
+pub struct FollowUp {
+    /// The Figure 3 property the path breaks.
+    pub property: &'static str,
+    /// The configuration the path runs in: the checked one with one more term.
+    pub config: ModelConfig,
+    /// The counterexample's steps, then the shortest continuation.
+    pub path: Path<State, Action>,
+    /// The number of steps of the counterexample it continues.
+    pub from_step: usize,
+}
+
+/// Carries a counterexample to Committed Entries Survive Elections on to
+/// what the invariant foretells: with one more term allowed, the shortest
+/// continuation to a state where Leader Completeness or State Machine Safety
+/// fails (searched from the counterexample's last state, at most
+/// [`SHORTEST_PATH_LIMIT`] states). None if there is none within that.
+///
+/// The invariant fails one election before the bound on terms lets Leader
+/// Completeness fail; this shows that election.
+pub fn one_more_election(config: ModelConfig, path: &Path<State, Action>) -> Option<FollowUp> {
+    let config = ModelConfig {
+        max_term: config.max_term + 1,
+        ..config
+    };
+    let model = RaftModel::new(config);
+    type Holds = fn(&RaftModel, &State) -> bool;
+    let broken: Vec<(&'static str, Holds)> = model
+        .properties()
+        .into_iter()
+        .filter(|p| p.name == safety::LEADER_COMPLETENESS || p.name == safety::STATE_MACHINE_SAFETY)
+        .map(|p| (p.name, p.condition))
+        .collect();
+    let steps = path.clone().into_actions();
+    let init = model.init_states().into_iter().next()?;
+    let replayed = Path::from_actions(&model, init.clone(), steps.iter())?;
+    let fails = |m: &RaftModel, s: &State| broken.iter().any(|(_, holds)| !holds(m, s));
+    let (_, more) = shortest_steps(
+        &model,
+        vec![replayed.last_state().clone()],
+        fails,
+        SHORTEST_PATH_LIMIT,
+    )?;
+    let all: Vec<Action> = steps.iter().cloned().chain(more).collect();
+    let path = Path::from_actions(&model, init, all.iter())?;
+    let property = broken
+        .iter()
+        .find(|(_, holds)| !holds(&model, path.last_state()))?
+        .0;
+    Some(FollowUp {
+        property,
+        config,
+        path,
+        from_step: steps.len(),
+    })
 }
 
 /// The object-safe part of Stateright's `Checker` that `run` needs.
@@ -325,6 +396,18 @@ pub fn shortest_path(
     goal: impl Fn(&RaftModel, &State) -> bool + Sync,
     limit: usize,
 ) -> Option<Path<State, Action>> {
+    let (init, steps) = shortest_steps(model, model.init_states(), goal, limit)?;
+    Path::from_actions(model, init, steps.iter())
+}
+
+/// The search of [`shortest_path`] from `starts`: the start it leaves from
+/// and its steps.
+fn shortest_steps(
+    model: &RaftModel,
+    starts: Vec<State>,
+    goal: impl Fn(&RaftModel, &State) -> bool + Sync,
+    limit: usize,
+) -> Option<(State, Vec<Action>)> {
     use std::collections::{HashMap, HashSet};
     /// A successor: its key, its parent's key, the step, the state, and
     /// whether it is a goal.
@@ -332,18 +415,17 @@ pub fn shortest_path(
     const WORKERS: usize = 2;
     let mut parent: HashMap<u64, Option<(u64, Action)>> = HashMap::new();
     let mut level: Vec<(u64, State)> = Vec::new();
-    let mut init = None;
-    for s in model.init_states() {
+    let mut first = HashMap::new();
+    for s in starts {
         let key = state_key(&s);
         if model.within_boundary(&s) && parent.insert(key, None).is_none() {
             if goal(model, &s) {
-                return Path::from_actions(model, s, std::iter::empty());
+                return Some((s, Vec::new()));
             }
-            init.get_or_insert_with(|| s.clone());
+            first.insert(key, s.clone());
             level.push((key, s));
         }
     }
-    let init = init?;
     let expand = |part: &[(u64, State)], seen: &HashMap<u64, Option<(u64, Action)>>| {
         let mut mine = HashSet::new();
         let mut out: Vec<Successor> = Vec::new();
@@ -396,7 +478,7 @@ pub fn shortest_path(
                         cursor = *prev;
                     }
                     steps.reverse();
-                    return Path::from_actions(model, init, steps.iter());
+                    return Some((first.remove(&cursor)?, steps));
                 }
                 level.push((key, state));
             }
@@ -418,6 +500,12 @@ pub fn explorer_url(model: &RaftModel, path: &Path<State, Action>, base: &str) -
 /// A path as numbered steps: the action, then the state of the actor it
 /// touched afterwards.
 pub fn format_path(model: &RaftModel, path: &Path<State, Action>) -> String {
+    format_path_after(model, path, 0)
+}
+
+/// [`format_path`] without the first `skip` steps (the numbering still
+/// counts them).
+pub fn format_path_after(model: &RaftModel, path: &Path<State, Action>, skip: usize) -> String {
     let mut out = String::new();
     let steps = path.clone().into_vec();
     let mut step_no = 0;
@@ -427,6 +515,9 @@ pub fn format_path(model: &RaftModel, path: &Path<State, Action>) -> String {
         };
         let after = &window[1].0;
         step_no += 1;
+        if step_no <= skip {
+            continue;
+        }
         let _ = writeln!(out, "  {:>3}. {}", step_no, render::action(action));
         let touched = match action {
             ActorModelAction::Deliver { dst, .. } => Some(usize::from(*dst)),
@@ -519,5 +610,23 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
                 explorer_url(&model, path, explorer_base)
             );
         }
+    }
+    if let Some(f) = &report.follow_up {
+        let model = RaftModel::new(f.config);
+        let _ = writeln!(
+            out,
+            "\nOne more election: with --max-term {}, the same {} steps and {} more break \"{}\":",
+            f.config.max_term,
+            f.from_step,
+            f.path.clone().into_actions().len() - f.from_step,
+            f.property
+        );
+        let _ = write!(out, "{}", format_path_after(&model, &f.path, f.from_step));
+        let _ = writeln!(
+            out,
+            "  Explorer: {} (run `raft-model explore --max-term {}` with the other flags the same)",
+            explorer_url(&model, &f.path, explorer_base),
+            f.config.max_term
+        );
     }
 }

@@ -226,6 +226,9 @@ const EMPTY_HEARTBEATS_SYMMETRIC: usize = 36_213;
 /// index) to the empty AppendEntries of the new leader of term 2, which then
 /// commits its own, different entry at that index on the strength of it:
 /// the follower lacks a committed entry and could still be elected.
+/// The report carries the counterexample on by one more election, to Leader
+/// Completeness: the follower that lacks the committed entry wins term 3
+/// (3 more steps).
 #[test]
 fn ack_own_last_index_breaks_committed_entries_survive_elections() {
     assert_caught(
@@ -234,6 +237,44 @@ fn ack_own_last_index_breaks_committed_entries_survive_elections() {
         THREE_SERVERS_TWO_TERMS_SYMMETRIC,
         &three_servers_two_terms(),
     );
+    let report = check_bug(&seeded(Bug::AckOwnLastIndex));
+    assert_one_more_election_breaks_leader_completeness(&report, 10, 13);
+}
+
+/// The report's follow-up ([`check::one_more_election`]) continues the
+/// `from`-step counterexample to Committed Entries Survive Elections, with
+/// one more term, to a state of step `to` where Leader Completeness fails.
+fn assert_one_more_election_breaks_leader_completeness(
+    report: &CheckReport,
+    from: usize,
+    to: usize,
+) {
+    let Some(follow_up) = &report.follow_up else {
+        panic!("no follow-up: {report:?}");
+    };
+    let model = RaftModel::new(follow_up.config);
+    let text = check::format_path(&model, &follow_up.path);
+    assert_eq!(follow_up.config.max_term, report.config.max_term + 1);
+    assert_eq!(follow_up.property, raft_spec::safety::LEADER_COMPLETENESS);
+    assert_eq!(follow_up.from_step, from, "{text}");
+    assert_eq!(follow_up.path.clone().into_actions().len(), to, "{text}");
+    let Some(Outcome::Violated(path)) = report
+        .verdict(raft_spec::safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS)
+        .map(|v| &v.outcome)
+    else {
+        panic!("no counterexample: {report:?}");
+    };
+    assert_eq!(
+        path.clone().into_actions(),
+        follow_up.path.clone().into_actions()[..from],
+        "the follow-up does not start with the counterexample"
+    );
+    let holds = model
+        .properties()
+        .into_iter()
+        .find(|p| p.name == raft_spec::safety::LEADER_COMPLETENESS)
+        .map(|p| (p.condition)(&model, follow_up.path.last_state()));
+    assert_eq!(holds, Some(false), "{text}");
 }
 
 /// With a third term the same false acknowledgement breaks Leader
@@ -303,7 +344,8 @@ fn figure_8_breaks_committed_entries_survive_elections() {
         .find(|p| p.name == property)
         .map(|p| (p.condition)(&model, path.last_state()));
     assert_eq!(holds, Some(false), "{text}");
-    // Nothing of Figure 3 is broken yet: the term-4 leader is still to come.
+    // Nothing of Figure 3 is broken yet: the term-4 leader is still to come,
+    // and the report's follow-up shows it, four steps on.
     for p in model.properties() {
         if raft_spec::safety::PROPERTY_NAMES.contains(&p.name) {
             assert!(
@@ -313,6 +355,7 @@ fn figure_8_breaks_committed_entries_survive_elections() {
             );
         }
     }
+    assert_one_more_election_breaks_leader_completeness(&report, 16, 20);
 }
 
 /// Follows `script` (each item a prefix of the rendered action to take) from
