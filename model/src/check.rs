@@ -320,12 +320,15 @@ pub fn one_more_election(config: ModelConfig, path: &Path<State, Action>) -> Opt
     let init = model.init_states().into_iter().next()?;
     let replayed = Path::from_actions(&model, init.clone(), steps.iter())?;
     let fails = |m: &RaftModel, s: &State| broken.iter().any(|(_, holds)| !holds(m, s));
-    let (_, more) = shortest_steps(
+    let Steps::Found(_, more) = search_steps(
         &model,
         vec![replayed.last_state().clone()],
         fails,
+        usize::MAX,
         SHORTEST_PATH_LIMIT,
-    )?;
+    ) else {
+        return None;
+    };
     let all: Vec<Action> = steps.iter().cloned().chain(more).collect();
     let path = Path::from_actions(&model, init, all.iter())?;
     let property = broken
@@ -396,18 +399,61 @@ pub fn shortest_path(
     goal: impl Fn(&RaftModel, &State) -> bool + Sync,
     limit: usize,
 ) -> Option<Path<State, Action>> {
-    let (init, steps) = shortest_steps(model, model.init_states(), goal, limit)?;
-    Path::from_actions(model, init, steps.iter())
+    match search_steps(model, model.init_states(), goal, usize::MAX, limit) {
+        Steps::Found(init, steps) => Path::from_actions(model, init, steps.iter()),
+        Steps::Absent { .. } | Steps::GaveUp => None,
+    }
 }
 
-/// The search of [`shortest_path`] from `starts`: the start it leaves from
-/// and its steps.
-fn shortest_steps(
+/// What [`within_depth`] found.
+#[derive(Debug)]
+pub enum Reach {
+    /// A shortest path to a goal state.
+    Found(Path<State, Action>),
+    /// No state within the depth is a goal; this many states are.
+    Absent {
+        /// Unique states within the depth.
+        states: usize,
+    },
+    /// The search reached its limit on states first.
+    GaveUp,
+}
+
+/// Whether a goal state is within `max_depth` steps of an initial state: the
+/// search of [`shortest_path`], stopped at that depth (one depth at a time,
+/// so every state within it is visited, whatever the workers' timing).
+pub fn within_depth(
+    model: &RaftModel,
+    goal: impl Fn(&RaftModel, &State) -> bool + Sync,
+    max_depth: usize,
+    limit: usize,
+) -> Reach {
+    match search_steps(model, model.init_states(), goal, max_depth, limit) {
+        Steps::Found(init, steps) => {
+            Path::from_actions(model, init, steps.iter()).map_or(Reach::GaveUp, Reach::Found)
+        }
+        Steps::Absent { states } => Reach::Absent { states },
+        Steps::GaveUp => Reach::GaveUp,
+    }
+}
+
+/// What [`search_steps`] found: the start a goal is reached from and the
+/// steps, or none within the depth, or the limit first.
+enum Steps {
+    Found(State, Vec<Action>),
+    Absent { states: usize },
+    GaveUp,
+}
+
+/// The search of [`shortest_path`] from `starts`, to at most `max_depth`
+/// steps.
+fn search_steps(
     model: &RaftModel,
     starts: Vec<State>,
     goal: impl Fn(&RaftModel, &State) -> bool + Sync,
+    max_depth: usize,
     limit: usize,
-) -> Option<(State, Vec<Action>)> {
+) -> Steps {
     use std::collections::{HashMap, HashSet};
     /// A successor: its key, its parent's key, the step, the state, and
     /// whether it is a goal.
@@ -420,7 +466,7 @@ fn shortest_steps(
         let key = state_key(&s);
         if model.within_boundary(&s) && parent.insert(key, None).is_none() {
             if goal(model, &s) {
-                return Some((s, Vec::new()));
+                return Steps::Found(s, Vec::new());
             }
             first.insert(key, s.clone());
             level.push((key, s));
@@ -450,10 +496,12 @@ fn shortest_steps(
         }
         out
     };
-    while !level.is_empty() {
+    let mut depth = 0;
+    while !level.is_empty() && depth < max_depth {
         if parent.len() >= limit {
-            return None;
+            return Steps::GaveUp;
         }
+        depth += 1;
         let chunk = level.len().div_ceil(WORKERS).max(1);
         let parts: Vec<Vec<Successor>> = std::thread::scope(|scope| {
             let seen = &parent;
@@ -478,13 +526,18 @@ fn shortest_steps(
                         cursor = *prev;
                     }
                     steps.reverse();
-                    return Some((first.remove(&cursor)?, steps));
+                    return match first.remove(&cursor) {
+                        Some(start) => Steps::Found(start, steps),
+                        None => Steps::GaveUp,
+                    };
                 }
                 level.push((key, state));
             }
         }
     }
-    None
+    Steps::Absent {
+        states: parent.len(),
+    }
 }
 
 /// The Explorer URL that opens `path` (served by `raft-model explore` with
