@@ -400,7 +400,7 @@ pub fn shortest_path(
     limit: usize,
 ) -> Option<Path<State, Action>> {
     match search_steps(model, model.init_states(), goal, usize::MAX, limit) {
-        Steps::Found(init, steps) => Path::from_actions(model, init, steps.iter()),
+        Steps::Found(init, steps) => Path::from_actions(model, *init, steps.iter()),
         Steps::Absent { .. } | Steps::GaveUp => None,
     }
 }
@@ -430,7 +430,7 @@ pub fn within_depth(
 ) -> Reach {
     match search_steps(model, model.init_states(), goal, max_depth, limit) {
         Steps::Found(init, steps) => {
-            Path::from_actions(model, init, steps.iter()).map_or(Reach::GaveUp, Reach::Found)
+            Path::from_actions(model, *init, steps.iter()).map_or(Reach::GaveUp, Reach::Found)
         }
         Steps::Absent { states } => Reach::Absent { states },
         Steps::GaveUp => Reach::GaveUp,
@@ -440,7 +440,7 @@ pub fn within_depth(
 /// What [`search_steps`] found: the start a goal is reached from and the
 /// steps, or none within the depth, or the limit first.
 enum Steps {
-    Found(State, Vec<Action>),
+    Found(Box<State>, Vec<Action>),
     Absent { states: usize },
     GaveUp,
 }
@@ -466,7 +466,7 @@ fn search_steps(
         let key = state_key(&s);
         if model.within_boundary(&s) && parent.insert(key, None).is_none() {
             if goal(model, &s) {
-                return Steps::Found(s, Vec::new());
+                return Steps::Found(Box::new(s), Vec::new());
             }
             first.insert(key, s.clone());
             level.push((key, s));
@@ -527,7 +527,7 @@ fn search_steps(
                     }
                     steps.reverse();
                     return match first.remove(&cursor) {
-                        Some(start) => Steps::Found(start, steps),
+                        Some(start) => Steps::Found(Box::new(start), steps),
                         None => Steps::GaveUp,
                     };
                 }
