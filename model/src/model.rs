@@ -252,7 +252,7 @@ impl RaftModel {
     /// This is symmetry reduction for the breadth-first checker, which
     /// Stateright 0.31 offers only for depth-first search: the search walks
     /// one state per class of states equal up to server names, and its
-    /// depth-first order still gives shortest counterexamples, since renaming
+    /// breadth-first order still gives shortest counterexamples, since renaming
     /// servers maps a path to a path of the same length. Sound because every
     /// property is blind to server names and all servers run the same code.
     /// The paths it finds step between representatives; [`Self::concrete_path`]
