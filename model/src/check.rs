@@ -102,8 +102,9 @@ pub struct CheckReport {
     pub max_depth: usize,
     /// Wall-clock time of the search.
     pub elapsed: Duration,
-    /// Wall-clock time of the re-searches for shortest counterexamples
-    /// (after the search; [`shortest_path`]).
+    /// Wall-clock time of the work after the search: the re-searches for
+    /// shortest counterexamples ([`shortest_path`]), turning canonical paths
+    /// into plain ones, and the follow-up ([`one_more_election`]).
     pub research_elapsed: Duration,
     /// Peak resident memory of the process, if the OS tells.
     pub peak_rss_bytes: Option<u64>,
@@ -629,7 +630,7 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
     if report.research_elapsed >= Duration::from_millis(500) {
         let _ = writeln!(
             out,
-            "Shortest counterexample re-searched in {:.2}s (total {:.2}s)",
+            "Counterexamples re-searched shortest and followed up in {:.2}s (total {:.2}s)",
             report.research_elapsed.as_secs_f64(),
             (report.elapsed + report.research_elapsed).as_secs_f64()
         );
