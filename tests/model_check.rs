@@ -42,6 +42,7 @@ fn run(config: ModelConfig, strategy: Strategy, symmetry: bool, threads: usize) 
         threads,
         progress_every: None,
         stop_at: None,
+        time_limit: None,
     };
     check::run(config, options, &mut std::io::sink())
 }

@@ -14,6 +14,7 @@ use stateright::actor::{
 use stateright::{Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::cmp::Ordering;
+use std::fmt;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -53,13 +54,18 @@ struct Hashed<C> {
     message: Message<C>,
 }
 
+/// A hash with fixed keys (the same in every run), cached in values the
+/// checker hashes again and again: several times faster than std's SipHash
+/// on these small inputs.
+fn fixed_hash<T: Hash>(value: &T) -> u64 {
+    ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3).hash_one(value)
+}
+
 impl<C: Hash> RaftMsg<C> {
     /// Wraps a message.
     pub fn new(message: Message<C>) -> Self {
-        // Fixed keys: a message hashes the same in every run.
-        let hasher = ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3);
         RaftMsg(Arc::new(Hashed {
-            hash: hasher.hash_one(&message),
+            hash: fixed_hash(&message),
             message,
         }))
     }
@@ -170,13 +176,60 @@ impl Rewrite<Id> for Msg {
     }
 }
 
-/// A server's state in the model: the spec's server, unchanged.
+/// A server's state in the model: the spec's server, unchanged, with its
+/// hash.
+///
+/// The checker hashes every state it generates, and a step changes one
+/// server: the others are shared with the state before (behind an `Arc`) and
+/// would be hashed again, log and all. So the hash is computed once, when the
+/// server state is made (it cannot change after: the server is reachable
+/// only through [`ServerState::server`]), and `Hash` writes just that, as
+/// [`RaftMsg`] does for messages. Equality compares the hashes first, then
+/// the servers.
 ///
 /// Ordering (used only to pick a representative under symmetry reduction)
 /// compares the persistent and volatile state before the server's id, so that
 /// servers are sorted by what they hold rather than by who they are.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ServerState(pub Server<Sm>);
+#[derive(Clone)]
+pub struct ServerState {
+    server: Server<Sm>,
+    hash: u64,
+}
+
+impl ServerState {
+    /// Wraps a server.
+    pub fn new(server: Server<Sm>) -> Self {
+        ServerState {
+            hash: fixed_hash(&server),
+            server,
+        }
+    }
+
+    /// The server.
+    pub fn server(&self) -> &Server<Sm> {
+        &self.server
+    }
+}
+
+impl fmt::Debug for ServerState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.server.fmt(f)
+    }
+}
+
+impl PartialEq for ServerState {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.server == other.server
+    }
+}
+
+impl Eq for ServerState {}
+
+impl Hash for ServerState {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
 
 impl PartialOrd for ServerState {
     fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
@@ -186,7 +239,7 @@ impl PartialOrd for ServerState {
 
 impl Ord for ServerState {
     fn cmp(&self, other: &Self) -> Ordering {
-        let (a, b) = (&self.0, &other.0);
+        let (a, b) = (&self.server, &other.server);
         (&a.persistent, &a.volatile, a.id, &a.peers).cmp(&(
             &b.persistent,
             &b.volatile,
@@ -230,7 +283,7 @@ impl ActorState {
     /// The server, if this is one.
     pub fn server(&self) -> Option<&Server<Sm>> {
         match self {
-            ActorState::Server(s) => Some(&s.0),
+            ActorState::Server(s) => Some(&s.server),
             ActorState::Client(_) => None,
         }
     }
@@ -239,8 +292,8 @@ impl ActorState {
 impl Rewrite<Id> for ActorState {
     fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
         match self {
-            ActorState::Server(s) => ActorState::Server(ServerState(
-                s.0.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
+            ActorState::Server(s) => ActorState::Server(ServerState::new(
+                s.server.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
             )),
             ActorState::Client(c) => ActorState::Client(c.clone()),
         }
@@ -293,8 +346,8 @@ impl RaftActor {
         let ActorState::Server(current) = state.as_ref() else {
             return;
         };
-        if let Some(next) = step_server(&current.0, input, o) {
-            *state = Cow::Owned(ActorState::Server(ServerState(next)));
+        if let Some(next) = step_server(&current.server, input, o) {
+            *state = Cow::Owned(ActorState::Server(ServerState::new(next)));
         }
     }
 }
@@ -480,7 +533,7 @@ impl Actor for RaftActor {
                     .with_max_append_entries(*max_append_entries)
                     .with_empty_heartbeats(*empty_heartbeats);
                 carry_out(&server, outputs, o);
-                ActorState::Server(ServerState(server))
+                ActorState::Server(ServerState::new(server))
             }
             RaftActor::Client { servers } => {
                 for s in 0..*servers {

@@ -8,6 +8,8 @@ use stateright::actor::ActorModelAction;
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 use std::fmt::Write as _;
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Search order.
@@ -36,6 +38,10 @@ pub struct CheckOptions {
     /// property: a counterexample). `None`: search until every property has
     /// one or the bounded space is exhausted.
     pub stop_at: Option<&'static str>,
+    /// Stop the search after this long and report how far it got (`None`:
+    /// search until done). A search stopped so is not complete: its
+    /// `Always` verdicts cover only the states it explored.
+    pub time_limit: Option<Duration>,
 }
 
 impl Default for CheckOptions {
@@ -46,6 +52,7 @@ impl Default for CheckOptions {
             threads: 2,
             progress_every: None,
             stop_at: None,
+            time_limit: None,
         }
     }
 }
@@ -94,6 +101,9 @@ pub struct CheckReport {
     pub stopped_early: bool,
     /// A checker thread panicked (a bug in the model or the spec).
     pub panicked: bool,
+    /// The search was stopped by [`CheckOptions::time_limit`] before it
+    /// explored the whole bounded space.
+    pub timed_out: bool,
     /// Unique states (after symmetry reduction, if on).
     pub unique_states: usize,
     /// States generated, repeats included.
@@ -158,7 +168,8 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
             model
         }
     };
-    let model = searched(config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let model = searched(config).with_stop(Arc::clone(&stop));
     let mut builder = model.checker().threads(options.threads.max(1));
     if let Some(name) = options.stop_at {
         builder = builder.finish_when(HasDiscoveries::AnyOf([name].into_iter().collect()));
@@ -174,10 +185,23 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
     let mut running = checker.take_handles();
     let mut last_progress = Instant::now();
     let mut panicked = false;
+    let mut timed_out = false;
     // A panicking checker thread can leave the others waiting for work it
     // held, so threads are joined as they finish and a panic ends the wait.
     while !running.is_empty() && !panicked {
         std::thread::sleep(Duration::from_millis(20));
+        // At the limit the model stops generating successors (`with_stop`):
+        // the threads empty their queues and end. Threads that all ended
+        // before the limit completed the search.
+        if !timed_out
+            && options
+                .time_limit
+                .is_some_and(|limit| start.elapsed() >= limit)
+            && running.iter().any(|h| !h.is_finished())
+        {
+            stop.store(true, Ordering::Relaxed);
+            timed_out = true;
+        }
         let (finished, still): (Vec<_>, Vec<_>) =
             running.into_iter().partition(|h| h.is_finished());
         running = still;
@@ -202,11 +226,14 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
         }
     }
     let elapsed = start.elapsed();
+    // The paths to discoveries are rebuilt by replaying the checker's model,
+    // which must have its successors back.
+    stop.store(false, Ordering::Relaxed);
     let discoveries = checker.discoveries();
     let stopped_early = options
         .stop_at
         .is_some_and(|name| discoveries.contains_key(name));
-    let completed = checker.is_done() && !panicked && !stopped_early;
+    let completed = checker.is_done() && !panicked && !stopped_early && !timed_out;
     let (unique_states, states, max_depth) = (
         checker.unique_state_count(),
         checker.state_count(),
@@ -273,6 +300,7 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
         completed,
         stopped_early,
         panicked,
+        timed_out,
         unique_states,
         states,
         max_depth,
@@ -612,6 +640,11 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
             )
         } else if report.completed {
             "Completed".to_string()
+        } else if report.timed_out {
+            format!(
+                "INCOMPLETE (stopped at the time limit of {} s)",
+                report.options.time_limit.unwrap_or_default().as_secs()
+            )
         } else {
             "INCOMPLETE".to_string()
         },
@@ -642,9 +675,10 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
             Expectation::Eventually => "eventually",
         };
         let verdict = match &v.outcome {
-            Outcome::Held => "held".to_string(),
+            Outcome::Held if report.completed => "held".to_string(),
+            Outcome::Held => "no counterexample among the states explored".to_string(),
             Outcome::Found(p) => format!("found ({} steps)", p.clone().into_actions().len()),
-            Outcome::NotFound if report.stopped_early => {
+            Outcome::NotFound if report.stopped_early || report.timed_out => {
                 "not reached before the search stopped".to_string()
             }
             Outcome::NotFound => "NOT FOUND: no explored state satisfies it".to_string(),

@@ -175,6 +175,10 @@ struct CheckArgs {
     /// Seconds between progress lines.
     #[arg(long, default_value_t = 5)]
     progress_secs: u64,
+    /// Stop the search after this many seconds and report how far it got
+    /// (exit 1: the check is incomplete) [default: no limit].
+    #[arg(long, value_name = "SECS")]
+    time_limit: Option<u64>,
 }
 
 #[derive(Args)]
@@ -306,6 +310,9 @@ fn run_check(args: CheckArgs) -> ExitCode {
     if args.threads == 0 {
         return bad_argument("--threads must be at least 1, got 0");
     }
+    if args.time_limit == Some(0) {
+        return bad_argument("--time-limit must be at least 1 second, got 0");
+    }
     let strategy = match args.strategy {
         StrategyArg::Bfs => Strategy::Bfs,
         StrategyArg::Dfs => Strategy::Dfs,
@@ -325,6 +332,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
             Expected::Violates(p) => Some(p),
             Expected::Unreachable(_) => None,
         }),
+        time_limit: args.time_limit.map(Duration::from_secs),
     };
     if let Some(b) = seeded {
         out!(
@@ -341,14 +349,16 @@ fn run_check(args: CheckArgs) -> ExitCode {
         }
     }
     out!(
-        "Checking {} with strategy={} symmetry={} threads={}",
+        "Checking {} with strategy={} symmetry={} threads={}{}",
         config,
         match strategy {
             Strategy::Bfs => "bfs",
             Strategy::Dfs => "dfs",
         },
         symmetry,
-        args.threads
+        args.threads,
+        args.time_limit
+            .map_or(String::new(), |s| format!(" time_limit={s}s"))
     );
     let mut stdout = std::io::stdout();
     let report = check::run(config, options, &mut stdout);

@@ -29,6 +29,7 @@ use stateright::util::DenseNatMap;
 use stateright::{Model, Path, Property, Representative, Rewrite, RewritePlan};
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 /// The sequential specification of the replicated counter, for the
@@ -185,6 +186,8 @@ pub struct RaftModel {
     /// Whether every state is replaced by its representative under server
     /// renaming (see [`RaftModel::with_canonical_states`]).
     pub canonical: bool,
+    /// Once set, no state has a successor (see [`RaftModel::with_stop`]).
+    stop: Option<Arc<AtomicBool>>,
     inner: ActorModel<RaftActor, ModelConfig, Ghost>,
 }
 
@@ -234,6 +237,7 @@ impl RaftModel {
             // seeded bug included (`ignores_forever_with_bug`).
             collect_garbage: true,
             canonical: false,
+            stop: None,
             inner,
         }
     }
@@ -259,6 +263,19 @@ impl RaftModel {
     /// turns them into paths of the plain model, which the Explorer replays.
     pub fn with_canonical_states(mut self) -> Self {
         self.canonical = true;
+        self
+    }
+
+    /// The same model, whose states have no successors once `stop` is set.
+    ///
+    /// This is how a search is cut short from outside (the checker's time
+    /// limit): Stateright 0.31's own timeout ends a search exactly as its
+    /// completion does, so a search stopped by it could not be told from a
+    /// finished one. With the flag, whoever sets it knows the search was
+    /// stopped, and the checker's threads still end promptly: they only
+    /// empty their queues.
+    pub fn with_stop(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
         self
     }
 
@@ -908,6 +925,13 @@ impl Model for RaftModel {
     }
 
     fn actions(&self, state: &State, actions: &mut Vec<Action>) {
+        if self
+            .stop
+            .as_ref()
+            .is_some_and(|stop| stop.load(Ordering::Relaxed))
+        {
+            return;
+        }
         self.inner.actions(state, actions);
         // Only servers crash, and at most `crashes` times in all.
         let budget_left = state.history.crashes < self.config.crashes;

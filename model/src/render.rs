@@ -138,7 +138,7 @@ pub fn state(state: &State) -> String {
         let crashed = state.crashed.get(i).copied().unwrap_or(false);
         match &**a {
             ActorState::Server(s) => {
-                let _ = writeln!(out, "{}", server(&s.0, crashed));
+                let _ = writeln!(out, "{}", server(s.server(), crashed));
             }
             ActorState::Client(c) => {
                 let status = match c.status {
@@ -194,7 +194,7 @@ pub fn actor_line(state: &State, i: usize) -> Option<String> {
     let crashed = state.crashed.get(i).copied().unwrap_or(false);
     Some(match &**state.actor_states.get(i)? {
         ActorState::Server(s) => {
-            let mut line = server(&s.0, crashed);
+            let mut line = server(s.server(), crashed);
             let timers = timers_of(state, i);
             if !timers.is_empty() {
                 let names: Vec<String> = timers.iter().map(|t| format!("{t:?}")).collect();

@@ -79,6 +79,8 @@ fn bad_arguments_exit_2_naming_the_flag() {
         (vec!["check", "--max-term", "0"], "--max-term"),
         (vec!["check", "--network", "carrier-pigeon"], "--network"),
         (vec!["check", "--threads", "0"], "--threads"),
+        (vec!["check", "--time-limit", "0"], "--time-limit"),
+        (vec!["check", "--time-limit", "soon"], "--time-limit"),
         (vec!["check", "--strategy", "random"], "--strategy"),
         (vec!["check", "--servers", "three"], "--servers"),
         (vec!["explore", "--addr", "not-an-address"], "--addr"),
@@ -95,6 +97,58 @@ fn bad_arguments_exit_2_naming_the_flag() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
         assert!(stderr(&o).contains(flag), "{args:?}: {}", stderr(&o));
     }
+}
+
+/// A search cut short by `--time-limit` says so, prints how far it got, claims
+/// no property held, and exits 1; one that ends within its limit is complete.
+#[test]
+fn time_limit_reports_how_far_the_search_got() {
+    // (a): 229,674 states, several seconds depth-first.
+    let o = raft_model(&[
+        "check",
+        "--servers",
+        "3",
+        "--max-term",
+        "2",
+        "--requests",
+        "1",
+        "--crashes",
+        "0",
+        "--strategy",
+        "dfs",
+        "--time-limit",
+        "1",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("time_limit=1s"), "{out}");
+    let summary = out
+        .lines()
+        .find(|l| l.starts_with("INCOMPLETE (stopped at the time limit of 1 s) after "))
+        .unwrap_or_else(|| panic!("no INCOMPLETE line: {out}"));
+    let unique: usize = summary
+        .split("unique states=")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no unique count: {summary}"));
+    assert!(unique > 0 && unique < 229_674, "{summary}");
+    assert!(summary.contains("bytes per unique state"), "{summary}");
+    assert!(
+        out.lines().any(|l| l.contains("Election Safety")
+            && l.ends_with("no counterexample among the states explored")),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.ends_with(" held")), "{out}");
+
+    let o = raft_model(&["check", "--time-limit", "600"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("Completed after"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("unique states=10832 "),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// `raft-model check` on 3 servers, 1 term, `requests` requests, no crash,

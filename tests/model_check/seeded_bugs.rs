@@ -23,6 +23,7 @@ fn check_bug(entry: &SeededBug) -> CheckReport {
             Expected::Violates(p) => Some(p),
             Expected::Unreachable(_) => None,
         },
+        time_limit: None,
     };
     check::run(entry.config, options, &mut std::io::sink())
 }
