@@ -19,17 +19,7 @@ fn stderr(o: &Output) -> String {
 
 #[test]
 fn check_passes_and_reports_every_property() {
-    let o = raft_model(&[
-        "check",
-        "--servers",
-        "2",
-        "--max-term",
-        "2",
-        "--requests",
-        "1",
-        "--crashes",
-        "0",
-    ]);
+    let o = check_without_crash("2", "2", "1", &[]);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -104,21 +94,7 @@ fn bad_arguments_exit_2_naming_the_flag() {
 #[test]
 fn time_limit_reports_how_far_the_search_got() {
     // (a): 229,674 states, several seconds depth-first.
-    let o = raft_model(&[
-        "check",
-        "--servers",
-        "3",
-        "--max-term",
-        "2",
-        "--requests",
-        "1",
-        "--crashes",
-        "0",
-        "--strategy",
-        "dfs",
-        "--time-limit",
-        "1",
-    ]);
+    let o = check_without_crash("3", "2", "1", &["--strategy", "dfs", "--time-limit", "1"]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("time_limit=1s"), "{out}");
@@ -151,15 +127,15 @@ fn time_limit_reports_how_far_the_search_got() {
     );
 }
 
-/// `raft-model check` on 3 servers, 1 term, `requests` requests, no crash,
-/// with `extra` flags.
-fn check_three_servers_one_term(requests: &str, extra: &[&str]) -> Output {
+/// `raft-model check` on `servers` servers, `max_term` terms, `requests`
+/// requests and no crash, with `extra` flags.
+fn check_without_crash(servers: &str, max_term: &str, requests: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "check",
         "--servers",
-        "3",
+        servers,
         "--max-term",
-        "1",
+        max_term,
         "--requests",
         requests,
         "--crashes",
@@ -167,6 +143,12 @@ fn check_three_servers_one_term(requests: &str, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     raft_model(&args)
+}
+
+/// `raft-model check` on 3 servers, 1 term, `requests` requests, no crash,
+/// with `extra` flags.
+fn check_three_servers_one_term(requests: &str, extra: &[&str]) -> Output {
+    check_without_crash("3", "1", requests, extra)
 }
 
 #[test]
