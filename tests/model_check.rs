@@ -310,11 +310,14 @@ fn other_network_semantics() {
 /// Everything about a state except the network: what the properties see.
 fn projection(state: &raft_model::model::State) -> u64 {
     let mut h = DefaultHasher::new();
-    state.actor_states.hash(&mut h);
-    state.crashed.hash(&mut h);
-    state.actor_storages.hash(&mut h);
-    state.history.hash(&mut h);
-    state.timers_set.hash(&mut h);
+    state.servers.iter().for_each(|slot| {
+        slot.state.hash(&mut h);
+        slot.stored.hash(&mut h);
+        slot.timers.hash(&mut h);
+        slot.crashed.hash(&mut h);
+    });
+    state.clients.hash(&mut h);
+    state.ghost.hash(&mut h);
     h.finish()
 }
 
@@ -339,8 +342,8 @@ fn reachable_projections(model: &RaftModel) -> HashSet<u64> {
     while let Some(state) = stack.pop() {
         projections.insert(projection(&state));
         let mut cleared = state.clone();
-        cleared.history.rejoined = false;
-        cleared.history.stepped_down_on_response = false;
+        cleared.ghost.rejoined = false;
+        cleared.ghost.stepped_down_on_response = false;
         projections.insert(projection(&cleared));
         actions.clear();
         model.actions(&state, &mut actions);

@@ -1,38 +1,19 @@
-//! Stateright actors: Raft servers (adapters around `raft-spec`) and clients.
-//!
-//! A server actor translates Stateright events into `raft_spec::Input`s and
-//! the spec's `Output`s into Stateright commands. It contains no Raft rule.
+//! Shared message wrapper ([`RaftMsg`]) and the adapter the trace replayer's
+//! Stateright actor uses to run a `raft-spec` server: it translates the
+//! spec's `Output`s into Stateright commands. It contains no Raft rule.
 
-use raft_spec::bugs::Bug;
+use crate::model::state::Cmd;
+pub use crate::model::state::{actor_id, node_id};
 use raft_spec::{
-    ClientId, ClientReply, Counter, Increment, Input, Message, NodeId, Output, Outputs,
-    PersistentState, Server, StateMachine, Timer,
+    ClientId, ClientReply, Input, Message, Output, Outputs, PersistentState, Server, StateMachine,
+    Timer,
 };
 use stateright::actor::{
     model_timeout, Actor, ActorModelState, Command, Envelope, Id, Network, Out,
 };
-use stateright::{Rewrite, RewritePlan};
-use std::borrow::Cow;
 use std::cmp::Ordering;
-use std::fmt;
 use std::hash::Hash;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
-
-/// The state machine the model replicates.
-pub type Sm = Counter;
-/// The command the model's clients submit.
-pub type Cmd = Increment;
-
-/// Converts a server's Stateright id into its Raft id (they are equal).
-pub fn node_id(id: Id) -> NodeId {
-    NodeId(usize::from(id) as u64)
-}
-
-/// Converts a Raft id into the Stateright id.
-pub fn actor_id(node: NodeId) -> Id {
-    Id::from(node.0 as usize)
-}
 
 /// A Raft message shared between states, with its hash computed once.
 ///
@@ -57,7 +38,7 @@ struct Hashed<C> {
 /// A hash with fixed keys (the same in every run), cached in values the
 /// checker hashes again and again: several times faster than std's SipHash
 /// on these small inputs.
-fn fixed_hash<T: Hash>(value: &T) -> u64 {
+pub(crate) fn fixed_hash<T: Hash>(value: &T) -> u64 {
     ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3).hash_one(value)
 }
 
@@ -65,9 +46,21 @@ impl<C: Hash> RaftMsg<C> {
     /// Wraps a message.
     pub fn new(message: Message<C>) -> Self {
         RaftMsg(Arc::new(Hashed {
-            hash: fixed_hash(&message),
+            hash: Self::hash_of(&message),
             message,
         }))
+    }
+
+    /// The hash a wrapped `message` has.
+    pub fn hash_of(message: &Message<C>) -> u64 {
+        fixed_hash(message)
+    }
+}
+
+impl<C> RaftMsg<C> {
+    /// The message's cached hash.
+    pub fn hash_value(&self) -> u64 {
+        self.0.hash
     }
 }
 
@@ -109,246 +102,6 @@ impl<C: Ord> PartialOrd for RaftMsg<C> {
 impl<C: Ord> Ord for RaftMsg<C> {
     fn cmp(&self, other: &Self) -> Ordering {
         self.0.message.cmp(&other.0.message)
-    }
-}
-
-/// A server's answer to a client's request.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Answer {
-    /// The request answered.
-    pub request_no: u64,
-    /// The answer.
-    pub reply: ClientReply<u64>,
-}
-
-/// Messages of the model: Raft RPCs between servers, and the client protocol.
-///
-/// Its `Debug` is the one-line rendering of [`crate::render::message`], which
-/// Stateright's Explorer uses to label the sequence diagram.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Msg {
-    /// A Raft RPC or response.
-    Raft(RaftMsg),
-    /// A client asks a server to apply its request (the client is the sender).
-    Request {
-        /// The client's request number.
-        request_no: u64,
-    },
-    /// A server answers a client (behind a pointer, to keep `Msg` two words).
-    Reply(Arc<Answer>),
-}
-
-pub(crate) fn rewrite_node<S>(plan: &RewritePlan<Id, S>) -> impl Fn(NodeId) -> NodeId + '_ {
-    move |n| node_id(plan.rewrite(&actor_id(n)))
-}
-
-pub(crate) fn rewrite_client<S>(plan: &RewritePlan<Id, S>) -> impl Fn(ClientId) -> ClientId + '_ {
-    move |c| ClientId(usize::from(plan.rewrite(&Id::from(c.0 as usize))) as u64)
-}
-
-impl Rewrite<Id> for Msg {
-    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        match self {
-            Msg::Raft(m) => {
-                let mapped = m.map_ids(&rewrite_node(plan), &rewrite_client(plan));
-                // A message the rewrite leaves as it was (a response, which
-                // names no server, or a request whose ids map to themselves)
-                // keeps its shared copy and cached hash.
-                if mapped == **m {
-                    self.clone()
-                } else {
-                    Msg::Raft(RaftMsg::new(mapped))
-                }
-            }
-            Msg::Request { .. } => self.clone(),
-            Msg::Reply(answer) => match answer.reply {
-                ClientReply::NotLeader {
-                    leader_hint: Some(leader),
-                } => Msg::Reply(Arc::new(Answer {
-                    request_no: answer.request_no,
-                    reply: ClientReply::NotLeader {
-                        leader_hint: Some(rewrite_node(plan)(leader)),
-                    },
-                })),
-                _ => self.clone(),
-            },
-        }
-    }
-}
-
-/// A server's state in the model: the spec's server, unchanged, with its
-/// hash.
-///
-/// The checker hashes every state it generates, and a step changes one
-/// server: the others are shared with the state before (behind an `Arc`) and
-/// would be hashed again, log and all. So the hash is computed once, when the
-/// server state is made (it cannot change after: the server is reachable
-/// only through [`ServerState::server`]), and `Hash` writes just that, as
-/// [`RaftMsg`] does for messages. Equality compares the hashes first, then
-/// the servers.
-///
-/// Ordering (used only to pick a representative under symmetry reduction)
-/// compares the persistent and volatile state before the server's id, so that
-/// servers are sorted by what they hold rather than by who they are.
-#[derive(Clone)]
-pub struct ServerState {
-    server: Server<Sm>,
-    hash: u64,
-}
-
-impl ServerState {
-    /// Wraps a server.
-    pub fn new(server: Server<Sm>) -> Self {
-        ServerState {
-            hash: fixed_hash(&server),
-            server,
-        }
-    }
-
-    /// The server.
-    pub fn server(&self) -> &Server<Sm> {
-        &self.server
-    }
-}
-
-impl fmt::Debug for ServerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.server.fmt(f)
-    }
-}
-
-impl PartialEq for ServerState {
-    fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && self.server == other.server
-    }
-}
-
-impl Eq for ServerState {}
-
-impl Hash for ServerState {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        state.write_u64(self.hash);
-    }
-}
-
-impl PartialOrd for ServerState {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for ServerState {
-    fn cmp(&self, other: &Self) -> Ordering {
-        let (a, b) = (&self.server, &other.server);
-        (&a.persistent, &a.volatile, a.id, &a.peers).cmp(&(
-            &b.persistent,
-            &b.volatile,
-            b.id,
-            &b.peers,
-        ))
-    }
-}
-
-/// What a client has seen of its request.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ClientStatus {
-    /// Sent, not answered yet.
-    Pending,
-    /// Answered: the counter's value before this request's increment.
-    Done(u64),
-}
-
-/// A client's state. The client's own index comes first, so that symmetry
-/// reduction never permutes clients (only servers are interchangeable).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ClientState {
-    /// The client's actor index.
-    pub index: usize,
-    /// The request number it sent (each client sends one request).
-    pub request_no: u64,
-    /// Its progress.
-    pub status: ClientStatus,
-}
-
-/// The state of one actor. Servers sort before clients.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ActorState {
-    /// A Raft server.
-    Server(ServerState),
-    /// A client.
-    Client(ClientState),
-}
-
-impl ActorState {
-    /// The server, if this is one.
-    pub fn server(&self) -> Option<&Server<Sm>> {
-        match self {
-            ActorState::Server(s) => Some(&s.server),
-            ActorState::Client(_) => None,
-        }
-    }
-}
-
-impl Rewrite<Id> for ActorState {
-    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        match self {
-            ActorState::Server(s) => ActorState::Server(ServerState::new(
-                s.server.map_ids(&rewrite_node(plan), &rewrite_client(plan)),
-            )),
-            ActorState::Client(c) => ActorState::Client(c.clone()),
-        }
-    }
-}
-
-/// What a server keeps across a crash: the spec's persistent state.
-///
-/// Shared between the states that hold the same one (every state is copied
-/// for each step, and most steps do not write storage); `Hash` and `Eq` are
-/// those of the persistent state.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Stored(pub Arc<PersistentState<Cmd>>);
-
-impl Rewrite<Id> for Stored {
-    fn rewrite<S>(&self, plan: &RewritePlan<Id, S>) -> Self {
-        let mapped = self.0.map_ids(&rewrite_node(plan), &rewrite_client(plan));
-        if mapped == *self.0 {
-            self.clone()
-        } else {
-            Stored(Arc::new(mapped))
-        }
-    }
-}
-
-/// An actor of the model.
-#[derive(Clone, Debug)]
-pub enum RaftActor {
-    /// A server of a cluster of `servers` servers with ids `0..servers`.
-    Server {
-        /// Cluster size.
-        servers: usize,
-        /// The seeded bug the server runs with, if any.
-        bug: Option<Bug>,
-        /// The most entries one AppendEntries carries (`None`: no limit).
-        max_append_entries: Option<NonZeroUsize>,
-        /// Whether heartbeats carry no entries.
-        empty_heartbeats: bool,
-    },
-    /// A client that sends request number 1 to every server (it does not know
-    /// the leader) and follows `NotLeader` redirects.
-    Client {
-        /// Cluster size.
-        servers: usize,
-    },
-}
-
-impl RaftActor {
-    fn server_step(&self, state: &mut Cow<ActorState>, input: Input<Cmd>, o: &mut Out<Self>) {
-        let ActorState::Server(current) = state.as_ref() else {
-            return;
-        };
-        if let Some(next) = step_server(&current.server, input, o) {
-            *state = Cow::Owned(ActorState::Server(ServerState::new(next)));
-        }
     }
 }
 
@@ -480,125 +233,6 @@ pub fn apply_commands<A: Actor, H>(
                     }
                 }
             }
-        }
-    }
-}
-
-impl ServerAdapter for RaftActor {
-    type Sm = Sm;
-
-    fn raft_message(message: Message<Cmd>) -> Msg {
-        Msg::Raft(RaftMsg::new(message))
-    }
-
-    fn client_reply(
-        client_id: ClientId,
-        request_no: u64,
-        reply: ClientReply<u64>,
-    ) -> Option<(Id, Msg)> {
-        Some((
-            Id::from(client_id.0 as usize),
-            Msg::Reply(Arc::new(Answer { request_no, reply })),
-        ))
-    }
-
-    fn stored(persistent: &PersistentState<Cmd>) -> Stored {
-        Stored(Arc::new(persistent.clone()))
-    }
-}
-
-impl Actor for RaftActor {
-    type Msg = Msg;
-    type Timer = Timer;
-    type State = ActorState;
-    type Storage = Stored;
-    type Random = ();
-
-    fn on_start(&self, id: Id, storage: &Option<Stored>, o: &mut Out<Self>) -> ActorState {
-        match self {
-            RaftActor::Server {
-                servers,
-                bug,
-                max_append_entries,
-                empty_heartbeats,
-            } => {
-                let peers = (0..*servers).map(|i| NodeId(i as u64)).collect();
-                let persistent = storage
-                    .as_ref()
-                    .map(|s| PersistentState::clone(&s.0))
-                    .unwrap_or_default();
-                let (server, outputs) =
-                    Server::restart_with_bug(node_id(id), peers, persistent, *bug);
-                let server = server
-                    .with_max_append_entries(*max_append_entries)
-                    .with_empty_heartbeats(*empty_heartbeats);
-                carry_out(&server, outputs, o);
-                ActorState::Server(ServerState::new(server))
-            }
-            RaftActor::Client { servers } => {
-                for s in 0..*servers {
-                    o.send(Id::from(s), Msg::Request { request_no: 1 });
-                }
-                ActorState::Client(ClientState {
-                    index: usize::from(id),
-                    request_no: 1,
-                    status: ClientStatus::Pending,
-                })
-            }
-        }
-    }
-
-    fn on_msg(&self, _id: Id, state: &mut Cow<ActorState>, src: Id, msg: Msg, o: &mut Out<Self>) {
-        match (self, msg) {
-            (RaftActor::Server { .. }, Msg::Raft(message)) => {
-                let input = Input::Message {
-                    from: node_id(src),
-                    message: message.into_inner(),
-                };
-                self.server_step(state, input, o);
-            }
-            (RaftActor::Server { .. }, Msg::Request { request_no }) => {
-                let input = Input::ClientRequest {
-                    client_id: ClientId(usize::from(src) as u64),
-                    request_no,
-                    command: Increment,
-                };
-                self.server_step(state, input, o);
-            }
-            (RaftActor::Client { servers }, Msg::Reply(answer)) => {
-                let Answer { request_no, reply } = Arc::unwrap_or_clone(answer);
-                let ActorState::Client(client) = state.as_ref() else {
-                    return;
-                };
-                if client.status != ClientStatus::Pending || client.request_no != request_no {
-                    return;
-                }
-                match reply {
-                    ClientReply::Ok(value) => {
-                        let mut next = client.clone();
-                        next.status = ClientStatus::Done(value);
-                        *state = Cow::Owned(ActorState::Client(next));
-                    }
-                    ClientReply::NotLeader {
-                        leader_hint: Some(leader),
-                    } if (leader.0 as usize) < *servers => {
-                        o.send(actor_id(leader), Msg::Request { request_no });
-                    }
-                    ClientReply::NotLeader { .. } => {}
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn on_timeout(&self, _id: Id, state: &mut Cow<ActorState>, timer: &Timer, o: &mut Out<Self>) {
-        self.server_step(state, Input::timeout(*timer), o);
-    }
-
-    fn name(&self) -> String {
-        match self {
-            RaftActor::Server { .. } => "server".to_string(),
-            RaftActor::Client { .. } => "client".to_string(),
         }
     }
 }

@@ -4,7 +4,6 @@ use crate::config::ModelConfig;
 use crate::model::{Action, RaftModel, State};
 use crate::render;
 use raft_spec::safety;
-use stateright::actor::ActorModelAction;
 use stateright::{Checker, Expectation, HasDiscoveries, Model, Path};
 use std::fmt::Write as _;
 use std::io::Write;
@@ -601,18 +600,12 @@ pub fn format_path_after(model: &RaftModel, path: &Path<State, Action>, skip: us
             continue;
         }
         let _ = writeln!(out, "  {:>3}. {}", step_no, render::action(action));
-        let touched = match action {
-            ActorModelAction::Deliver { dst, .. } => Some(usize::from(*dst)),
-            ActorModelAction::Timeout(id, _)
-            | ActorModelAction::Crash(id)
-            | ActorModelAction::Recover(id) => Some(usize::from(*id)),
-            _ => None,
-        };
-        if let Some(i) = touched {
-            if let Some(s) = RaftModel::server(after, i) {
-                let crashed = after.crashed.get(i).copied().unwrap_or(false);
-                let _ = writeln!(out, "       {}", render::server(s, crashed));
-            }
+        if let Some(slot) = action.actor().and_then(|i| after.servers.get(i)) {
+            let _ = writeln!(
+                out,
+                "       {}",
+                render::server(slot.server(), slot.crashed)
+            );
         }
     }
     if let Some((last, _)) = steps.last() {

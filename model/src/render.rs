@@ -2,12 +2,12 @@
 //! counterexamples and for Stateright's Explorer (the model state's `Debug`,
 //! each step's description, the sequence diagram's labels).
 
-use crate::actors::{ActorState, ClientStatus, Cmd, Msg, RaftActor};
-use crate::model::{Action, Ghost, RaftModel, State};
-use raft_spec::{ClientReply, Entry, Message, Payload, Role, Server, Timer};
-use stateright::actor::{Actor, ActorModelAction, Command, Envelope, Id, Network, Out};
+use crate::model::state::{ClientState, ClientStatus, Cmd, Ghost, Msg, Network, Sm, State};
+use crate::model::{Action, Effect, RaftModel};
+use raft_spec::{ClientReply, Entry, Message, Payload, Role, Server};
+use stateright::actor::{Envelope, Id};
 use stateright::{Expectation, Model, Path};
-use std::borrow::Cow;
+use std::collections::HashMap;
 use std::fmt::Write;
 
 fn entries<C>(entries: &[Entry<C>], first_index: u64) -> String {
@@ -89,24 +89,23 @@ fn actor(id: Id) -> String {
 /// An action on one line.
 pub fn action(action: &Action) -> String {
     match action {
-        ActorModelAction::Deliver { src, dst, msg } => {
+        Action::Deliver { src, dst, msg } => {
             format!("{} → {} : {}", actor(*src), actor(*dst), message(msg))
         }
-        ActorModelAction::Drop(env) => format!(
+        Action::Drop(env) => format!(
             "drop {} → {} : {}",
             actor(env.src),
             actor(env.dst),
             message(&env.msg)
         ),
-        ActorModelAction::Timeout(id, timer) => format!("{} {:?} timeout", actor(*id), timer),
-        ActorModelAction::Crash(id) => format!("{} crashes", actor(*id)),
-        ActorModelAction::Recover(id) => format!("{} recovers", actor(*id)),
-        ActorModelAction::SelectRandom { actor: id, .. } => format!("{} random", actor(*id)),
+        Action::Timeout(id, timer) => format!("{} {:?} timeout", actor(*id), timer),
+        Action::Crash(id) => format!("{} crashes", actor(*id)),
+        Action::Recover(id) => format!("{} recovers", actor(*id)),
     }
 }
 
 /// One server on one line, e.g. `n1 Leader t2 voted n1 log [1@1 2@2] commit 2`.
-pub fn server(s: &Server<crate::actors::Sm>, crashed: bool) -> String {
+pub fn server(s: &Server<Sm>, crashed: bool) -> String {
     let role = match s.role() {
         Role::Follower => "Follower",
         Role::Candidate => "Candidate",
@@ -131,27 +130,22 @@ pub fn server(s: &Server<crate::actors::Sm>, crashed: bool) -> String {
     line
 }
 
+fn client(c: &ClientState) -> String {
+    let status = match c.status {
+        ClientStatus::Pending => "pending".to_string(),
+        ClientStatus::Done(v) => format!("done, got {v}"),
+    };
+    format!("client {} request #{} {}", c.index, c.request_no, status)
+}
+
 /// Every actor of a state, one line each.
 pub fn state(state: &State) -> String {
     let mut out = String::new();
-    for (i, a) in state.actor_states.iter().enumerate() {
-        let crashed = state.crashed.get(i).copied().unwrap_or(false);
-        match &**a {
-            ActorState::Server(s) => {
-                let _ = writeln!(out, "{}", server(s.server(), crashed));
-            }
-            ActorState::Client(c) => {
-                let status = match c.status {
-                    ClientStatus::Pending => "pending".to_string(),
-                    ClientStatus::Done(v) => format!("done, got {v}"),
-                };
-                let _ = writeln!(
-                    out,
-                    "client {} request #{} {}",
-                    c.index, c.request_no, status
-                );
-            }
-        }
+    for slot in &state.servers {
+        let _ = writeln!(out, "{}", server(slot.server(), slot.crashed));
+    }
+    for c in state.clients.iter() {
+        let _ = writeln!(out, "{}", client(c));
     }
     out
 }
@@ -178,74 +172,30 @@ impl std::fmt::Debug for State {
     }
 }
 
-fn timers_of(state: &State, i: usize) -> Vec<Timer> {
-    let mut timers: Vec<Timer> = state
-        .timers_set
-        .get(i)
-        .map(|t| t.iter().cloned().collect())
-        .unwrap_or_default();
-    timers.sort();
-    timers
-}
-
 /// Actor `i` of a state on one line: a server as [`server`] plus its
 /// timers, a client as its request and status.
 pub fn actor_line(state: &State, i: usize) -> Option<String> {
-    let crashed = state.crashed.get(i).copied().unwrap_or(false);
-    Some(match &**state.actor_states.get(i)? {
-        ActorState::Server(s) => {
-            let mut line = server(s.server(), crashed);
-            let timers = timers_of(state, i);
-            if !timers.is_empty() {
-                let names: Vec<String> = timers.iter().map(|t| format!("{t:?}")).collect();
-                let _ = write!(line, ", timers: {}", names.join(" "));
-            }
-            line
+    if let Some(slot) = state.servers.get(i) {
+        let mut line = server(slot.server(), slot.crashed);
+        let timers = slot.timers();
+        if !timers.is_empty() {
+            let names: Vec<String> = timers.iter().map(|t| format!("{t:?}")).collect();
+            let _ = write!(line, ", timers: {}", names.join(" "));
         }
-        ActorState::Client(c) => {
-            let status = match c.status {
-                ClientStatus::Pending => "pending".to_string(),
-                ClientStatus::Done(v) => format!("done, got {v}"),
-            };
-            format!("client {} request #{} {}", c.index, c.request_no, status)
-        }
-    })
+        return Some(line);
+    }
+    state.client(i).map(client)
 }
 
 /// The messages in flight, one line each (`src → dst : message`), sorted
 /// by sender, receiver and message; on an ordered network, each channel's
 /// messages in delivery order.
-pub fn network_lines(network: &Network<Msg>) -> Vec<String> {
-    let line =
-        |src: Id, dst: Id, msg: &Msg| format!("{} → {} : {}", actor(src), actor(dst), message(msg));
-    match network {
-        Network::UnorderedDuplicating(set, _) => {
-            let mut envelopes: Vec<&Envelope<Msg>> = set.iter().collect();
-            envelopes.sort();
-            envelopes
-                .into_iter()
-                .map(|e| line(e.src, e.dst, &e.msg))
-                .collect()
-        }
-        Network::UnorderedNonDuplicating(multiset) => {
-            let mut envelopes: Vec<(&Envelope<Msg>, &usize)> = multiset.iter().collect();
-            envelopes.sort();
-            envelopes
-                .into_iter()
-                .map(|(e, &n)| {
-                    let mut l = line(e.src, e.dst, &e.msg);
-                    if n > 1 {
-                        let _ = write!(l, " (×{n})");
-                    }
-                    l
-                })
-                .collect()
-        }
-        Network::Ordered(flows) => flows
-            .iter()
-            .flat_map(|(&(src, dst), flow)| flow.iter().map(move |m| line(src, dst, m)))
-            .collect(),
-    }
+pub fn network_lines(network: &Network) -> Vec<String> {
+    network
+        .envelopes()
+        .iter()
+        .map(|e| format!("{} → {} : {}", actor(e.src), actor(e.dst), message(&e.msg)))
+        .collect()
 }
 
 /// The ghost history on one line (two if a step-level violation was seen).
@@ -257,7 +207,7 @@ pub fn history_lines(ghost: &Ghost) -> Vec<String> {
         .map(|(t, n)| format!("{t} {n}"))
         .collect();
     let applied: Vec<Entry<Cmd>> = ghost.raft.applied.iter().map(|(e, _)| e.clone()).collect();
-    let recovered: Vec<String> = ghost.recovered.iter().map(|n| n.to_string()).collect();
+    let recovered: Vec<String> = ghost.recovered().map(|n| n.to_string()).collect();
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     let mut lines = vec![format!(
         "leaders [{}], applied {}, conflict overwritten: {}, crashes {}, recovered [{}], rejoined: {}, client operations {} ({})",
@@ -289,17 +239,10 @@ pub fn history_lines(ghost: &Ghost) -> Vec<String> {
 /// A whole state, as the Explorer shows it: servers, clients, the messages
 /// in flight and a summary of the ghost history, one line each.
 pub fn state_view(state: &State) -> String {
-    let mut servers = Vec::new();
-    let mut clients = Vec::new();
-    for (i, a) in state.actor_states.iter().enumerate() {
-        let Some(line) = actor_line(state, i) else {
-            continue;
-        };
-        match &**a {
-            ActorState::Server(_) => servers.push(line),
-            ActorState::Client(_) => clients.push(line),
-        }
-    }
+    let servers: Vec<String> = (0..state.servers.len())
+        .filter_map(|i| actor_line(state, i))
+        .collect();
+    let clients: Vec<String> = state.clients.iter().map(client).collect();
     let network = network_lines(&state.network);
     let mut out = String::new();
     let mut section = |title: String, lines: &[String]| {
@@ -320,63 +263,30 @@ pub fn state_view(state: &State) -> String {
         },
         &network,
     );
-    section("history:".into(), &history_lines(&state.history));
+    section("history:".into(), &history_lines(&state.ghost));
     out
 }
 
 /// What the actor touched by `action` does in response: messages sent,
-/// timers set or cancelled, state persisted, one line each. The actor is
-/// asked, as Stateright's own step rendering does; nothing is decided here.
+/// timers set or cancelled, state persisted, one line each. The effects are
+/// the model's own ([`RaftModel::effects`]); nothing is decided here.
 fn outputs(model: &RaftModel, last: &State, action: &Action) -> Vec<String> {
-    let inner = model.actor_model();
-    let mut out = Out::<RaftActor>::new();
-    let id = match action {
-        ActorModelAction::Deliver { src, dst, msg } => {
-            let (Some(a), Some(s)) = (
-                inner.actors.get(usize::from(*dst)),
-                last.actor_states.get(usize::from(*dst)),
-            ) else {
-                return Vec::new();
-            };
-            let mut state = Cow::Borrowed(&**s);
-            a.on_msg(*dst, &mut state, *src, msg.clone(), &mut out);
-            *dst
-        }
-        ActorModelAction::Timeout(id, timer) => {
-            let (Some(a), Some(s)) = (
-                inner.actors.get(usize::from(*id)),
-                last.actor_states.get(usize::from(*id)),
-            ) else {
-                return Vec::new();
-            };
-            let mut state = Cow::Borrowed(&**s);
-            a.on_timeout(*id, &mut state, timer, &mut out);
-            *id
-        }
-        ActorModelAction::Recover(id) => {
-            let (Some(a), Some(storage)) = (
-                inner.actors.get(usize::from(*id)),
-                last.actor_storages.get(usize::from(*id)),
-            ) else {
-                return Vec::new();
-            };
-            a.on_start(*id, storage, &mut out);
-            *id
-        }
-        _ => return Vec::new(),
+    let Some(id) = action.actor() else {
+        return Vec::new();
     };
-    out.iter()
-        .filter_map(|c| match c {
-            Command::Send(dst, msg) => Some(format!(
+    model
+        .effects(last, action)
+        .iter()
+        .map(|effect| match effect {
+            Effect::Send(dst, msg) => format!(
                 "sends {} → {} : {}",
-                actor(id),
+                actor(Id::from(id)),
                 actor(*dst),
                 message(msg)
-            )),
-            Command::SetTimer(t, _) => Some(format!("sets the {t:?} timer")),
-            Command::CancelTimer(t) => Some(format!("cancels the {t:?} timer")),
-            Command::Save(_) => Some("persists its term, vote and log".to_string()),
-            Command::ChooseRandom(..) => None,
+            ),
+            Effect::SetTimer(t) => format!("sets the {t:?} timer"),
+            Effect::CancelTimer(t) => format!("cancels the {t:?} timer"),
+            Effect::Save => "persists its term, vote and log".to_string(),
         })
         .collect()
 }
@@ -391,14 +301,7 @@ pub fn step(model: &RaftModel, last: &State, action: &Action) -> String {
         let _ = writeln!(out, "  changes nothing");
         return out;
     };
-    let touched = match action {
-        ActorModelAction::Deliver { dst, .. } => Some(usize::from(*dst)),
-        ActorModelAction::Timeout(id, _)
-        | ActorModelAction::Crash(id)
-        | ActorModelAction::Recover(id) => Some(usize::from(*id)),
-        ActorModelAction::Drop(_) | ActorModelAction::SelectRandom { .. } => None,
-    };
-    if let Some(i) = touched {
+    if let Some(i) = action.actor() {
         if let (Some(before), Some(after)) = (actor_line(last, i), actor_line(&next, i)) {
             let _ = writeln!(out, "  before: {before}");
             let _ = writeln!(out, "  after:  {after}");
@@ -439,63 +342,126 @@ pub fn step(model: &RaftModel, last: &State, action: &Action) -> String {
     out
 }
 
-/// Stateright's sequence diagram of the wrapped `ActorModel` for a path of
-/// the model's states.
-pub fn sequence_diagram(model: &RaftModel, path: Path<State, Action>) -> Option<String> {
-    let steps: Vec<_> = path.into_vec().into_iter().map(|(s, a)| (s.0, a)).collect();
-    let init = steps.first()?.0.clone();
-    let actions: Vec<Action> = steps.iter().filter_map(|(_, a)| a.clone()).collect();
-    let replay = Replay {
-        steps,
-        cursor: std::cell::Cell::new(0),
-    };
-    let inner_path = Path::from_actions(&replay, init, actions.iter())?;
-    model.actor_model().as_svg(inner_path)
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
-/// The `ActorModel`'s view of a path already taken: `Path` has no public
-/// constructor from states, so this model offers at each state exactly the
-/// step the path took, and `Path::from_actions` rebuilds the path from it.
-struct Replay {
-    steps: Vec<(InnerState, Option<Action>)>,
-    /// The step `Path::from_actions` is at (a path may revisit a state).
-    cursor: std::cell::Cell<usize>,
-}
-
-type InnerState = stateright::actor::ActorModelState<RaftActor, crate::model::Ghost>;
-
-impl Replay {
-    fn position(&self, state: &InnerState) -> Option<usize> {
-        (self.cursor.get()..self.steps.len()).find(|&k| self.steps[k].0 == *state)
+/// The sequence diagram of a path, as the Explorer shows it: one timeline
+/// per actor (`0 server`, ..., `3 client`), an arrow from each message's
+/// send to its delivery, labelled with the message, and a circle for each
+/// timeout, crash and recovery. The layout is that of Stateright's own
+/// actor-model diagrams, so the Explorer's styles apply.
+pub fn sequence_diagram(model: &RaftModel, path: &Path<State, Action>) -> String {
+    let steps = path.clone().into_vec();
+    let actors = steps.first().map_or(0, |(s, _)| s.actors());
+    let names: Vec<String> = (0..actors)
+        .map(|i| {
+            if i < model.config.servers {
+                format!("{i} server")
+            } else {
+                format!("{i} client")
+            }
+        })
+        .collect();
+    let letter_px = 10;
+    let widest = names.iter().map(|n| n.len() as u64).max().unwrap_or(0) * letter_px;
+    let spacing = widest.max(100);
+    let plot = |x: usize, y: usize| (x as u64 * spacing, y as u64 * 30);
+    let (width, height) = plot(actors, steps.len());
+    // Room for the event labels right of the last timeline.
+    let width = width + 300;
+    let mut svg = format!(
+        "<svg version='1.1' baseProfile='full' width='{width}' height='{height}' \
+         viewbox='-20 -20 {} {}' xmlns='http://www.w3.org/2000/svg'>",
+        width + 20,
+        height + 20
+    );
+    svg.push_str(
+        "<defs><marker class='svg-event-shape' id='arrow' markerWidth='12' \
+         markerHeight='10' refX='12' refY='5' orient='auto'>\
+         <polygon points='0 0, 12 5, 0 10' /></marker></defs>",
+    );
+    for (i, name) in names.iter().enumerate() {
+        let (x1, y1) = plot(i, 0);
+        let (x2, y2) = plot(i, steps.len());
+        let _ = writeln!(
+            svg,
+            "<line x1='{x1}' y1='{y1}' x2='{x2}' y2='{y2}' class='svg-actor-timeline' />"
+        );
+        let _ = writeln!(
+            svg,
+            "<text x='{x1}' y='{y1}' class='svg-actor-label'>{}</text>",
+            escape(name)
+        );
     }
-}
-
-impl Model for Replay {
-    type State = InnerState;
-    type Action = Action;
-
-    fn init_states(&self) -> Vec<InnerState> {
-        self.steps
-            .first()
-            .map(|(s, _)| s.clone())
-            .into_iter()
-            .collect()
-    }
-
-    fn actions(&self, state: &InnerState, actions: &mut Vec<Action>) {
-        if let Some(Some(a)) = self.position(state).map(|k| &self.steps[k].1) {
-            actions.push(a.clone());
+    // When each message was sent (the step number; 0: before the path).
+    let mut sent: HashMap<Envelope<Msg>, usize> = HashMap::new();
+    let mut labels = Vec::new();
+    for (k, (state, action)) in steps.iter().enumerate() {
+        let time = k + 1;
+        let Some(action) = action else {
+            continue;
+        };
+        let Some(i) = action.actor() else {
+            continue;
+        };
+        match action {
+            Action::Deliver { src, dst, msg } => {
+                let key = Envelope {
+                    src: *src,
+                    dst: *dst,
+                    msg: msg.clone(),
+                };
+                let from = sent.get(&key).copied().unwrap_or(0);
+                let (x1, y1) = plot(usize::from(*src), from);
+                let (x2, y2) = plot(i, time);
+                let _ = writeln!(
+                    svg,
+                    "<line x1='{x1}' x2='{x2}' y1='{y1}' y2='{y2}' marker-end='url(#arrow)' \
+                     class='svg-event-line' />"
+                );
+                labels.push((i, time, message(msg)));
+            }
+            Action::Timeout(_, timer) => {
+                labels.push((i, time, format!("Timeout({timer:?})")));
+            }
+            Action::Crash(_) => labels.push((i, time, "Crash".to_string())),
+            Action::Recover(_) => labels.push((i, time, "Recover".to_string())),
+            Action::Drop(_) => {}
+        }
+        if !matches!(action, Action::Deliver { .. }) {
+            let (x, y) = plot(i, time);
+            let _ = writeln!(
+                svg,
+                "<circle cx='{x}' cy='{y}' r='10' class='svg-event-shape' />"
+            );
+        }
+        for effect in model.effects(state, action) {
+            if let Effect::Send(dst, msg) = effect {
+                sent.insert(
+                    Envelope {
+                        src: Id::from(i),
+                        dst,
+                        msg,
+                    },
+                    time,
+                );
+            }
         }
     }
-
-    fn next_state(&self, last: &InnerState, action: Action) -> Option<InnerState> {
-        let k = self.position(last)?;
-        if self.steps[k].1.as_ref() != Some(&action) {
-            return None;
-        }
-        self.cursor.set(k + 1);
-        self.steps.get(k + 1).map(|(s, _)| s.clone())
+    // Labels last, so that they are drawn over the shapes.
+    for (i, time, label) in labels {
+        let (x, y) = plot(i, time);
+        let _ = writeln!(
+            svg,
+            "<text x='{x}' y='{y}' class='svg-event-label'>{}</text>",
+            escape(&label)
+        );
     }
+    svg.push_str("</svg>");
+    svg
 }
 
 #[cfg(test)]

@@ -1,0 +1,136 @@
+//! The properties the checker checks: Figure 3's five, the auxiliary
+//! invariants and linearizability (`Always`), and the examples that show the
+//! checked space is not vacuous (`Sometimes`). The predicates are raft-spec's
+//! ([`raft_spec::safety`]); this file registers them.
+
+use super::state::{ClientStatus, State};
+use super::RaftModel;
+use raft_spec::safety;
+use raft_spec::LogIndex;
+use stateright::Property;
+use std::collections::BTreeSet;
+
+/// Property names beyond Figure 3.
+pub mod names {
+    /// Client replies are linearizable with respect to the counter.
+    pub const LINEARIZABILITY: &str = "Linearizability";
+    /// Sometimes: a leader is elected.
+    pub const LEADER_ELECTED: &str = "a leader is elected";
+    /// Sometimes: an entry is committed.
+    pub const ENTRY_COMMITTED: &str = "an entry is committed";
+    /// Sometimes: a leader of a higher term replaces an earlier one.
+    pub const LEADER_REPLACED: &str = "a leader of a higher term replaces an earlier one";
+    /// Sometimes: a follower's conflicting entry is overwritten.
+    pub const CONFLICT_OVERWRITTEN: &str = "a follower's conflicting entry is overwritten";
+    /// Sometimes: a leader learns of a higher term from a response (not a
+    /// request) and steps down.
+    pub const LEADER_STEPS_DOWN_ON_RESPONSE: &str =
+        "a leader steps down on a response with a higher term";
+    /// Sometimes: a client gets a reply.
+    pub const CLIENT_REPLY: &str = "a client gets a reply";
+    /// Sometimes (with crashes): a server that crashed and recovered later
+    /// votes or accepts entries.
+    pub const CRASHED_SERVER_REJOINS: &str =
+        "a crashed server recovers and later votes or accepts entries";
+}
+
+fn election_safety(_: &RaftModel, s: &State) -> bool {
+    safety::election_safety(&s.ghost.raft)
+}
+fn leader_append_only(_: &RaftModel, s: &State) -> bool {
+    safety::leader_append_only(&s.ghost.raft)
+}
+fn log_matching(_: &RaftModel, s: &State) -> bool {
+    safety::log_matching(&s.views())
+}
+fn leader_completeness(_: &RaftModel, s: &State) -> bool {
+    safety::leader_completeness(&s.views(), &s.ghost.raft)
+}
+fn state_machine_safety(_: &RaftModel, s: &State) -> bool {
+    safety::state_machine_safety(&s.views(), &s.ghost.raft)
+}
+fn one_vote_per_term(_: &RaftModel, s: &State) -> bool {
+    safety::one_vote_per_term(&s.ghost.raft)
+}
+fn match_index_monotonic(_: &RaftModel, s: &State) -> bool {
+    safety::match_index_monotonic(&s.ghost.raft)
+}
+fn committed_entries_survive_elections(_: &RaftModel, s: &State) -> bool {
+    safety::committed_entries_survive_elections(&s.views(), &s.ghost.raft)
+}
+fn linearizability(_: &RaftModel, s: &State) -> bool {
+    s.ghost.clients.serialized_history().is_some()
+}
+fn leader_elected(_: &RaftModel, s: &State) -> bool {
+    !s.ghost.raft.leaders.is_empty()
+}
+fn entry_committed(_: &RaftModel, s: &State) -> bool {
+    s.views().iter().any(|v| v.commit_index > LogIndex(0))
+}
+fn leader_replaced(_: &RaftModel, s: &State) -> bool {
+    let terms: BTreeSet<_> = s.ghost.raft.leaders.iter().map(|(t, _)| *t).collect();
+    terms.len() >= 2
+}
+fn conflict_overwritten(_: &RaftModel, s: &State) -> bool {
+    s.ghost.raft.conflict_overwritten
+}
+fn leader_stepped_down_on_response(_: &RaftModel, s: &State) -> bool {
+    s.ghost.stepped_down_on_response
+}
+fn client_reply(_: &RaftModel, s: &State) -> bool {
+    s.clients
+        .iter()
+        .any(|c| matches!(c.status, ClientStatus::Done(_)))
+}
+fn crashed_server_rejoins(_: &RaftModel, s: &State) -> bool {
+    s.ghost.rejoined
+}
+
+/// The properties of a configuration: every `Always` property, and the
+/// examples the configuration can show.
+pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
+    let mut props = vec![
+        Property::always(safety::ELECTION_SAFETY, election_safety),
+        Property::always(safety::LEADER_APPEND_ONLY, leader_append_only),
+        Property::always(safety::LOG_MATCHING, log_matching),
+        Property::always(safety::LEADER_COMPLETENESS, leader_completeness),
+        Property::always(safety::STATE_MACHINE_SAFETY, state_machine_safety),
+        Property::always(safety::ONE_VOTE_PER_TERM, one_vote_per_term),
+        Property::always(safety::MATCH_INDEX_MONOTONIC, match_index_monotonic),
+        Property::always(
+            safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS,
+            committed_entries_survive_elections,
+        ),
+        Property::always(names::LINEARIZABILITY, linearizability),
+        Property::sometimes(names::LEADER_ELECTED, leader_elected),
+        // Registered even without client requests: then no entry can exist,
+        // and the missing example tells the user the check is vacuous.
+        Property::sometimes(names::ENTRY_COMMITTED, entry_committed),
+    ];
+    let cfg = &model.config;
+    if cfg.max_term >= 2 && (cfg.servers >= 2 || cfg.crashes > 0) {
+        props.push(Property::sometimes(names::LEADER_REPLACED, leader_replaced));
+    }
+    if cfg.max_term >= 2 && cfg.servers >= 2 {
+        props.push(Property::sometimes(
+            names::LEADER_STEPS_DOWN_ON_RESPONSE,
+            leader_stepped_down_on_response,
+        ));
+    }
+    if cfg.max_term >= 2 && cfg.servers >= 3 {
+        props.push(Property::sometimes(
+            names::CONFLICT_OVERWRITTEN,
+            conflict_overwritten,
+        ));
+    }
+    if cfg.requests > 0 {
+        props.push(Property::sometimes(names::CLIENT_REPLY, client_reply));
+    }
+    if cfg.crashes > 0 && cfg.servers >= 2 {
+        props.push(Property::sometimes(
+            names::CRASHED_SERVER_REJOINS,
+            crashed_server_rejoins,
+        ));
+    }
+    props
+}
