@@ -311,7 +311,7 @@ fn other_network_semantics() {
 fn projection(state: &raft_model::model::State) -> u64 {
     let mut h = DefaultHasher::new();
     state.servers.iter().for_each(|slot| {
-        slot.state.hash(&mut h);
+        slot.server.hash(&mut h);
         slot.stored.hash(&mut h);
         slot.timers.hash(&mut h);
         slot.crashed.hash(&mut h);
@@ -505,14 +505,20 @@ fn c_breadth_first_with_symmetry_agrees_with_a() {
 
 /// (b) 3 servers, 2 terms, 1 request, 1 crash, lossy network, with
 /// symmetry reduction (DFS, one thread): every property holds and every
-/// example is found, a crashed server's return included. 425,707
-/// representatives, about 30 s; the full space is checked by the ignored
-/// test below.
+/// example is found, a crashed server's return included. 425,734
+/// representatives; the full space is checked by the ignored test below.
+///
+/// The count depends on the order in which the search meets states, which
+/// one thread makes repeatable: a state's representative sorts servers by
+/// what they hold, and what they hold names servers (a leader hint, the
+/// votes granted), so two renamings of one state need not have the same
+/// representative. Such states are explored twice; none is ever merged with
+/// a state that is not a renaming of it, so the reduction stays sound.
 #[test]
 fn b_three_servers_two_terms_one_request_one_crash_lossy() {
     let report = clean_run(config_b());
     assert_clean(&report, &b_examples());
-    assert_eq!(report.unique_states, 425_707);
+    assert_eq!(report.unique_states, 425_734);
 }
 
 /// (b) without symmetry reduction: 2,253,018 states, about 55 s on two

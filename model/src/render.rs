@@ -3,9 +3,10 @@
 //! each step's description, the sequence diagram's labels).
 
 use crate::model::state::{ClientState, ClientStatus, Cmd, Ghost, Msg, Network, Sm, State};
+use crate::model::Envelope;
 use crate::model::{Action, Effect, RaftModel};
 use raft_spec::{ClientReply, Entry, Message, Payload, Role, Server};
-use stateright::actor::{Envelope, Id};
+use stateright::actor::Id;
 use stateright::{Expectation, Model, Path};
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -94,8 +95,8 @@ pub fn action(action: &Action) -> String {
         }
         Action::Drop(env) => format!(
             "drop {} → {} : {}",
-            actor(env.src),
-            actor(env.dst),
+            actor(env.src()),
+            actor(env.dst()),
             message(&env.msg)
         ),
         Action::Timeout(id, timer) => format!("{} {:?} timeout", actor(*id), timer),
@@ -194,7 +195,14 @@ pub fn network_lines(network: &Network) -> Vec<String> {
     network
         .envelopes()
         .iter()
-        .map(|e| format!("{} → {} : {}", actor(e.src), actor(e.dst), message(&e.msg)))
+        .map(|e| {
+            format!(
+                "{} → {} : {}",
+                actor(e.src()),
+                actor(e.dst()),
+                message(&e.msg)
+            )
+        })
         .collect()
 }
 
@@ -397,7 +405,7 @@ pub fn sequence_diagram(model: &RaftModel, path: &Path<State, Action>) -> String
         );
     }
     // When each message was sent (the step number; 0: before the path).
-    let mut sent: HashMap<Envelope<Msg>, usize> = HashMap::new();
+    let mut sent: HashMap<Envelope, usize> = HashMap::new();
     let mut labels = Vec::new();
     for (k, (state, action)) in steps.iter().enumerate() {
         let time = k + 1;
@@ -409,11 +417,7 @@ pub fn sequence_diagram(model: &RaftModel, path: &Path<State, Action>) -> String
         };
         match action {
             Action::Deliver { src, dst, msg } => {
-                let key = Envelope {
-                    src: *src,
-                    dst: *dst,
-                    msg: msg.clone(),
-                };
+                let key = Envelope::new(*src, *dst, *msg);
                 let from = sent.get(&key).copied().unwrap_or(0);
                 let (x1, y1) = plot(usize::from(*src), from);
                 let (x2, y2) = plot(i, time);
@@ -440,14 +444,7 @@ pub fn sequence_diagram(model: &RaftModel, path: &Path<State, Action>) -> String
         }
         for effect in model.effects(state, action) {
             if let Effect::Send(dst, msg) = effect {
-                sent.insert(
-                    Envelope {
-                        src: Id::from(i),
-                        dst,
-                        msg,
-                    },
-                    time,
-                );
+                sent.insert(Envelope::new(Id::from(i), dst, msg), time);
             }
         }
     }

@@ -14,27 +14,80 @@
 //! good) are raft-spec's; what is added here is what the bounds imply (no
 //! term above the bound, no crash left) and what the duplicating network
 //! implies (a message in flight stays deliverable).
+//!
+//! Whether a message to a server is dead depends on the two servers' states
+//! and on whether some answer is in flight ([`Verdict`]); each thread
+//! remembers the verdicts it has reached, by the servers' states and the
+//! message (all interned).
 
-use super::state::{node_id, Cmd, Msg, State};
+use super::intern::Ref;
+use super::memo::Memo;
+use super::state::{ClientStatus, Cmd, Envelope, Msg, Network, State};
+use super::step::view_key;
 use super::RaftModel;
 use crate::config::NetworkKind;
 use raft_spec::{
     acceptance, ignores_forever_with_bug, refusal, refuses_forever, ClientReply, Message, NodeId,
     Timer,
 };
-use stateright::actor::{Envelope, Id};
+use smallvec::SmallVec;
+use stateright::actor::Id;
+use std::cell::RefCell;
+
+/// Whether a message to a server is dead, apart from the network: dead, or
+/// dead if one of these answers (from its recipient to its sender) is in
+/// flight (none: alive).
+#[derive(Clone, Copy)]
+struct Verdict {
+    dead: bool,
+    if_in_flight: [Option<Envelope>; 2],
+}
+
+impl Verdict {
+    fn holds(&self, network: &Network) -> bool {
+        self.dead
+            || self
+                .if_in_flight
+                .iter()
+                .flatten()
+                .any(|e| network.contains(e))
+    }
+
+    fn dead_if_in_flight(&mut self, e: Envelope) {
+        if let Some(free) = self.if_in_flight.iter_mut().find(|x| x.is_none()) {
+            *free = Some(e);
+        }
+    }
+}
+
+type Verdicts = Memo<(u64, u64, u64), Verdict>;
+
+thread_local! {
+    /// The verdicts this thread has reached (for one model at a time: they
+    /// depend on the bounds).
+    static VERDICTS: RefCell<Verdicts> = RefCell::new(Memo::new());
+}
 
 impl RaftModel {
-    /// Whether delivering `msg` from `src` to `dst` can never change
-    /// anything, in this state or any later one: it changes no actor and
-    /// sends nothing that is not itself dead.
-    pub(crate) fn is_dead(&self, state: &State, src: Id, dst: Id, msg: &Msg) -> bool {
-        let i = usize::from(dst);
+    /// Whether delivering `e` can never change anything, in this state or
+    /// any later one: it changes no actor and sends nothing that is not
+    /// itself dead.
+    pub(crate) fn is_dead(&self, state: &State, e: &Envelope) -> bool {
+        VERDICTS.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            memo.for_model(self.memo_tag);
+            self.is_dead_with(&mut memo, state, e)
+        })
+    }
+
+    /// [`Self::is_dead`] with this thread's memo of verdicts at hand.
+    fn is_dead_with(&self, memo: &mut Verdicts, state: &State, e: &Envelope) -> bool {
+        let i = usize::from(e.dst);
         if let Some(c) = state.client(i) {
-            let Msg::Reply(answer) = msg else {
+            let Msg::Reply(answer) = e.msg.get() else {
                 return false;
             };
-            let done = matches!(c.status, super::state::ClientStatus::Done(_));
+            let done = matches!(c.status, ClientStatus::Done(_));
             // A redirect only makes the client resend its request to the
             // hinted leader. On a duplicating network that request is
             // already deliverable (the client sent it to every server at
@@ -49,14 +102,50 @@ impl RaftModel {
             };
             return done || redirect_is_moot;
         }
-        match msg {
-            Msg::Raft(m) if i < state.servers.len() => {
-                self.ignores_forever(state, i, node_id(src), m)
-                    || self.answer_teaches_nothing(state, src, i, m)
-                    || self.absorbed_for_good(state, src, i, m)
-            }
-            _ => false,
+        let j = usize::from(e.src);
+        let (Some(dst), Some(src)) = (state.servers.get(i), state.servers.get(j)) else {
+            return false;
+        };
+        if e.msg.get().raft().is_none() {
+            return false;
         }
+        let crashes_left = usize::from(state.ghost.crashes) < self.config.crashes;
+        let ((src_key, src_crashed), (dst_key, dst_crashed)) = (view_key(src), view_key(dst));
+        let key = (
+            src_key,
+            dst_key,
+            u64::from(e.msg.index())
+                | (u64::from(src_crashed) << 32)
+                | (u64::from(dst_crashed) << 33)
+                | (u64::from(crashes_left) << 34)
+                | (u64::from(dst.timers) << 35),
+        );
+        memo.get_or(key, || self.verdict(state, e))
+            .holds(&state.network)
+    }
+
+    /// [`Self::is_dead`] for a Raft message to a server, apart from the
+    /// network.
+    fn verdict(&self, state: &State, e: &Envelope) -> Verdict {
+        let (src, dst) = (usize::from(e.src), usize::from(e.dst));
+        let Some(m) = e.msg.get().raft() else {
+            return Verdict {
+                dead: false,
+                if_in_flight: [None; 2],
+            };
+        };
+        let from = NodeId(src as u64);
+        let mut verdict = Verdict {
+            dead: self.ignores_forever(state, dst, from, m),
+            if_in_flight: [None; 2],
+        };
+        if !verdict.dead {
+            self.answer_teaches_nothing(state, src, dst, m, &mut verdict);
+        }
+        if !verdict.dead {
+            self.absorbed_for_good(state, src, dst, m, &mut verdict);
+        }
+        verdict
     }
 
     /// Whether server `i` ignores `message` from `from` now and forever: a
@@ -105,10 +194,16 @@ impl RaftModel {
     /// always ignored; a rejected AppendEntries is ignored by a follower, and
     /// by a leader for which it is stale. Each of these lasts, and a step
     /// that sends only such a dead answer is a step that sends nothing.
-    fn answer_teaches_nothing(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
-        let (Some(recipient), Some(sender)) = (state.view(dst), state.view(usize::from(src)))
-        else {
-            return false;
+    fn answer_teaches_nothing(
+        &self,
+        state: &State,
+        src: usize,
+        dst: usize,
+        m: &Message<Cmd>,
+        verdict: &mut Verdict,
+    ) {
+        let (Some(recipient), Some(sender)) = (state.view(dst), state.view(src)) else {
+            return;
         };
         if !refuses_forever(
             recipient.current_term,
@@ -116,19 +211,21 @@ impl RaftModel {
             m,
             self.config.bug,
         ) {
-            return false;
+            return;
         }
         let ignored = sender.current_term.0 >= self.config.max_term
-            && refusal(sender.current_term, m).is_some_and(|answer| {
-                self.ignores_forever(state, usize::from(src), recipient.id, &answer)
-            });
-        // At the bound the recipient's refusal is one message forever. The
-        // network is looked up last: it costs a message built and hashed.
-        ignored
-            || (recipient.current_term.0 >= self.config.max_term
-                && refusal(recipient.current_term, m).is_some_and(|answer| {
-                    Self::in_flight_for_good(state, Id::from(dst), src, answer)
-                }))
+            && refusal(sender.current_term, m)
+                .is_some_and(|answer| self.ignores_forever(state, src, recipient.id, &answer));
+        if ignored {
+            verdict.dead = true;
+            return;
+        }
+        // At the bound the recipient's refusal is one message forever.
+        if recipient.current_term.0 >= self.config.max_term {
+            if let Some(answer) = refusal(recipient.current_term, m) {
+                self.in_flight_for_good(dst, src, answer, verdict);
+            }
+        }
     }
 
     /// Whether `m` is an AppendEntries that its recipient has absorbed for
@@ -154,67 +251,124 @@ impl RaftModel {
     /// [`Self::answer_teaches_nothing`] (a refusal of a lower term is stale).
     /// Seeded bugs that break the argument turn it off
     /// ([`raft_spec::Server::absorbs`]).
-    fn absorbed_for_good(&self, state: &State, src: Id, dst: usize, m: &Message<Cmd>) -> bool {
+    fn absorbed_for_good(
+        &self,
+        state: &State,
+        src: usize,
+        dst: usize,
+        m: &Message<Cmd>,
+        verdict: &mut Verdict,
+    ) {
         let Message::AppendEntries(request) = m else {
-            return false;
+            return;
         };
         if usize::from(state.ghost.crashes) < self.config.crashes {
-            return false;
+            return;
         }
         let Some(slot) = state.servers.get(dst).filter(|s| !s.crashed) else {
-            return false;
+            return;
         };
-        let Some(sender) = state.view(usize::from(src)) else {
-            return false;
+        let Some(sender) = state.view(src) else {
+            return;
         };
         let recipient = slot.server();
         if !slot.timer_set(Timer::Election) || !recipient.absorbs(m) {
-            return false;
+            return;
         }
-        let ignores = |answer: &Message<Cmd>| {
-            self.ignores_forever(state, usize::from(src), recipient.id, answer)
-        };
-        let answer = acceptance(request);
-        if !ignores(&answer) && !Self::in_flight_for_good(state, Id::from(dst), src, answer) {
-            return false;
-        }
-        m.term().0 >= self.config.max_term
+        let ignores =
+            |answer: &Message<Cmd>| self.ignores_forever(state, src, recipient.id, answer);
+        let lasts = m.term().0 >= self.config.max_term
             || (sender.current_term.0 >= self.config.max_term
-                && refusal(sender.current_term, m).is_some_and(|answer| ignores(&answer)))
+                && refusal(sender.current_term, m).is_some_and(|answer| ignores(&answer)));
+        if !lasts {
+            return;
+        }
+        let answer = acceptance(request);
+        if ignores(&answer) {
+            verdict.dead = true;
+        } else {
+            self.in_flight_for_good(dst, src, answer, verdict);
+        }
     }
 
-    /// Whether `message` from `src` to `dst` is in flight on the duplicating
-    /// network, where it stays deliverable until it is dead (a delivery does
-    /// not consume it, and loss is explored as delay): sending it again then
-    /// changes nothing, now or later.
-    fn in_flight_for_good(state: &State, src: Id, dst: Id, message: Message<Cmd>) -> bool {
-        state.network.kind() == NetworkKind::UnorderedDuplicating
-            && state.network.contains_raft(src, dst, &message)
+    /// A delivery is dead if `message` from `src` to `dst` is in flight on
+    /// the duplicating network, where it stays deliverable until it is dead
+    /// (a delivery does not consume it, and loss is explored as delay):
+    /// sending it again then changes nothing, now or later.
+    fn in_flight_for_good(
+        &self,
+        src: usize,
+        dst: usize,
+        message: Message<Cmd>,
+        verdict: &mut Verdict,
+    ) {
+        if self.config.network == NetworkKind::UnorderedDuplicating {
+            verdict.dead_if_in_flight(Envelope::new(
+                Id::from(src),
+                Id::from(dst),
+                Ref::new(Msg::Raft(message)),
+            ));
+        }
     }
 
-    /// Forgets messages that no actor will ever act on ([`Self::is_dead`]).
+    /// Forgets messages that no actor will ever act on ([`Self::is_dead`])
+    /// after a step from `last` to `next` of actor `stepped` (`None`: any
+    /// message may have become dead).
     ///
-    /// Whether a message is dead depends only on the states of its recipient
-    /// and its sender, and a step changes the state of one actor only (the
-    /// one that received, timed out, crashed or recovered). Every state this
-    /// model produces has had its dead messages removed, and the initial
-    /// state holds none (client requests are never dead), so after a step of
-    /// actor `stepped` only the messages to or from it can be newly dead: the
-    /// others are not looked at. `None` looks at every message.
-    pub(crate) fn collect_dead_messages(&self, state: &mut State, stepped: Option<Id>) {
-        let involved = |e: &Envelope<Msg>| stepped.is_none_or(|a| a == e.src || a == e.dst);
+    /// Whether a message is dead depends only on the states of its sender
+    /// and its recipient, on whether a crash is left, and on answers in
+    /// flight from its recipient to its sender. Every state this model
+    /// produces has had its dead messages removed, and the initial state
+    /// holds none (client requests are never dead). A step changes the state
+    /// of one actor only (the one that received, timed out, crashed or
+    /// recovered) and adds only messages it sends; so only messages to or
+    /// from that actor can be newly dead, and when its state is unchanged
+    /// (it only sent), only the messages it sent (`sent`: those the network
+    /// did not hold already) and the messages to it whose answer it sent.
+    /// The others are not looked at.
+    pub(crate) fn collect_dead_messages(
+        &self,
+        last: &State,
+        next: &mut State,
+        stepped: Option<Id>,
+        sent: &[Envelope],
+    ) {
+        let Some(a) = stepped.map(|a| usize::from(a) as u8) else {
+            return self.remove_dead(next, |_| true);
+        };
+        let i = usize::from(a);
+        let unchanged = next.ghost.crashes == last.ghost.crashes
+            && match (last.servers.get(i), next.servers.get(i)) {
+                (Some(before), Some(after)) => before == after,
+                _ => last.client(i) == next.client(i),
+            };
+        if !unchanged {
+            return self.remove_dead(next, |e| e.src == a || e.dst == a);
+        }
+        if sent.is_empty() {
+            return;
+        }
+        self.remove_dead(next, |e| {
+            sent.contains(e) || (e.dst == a && sent.iter().any(|s| s.dst == e.src))
+        });
+    }
+
+    /// Removes the messages that `look_at` selects and that are dead.
+    fn remove_dead(&self, state: &mut State, look_at: impl Fn(&Envelope) -> bool) {
         let shared: &State = state;
-        let mut dead = shared
-            .network
-            .envelopes()
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| involved(e) && self.is_dead(shared, e.src, e.dst, &e.msg))
-            .map(|(at, _)| at)
-            .peekable();
-        // Most steps make nothing dead: no allocation then.
-        if dead.peek().is_some() {
-            let dead: Vec<usize> = dead.collect();
+        let dead: SmallVec<[usize; 8]> = VERDICTS.with(|memo| {
+            let mut memo = memo.borrow_mut();
+            memo.for_model(self.memo_tag);
+            shared
+                .network
+                .envelopes()
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| look_at(e) && self.is_dead_with(&mut memo, shared, e))
+                .map(|(at, _)| at)
+                .collect()
+        });
+        if !dead.is_empty() {
             state.network.remove_positions(&dead);
         }
     }

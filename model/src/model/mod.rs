@@ -16,6 +16,8 @@
 //! by its persisted state: a crashed leader is not a leader.
 
 pub mod dead;
+pub mod intern;
+mod memo;
 pub mod properties;
 pub mod state;
 pub mod step;
@@ -23,7 +25,8 @@ pub mod symmetry;
 
 pub use properties::names;
 pub use state::{
-    ClientState, ClientStatus, Cmd, Ghost, Msg, Network, ServerSlot, ServerState, Sm, State,
+    ClientState, ClientStatus, Cmd, Envelope, Ghost, Msg, MsgRef, Network, ServerRef, ServerSlot,
+    Sm, State,
 };
 pub use step::{Action, Effect};
 
@@ -46,6 +49,9 @@ pub struct RaftModel {
     pub canonical: bool,
     /// Once set, no state has a successor (see [`RaftModel::with_stop`]).
     stop: Option<Arc<AtomicBool>>,
+    /// Tells this model's configuration apart in the per-thread memos of
+    /// [`dead`] (whose verdicts depend on the bounds).
+    memo_tag: u64,
 }
 
 impl RaftModel {
@@ -58,6 +64,7 @@ impl RaftModel {
             collect_garbage: true,
             canonical: false,
             stop: None,
+            memo_tag: intern::content_hash(&config) | 1,
         }
     }
 

@@ -5,20 +5,30 @@
 //! `raft_spec::Server::step`; what it outputs is carried out here, in order
 //! ([`Effect`]): sends join the network, timers are set and cancelled, what
 //! it persists is stored. Nothing here is a Raft rule.
+//!
+//! A server's step is a pure function of its state and its input, and both
+//! are interned ([`super::intern`]), so each thread remembers the steps it
+//! has taken ([`Reaction`]s by server and input): on the duplicating network
+//! most deliveries are of messages delivered before, to servers in states
+//! met before.
 
+use super::intern::Ref;
+use super::memo::Memo;
 use super::state::{
-    actor_id, node_id, timer_bit, Answer, Cached, ClientHistory, ClientState, ClientStatus, Cmd,
-    Ghost, Msg, Network, ServerSlot, ServerState, State, Stored, TIMERS,
+    actor_id, timer_bit, Answer, ClientHistory, ClientState, ClientStatus, Cmd, Envelope, Ghost,
+    Msg, MsgRef, Network, ServerRef, ServerSlot, Sm, State, Stored, TIMERS,
 };
 use super::RaftModel;
-use crate::actors::RaftMsg;
 use crate::config::NetworkKind;
+use raft_spec::safety::History;
 use raft_spec::{
     ClientId, ClientReply, Increment, Input, Message, NodeId, Output, Role, Server, Timer,
 };
-use stateright::actor::{Envelope, Id};
+use smallvec::SmallVec;
+use stateright::actor::Id;
 use stateright::semantics::ConsistencyTester;
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::rc::Rc;
 
 /// An action of the model.
 ///
@@ -29,7 +39,7 @@ use std::sync::Arc;
 pub enum Action {
     /// The message is lost (only on the lossy ordered network: elsewhere a
     /// lost message is one never delivered).
-    Drop(Envelope<Msg>),
+    Drop(Envelope),
     /// The message is delivered.
     Deliver {
         /// The sender.
@@ -37,7 +47,7 @@ pub enum Action {
         /// The recipient.
         dst: Id,
         /// The message.
-        msg: Msg,
+        msg: MsgRef,
     },
     /// A server's timer fires.
     Timeout(Id, Timer),
@@ -61,10 +71,10 @@ impl Action {
 }
 
 /// What an actor's step does beyond its own state, in order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Effect {
     /// A message to an actor.
-    Send(Id, Msg),
+    Send(Id, MsgRef),
     /// A timer (re)started.
     SetTimer(Timer),
     /// A timer stopped.
@@ -73,15 +83,22 @@ pub enum Effect {
     Save,
 }
 
+/// The effects of one step (rarely more than a handful).
+pub type Effects = SmallVec<[Effect; 4]>;
+
+/// The messages a step added to the network.
+pub(crate) type Sent = SmallVec<[Envelope; 4]>;
+
 /// What an actor does on an input: its state after (`None`: unchanged) and
 /// its effects.
+#[derive(Clone)]
 pub struct Reaction {
     /// The server after the step, if it changed.
-    pub server: Option<Server<super::state::Sm>>,
+    pub server: Option<ServerRef>,
     /// The client after the step, if it changed.
     pub client: Option<ClientState>,
     /// What it did.
-    pub effects: Vec<Effect>,
+    pub effects: Effects,
 }
 
 impl Reaction {
@@ -89,7 +106,7 @@ impl Reaction {
         Reaction {
             server: None,
             client: None,
-            effects: Vec::new(),
+            effects: Effects::new(),
         }
     }
 
@@ -100,13 +117,13 @@ impl Reaction {
 
 /// A server's outputs as effects. Persistence stores the whole persistent
 /// state as it is after the step.
-pub fn effects_of(outputs: Vec<Output<Cmd, u64>>) -> Vec<Effect> {
+pub fn effects_of(outputs: Vec<Output<Cmd, u64>>) -> Effects {
     outputs
         .into_iter()
         .filter_map(|output| match output {
             Output::Persist(_) => Some(Effect::Save),
             Output::Send { to, message } => {
-                Some(Effect::Send(actor_id(to), Msg::Raft(RaftMsg::new(message))))
+                Some(Effect::Send(actor_id(to), Ref::new(Msg::Raft(message))))
             }
             Output::SetTimer(t) => Some(Effect::SetTimer(t)),
             Output::CancelTimer(t) => Some(Effect::CancelTimer(t)),
@@ -117,34 +134,83 @@ pub fn effects_of(outputs: Vec<Output<Cmd, u64>>) -> Vec<Effect> {
                 reply,
             } => Some(Effect::Send(
                 Id::from(client_id.0 as usize),
-                Msg::Reply(Arc::new(Answer { request_no, reply })),
+                Ref::new(Msg::Reply(Answer { request_no, reply })),
             )),
         })
         .collect()
 }
 
+thread_local! {
+    /// The steps this thread has taken, by server and input (see the
+    /// module doc).
+    static STEPS: RefCell<Memo<(u32, u64), Rc<Reaction>>> = RefCell::new(Memo::new());
+    /// The ghost histories after steps this thread has recorded.
+    static RECORDS: RefCell<Records> = RefCell::new(Memo::new());
+}
+
+/// Ghost histories after recorded steps, by history and the server's views
+/// before and after ([`view_key`]).
+type Records = Memo<(u64, u64, u64), Ref<History<Cmd>>>;
+
+/// A step as a memo key: the server and its input (a delivery of `msg` from
+/// actor `src`, or a timer).
+fn step_key(server: ServerRef, input: &StepInput) -> (u32, u64) {
+    let input = match *input {
+        StepInput::Deliver(src, msg) => (1 << 48) | ((src as u64) << 32) | u64::from(msg.index()),
+        StepInput::Timeout(timer) => (2 << 48) | u64::from(timer_bit(timer)),
+    };
+    (server.index(), input)
+}
+
+/// What a server steps on.
+#[derive(Clone, Copy)]
+enum StepInput {
+    Deliver(usize, MsgRef),
+    Timeout(Timer),
+}
+
 /// Steps `server` with `input`: the server after (`None` when unchanged) and
-/// its effects.
-fn step_server(server: &Server<super::state::Sm>, input: Input<Cmd>) -> Reaction {
-    let mut next = server.clone();
-    let outputs = next.step(input);
-    let changed = next != *server;
+/// its effects. Remembered per thread.
+fn step_server(server: ServerRef, input: StepInput) -> Rc<Reaction> {
+    let key = step_key(server, &input);
+    STEPS.with(|memo| {
+        memo.borrow_mut()
+            .get_or(key, || Rc::new(compute_step(server, input)))
+    })
+}
+
+fn compute_step(server: ServerRef, input: StepInput) -> Reaction {
+    let spec_input = match input {
+        StepInput::Deliver(src, msg) => match msg.get() {
+            Msg::Raft(m) => Input::Message {
+                from: NodeId(src as u64),
+                message: m.clone(),
+            },
+            Msg::Request { request_no } => Input::ClientRequest {
+                client_id: ClientId(src as u64),
+                request_no: *request_no,
+                command: Increment,
+            },
+            Msg::Reply(_) => return Reaction::none(),
+        },
+        StepInput::Timeout(timer) => Input::timeout(timer),
+    };
+    let before = server.get();
+    let mut next = before.clone();
+    let outputs = next.step(spec_input);
+    let changed = next != *before;
     Reaction {
-        server: changed.then_some(next),
+        server: changed.then(|| Ref::new(next)),
         client: None,
         effects: effects_of(outputs),
     }
 }
 
 impl RaftModel {
-    /// The server restarted from what slot `i` persisted, with its outputs.
-    pub(crate) fn restarted(
-        &self,
-        i: usize,
-        stored: Option<&Stored>,
-    ) -> (Server<super::state::Sm>, Vec<Effect>) {
+    /// The server restarted from `stored` as server `i`, with its outputs.
+    pub(crate) fn restarted(&self, i: usize, stored: Option<Stored>) -> (Server<Sm>, Effects) {
         let peers = (0..self.config.servers).map(|k| NodeId(k as u64)).collect();
-        let persistent = stored.map(|s| (**s).clone()).unwrap_or_default();
+        let persistent = stored.map(|s| s.get().clone()).unwrap_or_default();
         let (server, outputs) =
             Server::restart_with_bug(NodeId(i as u64), peers, persistent, self.config.bug);
         let server = server
@@ -157,8 +223,8 @@ impl RaftModel {
     /// client's request sent to every server (it does not know the leader).
     pub(crate) fn initial_state(&self) -> State {
         let mut state = State {
-            servers: Vec::with_capacity(self.config.servers),
-            clients: Arc::new(
+            servers: SmallVec::new(),
+            clients: Ref::new(
                 (0..self.config.requests)
                     .map(|c| ClientState {
                         index: self.config.servers + c,
@@ -173,18 +239,19 @@ impl RaftModel {
         for i in 0..self.config.servers {
             let (server, effects) = self.restarted(i, None);
             state.servers.push(ServerSlot {
-                state: Arc::new(ServerState::new(server)),
+                server: Ref::new(server),
                 stored: None,
                 timers: 0,
                 crashed: false,
             });
-            self.carry_out(&mut state, i, effects);
+            self.carry_out(&mut state, i, &effects);
         }
         for c in 0..self.config.requests {
-            let effects = (0..self.config.servers)
-                .map(|s| Effect::Send(Id::from(s), Msg::Request { request_no: 1 }))
+            let request = Ref::new(Msg::Request { request_no: 1 });
+            let effects: Effects = (0..self.config.servers)
+                .map(|s| Effect::Send(Id::from(s), request))
                 .collect();
-            self.carry_out(&mut state, self.config.servers + c, effects);
+            self.carry_out(&mut state, self.config.servers + c, &effects);
         }
         state
     }
@@ -192,27 +259,14 @@ impl RaftModel {
     /// The actions enabled in `state`, in the order [`Action`] gives.
     pub(crate) fn enabled_actions(&self, state: &State, actions: &mut Vec<Action>) {
         let network = &state.network;
-        // On the ordered network only the first message of a channel can
-        // be delivered or lost.
-        let heads = || {
-            network
-                .envelopes()
-                .iter()
-                .enumerate()
-                .filter(|&(at, _)| network.is_head(at))
-                .map(|(_, e)| e)
-        };
         if self.config.lossy && network.kind() == NetworkKind::Ordered {
-            actions.extend(heads().map(|e| Action::Drop(e.clone())));
+            actions.extend(network.deliverable().map(|e| Action::Drop(*e)));
         }
-        let first = actions.len();
-        actions.extend(heads().map(|e| Action::Deliver {
-            src: e.src,
-            dst: e.dst,
-            msg: e.msg.clone(),
+        actions.extend(network.deliverable().map(|e| Action::Deliver {
+            src: e.src(),
+            dst: e.dst(),
+            msg: e.msg,
         }));
-        // Offered in `Action`'s order, whatever the network's storage order.
-        actions[first..].sort_unstable();
         for (i, slot) in state.servers.iter().enumerate() {
             for t in TIMERS {
                 if slot.timer_set(t) {
@@ -236,36 +290,24 @@ impl RaftModel {
     }
 
     /// What actor `i` does when `msg` from `src` is delivered to it.
-    pub(crate) fn react(&self, state: &State, src: Id, i: usize, msg: &Msg) -> Reaction {
+    pub(crate) fn react(&self, state: &State, src: Id, i: usize, msg: MsgRef) -> Rc<Reaction> {
         if let Some(slot) = state.servers.get(i) {
-            let input = match msg {
-                Msg::Raft(m) => Input::Message {
-                    from: node_id(src),
-                    message: (**m).clone(),
-                },
-                Msg::Request { request_no } => Input::ClientRequest {
-                    client_id: ClientId(usize::from(src) as u64),
-                    request_no: *request_no,
-                    command: Increment,
-                },
-                Msg::Reply(_) => return Reaction::none(),
-            };
-            return step_server(slot.server(), input);
+            return step_server(slot.server, StepInput::Deliver(usize::from(src), msg));
         }
-        let (Some(client), Msg::Reply(answer)) = (state.client(i), msg) else {
-            return Reaction::none();
+        let (Some(client), Msg::Reply(answer)) = (state.client(i), msg.get()) else {
+            return Rc::new(Reaction::none());
         };
         if client.status != ClientStatus::Pending || client.request_no != answer.request_no {
-            return Reaction::none();
+            return Rc::new(Reaction::none());
         }
-        match answer.reply {
+        Rc::new(match answer.reply {
             ClientReply::Ok(value) => Reaction {
                 server: None,
                 client: Some(ClientState {
                     status: ClientStatus::Done(value),
                     ..client.clone()
                 }),
-                effects: Vec::new(),
+                effects: Effects::new(),
             },
             // A client follows a redirect to the leader it names.
             ClientReply::NotLeader {
@@ -273,53 +315,60 @@ impl RaftModel {
             } if (leader.0 as usize) < self.config.servers => Reaction {
                 server: None,
                 client: None,
-                effects: vec![Effect::Send(
+                effects: [Effect::Send(
                     actor_id(leader),
-                    Msg::Request {
+                    Ref::new(Msg::Request {
                         request_no: answer.request_no,
-                    },
-                )],
+                    }),
+                )]
+                .into_iter()
+                .collect(),
             },
             ClientReply::NotLeader { .. } => Reaction::none(),
-        }
+        })
     }
 
     /// What the actor touched by `action` does in `state` (for rendering):
     /// its effects, in order.
-    pub fn effects(&self, state: &State, action: &Action) -> Vec<Effect> {
+    pub fn effects(&self, state: &State, action: &Action) -> Effects {
         match action {
-            Action::Deliver { src, dst, msg } => self.react(state, *src, usize::from(*dst), msg),
-            Action::Timeout(id, timer) => match state.server(usize::from(*id)) {
-                Some(server) => step_server(server, Input::timeout(*timer)),
-                None => Reaction::none(),
+            Action::Deliver { src, dst, msg } => self.react(state, *src, usize::from(*dst), *msg),
+            Action::Timeout(id, timer) => match state.servers.get(usize::from(*id)) {
+                Some(slot) => step_server(slot.server, StepInput::Timeout(*timer)),
+                None => Rc::new(Reaction::none()),
             },
             Action::Recover(id) => {
                 let i = usize::from(*id);
-                let stored = state.servers.get(i).and_then(|s| s.stored.as_ref());
+                let stored = state.servers.get(i).and_then(|s| s.stored);
                 return self.restarted(i, stored).1;
             }
-            Action::Crash(_) | Action::Drop(_) => Reaction::none(),
+            Action::Crash(_) | Action::Drop(_) => Rc::new(Reaction::none()),
         }
         .effects
+        .clone()
     }
 
     /// Carries out actor `i`'s effects on `state`, in order. A client's first
     /// send of its request invokes its operation in the ghost's client
     /// history (later sends are retries).
-    pub(crate) fn carry_out(&self, state: &mut State, i: usize, effects: Vec<Effect>) {
+    pub(crate) fn carry_out(&self, state: &mut State, i: usize, effects: &[Effect]) -> Sent {
         let src = Id::from(i);
-        for effect in effects {
+        let mut sent = Sent::new();
+        for &effect in effects {
             match effect {
                 Effect::Send(dst, msg) => {
-                    if matches!(msg, Msg::Request { .. }) && i >= self.config.servers {
+                    if matches!(msg.get(), Msg::Request { .. }) && i >= self.config.servers {
                         // An invocation while one is in flight is a retry:
                         // the tester refuses it and is left as it was.
-                        let mut tester = (*state.ghost.clients).clone();
+                        let mut tester: ClientHistory = state.ghost.clients.get().clone();
                         if tester.on_invoke(src, Increment).is_ok() {
-                            state.ghost.clients = Cached::new(tester);
+                            state.ghost.clients = Ref::new(tester);
                         }
                     }
-                    state.network.insert(Envelope { src, dst, msg });
+                    let e = Envelope::new(src, dst, msg);
+                    if state.network.insert(e) {
+                        sent.push(e);
+                    }
                 }
                 Effect::SetTimer(t) => {
                     if let Some(slot) = state.servers.get_mut(i) {
@@ -334,13 +383,14 @@ impl RaftModel {
                 Effect::Save => {
                     if let Some(slot) = state.servers.get_mut(i) {
                         let persistent = &slot.server().persistent;
-                        if slot.stored.as_ref().is_none_or(|s| **s != *persistent) {
-                            slot.stored = Some(Stored::new(persistent.clone()));
+                        if slot.stored.is_none_or(|s| *s.get() != *persistent) {
+                            slot.stored = Some(Ref::new(persistent.clone()));
                         }
                     }
                 }
             }
         }
+        sent
     }
 
     /// The one next-state function: the state after `action`, or `None` if
@@ -348,14 +398,11 @@ impl RaftModel {
     /// checker need not follow).
     pub fn step(&self, last: &State, action: Action) -> Option<State> {
         let response_to = match &action {
-            Action::Deliver {
-                dst,
-                msg: Msg::Raft(m),
-                ..
-            } if matches!(
-                **m,
-                Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_)
-            ) =>
+            Action::Deliver { dst, msg, .. }
+                if matches!(
+                    msg.get().raft(),
+                    Some(Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_))
+                ) =>
             {
                 Some(usize::from(*dst))
             }
@@ -371,11 +418,11 @@ impl RaftModel {
             Action::Timeout(id, timer) => {
                 let i = usize::from(id);
                 let slot = last.servers.get(i)?;
-                let reaction = step_server(slot.server(), Input::timeout(timer));
+                let reaction = step_server(slot.server, StepInput::Timeout(timer));
                 let mut next = last.clone();
                 next.servers[i].timers &= !timer_bit(timer);
-                self.apply(&mut next, i, reaction);
-                self.settle(last, next, Some(id))?
+                let sent = self.apply(&mut next, i, &reaction);
+                self.settle(last, next, Some(id), &sent)?
             }
             Action::Crash(id) => {
                 let i = usize::from(id);
@@ -387,14 +434,13 @@ impl RaftModel {
                 // The last crash the bound allows can make AppendEntries
                 // between any two servers dead (`absorbed_for_good`).
                 let last_crash = usize::from(next.ghost.crashes) == self.config.crashes;
-                let mut next = self.settle(last, next, (!last_crash).then_some(id))?;
+                let mut next = self.settle(last, next, (!last_crash).then_some(id), &[])?;
                 // A crashed server is shown as it will recover: nothing reads
                 // the volatile state it lost (the properties and the dead
                 // message rules look at what it persisted), so crashed states
                 // that differ only in it are one state.
-                let stored = next.servers[i].stored.clone();
-                let (server, _) = self.restarted(i, stored.as_ref());
-                next.servers[i].state = Arc::new(ServerState::new(server));
+                let (server, _) = self.restarted(i, next.servers[i].stored);
+                next.servers[i].server = Ref::new(server);
                 next
             }
             Action::Recover(id) => {
@@ -403,17 +449,17 @@ impl RaftModel {
                 if !slot.crashed {
                     return None;
                 }
-                let (server, effects) = self.restarted(i, slot.stored.as_ref());
+                let (server, effects) = self.restarted(i, slot.stored);
                 let mut next = last.clone();
-                next.servers[i].state = Arc::new(ServerState::new(server));
+                next.servers[i].server = Ref::new(server);
                 next.servers[i].crashed = false;
-                self.carry_out(&mut next, i, effects);
-                self.settle(last, next, Some(id))?
+                let sent = self.carry_out(&mut next, i, &effects);
+                self.settle(last, next, Some(id), &sent)?
             }
             Action::Drop(envelope) => {
                 let mut next = last.clone();
                 next.network.remove(&envelope);
-                self.settle(last, next, None)?
+                self.settle(last, next, None, &[])?
             }
         };
         // The examples' flags mark only the step that shows them (see
@@ -433,41 +479,47 @@ impl RaftModel {
     }
 
     /// Puts actor `i`'s new state and effects into `next`.
-    fn apply(&self, next: &mut State, i: usize, reaction: Reaction) {
+    fn apply(&self, next: &mut State, i: usize, reaction: &Reaction) -> Sent {
         if let Some(server) = reaction.server {
-            next.servers[i].state = Arc::new(ServerState::new(server));
+            next.servers[i].server = server;
         }
-        if let Some(client) = reaction.client {
+        if let Some(client) = &reaction.client {
             let c = i - self.config.servers;
-            Arc::make_mut(&mut next.clients)[c] = client;
+            next.clients = next.clients.updated(|clients| clients[c] = client.clone());
         }
-        self.carry_out(next, i, reaction.effects);
+        self.carry_out(next, i, &reaction.effects)
     }
 
     /// What every step ends with: dead messages around the actor that
-    /// stepped are forgotten (`None`: anywhere), and a step that changed
-    /// nothing is not a step.
-    fn settle(&self, last: &State, mut next: State, stepped: Option<Id>) -> Option<State> {
+    /// stepped (which sent `sent`) are forgotten (`None`: anywhere), and a
+    /// step that changed nothing is not a step.
+    fn settle(
+        &self,
+        last: &State,
+        mut next: State,
+        stepped: Option<Id>,
+        sent: &[Envelope],
+    ) -> Option<State> {
         if self.collect_garbage {
-            self.collect_dead_messages(&mut next, stepped);
+            self.collect_dead_messages(last, &mut next, stepped, sent);
         }
         (next != *last).then_some(next)
     }
 
     /// A delivery of `msg` from `src` to `dst`.
-    fn deliver(&self, last: &State, src: Id, dst: Id, msg: Msg) -> Option<State> {
+    fn deliver(&self, last: &State, src: Id, dst: Id, msg: MsgRef) -> Option<State> {
         let i = usize::from(dst);
         if last.crashed(i) || i >= last.actors() {
             return None;
         }
-        let reaction = self.react(last, src, i, &msg);
+        let reaction = self.react(last, src, i, msg);
         let kind = last.network.kind();
         // On the ordered network a delivery consumes the message even when
         // it changes nothing.
         if reaction.is_no_op() && kind != NetworkKind::Ordered {
             return None;
         }
-        let returned = self.record_return(last, dst, &msg);
+        let returned = self.record_return(last, dst, msg);
         let moot = (kind == NetworkKind::UnorderedDuplicating)
             .then(|| self.changes_nothing(last, i, &reaction, returned.is_some()));
         if moot == Some(Some(true)) {
@@ -475,20 +527,20 @@ impl RaftModel {
         }
         let mut next = last.clone();
         if kind != NetworkKind::UnorderedDuplicating {
-            next.network.remove(&Envelope { src, dst, msg });
+            next.network.remove(&Envelope::new(src, dst, msg));
         }
         if let Some(clients) = returned {
             next.ghost.clients = clients;
         }
-        self.apply(&mut next, i, reaction);
+        let sent = self.apply(&mut next, i, &reaction);
         if moot == Some(Some(false)) {
             // Surely a change: no need to compare.
             if self.collect_garbage {
-                self.collect_dead_messages(&mut next, Some(dst));
+                self.collect_dead_messages(last, &mut next, Some(dst), &sent);
             }
             return Some(next);
         }
-        self.settle(last, next, Some(dst))
+        self.settle(last, next, Some(dst), &sent)
     }
 
     /// On the duplicating network most deliveries are of messages delivered
@@ -517,28 +569,27 @@ impl RaftModel {
             if moot == Some(false) {
                 break;
             }
-            let this = match effect {
-                Effect::Send(_, Msg::Request { .. }) => None,
+            let this = match *effect {
                 Effect::Send(to, m) => {
-                    let e = Envelope {
-                        src: Id::from(i),
-                        dst: *to,
-                        msg: m.clone(),
-                    };
-                    Some(
-                        last.network.contains(&e)
-                            || (self.collect_garbage && self.is_dead(last, e.src, e.dst, m)),
-                    )
+                    if matches!(m.get(), Msg::Request { .. }) {
+                        None
+                    } else {
+                        let e = Envelope::new(Id::from(i), to, m);
+                        Some(
+                            last.network.contains(&e)
+                                || (self.collect_garbage && self.is_dead(last, &e)),
+                        )
+                    }
                 }
-                Effect::SetTimer(t) => is_set(*t).then_some(true),
-                Effect::CancelTimer(t) => (!is_set(*t)).then_some(true),
+                Effect::SetTimer(t) => is_set(t).then_some(true),
+                Effect::CancelTimer(t) => (!is_set(t)).then_some(true),
                 Effect::Save => {
-                    let after = match &reaction.server {
-                        Some(s) => &s.persistent,
+                    let after = match reaction.server {
+                        Some(s) => &s.get().persistent,
                         None => &slot?.server().persistent,
                     };
-                    slot.and_then(|s| s.stored.as_ref())
-                        .is_some_and(|s| **s == *after)
+                    slot.and_then(|s| s.stored)
+                        .is_some_and(|s| *s.get() == *after)
                         .then_some(true)
                 }
             };
@@ -553,8 +604,8 @@ impl RaftModel {
 
     /// The ghost's client history after `msg` reaches actor `dst`, if it
     /// records a return: a client's first successful reply.
-    fn record_return(&self, last: &State, dst: Id, msg: &Msg) -> Option<Cached<ClientHistory>> {
-        let Msg::Reply(answer) = msg else {
+    fn record_return(&self, last: &State, dst: Id, msg: MsgRef) -> Option<Ref<ClientHistory>> {
+        let Msg::Reply(answer) = msg.get() else {
             return None;
         };
         let ClientReply::Ok(value) = answer.reply else {
@@ -563,9 +614,9 @@ impl RaftModel {
         if usize::from(dst) < self.config.servers {
             return None;
         }
-        let mut tester = (*last.ghost.clients).clone();
+        let mut tester: ClientHistory = last.ghost.clients.get().clone();
         tester.on_return(dst, value).ok()?;
-        Some(Cached::new(tester))
+        Some(Ref::new(tester))
     }
 
     /// Records the step server `i` took from `before` to `after` in the ghost.
@@ -573,7 +624,13 @@ impl RaftModel {
         let (Some(b), Some(a)) = (before.view(i), after.view(i)) else {
             return;
         };
-        let raft = after.ghost.raft.updated(|h| h.record_step(&b, &a));
+        let raft = record_step(
+            after.ghost.raft,
+            &before.servers[i],
+            &after.servers[i],
+            &b,
+            &a,
+        );
         let mut rejoined = false;
         let id = a.id;
         if after.ghost.recovered & (1 << i) != 0 && !recovered_now {
@@ -587,4 +644,38 @@ impl RaftModel {
         after.ghost.raft = raft;
         after.ghost.rejoined = rejoined;
     }
+}
+
+/// What a server's view depends on, for memo keys: its state and what it
+/// stored (exactly: tables hold fewer than 2^32 values), then whether it is
+/// down.
+pub(crate) fn view_key(slot: &ServerSlot) -> (u64, bool) {
+    let stored = slot.stored.map_or(0, |s| u64::from(s.index()) + 1);
+    (
+        (u64::from(slot.server.index()) << 32) | stored,
+        slot.crashed,
+    )
+}
+
+/// `History::record_step`, remembered per thread: the history after a step
+/// is a function of the history before and the server's views before and
+/// after.
+fn record_step(
+    history: Ref<raft_spec::safety::History<Cmd>>,
+    before_slot: &ServerSlot,
+    after_slot: &ServerSlot,
+    before: &raft_spec::safety::ServerView<'static, Cmd>,
+    after: &raft_spec::safety::ServerView<'static, Cmd>,
+) -> Ref<raft_spec::safety::History<Cmd>> {
+    let (b, b_crashed) = view_key(before_slot);
+    let (a, a_crashed) = view_key(after_slot);
+    let key = (
+        u64::from(history.index()) | (u64::from(b_crashed) << 32) | (u64::from(a_crashed) << 33),
+        b,
+        a,
+    );
+    RECORDS.with(|memo| {
+        memo.borrow_mut()
+            .get_or(key, || history.updated(|h| h.record_step(before, after)))
+    })
 }

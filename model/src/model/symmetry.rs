@@ -15,12 +15,20 @@
 //! and [`RaftModel::concrete_path`] turns a path between representatives back
 //! into a path of the plain model, which is what the Explorer replays.
 
-use super::state::{ServerSlot, ServerState, State};
+use super::intern::Ref;
+use super::state::{ServerSlot, Sm, State};
 use super::{Action, RaftModel};
-use raft_spec::NodeId;
-use stateright::actor::Id;
+use raft_spec::{NodeId, Server};
+use smallvec::SmallVec;
 use stateright::{Model, Path, Representative};
-use std::sync::Arc;
+use std::cmp::Ordering;
+
+/// The order servers are sorted in for a representative: by persistent
+/// state, then volatile state, then id, so that servers are sorted by what
+/// they hold rather than by who they are.
+fn by_content(a: &Server<Sm>, b: &Server<Sm>) -> Ordering {
+    (&a.persistent, &a.volatile, a.id, &a.peers).cmp(&(&b.persistent, &b.volatile, b.id, &b.peers))
+}
 
 impl State {
     /// The state with server `i` renamed `perm[i]` (a permutation of the
@@ -31,22 +39,22 @@ impl State {
             Some(&to) => NodeId(to as u64),
             None => k,
         };
-        let actor = |a: Id| match perm.get(usize::from(a)) {
-            Some(&to) => Id::from(to),
+        let actor = |a: u8| match perm.get(usize::from(a)) {
+            Some(&to) => to as u8,
             None => a,
         };
         let mut servers: Vec<Option<ServerSlot>> = vec![None; n];
         for (i, slot) in self.servers.iter().enumerate() {
-            let stored = slot.stored.as_ref().map(|s| {
+            let stored = slot.stored.map(|s| {
                 let mapped = s.map_ids(&node, &|c| c);
-                if mapped == **s {
-                    s.clone()
+                if mapped == *s.get() {
+                    s
                 } else {
-                    super::state::Stored::new(mapped)
+                    Ref::new(mapped)
                 }
             });
             let renamed = ServerSlot {
-                state: Arc::new(ServerState::new(slot.server().map_ids(&node, &|c| c))),
+                server: Ref::new(slot.server().map_ids(&node, &|c| c)),
                 stored,
                 timers: slot.timers,
                 crashed: slot.crashed,
@@ -61,13 +69,13 @@ impl State {
                 recovered |= 1 << to;
             }
         }
-        let mut ghost = self.ghost.clone();
-        ghost.raft = super::state::Cached::new(self.ghost.raft.map_ids(&node, &|c| c));
+        let mut ghost = self.ghost;
+        ghost.raft = Ref::new(self.ghost.raft.map_ids(&node, &|c| c));
         ghost.recovered = recovered;
         State {
             // A permutation fills every place.
-            servers: servers.into_iter().flatten().collect(),
-            clients: Arc::clone(&self.clients),
+            servers: servers.into_iter().flatten().collect::<SmallVec<_>>(),
+            clients: self.clients,
             network: self.network.renamed(&actor, &node),
             ghost,
         }
@@ -77,7 +85,7 @@ impl State {
     /// place `perm[i]`.
     fn sorting_permutation(&self) -> Vec<usize> {
         let mut order: Vec<usize> = (0..self.servers.len()).collect();
-        order.sort_by(|&a, &b| self.servers[a].state.cmp(&self.servers[b].state));
+        order.sort_by(|&a, &b| by_content(self.servers[a].server(), self.servers[b].server()));
         let mut perm = vec![0; order.len()];
         for (place, &i) in order.iter().enumerate() {
             perm[i] = place;
