@@ -17,15 +17,11 @@ use std::sync::Arc;
 
 /// A Raft message shared between states, with its hash computed once.
 ///
-/// The checker hashes every message of the network for every state it
-/// generates; caching the hash (a pure function of the content, with fixed
-/// keys, so identical across runs) keeps that cheap. Equality and order still
-/// compare the content. Generic over the command so that the trace replayer
-/// ([`crate::replay`]) carries the runtime's Kv commands in the same wrapper.
-///
-/// One pointer wide (the hash sits next to the message, behind it), so that
-/// [`Msg`] is two words and an envelope four: every state copies the set of
-/// envelopes in flight.
+/// The trace replayer ([`crate::replay`]) hashes every message of its
+/// network for every state; caching the hash (a pure function of the
+/// content, with fixed keys, so identical across runs) keeps that cheap.
+/// Equality and order still compare the content. One pointer wide (the hash
+/// sits next to the message, behind it).
 #[derive(Clone, Debug)]
 pub struct RaftMsg<C = Cmd>(Arc<Hashed<C>>);
 
@@ -106,9 +102,8 @@ impl<C: Ord> Ord for RaftMsg<C> {
 }
 
 /// How an actor that runs a `raft-spec` server turns the server's outputs
-/// into Stateright commands: the model's server adapter, shared by the
-/// checker's [`RaftActor`] and the trace replayer's actor
-/// ([`crate::replay`]), which runs the runtime's Kv state machine.
+/// into Stateright commands: the trace replayer's actor ([`crate::replay`]),
+/// which runs the runtime's Kv state machine.
 pub trait ServerAdapter: Actor<Timer = Timer> {
     /// The replicated state machine.
     type Sm: StateMachine;

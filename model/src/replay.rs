@@ -15,9 +15,8 @@
 //!
 //! A Stateright [`ActorModel`] of [`ReplayActor`]s: one server actor per node
 //! of the trace header, running the runtime's state machine ([`Kv`]) through
-//! the model's own server adapter ([`crate::actors::step_server`],
-//! [`crate::actors::carry_out`], shared with the checker's
-//! [`crate::actors::RaftActor`]), on the model's default network (unordered,
+//! a server adapter ([`crate::actors::step_server`],
+//! [`crate::actors::carry_out`]), on the model's default network (unordered,
 //! duplicating: a message may be delivered late, more than once, or never).
 //! A server's Stateright actor index is its node id, so the ids inside the
 //! messages and the digest are the runtime's; indices that are not a node's

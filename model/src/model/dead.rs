@@ -16,12 +16,12 @@
 //! implies (a message in flight stays deliverable).
 //!
 //! Whether a message to a server is dead depends on the two servers' states
-//! and on whether some answer is in flight ([`Verdict`]); each thread
+//! and on whether some answer is in flight (a verdict); each thread
 //! remembers the verdicts it has reached, by the servers' states and the
 //! message (all interned).
 
 use super::intern::Ref;
-use super::memo::Memo;
+use super::memo::{Memo, MEMO_CAPACITY};
 use super::state::{ClientStatus, Cmd, Envelope, Msg, Network, State};
 use super::step::view_key;
 use super::RaftModel;
@@ -65,7 +65,15 @@ type Verdicts = Memo<(u64, u64, u64), Verdict>;
 thread_local! {
     /// The verdicts this thread has reached (for one model at a time: they
     /// depend on the bounds).
-    static VERDICTS: RefCell<Verdicts> = RefCell::new(Memo::new());
+    static VERDICTS: RefCell<Verdicts> = RefCell::new(Memo::new(MEMO_CAPACITY));
+}
+
+/// Whether `e` carries a RequestVote or AppendEntries response.
+fn is_response(e: &Envelope) -> bool {
+    matches!(
+        e.msg.get().raft(),
+        Some(Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_))
+    )
 }
 
 impl RaftModel {
@@ -343,7 +351,12 @@ impl RaftModel {
                 _ => last.client(i) == next.client(i),
             };
         if !unchanged {
-            return self.remove_dead(next, |e| e.src == a || e.dst == a);
+            // A response's verdict depends on its recipient alone (only
+            // `ignores_forever` can call it dead), so the responses the
+            // actor had sent keep theirs.
+            return self.remove_dead(next, |e| {
+                e.dst == a || (e.src == a && (!is_response(e) || sent.contains(e)))
+            });
         }
         if sent.is_empty() {
             return;

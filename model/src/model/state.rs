@@ -411,18 +411,14 @@ impl Network {
             })
     }
 
-    /// The network with every actor and message renamed.
-    pub fn renamed(&self, actors: &dyn Fn(u8) -> u8, nodes: &dyn Fn(NodeId) -> NodeId) -> Self {
+    /// The network with every actor renamed by `actors` and every message
+    /// by `messages`.
+    pub fn renamed(&self, actors: &dyn Fn(u8) -> u8, messages: &dyn Fn(MsgRef) -> MsgRef) -> Self {
         let mut envelopes: SmallVec<[Envelope; 16]> = self
             .envelopes
             .iter()
             .map(|e| {
-                let msg = e.msg.get().renamed(nodes);
-                let msg = if msg == *e.msg.get() {
-                    e.msg
-                } else {
-                    Ref::new(msg)
-                };
+                let msg = messages(e.msg);
                 Envelope::new(
                     Id::from(usize::from(actors(e.src))),
                     Id::from(usize::from(actors(e.dst))),

@@ -13,7 +13,7 @@
 //! met before.
 
 use super::intern::Ref;
-use super::memo::Memo;
+use super::memo::{Memo, MEMO_CAPACITY};
 use super::state::{
     actor_id, timer_bit, Answer, ClientHistory, ClientState, ClientStatus, Cmd, Envelope, Ghost,
     Msg, MsgRef, Network, ServerRef, ServerSlot, Sm, State, Stored, TIMERS,
@@ -143,9 +143,9 @@ pub fn effects_of(outputs: Vec<Output<Cmd, u64>>) -> Effects {
 thread_local! {
     /// The steps this thread has taken, by server and input (see the
     /// module doc).
-    static STEPS: RefCell<Memo<(u32, u64), Rc<Reaction>>> = RefCell::new(Memo::new());
+    static STEPS: RefCell<Memo<(u32, u64), Rc<Reaction>>> = RefCell::new(Memo::new(MEMO_CAPACITY));
     /// The ghost histories after steps this thread has recorded.
-    static RECORDS: RefCell<Records> = RefCell::new(Memo::new());
+    static RECORDS: RefCell<Records> = RefCell::new(Memo::new(MEMO_CAPACITY));
 }
 
 /// Ghost histories after recorded steps, by history and the server's views

@@ -3,9 +3,9 @@
 //! All servers run the same code and every property is blind to server
 //! names, so two states equal up to a renaming of servers have the same
 //! futures up to that renaming. A state's representative
-//! ([`Representative`]) sorts the servers by what they hold
-//! ([`super::state::ServerState`]'s order: persistent state, volatile state,
-//! then id) and renames every id accordingly; clients are never renamed.
+//! ([`Representative`]) sorts the servers by what they hold (persistent
+//! state, volatile state, then id) and renames every id accordingly; clients
+//! are never renamed.
 //!
 //! Depth-first, Stateright's checker keeps each state's representative in
 //! its visited set. Breadth-first, which Stateright 0.31 does not reduce,
@@ -15,12 +15,15 @@
 //! and [`RaftModel::concrete_path`] turns a path between representatives back
 //! into a path of the plain model, which is what the Explorer replays.
 
-use super::intern::Ref;
-use super::state::{ServerSlot, Sm, State};
+use super::intern::{Interned, Ref};
+use super::memo::{Memo, MEMO_CAPACITY};
+use super::state::{Cmd, Msg, ServerSlot, Sm, State};
 use super::{Action, RaftModel};
-use raft_spec::{NodeId, Server};
+use raft_spec::safety::History;
+use raft_spec::{NodeId, PersistentState, Server};
 use smallvec::SmallVec;
 use stateright::{Model, Path, Representative};
+use std::cell::RefCell;
 use std::cmp::Ordering;
 
 /// The order servers are sorted in for a representative: by persistent
@@ -30,11 +33,49 @@ fn by_content(a: &Server<Sm>, b: &Server<Sm>) -> Ordering {
     (&a.persistent, &a.volatile, a.id, &a.peers).cmp(&(&b.persistent, &b.volatile, b.id, &b.peers))
 }
 
+/// A permutation of at most 8 servers as a memo key (3 bits a server).
+fn perm_key(perm: &[usize]) -> u32 {
+    perm.iter()
+        .enumerate()
+        .fold(0, |key, (i, &to)| key | ((to as u32 & 7) << (3 * i)))
+}
+
+/// Renamed values by value and permutation ([`perm_key`]).
+type Renamed<T> = RefCell<Memo<(u32, u32), Ref<T>>>;
+
+thread_local! {
+    static SERVERS: Renamed<Server<Sm>> = RefCell::new(Memo::new(MEMO_CAPACITY));
+    static STORED: Renamed<PersistentState<Cmd>> = RefCell::new(Memo::new(MEMO_CAPACITY));
+    static MESSAGES: Renamed<Msg> = RefCell::new(Memo::new(MEMO_CAPACITY));
+    static HISTORIES: Renamed<History<Cmd>> = RefCell::new(Memo::new(MEMO_CAPACITY));
+}
+
+/// `value` renamed by `rename`, remembered per thread by value and
+/// permutation (renaming is a pure function of both).
+fn renamed_with<T: Interned + Clone>(
+    memo: &'static std::thread::LocalKey<Renamed<T>>,
+    value: Ref<T>,
+    perm: u32,
+    rename: impl FnOnce(&T) -> T,
+) -> Ref<T> {
+    memo.with(|memo| {
+        memo.borrow_mut().get_or((value.index(), perm), || {
+            let mapped = rename(value.get());
+            if mapped == *value.get() {
+                value
+            } else {
+                Ref::new(mapped)
+            }
+        })
+    })
+}
+
 impl State {
     /// The state with server `i` renamed `perm[i]` (a permutation of the
     /// servers; clients stay).
     pub fn renamed(&self, perm: &[usize]) -> State {
         let n = self.servers.len();
+        let key = perm_key(perm);
         let node = |k: NodeId| match perm.get(k.0 as usize) {
             Some(&to) => NodeId(to as u64),
             None => k,
@@ -45,16 +86,11 @@ impl State {
         };
         let mut servers: Vec<Option<ServerSlot>> = vec![None; n];
         for (i, slot) in self.servers.iter().enumerate() {
-            let stored = slot.stored.map(|s| {
-                let mapped = s.map_ids(&node, &|c| c);
-                if mapped == *s.get() {
-                    s
-                } else {
-                    Ref::new(mapped)
-                }
-            });
+            let stored = slot
+                .stored
+                .map(|s| renamed_with(&STORED, s, key, |p| p.map_ids(&node, &|c| c)));
             let renamed = ServerSlot {
-                server: Ref::new(slot.server().map_ids(&node, &|c| c)),
+                server: renamed_with(&SERVERS, slot.server, key, |s| s.map_ids(&node, &|c| c)),
                 stored,
                 timers: slot.timers,
                 crashed: slot.crashed,
@@ -70,13 +106,17 @@ impl State {
             }
         }
         let mut ghost = self.ghost;
-        ghost.raft = Ref::new(self.ghost.raft.map_ids(&node, &|c| c));
+        ghost.raft = renamed_with(&HISTORIES, self.ghost.raft, key, |h| {
+            h.map_ids(&node, &|c| c)
+        });
         ghost.recovered = recovered;
         State {
             // A permutation fills every place.
             servers: servers.into_iter().flatten().collect::<SmallVec<_>>(),
             clients: self.clients,
-            network: self.network.renamed(&actor, &node),
+            network: self.network.renamed(&actor, &|m| {
+                renamed_with(&MESSAGES, m, key, |msg| msg.renamed(&node))
+            }),
             ghost,
         }
     }
