@@ -1,10 +1,11 @@
 //! # raft-model: Raft checked with Stateright
 //!
-//! A Stateright [`ActorModel`](stateright::actor::ActorModel) whose server
-//! actors are thin adapters around `raft-spec`'s transition functions, plus
-//! client actors. [`RaftModel`] wraps it to keep the ghost history that the
-//! Figure 3 properties need, to bound the total number of crashes, and to
-//! bound the state space by term (never by depth).
+//! [`RaftModel`] is a Stateright model whose servers are stepped by
+//! `raft-spec`'s transition functions, over a state type designed for
+//! checking (interned servers and messages, one next-state function; see
+//! [`model`]). It keeps the ghost history that the Figure 3 properties need,
+//! bounds the total number of crashes, and bounds the state space by term
+//! (never by depth).
 //!
 //! ```
 //! use raft_model::{ModelConfig, NetworkKind, RaftModel};
