@@ -210,7 +210,7 @@ impl RaftModel {
         m: &Message<Cmd>,
         verdict: &mut Verdict,
     ) {
-        let (Some(recipient), Some(sender)) = (state.view(dst), state.view(src)) else {
+        let (Some(recipient), Some(_)) = (state.view(dst), state.servers.get(src)) else {
             return;
         };
         if !refuses_forever(
@@ -221,10 +221,7 @@ impl RaftModel {
         ) {
             return;
         }
-        let ignored = sender.current_term.0 >= self.config.max_term
-            && refusal(sender.current_term, m)
-                .is_some_and(|answer| self.ignores_forever(state, src, recipient.id, &answer));
-        if ignored {
+        if self.sender_ignores_refusal_at_bound(state, src, recipient.id, m) {
             verdict.dead = true;
             return;
         }
@@ -234,6 +231,24 @@ impl RaftModel {
                 self.in_flight_for_good(dst, src, answer, verdict);
             }
         }
+    }
+
+    /// Whether the sender `src` of request `m` is at the highest term the
+    /// bounds allow and ignores, now and forever, a refusal of `m` of its
+    /// own term from `recipient` (no answer can be of a higher term, and one
+    /// of a lower term is stale).
+    fn sender_ignores_refusal_at_bound(
+        &self,
+        state: &State,
+        src: usize,
+        recipient: NodeId,
+        m: &Message<Cmd>,
+    ) -> bool {
+        state.view(src).is_some_and(|sender| {
+            sender.current_term.0 >= self.config.max_term
+                && refusal(sender.current_term, m)
+                    .is_some_and(|answer| self.ignores_forever(state, src, recipient, &answer))
+        })
     }
 
     /// Whether `m` is an AppendEntries that its recipient has absorbed for
@@ -276,9 +291,6 @@ impl RaftModel {
         let Some(slot) = state.servers.get(dst).filter(|s| !s.crashed) else {
             return;
         };
-        let Some(sender) = state.view(src) else {
-            return;
-        };
         let recipient = slot.server();
         if !slot.timer_set(Timer::Election) || !recipient.absorbs(m) {
             return;
@@ -286,8 +298,7 @@ impl RaftModel {
         let ignores =
             |answer: &Message<Cmd>| self.ignores_forever(state, src, recipient.id, answer);
         let lasts = m.term().0 >= self.config.max_term
-            || (sender.current_term.0 >= self.config.max_term
-                && refusal(sender.current_term, m).is_some_and(|answer| ignores(&answer)));
+            || self.sender_ignores_refusal_at_bound(state, src, recipient.id, m);
         if !lasts {
             return;
         }
