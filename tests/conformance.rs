@@ -1,5 +1,5 @@
-//! Two-way conformance: seeded random walks of the replay model (Stateright's
-//! `next_state` over Kv servers) drive raft-node's event-loop core
+//! Two-way conformance: seeded random walks of the replay model (its one
+//! step function, `ReplayModel::step`, over Kv servers) drive raft-node's event-loop core
 //! ([`raft_node::node::Node`], the code the runtime and the deterministic
 //! harness run) with the same inputs; after every step the node's server
 //! equals the model's, and every message the node sent is in flight in the
@@ -8,14 +8,12 @@
 
 #![allow(clippy::unwrap_used)]
 
-use raft_model::replay::{replay_model, ReplayModel, ReplayModelState, ReplayMsg, ReplayState};
+use raft_model::replay::{Cluster, Envelope, ReplayAction, ReplayModel, ReplayMsg};
 use raft_node::config::Timing;
 use raft_node::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time};
 use raft_node::storage::MemStorage;
 use raft_node::wire::Response;
 use raft_spec::{ClientId, KvCommand, Message, NodeId, Server, Timer};
-use stateright::actor::{ActorModelAction, Envelope, Id, Network};
-use stateright::Model;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -113,20 +111,8 @@ impl Impl {
     }
 }
 
-fn server(state: &ReplayModelState, id: NodeId) -> &Server<raft_spec::Kv> {
-    match &*state.actor_states[id.0 as usize] {
-        ReplayState::Server(s) => s,
-        ReplayState::Environment => unreachable!(),
-    }
-}
-
-fn in_flight(state: &ReplayModelState, from: NodeId, to: NodeId, m: &Message<KvCommand>) -> bool {
-    let env = Envelope {
-        src: Id::from(from.0 as usize),
-        dst: Id::from(to.0 as usize),
-        msg: ReplayMsg::Raft(raft_model::actors::RaftMsg::new(m.clone())),
-    };
-    matches!(&state.network, Network::UnorderedDuplicating(set, _) if set.contains(&env))
+fn server(state: &Cluster, id: NodeId) -> &Server<raft_spec::Kv> {
+    state.server(id).unwrap()
 }
 
 /// The action a random walk takes, in terms both sides understand.
@@ -139,32 +125,23 @@ enum Choice {
 
 fn walk(seed: u64, steps: usize) -> (usize, u64) {
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let model: ReplayModel = replay_model(&ids, None);
-    let mut state = model.init_states().pop().unwrap();
+    let model = ReplayModel::new(&ids, None);
+    let mut state = model.init().clone();
     let (mut imp, _) = Impl::start(&ids);
     let mut rng = SplitMix64::new(seed);
     let mut requests = 0;
     let mut taken = 0;
     let mut committed = 0;
     for _ in 0..steps {
-        let mut actions = Vec::new();
-        model.actions(&state, &mut actions);
         let mut deliveries = Vec::new();
         let mut timeouts = Vec::new();
-        for a in actions {
+        for a in model.actions_of(&state) {
             match a {
-                ActorModelAction::Deliver {
-                    src,
+                ReplayAction::Deliver(Envelope {
                     dst,
-                    msg: ReplayMsg::Raft(m),
-                } => deliveries.push(Choice::Deliver(
-                    NodeId(usize::from(src) as u64),
-                    NodeId(usize::from(dst) as u64),
-                    (*m).clone(),
-                )),
-                ActorModelAction::Timeout(id, t) => {
-                    timeouts.push(Choice::Timeout(NodeId(usize::from(id) as u64), t))
-                }
+                    msg: ReplayMsg::Raft { from, message },
+                }) => deliveries.push(Choice::Deliver(from, dst, (*message).clone())),
+                ReplayAction::Timeout(id, t) => timeouts.push(Choice::Timeout(id, t)),
                 _ => {}
             }
         }
@@ -197,27 +174,17 @@ fn walk(seed: u64, steps: usize) -> (usize, u64) {
         };
         let (id, model_actions, out) = match choice {
             Choice::Deliver(from, to, message) => {
-                let env = Envelope {
-                    src: Id::from(from.0 as usize),
-                    dst: Id::from(to.0 as usize),
-                    msg: ReplayMsg::Raft(raft_model::actors::RaftMsg::new(message.clone())),
-                };
+                let action = ReplayAction::Deliver(Envelope {
+                    dst: to,
+                    msg: ReplayMsg::raft(from, message.clone()),
+                });
                 let now = imp.clocks[&to];
                 let out = imp.handle(to, vec![Event::Peer { from, message }], now);
-                let action = ActorModelAction::Deliver {
-                    src: env.src,
-                    dst: env.dst,
-                    msg: env.msg,
-                };
                 (to, vec![action], out)
             }
             Choice::Timeout(id, timer) => {
                 let out = imp.fire_timer(id);
-                (
-                    id,
-                    vec![ActorModelAction::Timeout(Id::from(id.0 as usize), timer)],
-                    out,
-                )
+                (id, vec![ReplayAction::Timeout(id, timer)], out)
             }
             Choice::Request(id, no) => {
                 requests = no;
@@ -233,31 +200,30 @@ fn walk(seed: u64, steps: usize) -> (usize, u64) {
                     command: command.clone(),
                 };
                 let out = imp.handle(id, vec![event], now);
-                let action = ActorModelAction::Deliver {
-                    src: Id::from(0),
-                    dst: Id::from(id.0 as usize),
+                let action = ReplayAction::Deliver(Envelope {
+                    dst: id,
                     msg: ReplayMsg::Request {
                         client_id: ClientId(7),
                         request_no: no,
                         command,
                     },
-                };
+                });
                 (id, vec![action], out)
             }
             Choice::Restart(id) => {
                 let out = imp.restart(id);
-                let a = Id::from(id.0 as usize);
                 (
                     id,
-                    vec![ActorModelAction::Crash(a), ActorModelAction::Recover(a)],
+                    vec![ReplayAction::Crash(id), ReplayAction::Recover(id)],
                     out,
                 )
             }
         };
-        for action in model_actions {
-            if let Some(next) = model.next_state(&state, action) {
-                state = next;
-            }
+        for action in &model_actions {
+            assert!(
+                model.step(&mut state, action, None).is_some(),
+                "seed {seed}: {action:?} is not enabled in the model"
+            );
         }
         taken += 1;
         committed = committed.max(server(&state, id).volatile.commit_index.0);
@@ -269,7 +235,7 @@ fn walk(seed: u64, steps: usize) -> (usize, u64) {
         );
         for (to, m) in &out.sent {
             assert!(
-                in_flight(&state, id, *to, m),
+                state.in_flight(id, *to, m),
                 "seed {seed}, step {taken}: node {} sent {m:?} to {}, which the model did not",
                 id.0,
                 to.0

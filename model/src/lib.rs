@@ -28,7 +28,6 @@
 //! checker.assert_properties();
 //! ```
 
-pub mod actors;
 pub mod bugs;
 pub mod check;
 pub mod config;

@@ -216,7 +216,7 @@ fn run_replay(args: ReplayArgs) -> ExitCode {
         Err(e) => {
             match &e {
                 raft_model::replay::ReplayError::Divergence(d) => out!("{d}"),
-                raft_model::replay::ReplayError::Input(i) => eprintln!("error: {i}"),
+                other => eprintln!("error: {other}"),
             }
             ExitCode::from(e.exit_code())
         }

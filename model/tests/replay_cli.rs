@@ -301,10 +301,7 @@ fn expected_last_state(files: &[&str]) -> (String, raft_model::replay::ExplorerP
     let (outcome, context) =
         raft_model::replay::replay_for_explorer(files, &options).expect("readable traces");
     let d = outcome.expect_err("a divergence");
-    let state = format!(
-        "{:?}",
-        raft_model::replay::ContextState(context.last_state().clone())
-    );
+    let state = format!("{:?}", context.last_state());
     (state, d.explorer.expect("an Explorer path"))
 }
 
@@ -375,7 +372,7 @@ fn replay_explore_serves_the_last_agreed_state_and_the_diverging_action() {
     let actions = explorer.offered();
     assert!(!actions.contains(&action), "{action} in {actions:?}");
     assert!(
-        actions.iter().any(|a| a.contains("Timeout")),
+        actions.iter().any(|a| a.contains("Election timeout")),
         "the election timeout is offered: {actions:?}"
     );
 }

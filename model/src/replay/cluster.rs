@@ -1,0 +1,748 @@
+//! The replay's model: a cluster of the runtime's servers ([`Kv`]), the
+//! messages in flight between them, and the one step function
+//! ([`ReplayModel::step`]) that the replayer, the Explorer's window
+//! ([`super::explorer`]) and the two-way conformance test all step it with.
+//!
+//! The state is made for one long execution rather than for a search: a
+//! step changes the stepped server and its storage in place (each behind an
+//! `Arc`, so that a state kept for the Explorer is copied only where a later
+//! step writes), and time and memory follow what the step changes, not the
+//! logs. The checker's state ([`crate::model::State`]) makes the other
+//! choice, interning every server state it meets: along a trace whose logs
+//! grow to thousands of entries that would copy the log at every step and
+//! keep every copy. Both run `raft_spec::Server::step` and carry out its
+//! outputs the same way (sends join an unordered, duplicating network;
+//! timers are bits; what a server persists is stored); neither holds a Raft
+//! rule.
+
+use crate::model::state::{timer_bit, TIMERS};
+use raft_spec::trace::LogDigest;
+use raft_spec::{
+    ClientId, Input, Kv, KvCommand, LogIndex, Message, NodeId, Output, PersistentState, Role,
+    Server, Term, Timer,
+};
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+/// A hash with fixed keys (the same in every run and process).
+fn fixed_hash<T: Hash>(value: &T) -> u64 {
+    FixedState.hash_one(value)
+}
+
+/// The hasher of the replay's network: fixed keys, so that iteration and
+/// hashes are the same in every process.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FixedState;
+
+impl BuildHasher for FixedState {
+    type Hasher = ahash::AHasher;
+    fn build_hasher(&self) -> ahash::AHasher {
+        ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3).build_hasher()
+    }
+}
+
+/// A Raft message shared between states, with its hash computed once (the
+/// network hashes its messages on every insertion and lookup). Equality and
+/// order compare the content.
+#[derive(Clone, Debug)]
+pub struct RaftMsg(Arc<(u64, Message<KvCommand>)>);
+
+impl RaftMsg {
+    /// Wraps a message.
+    pub fn new(message: Message<KvCommand>) -> Self {
+        RaftMsg(Arc::new((fixed_hash(&message), message)))
+    }
+}
+
+impl std::ops::Deref for RaftMsg {
+    type Target = Message<KvCommand>;
+    fn deref(&self) -> &Message<KvCommand> {
+        &self.0 .1
+    }
+}
+
+impl PartialEq for RaftMsg {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || (self.0 .0 == other.0 .0 && self.0 .1 == other.0 .1)
+    }
+}
+
+impl Eq for RaftMsg {}
+
+impl Hash for RaftMsg {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.0 .0);
+    }
+}
+
+impl PartialOrd for RaftMsg {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for RaftMsg {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.0 .1.cmp(&other.0 .1)
+    }
+}
+
+/// What is delivered to a server.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReplayMsg {
+    /// A Raft RPC or response from another server.
+    Raft {
+        /// The sender.
+        from: NodeId,
+        /// The message.
+        message: RaftMsg,
+    },
+    /// A client request, sent by the environment (clients are outside the
+    /// model: their replies leave it).
+    Request {
+        /// The client session.
+        client_id: ClientId,
+        /// The client's request number.
+        request_no: u64,
+        /// The command.
+        command: KvCommand,
+    },
+}
+
+impl ReplayMsg {
+    /// A Raft message from `from`.
+    pub fn raft(from: NodeId, message: Message<KvCommand>) -> Self {
+        ReplayMsg::Raft {
+            from,
+            message: RaftMsg::new(message),
+        }
+    }
+
+    /// The server input that delivering this message is.
+    fn input(&self) -> Input<KvCommand> {
+        match self {
+            ReplayMsg::Raft { from, message } => Input::Message {
+                from: *from,
+                message: (**message).clone(),
+            },
+            ReplayMsg::Request {
+                client_id,
+                request_no,
+                command,
+            } => Input::ClientRequest {
+                client_id: *client_id,
+                request_no: *request_no,
+                command: command.clone(),
+            },
+        }
+    }
+}
+
+/// One line, as the Explorer names a delivery: `1 → 2 : AppendEntries t1
+/// from n1 prev 342@1 1 entries commit 342`, `client 7 → 2 : ClientRequest
+/// #1 Put ...` (entries are counted, not listed: a replayed log can be long).
+impl fmt::Debug for ReplayMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayMsg::Raft { from, message } => write!(
+                f,
+                "{} → {}",
+                from.0,
+                crate::render::raft_message_with(message, |e, _| format!("{} entries", e.len()))
+            ),
+            ReplayMsg::Request {
+                client_id,
+                request_no,
+                command,
+            } => write!(
+                f,
+                "client {} → ClientRequest #{request_no} {command:?}",
+                client_id.0
+            ),
+        }
+    }
+}
+
+/// A message in flight: to `dst`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Envelope {
+    /// The receiver.
+    pub dst: NodeId,
+    /// The message (with its sender).
+    pub msg: ReplayMsg,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.msg {
+            ReplayMsg::Raft { from, message } => write!(
+                f,
+                "{} → {} : {}",
+                from.0,
+                self.dst.0,
+                crate::render::raft_message_with(message, |e, _| format!("{} entries", e.len()))
+            ),
+            ReplayMsg::Request {
+                client_id,
+                request_no,
+                command,
+            } => write!(
+                f,
+                "client {} → {} : ClientRequest #{request_no} {command:?}",
+                client_id.0, self.dst.0
+            ),
+        }
+    }
+}
+
+/// An action of the replay model.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ReplayAction {
+    /// A message is delivered (a Raft message must be in flight; a client
+    /// request is the environment's and always can be).
+    Deliver(Envelope),
+    /// A server's timer fires.
+    Timeout(NodeId, Timer),
+    /// A server crashes: it keeps what it persisted.
+    Crash(NodeId),
+    /// A crashed server restarts from what it persisted.
+    Recover(NodeId),
+}
+
+impl ReplayAction {
+    /// The server the action steps.
+    pub fn server(&self) -> NodeId {
+        match self {
+            ReplayAction::Deliver(e) => e.dst,
+            ReplayAction::Timeout(n, _) | ReplayAction::Crash(n) | ReplayAction::Recover(n) => *n,
+        }
+    }
+}
+
+/// One line, as the Explorer names an action.
+impl fmt::Debug for ReplayAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReplayAction::Deliver(e) => write!(f, "{e:?}"),
+            ReplayAction::Timeout(n, t) => write!(f, "{} {t:?} timeout", n.0),
+            ReplayAction::Crash(n) => write!(f, "{} crashes", n.0),
+            ReplayAction::Recover(n) => write!(f, "{} recovers", n.0),
+        }
+    }
+}
+
+/// One server of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Slot {
+    /// The server (while it is down, as it was when it crashed).
+    pub server: Arc<Server<Kv>>,
+    /// What it persisted.
+    pub stored: Arc<PersistentState<KvCommand>>,
+    /// Its timers that are set ([`timer_bit`]).
+    pub timers: u8,
+    /// Whether it is down.
+    pub crashed: bool,
+}
+
+impl Slot {
+    /// Whether `timer` is set.
+    pub fn timer_set(&self, timer: Timer) -> bool {
+        self.timers & timer_bit(timer) != 0
+    }
+}
+
+/// The messages in flight, with fixed-key hashing.
+pub type InFlight = HashSet<Envelope, FixedState>;
+
+/// A state of the replay model: every server, in node-id order, and the
+/// messages in flight. The network is unordered and duplicating: a message
+/// may be delivered late, more than once, or never.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Cluster {
+    ids: Arc<[NodeId]>,
+    slots: Vec<Slot>,
+    network: InFlight,
+}
+
+impl Hash for Cluster {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.slots.hash(state);
+        // The network in an order-independent way.
+        let sum = self
+            .network
+            .iter()
+            .fold(0u64, |acc, e| acc.wrapping_add(fixed_hash(e)));
+        state.write_usize(self.network.len());
+        state.write_u64(sum);
+    }
+}
+
+impl Cluster {
+    /// The servers' ids, sorted.
+    pub fn ids(&self) -> &[NodeId] {
+        &self.ids
+    }
+
+    /// Server `node`'s slot.
+    pub fn slot(&self, node: NodeId) -> Option<&Slot> {
+        let i = self.ids.binary_search(&node).ok()?;
+        self.slots.get(i)
+    }
+
+    /// Server `node` (while it is down, as it was when it crashed).
+    pub fn server(&self, node: NodeId) -> Option<&Server<Kv>> {
+        self.slot(node).map(|s| &*s.server)
+    }
+
+    /// Every slot, in node-id order.
+    pub fn slots(&self) -> impl Iterator<Item = (NodeId, &Slot)> {
+        self.ids.iter().copied().zip(&self.slots)
+    }
+
+    /// The messages in flight.
+    pub fn network(&self) -> &InFlight {
+        &self.network
+    }
+
+    /// Whether `message` from `from` to `to` is in flight.
+    pub fn in_flight(&self, from: NodeId, to: NodeId, message: &Message<KvCommand>) -> bool {
+        self.network.contains(&Envelope {
+            dst: to,
+            msg: ReplayMsg::raft(from, message.clone()),
+        })
+    }
+
+    /// Puts a message in flight (the environment's client requests).
+    pub fn send(&mut self, envelope: Envelope) {
+        self.network.insert(envelope);
+    }
+
+    /// Forgets the responses no server will ever act on
+    /// ([`Server::ignores_forever`], the checker's own reduction): delivering
+    /// one changes nothing, in this state or any later one.
+    pub fn forget_dead(&mut self) {
+        let Cluster {
+            ids,
+            slots,
+            network,
+            ..
+        } = self;
+        network.retain(|e| {
+            let ReplayMsg::Raft { from, message } = &e.msg else {
+                return true;
+            };
+            let server = ids
+                .binary_search(&e.dst)
+                .ok()
+                .and_then(|i| slots.get(i))
+                .map(|s| &s.server);
+            !server.is_some_and(|s| s.ignores_forever(*from, message))
+        });
+    }
+
+    fn index(&self, node: NodeId) -> Option<usize> {
+        self.ids.binary_search(&node).ok()
+    }
+}
+
+/// A server's state before a step, as the ghost history reads it.
+pub struct BeforeStep {
+    /// Its role.
+    pub role: Role,
+    /// Its term.
+    pub current_term: Term,
+    /// Its vote.
+    pub voted_for: Option<NodeId>,
+    /// The last entry it applied.
+    pub last_applied: LogIndex,
+    /// A leader's match indices.
+    pub match_index: Option<BTreeMap<NodeId, LogIndex>>,
+}
+
+impl BeforeStep {
+    pub(crate) fn of(server: &Server<Kv>) -> Self {
+        let leader = server.role() == Role::Leader;
+        BeforeStep {
+            role: server.role(),
+            current_term: server.current_term(),
+            voted_for: server.persistent.voted_for,
+            last_applied: server.volatile.last_applied,
+            match_index: leader.then(|| server.volatile.match_index.clone()),
+        }
+    }
+
+    /// The view [`raft_spec::safety::IncrementalSafety`] takes.
+    pub fn view(&self) -> raft_spec::safety::Before<'_> {
+        raft_spec::safety::Before {
+            crashed: false,
+            role: self.role,
+            current_term: self.current_term,
+            voted_for: self.voted_for,
+            last_applied: self.last_applied,
+            match_index: self.match_index.as_ref(),
+        }
+    }
+}
+
+/// What a step did to the stepped server.
+pub struct Stepped {
+    /// The server before the step.
+    pub before: BeforeStep,
+    /// The first log index written, if the log changed.
+    pub from: Option<LogIndex>,
+    /// Whether an entry held before the step was deleted or replaced.
+    pub rewritten: bool,
+}
+
+/// The replay model of one cluster: its servers' ids and configuration,
+/// and the state its executions start in. It is a Stateright model (for the
+/// Explorer and the conformance test): the actions of a state are every
+/// delivery of a message in flight, every timer set, and a crash or a
+/// recovery of every server.
+#[derive(Clone)]
+pub struct ReplayModel {
+    ids: Arc<[NodeId]>,
+    max_append_entries: Option<NonZeroUsize>,
+    init: Cluster,
+}
+
+impl ReplayModel {
+    /// The model of a cluster whose servers send at most
+    /// `max_append_entries` entries in one AppendEntries
+    /// ([`Server::with_max_append_entries`]; `None`: no cap), as the trace
+    /// headers record. It starts with every server started with nothing
+    /// persisted and no message in flight.
+    pub fn new(servers: &[NodeId], max_append_entries: Option<NonZeroUsize>) -> Self {
+        let mut sorted = servers.to_vec();
+        sorted.sort_unstable();
+        sorted.dedup();
+        let ids: Arc<[NodeId]> = sorted.into();
+        let mut init = Cluster {
+            ids: Arc::clone(&ids),
+            slots: Vec::with_capacity(ids.len()),
+            network: InFlight::default(),
+        };
+        let mut model = ReplayModel {
+            ids,
+            max_append_entries,
+            init: init.clone(),
+        };
+        for &id in model.ids.iter() {
+            let (server, outputs) = model.restarted(id, PersistentState::default());
+            init.slots.push(Slot {
+                server: Arc::new(server),
+                stored: Arc::new(PersistentState::default()),
+                timers: 0,
+                crashed: false,
+            });
+            let i = init.slots.len() - 1;
+            carry_out(&mut init, i, outputs, None, &mut Stepped::nothing());
+        }
+        model.init = init;
+        model
+    }
+
+    /// The same model, starting in `init` instead.
+    pub fn starting_in(&self, init: Cluster) -> Self {
+        ReplayModel {
+            init,
+            ..self.clone()
+        }
+    }
+
+    /// The state its executions start in.
+    pub fn init(&self) -> &Cluster {
+        &self.init
+    }
+
+    /// The servers' cap on the entries one AppendEntries carries.
+    pub fn max_append_entries(&self) -> Option<NonZeroUsize> {
+        self.max_append_entries
+    }
+
+    /// Server `id` restarted from `persistent`, with its outputs. The cap is
+    /// configuration, not persisted state: applied at every start.
+    fn restarted(
+        &self,
+        id: NodeId,
+        persistent: PersistentState<KvCommand>,
+    ) -> (Server<Kv>, Vec<Output<KvCommand, raft_spec::KvOutput>>) {
+        let (server, outputs) = Server::restart(id, self.ids.to_vec(), persistent);
+        (
+            server.with_max_append_entries(self.max_append_entries),
+            outputs,
+        )
+    }
+
+    /// The one step function: carries out `action` on `cluster` in place.
+    /// `None` (and `cluster` as it was) if the action is not enabled: a
+    /// server that is not one of the cluster's, or is down; a Raft message
+    /// not in flight; a timer not set; a crash of a server that is down, or
+    /// a recovery of one that is up. `digest`, if given, is the stepped
+    /// server's chained log digest, brought up to date with what the step
+    /// writes.
+    ///
+    /// A delivery or a timeout steps the server with
+    /// [`Server::step`] (a timeout first clears its timer) and carries out
+    /// its outputs in order: sends join the network (a delivered message
+    /// stays: the network duplicates), timers are set and cancelled, and
+    /// the storage takes each [`raft_spec::Persist`] as a disk does (the
+    /// spec's contract: every change to the persistent state is persisted
+    /// in its step). Client replies and applied commands leave the model. A
+    /// crash keeps the server as it was and clears its timers; a recovery
+    /// is [`Server::restart`] from the storage, whose log is then compared
+    /// with the one before (time proportional to the log, as the runtime's
+    /// reload).
+    pub fn step(
+        &self,
+        cluster: &mut Cluster,
+        action: &ReplayAction,
+        digest: Option<&mut LogDigest>,
+    ) -> Option<Stepped> {
+        let i = cluster.index(action.server())?;
+        let slot = &cluster.slots[i];
+        let input = match action {
+            ReplayAction::Deliver(envelope) => {
+                if slot.crashed
+                    || (matches!(envelope.msg, ReplayMsg::Raft { .. })
+                        && !cluster.network.contains(envelope))
+                {
+                    return None;
+                }
+                envelope.msg.input()
+            }
+            ReplayAction::Timeout(_, timer) => {
+                if slot.crashed || !slot.timer_set(*timer) {
+                    return None;
+                }
+                cluster.slots[i].timers &= !timer_bit(*timer);
+                Input::timeout(*timer)
+            }
+            ReplayAction::Crash(_) => {
+                if slot.crashed {
+                    return None;
+                }
+                let slot = &mut cluster.slots[i];
+                slot.crashed = true;
+                slot.timers = 0;
+                return Some(Stepped::nothing_to(&slot.server));
+            }
+            ReplayAction::Recover(id) => {
+                if !slot.crashed {
+                    return None;
+                }
+                let (server, outputs) = self.restarted(*id, PersistentState::clone(&slot.stored));
+                let mut stepped = Stepped::nothing_to(&slot.server);
+                let (old, new) = (slot.server.log().entries(), server.log().entries());
+                let common = old.iter().zip(new).take_while(|(a, b)| a == b).count();
+                if common != old.len() || common != new.len() {
+                    stepped.from = Some(LogIndex(common as u64 + 1));
+                    stepped.rewritten = common < old.len();
+                    if let Some(d) = digest {
+                        *d = LogDigest::of(server.log());
+                    }
+                }
+                let slot = &mut cluster.slots[i];
+                slot.server = Arc::new(server);
+                slot.crashed = false;
+                carry_out(cluster, i, outputs, None, &mut Stepped::nothing());
+                return Some(stepped);
+            }
+        };
+        let server = Arc::make_mut(&mut cluster.slots[i].server);
+        let mut stepped = Stepped::nothing_to(server);
+        let outputs = server.step(input);
+        carry_out(cluster, i, outputs, digest, &mut stepped);
+        Some(stepped)
+    }
+
+    /// The state after `action`, or `None` if it is not enabled or changes
+    /// nothing (the Explorer offers no transition that leaves the state as
+    /// it is: a response already counted, a late dead response).
+    pub fn next(&self, cluster: &Cluster, action: &ReplayAction) -> Option<Cluster> {
+        let mut next = cluster.clone();
+        self.step(&mut next, action, None)?;
+        (next != *cluster).then_some(next)
+    }
+
+    /// The actions offered in `cluster`: every delivery of a message in
+    /// flight (by receiver, then message), every timer set, then a crash of
+    /// every server that is up and a recovery of every server that is down.
+    pub fn actions_of(&self, cluster: &Cluster) -> Vec<ReplayAction> {
+        let mut deliveries: Vec<&Envelope> = cluster
+            .network
+            .iter()
+            .filter(|e| cluster.slot(e.dst).is_some_and(|s| !s.crashed))
+            .collect();
+        deliveries.sort_unstable();
+        let mut actions: Vec<ReplayAction> = deliveries
+            .into_iter()
+            .map(|e| ReplayAction::Deliver(e.clone()))
+            .collect();
+        for (id, slot) in cluster.slots() {
+            for t in TIMERS {
+                if !slot.crashed && slot.timer_set(t) {
+                    actions.push(ReplayAction::Timeout(id, t));
+                }
+            }
+        }
+        for (id, slot) in cluster.slots() {
+            actions.push(if slot.crashed {
+                ReplayAction::Recover(id)
+            } else {
+                ReplayAction::Crash(id)
+            });
+        }
+        actions
+    }
+}
+
+impl Stepped {
+    fn nothing() -> Self {
+        Stepped {
+            before: BeforeStep {
+                role: Role::Follower,
+                current_term: Term(0),
+                voted_for: None,
+                last_applied: LogIndex(0),
+                match_index: None,
+            },
+            from: None,
+            rewritten: false,
+        }
+    }
+
+    fn nothing_to(server: &Server<Kv>) -> Self {
+        Stepped {
+            before: BeforeStep::of(server),
+            from: None,
+            rewritten: false,
+        }
+    }
+}
+
+/// Carries out slot `i`'s outputs on `cluster`, in order.
+fn carry_out(
+    cluster: &mut Cluster,
+    i: usize,
+    outputs: Vec<Output<KvCommand, raft_spec::KvOutput>>,
+    mut digest: Option<&mut LogDigest>,
+    stepped: &mut Stepped,
+) {
+    let from = cluster.ids[i];
+    let Cluster { slots, network, .. } = cluster;
+    let slot = &mut slots[i];
+    for output in outputs {
+        match output {
+            Output::Persist(persist) => {
+                let stored = Arc::make_mut(&mut slot.stored);
+                if let Some(write) = &persist.log {
+                    // The stored log is the log before the step.
+                    stepped.rewritten |= write.rewrites(&stored.log);
+                    stepped.from = Some(stepped.from.map_or(write.from, |f| f.min(write.from)));
+                    if let Some(d) = digest.as_deref_mut() {
+                        d.apply(write);
+                    }
+                }
+                stored.apply_persist(&persist);
+            }
+            Output::Send { to, message } => {
+                network.insert(Envelope {
+                    dst: to,
+                    msg: ReplayMsg::raft(from, message),
+                });
+            }
+            Output::SetTimer(t) => slot.timers |= timer_bit(t),
+            Output::CancelTimer(t) => slot.timers &= !timer_bit(t),
+            Output::Applied { .. } | Output::ClientReply { .. } => {}
+        }
+    }
+}
+
+impl stateright::Model for ReplayModel {
+    type State = Cluster;
+    type Action = ReplayAction;
+
+    fn init_states(&self) -> Vec<Cluster> {
+        vec![self.init.clone()]
+    }
+
+    fn actions(&self, state: &Cluster, actions: &mut Vec<ReplayAction>) {
+        actions.extend(self.actions_of(state));
+    }
+
+    fn next_state(&self, state: &Cluster, action: ReplayAction) -> Option<Cluster> {
+        self.next(state, &action)
+    }
+
+    fn format_action(&self, action: &ReplayAction) -> String {
+        format!("{action:?}")
+    }
+
+    /// The stepped server before and after, and what it sent.
+    fn format_step(&self, state: &Cluster, action: ReplayAction) -> Option<String> {
+        let node = action.server();
+        let next = self.next(state, &action)?;
+        let line = |c: &Cluster| c.server(node).map_or_else(|| "-".to_string(), server_line);
+        let mut out = format!(
+            "step: {action:?}\n  before: {}\n  after:  {}\n",
+            line(state),
+            line(&next)
+        );
+        let mut sent: Vec<&Envelope> = next
+            .network
+            .iter()
+            .filter(|e| !state.network.contains(e))
+            .collect();
+        sent.sort_unstable();
+        for e in sent {
+            out.push_str(&format!("  sends {e:?}\n"));
+        }
+        Some(out)
+    }
+}
+
+/// A state in a few lines (the Explorer shows it): each server on one line
+/// with its timers, then the number of messages in flight (the messages
+/// themselves are the delivery actions offered).
+impl fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (_, slot) in self.slots() {
+            let timers: Vec<String> = TIMERS
+                .into_iter()
+                .filter(|&t| slot.timer_set(t))
+                .map(|t| format!("{t:?}"))
+                .collect();
+            writeln!(
+                f,
+                "{}{}, timers: [{}]",
+                server_line(&slot.server),
+                if slot.crashed { " (crashed)" } else { "" },
+                timers.join(", ")
+            )?;
+        }
+        write!(f, "network: {} messages in flight", self.network.len())
+    }
+}
+
+/// One line about a replayed server, e.g. `n1 Leader t1 voted n1 log 343
+/// (last term 1) commit 342 applied 342`.
+pub fn server_line(s: &Server<Kv>) -> String {
+    format!(
+        "{} {:?} t{} voted {} log {} (last term {}) commit {} applied {}",
+        s.id,
+        s.role(),
+        s.current_term().0,
+        s.persistent
+            .voted_for
+            .map_or_else(|| "-".to_string(), |n| n.to_string()),
+        s.log().len(),
+        s.log().last_term().0,
+        s.volatile.commit_index.0,
+        s.volatile.last_applied.0
+    )
+}

@@ -1,0 +1,197 @@
+//! Reading the traces: one file per node, their headers cross-checked, each
+//! read as a stream (one pending step per file).
+
+use super::ReplayError;
+use raft_spec::trace::{Header, Step, TraceError, TraceReader};
+use raft_spec::{KvCommand, NodeId};
+use std::io::BufRead;
+use std::num::NonZeroUsize;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Unreadable or inconsistent input: exit status 2. Every variant names the
+/// file, and the line where it applies.
+#[derive(Debug, thiserror::Error)]
+pub enum InputError {
+    /// The trace could not be read or parsed.
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+    /// No trace was given.
+    #[error("no trace to replay")]
+    NoTrace,
+    /// The header does not fit with the other traces or this replayer.
+    #[error("{file}:1: {message}")]
+    Header {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A step line is well-formed JSON but cannot belong to this trace.
+    #[error("{file}:{line}: {message}")]
+    Step {
+        /// The file.
+        file: String,
+        /// The line.
+        line: u64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One trace being replayed: its reader and its next step.
+pub(super) struct Trace {
+    reader: TraceReader<Box<dyn BufRead>>,
+    pub(super) name: Arc<str>,
+    pub(super) server: NodeId,
+    pub(super) next: Option<(Step<KvCommand>, u64)>,
+    done: bool,
+    pub(super) last_seq: u64,
+}
+
+impl Trace {
+    pub(super) fn file(&self) -> &str {
+        self.reader.file()
+    }
+
+    /// The next step (read if needed), `None` at the end of the file.
+    pub(super) fn peek(&mut self) -> Result<Option<&(Step<KvCommand>, u64)>, InputError> {
+        if self.next.is_none() && !self.done {
+            match self.reader.next_step::<KvCommand>() {
+                None => self.done = true,
+                Some(step) => {
+                    let step = step?;
+                    let line = self.reader.line();
+                    if step.server != self.server {
+                        return Err(InputError::Step {
+                            file: self.file().to_string(),
+                            line,
+                            message: format!(
+                                "a step of server {} in the trace recorded by server {}",
+                                step.server.0, self.server.0
+                            ),
+                        });
+                    }
+                    self.next = Some((step, line));
+                }
+            }
+        }
+        Ok(self.next.as_ref())
+    }
+}
+
+/// Traces as `(name, reader)` pairs.
+pub(super) type Inputs = Vec<(String, Box<dyn BufRead>)>;
+
+pub(super) fn open_files<P: AsRef<Path>>(paths: &[P]) -> Result<Inputs, ReplayError> {
+    let mut inputs: Inputs = Vec::new();
+    for p in paths {
+        let path = p.as_ref();
+        let file = std::fs::File::open(path).map_err(|source| TraceError::Io {
+            file: path.display().to_string(),
+            line: 0,
+            source,
+        })?;
+        inputs.push((
+            path.display().to_string(),
+            Box::new(std::io::BufReader::new(file)),
+        ));
+    }
+    Ok(inputs)
+}
+
+/// The traces, in server order, and the cap on the entries one
+/// AppendEntries carries that their headers agree on.
+pub(super) type Opened = (Vec<Trace>, Option<NonZeroUsize>);
+
+/// Reads and cross-checks the headers.
+pub(super) fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Opened, InputError> {
+    let mut traces: Vec<Trace> = Vec::new();
+    let mut first: Option<(String, Header)> = None;
+    for (name, reader) in inputs {
+        let reader = TraceReader::new(name.clone(), reader)?;
+        let header = reader.header().clone();
+        let bad = |message: String| InputError::Header {
+            file: name.clone(),
+            message,
+        };
+        if header.state_machine != "kv" {
+            return Err(bad(format!(
+                "state machine {:?}: the replayer runs the runtime's \"kv\"",
+                header.state_machine
+            )));
+        }
+        if header.servers.is_empty() || !header.servers.contains(&header.recorded_by) {
+            return Err(bad(format!(
+                "recorded_by {} is not one of the servers {:?}",
+                header.recorded_by.0,
+                ids(&header.servers)
+            )));
+        }
+        match &first {
+            None => first = Some((name.clone(), header.clone())),
+            Some((f, h)) => {
+                if h.cluster_id != header.cluster_id || h.servers != header.servers {
+                    return Err(bad(format!(
+                        "cluster {:?} of servers {:?}, but {f} is of cluster {:?} of servers {:?}: traces of different clusters",
+                        header.cluster_id,
+                        ids(&header.servers),
+                        h.cluster_id,
+                        ids(&h.servers)
+                    )));
+                }
+                // The cap shapes every AppendEntries: the servers of one
+                // replay model share it.
+                if h.max_append_entries != header.max_append_entries {
+                    let cap = |c: Option<NonZeroUsize>| {
+                        c.map_or_else(|| "absent (no cap)".to_string(), |n| n.to_string())
+                    };
+                    return Err(bad(format!(
+                        "max_append_entries {}, but {f} records max_append_entries {}: the traces of one cluster must agree on the cap",
+                        cap(header.max_append_entries),
+                        cap(h.max_append_entries)
+                    )));
+                }
+            }
+        }
+        if let Some(other) = traces.iter().find(|t| t.server == header.recorded_by) {
+            return Err(bad(format!(
+                "a second trace of server {} (the first is {})",
+                header.recorded_by.0,
+                other.file()
+            )));
+        }
+        traces.push(Trace {
+            name: Arc::from(name.as_str()),
+            reader,
+            server: header.recorded_by,
+            next: None,
+            done: false,
+            last_seq: 0,
+        });
+    }
+    let Some((file, header)) = first else {
+        return Err(InputError::NoTrace);
+    };
+    let missing: Vec<u64> = header
+        .servers
+        .iter()
+        .filter(|n| !traces.iter().any(|t| t.server == **n))
+        .map(|n| n.0)
+        .collect();
+    if !missing.is_empty() {
+        return Err(InputError::Header {
+            file,
+            message: format!(
+                "no trace given for server(s) {missing:?} of the cluster {:?}; replay needs every node's trace",
+                ids(&header.servers)
+            ),
+        });
+    }
+    traces.sort_by_key(|t| t.server);
+    Ok((traces, header.max_append_entries))
+}
+
+fn ids(nodes: &[NodeId]) -> Vec<u64> {
+    nodes.iter().map(|n| n.0).collect()
+}
