@@ -41,6 +41,6 @@ pub use model::RaftModel;
 /// The allocator of every program that links the model (the CLI and the
 /// test suites): the checker allocates and frees a few dozen small objects
 /// per generated state, and mimalloc does that faster than the system
-/// allocator (measured in README, "Performance").
+/// allocator.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

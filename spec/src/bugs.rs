@@ -143,13 +143,13 @@ impl Bug {
             }
             Bug::StepDownForgetsVote => "akka-raft",
             Bug::TruncateOnMatch => "RaftOS",
-            Bug::EntriesTakeLeaderTerm => "AppendEntries pseudo-code of seed article 001",
+            Bug::EntriesTakeLeaderTerm => "the AppendEntries pseudo-code of the Japanese explainer \"分散合意アルゴリズム Raft を理解する\" (Understanding Raft)",
             Bug::AckOwnLastIndex => "CCF PR 6001",
             Bug::MatchIndexRegress => "RaftOS, PySyncObj",
             Bug::CommitWithoutMin => "Raft Fig. 2 (AppendEntries rule 5)",
             Bug::EvenQuorum => "off-by-one quorum (Raft §5.2)",
             Bug::NoUpToDateCheck => "Raft §5.4.1",
-            Bug::NoTermAdoptionOnVoteRequest => "RequestVote pseudo-code of seed article 001",
+            Bug::NoTermAdoptionOnVoteRequest => "the RequestVote pseudo-code of the Japanese explainer \"分散合意アルゴリズム Raft を理解する\" (Understanding Raft)",
             Bug::LeaderIgnoresHigherTerm => "Raft Fig. 2 (Rules for Servers)",
         }
     }
