@@ -43,6 +43,9 @@ fn run(config: ModelConfig, strategy: Strategy, symmetry: bool, threads: usize) 
         progress_every: None,
         stop_at: None,
         time_limit: None,
+        // The suite checks verdicts and counts; the shortest examples have
+        // a test of their own.
+        shortest_examples: false,
     };
     check::run(config, options, &mut std::io::sink())
 }
@@ -605,4 +608,55 @@ fn canonical_paths_become_plain_paths() {
     assert!(committed(&plain, concrete.last_state()));
     // And states that differ in more than names are told apart.
     assert!(!plain.same_up_to_renaming(&plain_states[0], concrete.last_state()));
+}
+
+/// `check` gives each `sometimes` example its shortest form: on the default
+/// configuration a leader is elected in 3 steps (a timeout, the vote
+/// request, the grant), an entry committed in 6 and a client answered in 7,
+/// although the checker itself records longer paths; every example still
+/// ends in a state that shows it.
+#[test]
+fn sometimes_examples_are_shortest() {
+    let options = |shortest_examples| CheckOptions {
+        shortest_examples,
+        ..CheckOptions::default()
+    };
+    let config = ModelConfig::default_check();
+    let shortest = check::run(config, options(true), &mut std::io::sink());
+    let plain = check::run(config, options(false), &mut std::io::sink());
+    assert!(shortest.completed && shortest.shortest_examples);
+    assert!(!plain.shortest_examples);
+    let model = RaftModel::new(config);
+    let length = |r: &CheckReport, name: &str| -> usize {
+        match r.verdict(name).map(|v| &v.outcome) {
+            Some(Outcome::Found(path)) => {
+                let property = model.properties().into_iter().find(|p| p.name == name);
+                let holds = property.is_some_and(|p| (p.condition)(&model, path.last_state()));
+                assert!(holds, "{name}: the example's last state does not show it");
+                path.clone().into_actions().len()
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    };
+    let expected = [
+        (names::LEADER_ELECTED, 3),
+        (names::ENTRY_COMMITTED, 6),
+        (names::CLIENT_REPLY, 7),
+    ];
+    for (name, steps) in expected {
+        assert_eq!(length(&shortest, name), steps, "{name}");
+        assert!(length(&plain, name) >= steps, "{name}");
+    }
+    // The checker's own examples are not the shortest here: the re-search
+    // is what makes them so.
+    assert!(expected.iter().any(|(n, s)| length(&plain, n) > *s));
+    for v in &shortest.verdicts {
+        if let Outcome::Found(_) = v.outcome {
+            assert!(
+                length(&shortest, v.name) <= length(&plain, v.name),
+                "{}",
+                v.name
+            );
+        }
+    }
 }

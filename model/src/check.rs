@@ -41,6 +41,12 @@ pub struct CheckOptions {
     /// search until done). A search stopped so is not complete: its
     /// `Always` verdicts cover only the states it explored.
     pub time_limit: Option<Duration>,
+    /// Give each `sometimes` example its shortest form: one more
+    /// breadth-first search after the check, to the depth of the deepest
+    /// example, under the same limit as the counterexamples' re-search
+    /// ([`shortest_examples`]). Without it an example is the path of the
+    /// last state the checker found it in.
+    pub shortest_examples: bool,
 }
 
 impl Default for CheckOptions {
@@ -52,6 +58,7 @@ impl Default for CheckOptions {
             progress_every: None,
             stop_at: None,
             time_limit: None,
+            shortest_examples: true,
         }
     }
 }
@@ -121,6 +128,9 @@ pub struct CheckReport {
     /// with one more term, to where a Figure 3 property breaks (see
     /// [`one_more_election`]).
     pub follow_up: Option<FollowUp>,
+    /// Whether every `sometimes` example is a shortest one
+    /// ([`CheckOptions::shortest_examples`], and the re-search finished).
+    pub shortest_examples: bool,
     /// Every property's verdict, in registration order.
     pub verdicts: Vec<Verdict>,
 }
@@ -285,6 +295,14 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
             }
         })
         .collect();
+    let mut verdicts = verdicts;
+    // A run stopped at a counterexample is about the counterexample: its
+    // examples are left as the search found them.
+    let shortest = options.shortest_examples
+        && research
+        && !panicked
+        && !stopped_early
+        && make_examples_shortest(model, &mut verdicts, &concrete);
     let follow_up = verdicts
         .iter()
         .find(|v| v.name == safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS)
@@ -306,6 +324,7 @@ pub fn run(config: ModelConfig, options: CheckOptions, progress: &mut dyn Write)
         elapsed,
         research_elapsed: research_start.elapsed(),
         peak_rss_bytes: peak_rss_bytes(),
+        shortest_examples: shortest,
         verdicts,
     }
 }
@@ -482,21 +501,94 @@ fn search_steps(
     max_depth: usize,
     limit: usize,
 ) -> Steps {
+    let goals: [&Goal<'_>; 1] = [&goal];
+    let reached = search_goals(model, starts, &goals, max_depth, limit);
+    match reached.paths.into_iter().next().flatten() {
+        Some((start, steps)) => Steps::Found(start, steps),
+        None if reached.gave_up => Steps::GaveUp,
+        None => Steps::Absent {
+            states: reached.states,
+        },
+    }
+}
+
+/// A condition on states that a search looks for.
+type Goal<'a> = dyn Fn(&RaftModel, &State) -> bool + Sync + 'a;
+
+/// What [`search_goals`] found.
+struct Reached {
+    /// For each goal, the start and steps of a shortest path to it.
+    paths: Vec<Option<(Box<State>, Vec<Action>)>>,
+    /// Unique states visited.
+    states: usize,
+    /// Whether the limit on states stopped the search.
+    gave_up: bool,
+}
+
+/// A breadth-first search from `starts` for every goal at once, one depth
+/// at a time (see [`shortest_path`]), until each has a path, `max_depth`
+/// steps, or `limit` states. A goal's path is the first found at the least
+/// depth, the same in every run.
+fn search_goals(
+    model: &RaftModel,
+    starts: Vec<State>,
+    goals: &[&Goal<'_>],
+    max_depth: usize,
+    limit: usize,
+) -> Reached {
     use std::collections::{HashMap, HashSet};
     /// A successor: its key, its parent's key, the step, the state, and
-    /// whether it is a goal.
-    type Successor = (u64, u64, Action, State, bool);
+    /// the goals it meets (bits).
+    type Successor = (u64, u64, Action, State, u64);
     const WORKERS: usize = 2;
     let mut parent: HashMap<u64, Option<(u64, Action)>> = HashMap::new();
     let mut level: Vec<(u64, State)> = Vec::new();
     let mut first = HashMap::new();
+    let mut paths: Vec<Option<(Box<State>, Vec<Action>)>> = vec![None; goals.len()];
+    let meets = |state: &State| -> u64 {
+        goals
+            .iter()
+            .enumerate()
+            .filter(|(_, g)| g(model, state))
+            .fold(0, |bits, (i, _)| bits | (1 << i))
+    };
+    let all = if goals.len() >= 64 {
+        u64::MAX
+    } else {
+        (1u64 << goals.len()) - 1
+    };
+    let mut found = 0u64;
+    let mut record = |bits: u64,
+                      key: u64,
+                      parent: &HashMap<u64, Option<(u64, Action)>>,
+                      first: &HashMap<u64, State>,
+                      found: &mut u64| {
+        let new = bits & !*found;
+        if new == 0 {
+            return;
+        }
+        let mut steps = Vec::new();
+        let mut cursor = key;
+        while let Some(Some((prev, action))) = parent.get(&cursor) {
+            steps.push(action.clone());
+            cursor = *prev;
+        }
+        steps.reverse();
+        let Some(start) = first.get(&cursor) else {
+            return;
+        };
+        for (i, path) in paths.iter_mut().enumerate() {
+            if new & (1 << i) != 0 {
+                *path = Some((Box::new(start.clone()), steps.clone()));
+            }
+        }
+        *found |= new;
+    };
     for s in starts {
         let key = state_key(&s);
         if model.within_boundary(&s) && parent.insert(key, None).is_none() {
-            if goal(model, &s) {
-                return Steps::Found(Box::new(s), Vec::new());
-            }
             first.insert(key, s.clone());
+            record(meets(&s), key, &parent, &first, &mut found);
             level.push((key, s));
         }
     }
@@ -518,16 +610,18 @@ fn search_steps(
                 if seen.contains_key(&next_key) || !mine.insert(next_key) {
                     continue;
                 }
-                let is_goal = goal(model, &next);
-                out.push((next_key, *key, action, next, is_goal));
+                let bits = meets(&next);
+                out.push((next_key, *key, action, next, bits));
             }
         }
         out
     };
     let mut depth = 0;
-    while !level.is_empty() && depth < max_depth {
+    let mut gave_up = false;
+    while !level.is_empty() && depth < max_depth && found != all {
         if parent.len() >= limit {
-            return Steps::GaveUp;
+            gave_up = true;
+            break;
         }
         depth += 1;
         let chunk = level.len().div_ceil(WORKERS).max(1);
@@ -543,29 +637,69 @@ fn search_steps(
                 .collect()
         });
         level = Vec::new();
-        for (key, from, action, state, is_goal) in parts.into_iter().flatten() {
+        for (key, from, action, state, bits) in parts.into_iter().flatten() {
             if let std::collections::hash_map::Entry::Vacant(e) = parent.entry(key) {
                 e.insert(Some((from, action)));
-                if is_goal {
-                    let mut steps = Vec::new();
-                    let mut cursor = key;
-                    while let Some(Some((prev, action))) = parent.get(&cursor) {
-                        steps.push(action.clone());
-                        cursor = *prev;
-                    }
-                    steps.reverse();
-                    return match first.remove(&cursor) {
-                        Some(start) => Steps::Found(Box::new(start), steps),
-                        None => Steps::GaveUp,
-                    };
-                }
+                record(bits, key, &parent, &first, &mut found);
                 level.push((key, state));
             }
         }
     }
-    Steps::Absent {
+    Reached {
+        paths,
         states: parent.len(),
+        gave_up,
     }
+}
+
+/// Replaces every `sometimes` example of `verdicts` by a shortest one, found
+/// by one breadth-first search for all of them ([`search_goals`], within
+/// [`SHORTEST_PATH_LIMIT`] states and the depth of the deepest example);
+/// `concrete` turns a path of `model` into the plain model's. Whether every
+/// example now is a shortest one.
+fn make_examples_shortest(
+    model: &RaftModel,
+    verdicts: &mut [Verdict],
+    concrete: &dyn Fn(Path<State, Action>) -> Path<State, Action>,
+) -> bool {
+    let properties = model.properties();
+    let mut wanted = Vec::new();
+    let mut deepest = 0;
+    for (i, v) in verdicts.iter().enumerate() {
+        if let Outcome::Found(path) = &v.outcome {
+            if let Some(p) = properties.iter().find(|p| p.name == v.name) {
+                wanted.push((i, p.condition));
+                deepest = deepest.max(path.clone().into_actions().len());
+            }
+        }
+    }
+    if wanted.is_empty() {
+        return true;
+    }
+    let conditions: Vec<Box<Goal<'_>>> = wanted
+        .iter()
+        .map(|&(_, c)| Box::new(move |m: &RaftModel, s: &State| c(m, s)) as Box<Goal<'_>>)
+        .collect();
+    let goals: Vec<&Goal<'_>> = conditions.iter().map(|g| &**g).collect();
+    let reached = search_goals(
+        model,
+        model.init_states(),
+        &goals,
+        deepest,
+        SHORTEST_PATH_LIMIT,
+    );
+    let mut all = true;
+    for ((i, _), path) in wanted.into_iter().zip(reached.paths) {
+        let Some((start, steps)) = path else {
+            all = false;
+            continue;
+        };
+        match Path::from_actions(model, *start, steps.iter()) {
+            Some(p) => verdicts[i].outcome = Outcome::Found(concrete(p)),
+            None => all = false,
+        }
+    }
+    all
 }
 
 /// The Explorer URL that opens `path` (served by `raft-model explore` with
@@ -670,7 +804,13 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
         let verdict = match &v.outcome {
             Outcome::Held if report.completed => "held".to_string(),
             Outcome::Held => "no counterexample among the states explored".to_string(),
-            Outcome::Found(p) => format!("found ({} steps)", p.clone().into_actions().len()),
+            Outcome::Found(p) if report.shortest_examples => {
+                format!("found ({} steps)", p.clone().into_actions().len())
+            }
+            Outcome::Found(p) => format!(
+                "found (an example of {} steps)",
+                p.clone().into_actions().len()
+            ),
             Outcome::NotFound if report.stopped_early || report.timed_out => {
                 "not reached before the search stopped".to_string()
             }
@@ -680,6 +820,23 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
             }
         };
         let _ = writeln!(out, "  {:<9} {:<62} {}", kind, v.name, verdict);
+    }
+    let examples = report
+        .verdicts
+        .iter()
+        .any(|v| matches!(v.outcome, Outcome::Found(_)));
+    if examples && !report.shortest_examples {
+        let why = if !report.options.shortest_examples {
+            String::new()
+        } else if report.stopped_early {
+            ": the search stopped at the counterexample".to_string()
+        } else {
+            format!(": the space is too large to search again within {SHORTEST_PATH_LIMIT} states")
+        };
+        let _ = writeln!(
+            out,
+            "  (examples are the paths the search last found them on, not the shortest{why})"
+        );
     }
     for v in &report.verdicts {
         if let Outcome::Violated(path) = &v.outcome {

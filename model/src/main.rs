@@ -322,6 +322,7 @@ fn run_check(args: CheckArgs) -> ExitCode {
     // servers have from the start; figure-8's takes a third of the states.
     let symmetry = !args.no_symmetry && (args.symmetry || seeded.is_some());
     let options = CheckOptions {
+        shortest_examples: true,
         strategy,
         symmetry,
         threads: args.threads,

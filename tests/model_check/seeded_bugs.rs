@@ -24,6 +24,7 @@ fn check_bug(entry: &SeededBug) -> CheckReport {
             Expected::Unreachable(_) => None,
         },
         time_limit: None,
+        shortest_examples: false,
     };
     check::run(entry.config, options, &mut std::io::sink())
 }
