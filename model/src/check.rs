@@ -44,7 +44,7 @@ pub struct CheckOptions {
     /// Give each `sometimes` example its shortest form: one more
     /// breadth-first search after the check, to the depth of the deepest
     /// example, under the same limit as the counterexamples' re-search
-    /// ([`shortest_examples`]). Without it an example is the path of the
+    /// ([`shortest_path`]'s search). Without it an example is the path of the
     /// last state the checker found it in.
     pub shortest_examples: bool,
 }
