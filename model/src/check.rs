@@ -790,7 +790,7 @@ pub fn write_report(report: &CheckReport, explorer_base: &str, out: &mut dyn Wri
     if report.research_elapsed >= Duration::from_millis(500) {
         let _ = writeln!(
             out,
-            "Counterexamples re-searched shortest and followed up in {:.2}s (total {:.2}s)",
+            "Shortest paths to examples and counterexamples, and follow-ups, in {:.2}s (total {:.2}s)",
             report.research_elapsed.as_secs_f64(),
             (report.elapsed + report.research_elapsed).as_secs_f64()
         );
