@@ -60,8 +60,8 @@ pub use kv::{Kv, KvCommand, KvOutput};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };
+pub use server::reduction;
 pub use server::{
-    acceptance, ignores_forever, ignores_forever_with_bug, only_refuses, refusal, refuses_forever,
     ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Role,
     Server, Timer, VolatileState,
 };

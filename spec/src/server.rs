@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 
+pub mod reduction;
+
 /// The three roles of Raft §5.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Role {
@@ -1057,102 +1059,6 @@ impl<S: StateMachine> Server<S> {
         }
     }
 
-    /// Whether this server, in its current state and in every later one,
-    /// ignores `message` from `from` (delivering it changes nothing and sends
-    /// nothing). Beyond what the term and role decide ([`ignores_forever`],
-    /// and [`ignores_forever_with_bug`] for a server running a seeded bug),
-    /// a live server knows what it has already taken into account:
-    ///
-    /// - a candidate has counted a granted vote from `from` of its term: the
-    ///   set of votes only grows while it stays candidate of that term, and
-    ///   it already checked that set for a majority;
-    /// - a leader has `match_index[from] >= index` for a successful
-    ///   AppendEntriesResponse of its term: `match_index` and `next_index`
-    ///   only grow while it leads the term (`next_index > match_index`
-    ///   always), and the commit index it would compute again depends only on
-    ///   `match_index` and its append-only log;
-    /// - a leader ignores a rejection at an index at most `match_index[from]`
-    ///   (stale), and one whose back-off target is not below `next_index[from]`
-    ///   stays so: `next_index[from]` can only grow past that index together
-    ///   with `match_index[from]`.
-    ///
-    /// With [`Bug::MatchIndexRegress`] `match_index` can fall back, so only
-    /// the term and role decide.
-    pub fn ignores_forever(&self, from: NodeId, message: &Message<S::Command>) -> bool {
-        let term = self.persistent.current_term;
-        let role = self.volatile.role;
-        if ignores_forever_with_bug(term, Some(role), message, self.bug) {
-            return true;
-        }
-        match message {
-            Message::RequestVoteResponse(r) => {
-                self.bug != Some(Bug::StaleVoteResponse)
-                    && role == Role::Candidate
-                    && r.term == term
-                    && self.volatile.votes_granted.contains(&from)
-            }
-            Message::AppendEntriesResponse(r)
-                if role == Role::Leader
-                    && r.term == term
-                    && self.bug != Some(Bug::MatchIndexRegress) =>
-            {
-                let matched = self.volatile.match_index.get(&from).copied();
-                let next = self.volatile.next_index.get(&from).copied();
-                match (matched, next) {
-                    (Some(matched), _) if r.index <= matched => true,
-                    (_, Some(next)) => !r.success && r.index.max(LogIndex(1)) >= next,
-                    _ => false,
-                }
-            }
-            _ => false,
-        }
-    }
-
-    /// Whether this server has already absorbed `message`, an AppendEntries:
-    /// delivering it changes nothing here, and its outputs are only the reset
-    /// of the election timer and [`acceptance`] of the request. That is so
-    /// when the server is a follower of the request's term that knows its
-    /// `leader_id` as leader, holds an entry of the same term at
-    /// `prev_log_index` and at each index the request carries (so nothing is
-    /// appended or truncated), and has committed at least
-    /// `min(leader_commit, prev_log_index + entries.len())` (Fig. 2,
-    /// AppendEntries receiver rules 2 to 5).
-    ///
-    /// It stays so while the server stays a follower of that term and does
-    /// not restart, as long as the safety properties hold: the term has one
-    /// leader (Election Safety), whose later AppendEntries carry a log that
-    /// only grew (Leader Append-Only) and, by Log Matching, agrees with this
-    /// server's log up to the last entry of the request; so nothing truncates
-    /// that prefix, `leader_hint` keeps naming that leader, and
-    /// `commit_index` only grows. A restart loses `commit_index` and
-    /// `leader_hint`, and in a later term the request is of an earlier one
-    /// ([`only_refuses`]). The model checker uses this to forget
-    /// AppendEntries that are absorbed for good. False for any other message,
-    /// and under every seeded bug that changes these rules or the properties
-    /// the argument rests on, that is every one but [`Bug::CommitWithoutMin`],
-    /// whose commit rule it asks (`follower_commit`), and [`Bug::Figure8`],
-    /// which changes only the leader's commit rule (it breaks Leader
-    /// Completeness, on which the argument does not rest).
-    pub fn absorbs(&self, message: &Message<S::Command>) -> bool {
-        let v = &self.volatile;
-        let p = &self.persistent;
-        if v.role != Role::Follower
-            || message.term() != p.current_term
-            || !matches!(self.bug, None | Some(Bug::CommitWithoutMin | Bug::Figure8))
-        {
-            return false;
-        }
-        let Message::AppendEntries(m) = message else {
-            return false;
-        };
-        v.leader_hint == Some(m.leader_id)
-            && v.commit_index >= self.follower_commit(m.leader_commit, m.last_index())
-            && p.log.term_at(m.prev_log_index) == Some(m.prev_log_term)
-            && (m.prev_log_index.0..)
-                .zip(&m.entries)
-                .all(|(i, e)| p.log.term_at(LogIndex(i + 1)) == Some(e.term))
-    }
-
     /// Rewrites node and client ids everywhere in the state (used for symmetry
     /// reduction by the model checker). `nodes` must be a permutation.
     #[must_use]
@@ -1190,92 +1096,6 @@ impl<S: StateMachine> Server<S> {
     }
 }
 
-/// Whether a server with `current_term` and `role` (`None`: crashed; it will
-/// restart as a follower of its persisted term) ignores `message` now and
-/// forever. Terms only grow, and a server is candidate or leader of a term at
-/// most once, so:
-///
-/// - a response of an earlier term is stale and discarded (Raft §5.1);
-/// - a RequestVoteResponse of the current term matters only to a candidate of
-///   that term, and a server that is not one now never will be; a refused
-///   vote of the current term changes nothing even for the candidate;
-/// - an AppendEntriesResponse of the current term matters only to the leader
-///   of that term, and a follower of that term never becomes its leader (a
-///   candidate may: it can receive the rejection of an AppendEntries it sent
-///   as leader of an earlier term, from a server that has since moved on).
-///
-/// Requests (RequestVote, AppendEntries) always get a reply, so they are never
-/// ignored. The model checker uses this to forget dead messages, which does not
-/// change what servers can do (see `raft-model`).
-pub fn ignores_forever<C>(current_term: Term, role: Option<Role>, message: &Message<C>) -> bool {
-    ignores_forever_with_bug(current_term, role, message, None)
-}
-
-/// Whether a server at `current_term` does nothing with `message` but
-/// refuse it: a RequestVote or AppendEntries of an earlier term changes
-/// nothing at the server and is answered with a refusal carrying
-/// `current_term` (Fig. 2, rule 1 of both RPCs; Raft §5.1). No seeded bug
-/// changes this.
-pub fn only_refuses<C>(current_term: Term, message: &Message<C>) -> bool {
-    match message {
-        Message::RequestVote(m) => m.term < current_term,
-        Message::AppendEntries(m) => m.term < current_term,
-        Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => false,
-    }
-}
-
-/// Whether a server whose persistent state holds `current_term` and
-/// `voted_for` refuses `message` now and in every later state: delivering it
-/// changes nothing and the one output is [`refusal`] of the server's term at
-/// the time. Beyond [`only_refuses`] (a request of an earlier term, refused
-/// at every later term too), a RequestVote of the current term is refused
-/// for good once the server has voted for another candidate in that term:
-/// the vote is persistent and given at most once per term (Fig. 2,
-/// RequestVote receiver rule 2), and when the term moves on the request is of
-/// an earlier term. Two seeded bugs lose a vote ([`Bug::StepDownForgetsVote`]
-/// clears it, [`Bug::VoteNotPersisted`] forgets it across a restart), so under
-/// them only [`only_refuses`] decides.
-pub fn refuses_forever<C>(
-    current_term: Term,
-    voted_for: Option<NodeId>,
-    message: &Message<C>,
-    bug: Option<Bug>,
-) -> bool {
-    if only_refuses(current_term, message) {
-        return true;
-    }
-    match message {
-        Message::RequestVote(m) => {
-            !matches!(bug, Some(Bug::StepDownForgetsVote | Bug::VoteNotPersisted))
-                && m.term == current_term
-                && voted_for.is_some_and(|v| v != m.candidate_id)
-        }
-        _ => false,
-    }
-}
-
-/// The answer of a server at `current_term` that refuses `message` (see
-/// [`refuses_forever`]): a RequestVoteResponse not granting the vote, or an
-/// AppendEntriesResponse failing at the request's `prev_log_index`, both of
-/// `current_term`. `None` for a response, which gets no answer.
-pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>> {
-    match message {
-        Message::RequestVote(_) => Some(Message::RequestVoteResponse(RequestVoteResponse {
-            term: current_term,
-            vote_granted: false,
-        })),
-        Message::AppendEntries(m) => Some(rejection(current_term, m.prev_log_index)),
-        Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => None,
-    }
-}
-
-/// The answer of a follower that accepts `m`: success at the last index `m`
-/// covers (`prev_log_index + entries.len()`), of `m.term` (Fig. 2,
-/// AppendEntries receiver; see [`AppendEntriesResponse::index`]).
-pub fn acceptance<C>(m: &AppendEntries<C>) -> Message<C> {
-    accepted(m.term, m.last_index())
-}
-
 /// An AppendEntries success of `term` up to `index`.
 fn accepted<C>(term: Term, index: LogIndex) -> Message<C> {
     Message::AppendEntriesResponse(AppendEntriesResponse {
@@ -1294,32 +1114,4 @@ fn rejection<C>(term: Term, prev_log_index: LogIndex) -> Message<C> {
         success: false,
         index: prev_log_index,
     })
-}
-
-/// [`ignores_forever`] for a server running the seeded bug `bug` (`None`:
-/// the correct rules). Only [`Bug::StaleVoteResponse`] changes which
-/// messages matter: a granted vote of any earlier term may still be counted
-/// by a later candidacy, so it is never dead. Every other bug leaves the
-/// argument above intact (none lets a server act on a stale response or
-/// become candidate or leader of a term it already holds).
-pub fn ignores_forever_with_bug<C>(
-    current_term: Term,
-    role: Option<Role>,
-    message: &Message<C>,
-    bug: Option<Bug>,
-) -> bool {
-    if let (Some(Bug::StaleVoteResponse), Message::RequestVoteResponse(r)) = (bug, message) {
-        return !r.vote_granted && r.term <= current_term;
-    }
-    match message {
-        Message::RequestVoteResponse(r) => {
-            r.term < current_term
-                || (r.term == current_term && (!r.vote_granted || role != Some(Role::Candidate)))
-        }
-        Message::AppendEntriesResponse(r) => {
-            r.term < current_term
-                || (r.term == current_term && matches!(role, Some(Role::Follower) | None))
-        }
-        Message::RequestVote(_) | Message::AppendEntries(_) => false,
-    }
 }

@@ -26,10 +26,8 @@ use super::state::{ClientStatus, Cmd, Envelope, Msg, Network, State};
 use super::step::view_key;
 use super::RaftModel;
 use crate::config::NetworkKind;
-use raft_spec::{
-    acceptance, ignores_forever_with_bug, refusal, refuses_forever, ClientReply, Message, NodeId,
-    Timer,
-};
+use raft_spec::reduction::{acceptance, ignores_forever_with_bug, refusal, refuses_forever};
+use raft_spec::{ClientReply, Message, NodeId, Timer};
 use smallvec::SmallVec;
 use stateright::actor::Id;
 use std::cell::RefCell;
