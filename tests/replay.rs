@@ -715,10 +715,9 @@ fn raft_node_exe() -> std::path::PathBuf {
 #[test]
 fn a_real_cluster_with_a_leader_killed_and_restarted_replays_clean() {
     use raft_node::cluster::{ClusterOptions, LocalCluster};
-    use raft_node::testing::TempDir;
     use std::time::{Duration, Instant};
 
-    let dir = TempDir::new("replay-e2e");
+    let dir = tempfile::tempdir().unwrap();
     let mut o = ClusterOptions::new(raft_node_exe(), dir.path().join("data"));
     o.trace_dir = Some(dir.path().join("traces"));
     let mut c = LocalCluster::start(o).unwrap();
@@ -768,11 +767,10 @@ fn a_real_cluster_with_a_leader_killed_and_restarted_replays_clean() {
 fn a_real_cluster_under_a_fault_schedule_replays_clean() {
     use raft_node::client::ClientOptions;
     use raft_node::cluster::{ClusterOptions, LocalCluster};
-    use raft_node::testing::TempDir;
     use raft_node::wire::StatusInfo;
     use std::time::{Duration, Instant};
 
-    let dir = TempDir::new("replay-e2e-faults");
+    let dir = tempfile::tempdir().unwrap();
     let mut o = ClusterOptions::new(raft_node_exe(), dir.path().join("data"));
     o.trace_dir = Some(dir.path().join("traces"));
     o.test_control = true;

@@ -442,7 +442,15 @@ fn main() -> ExitCode {
             let data_dir = match data_dir {
                 Some(d) => d,
                 None => {
-                    tmp = raft_node::testing::TempDir::new("bench");
+                    tmp = match tempfile::Builder::new()
+                        .prefix("raft-node-bench-")
+                        .tempdir()
+                    {
+                        Ok(t) => t,
+                        Err(e) => {
+                            return failed(format!("cannot create a temporary data directory: {e}"))
+                        }
+                    };
                     tmp.path().to_path_buf()
                 }
             };

@@ -281,10 +281,9 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::testing::TempDir;
     use crate::wire::DEFAULT_MAX_FRAME;
 
-    fn options(dir: &TempDir, id: u64) -> ServeOptions {
+    fn options(dir: &tempfile::TempDir, id: u64) -> ServeOptions {
         ServeOptions {
             id: NodeId(id),
             peers: crate::config::parse_peers("1=127.0.0.1:1,2=127.0.0.1:2").unwrap(),
@@ -301,7 +300,7 @@ mod tests {
 
     #[test]
     fn the_node_listens_on_loopback_unless_told_otherwise() {
-        let dir = TempDir::new("listen");
+        let dir = tempfile::tempdir().unwrap();
         let mut o = options(&dir, 1);
         o.peers = crate::config::parse_peers("1=[::1]:7001,2=10.0.0.2:7002").unwrap();
         assert_eq!(listen_address(&o).unwrap(), "[::1]:7001");
@@ -317,7 +316,7 @@ mod tests {
 
     #[test]
     fn a_trace_is_continued_after_its_last_complete_line_or_refused() {
-        let dir = TempDir::new("trace-resume");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.ndjson");
         let o = options(&dir, 1);
         let fresh = open_trace(&path, &o, &PersistentState::default()).unwrap();
@@ -392,7 +391,7 @@ mod tests {
             fn send(&mut self, _: NodeId, _: Message<KvCommand>) {}
             fn reply(&mut self, _: u64, _: crate::wire::Response) {}
         }
-        let dir = TempDir::new("trace-cut");
+        let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.ndjson");
         let o = options(&dir, 1);
         let mut node = Node::start(

@@ -4,7 +4,6 @@
 
 use raft_node::client::{Client, ClientError, ClientOptions};
 use raft_node::cluster::{ClusterOptions, LocalCluster};
-use raft_node::testing::TempDir;
 use raft_node::wire::{self, Frame, Sender, StatusInfo};
 use raft_spec::trace::{state_digest, TraceReader};
 use raft_spec::{ClientId, Kv, KvCommand, NodeId, Role, Server};
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 
 const EXE: &str = env!("CARGO_BIN_EXE_raft-node");
 
-fn cluster(dir: &TempDir, traces: bool) -> LocalCluster {
+fn cluster(dir: &tempfile::TempDir, traces: bool) -> LocalCluster {
     let mut o = ClusterOptions::new(PathBuf::from(EXE), dir.path().join("data"));
     o.test_control = true;
     o.rust_log = Some("info".into());
@@ -57,7 +56,7 @@ fn leader_of(c: &LocalCluster) -> StatusInfo {
 
 #[test]
 fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
-    let dir = TempDir::new("e2e-main");
+    let dir = tempfile::tempdir().unwrap();
     let mut c = cluster(&dir, true);
     let leader = leader_of(&c);
     // wait_for_leader found exactly one leader at the highest term; no term
@@ -195,7 +194,7 @@ fn replay(path: &std::path::Path, id: NodeId) -> (usize, usize) {
 fn a_leader_cut_off_in_a_minority_steps_down_when_the_partition_heals() {
     // The partition is made in-process by each node's transport, which drops
     // all traffic with the blocked peers (test-only control).
-    let dir = TempDir::new("e2e-partition");
+    let dir = tempfile::tempdir().unwrap();
     let c = cluster(&dir, false);
     let old = leader_of(&c);
     let others: Vec<NodeId> = c.peers().keys().copied().filter(|&n| n != old.id).collect();
@@ -262,7 +261,7 @@ fn serve(args: &[&str]) -> std::process::Output {
 
 #[test]
 fn bad_arguments_and_unusable_resources_are_clear_errors() {
-    let dir = TempDir::new("e2e-bad");
+    let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("d");
     let data = data.to_str().expect("utf-8 path");
 
@@ -335,7 +334,7 @@ fn bad_arguments_and_unusable_resources_are_clear_errors() {
 
 #[test]
 fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
-    let dir = TempDir::new("e2e-frames");
+    let dir = tempfile::tempdir().unwrap();
     let mut o = ClusterOptions::new(PathBuf::from(EXE), dir.path().join("data"));
     o.nodes = 1;
     o.cluster_id = "alpha".into();

@@ -1,5 +1,4 @@
 use super::*;
-use crate::testing::TempDir;
 use raft_spec::{ClientId, Entry, HardState, LogIndex, LogWrite, Payload, Term};
 
 fn entry(term: u64, key: &str) -> Entry<KvCommand> {
@@ -43,7 +42,7 @@ fn write(dir: &Path, records: &[Persist<KvCommand>]) -> (PersistentState<KvComma
 
 #[test]
 fn restart_recovers_exactly_what_was_persisted() {
-    let dir = TempDir::new("wal-roundtrip");
+    let dir = tempfile::tempdir().unwrap();
     let (fresh, _, rec) = FileStorage::open(dir.path(), "c", NodeId(1)).unwrap();
     drop(fresh);
     assert_eq!(rec, Recovery::default());
@@ -72,7 +71,7 @@ fn restart_recovers_exactly_what_was_persisted() {
 
 #[test]
 fn a_torn_write_is_truncated_and_the_wal_stays_usable() {
-    let dir = TempDir::new("wal-torn");
+    let dir = tempfile::tempdir().unwrap();
     let (expected, path) = write(dir.path(), &[persist(1, 1, &["a"]), persist(1, 2, &["b"])]);
     let good_len = fs::metadata(&path).unwrap().len();
     // A real torn write: only the first half of the next record reaches the file.
@@ -99,7 +98,7 @@ fn a_torn_write_is_truncated_and_the_wal_stays_usable() {
 
 #[test]
 fn a_zero_filled_tail_is_truncated() {
-    let dir = TempDir::new("wal-zeros");
+    let dir = tempfile::tempdir().unwrap();
     let (expected, path) = write(dir.path(), &[persist(1, 1, &["a"])]);
     let good_len = fs::metadata(&path).unwrap().len();
     let mut f = OpenOptions::new().append(true).open(&path).unwrap();
@@ -112,7 +111,7 @@ fn a_zero_filled_tail_is_truncated() {
 
 #[test]
 fn a_flipped_byte_before_the_tail_is_an_error_naming_file_and_offset() {
-    let dir = TempDir::new("wal-flip");
+    let dir = tempfile::tempdir().unwrap();
     let (_, path) = write(
         dir.path(),
         &[
@@ -142,7 +141,7 @@ fn a_flipped_byte_before_the_tail_is_an_error_naming_file_and_offset() {
 
 #[test]
 fn a_flipped_length_byte_before_the_tail_is_an_error() {
-    let dir = TempDir::new("wal-flip-len");
+    let dir = tempfile::tempdir().unwrap();
     let (_, path) = write(
         dir.path(),
         &[
@@ -167,7 +166,7 @@ fn a_flipped_length_byte_before_the_tail_is_an_error() {
 #[test]
 fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
     // Indistinguishable from a torn write: the last record goes, with a warning.
-    let dir = TempDir::new("wal-flip-last");
+    let dir = tempfile::tempdir().unwrap();
     let (_, path) = write(dir.path(), &[persist(1, 1, &["a"]), persist(1, 2, &["b"])]);
     let mut bytes = fs::read(&path).unwrap();
     let n = bytes.len();
@@ -180,7 +179,7 @@ fn a_flipped_byte_in_the_last_record_is_a_torn_tail() {
 
 #[test]
 fn another_nodes_directory_and_a_foreign_file_are_refused() {
-    let dir = TempDir::new("wal-identity");
+    let dir = tempfile::tempdir().unwrap();
     write(dir.path(), &[persist(1, 1, &["a"])]);
     let err = FileStorage::open(dir.path(), "c", NodeId(2)).unwrap_err();
     assert!(
@@ -191,7 +190,7 @@ fn another_nodes_directory_and_a_foreign_file_are_refused() {
     let err = FileStorage::open(dir.path(), "other", NodeId(1)).unwrap_err();
     assert!(matches!(err, StorageError::WrongIdentity { .. }));
 
-    let dir = TempDir::new("wal-magic");
+    let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("raft.wal"), b"not a wal at all").unwrap();
     let err = FileStorage::open(dir.path(), "c", NodeId(1)).unwrap_err();
     assert!(
@@ -203,7 +202,7 @@ fn another_nodes_directory_and_a_foreign_file_are_refused() {
 
 #[test]
 fn an_unusable_data_directory_is_an_error_naming_it() {
-    let dir = TempDir::new("wal-notdir");
+    let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
     fs::write(&file, b"x").unwrap();
     let err = FileStorage::open(&file, "c", NodeId(1)).unwrap_err();
