@@ -278,8 +278,11 @@ pub struct Server<S: StateMachine> {
     /// What a crash loses.
     pub volatile: VolatileState<S>,
     /// The seeded bug this server runs with (checking only; see
-    /// [`crate::bugs`]). Always `None` unless set through
-    /// `Server::restart_with_bug` (crate feature `seeded-bugs`).
+    /// [`crate::bugs`]), set through `Server::restart_with_bug`. The field
+    /// exists only with the crate feature `seeded-bugs`: a production
+    /// server carries no bug at all, and every bug hook ([`Server::bug`])
+    /// is then a constant `None`.
+    #[cfg(feature = "seeded-bugs")]
     #[serde(skip)]
     bug: Option<Bug>,
     /// The most entries one AppendEntries carries (`None`: no limit); see
@@ -374,6 +377,7 @@ impl<S: StateMachine> Server<S> {
                 state_machine: S::default(),
                 sessions: BTreeMap::new(),
             },
+            #[cfg(feature = "seeded-bugs")]
             bug,
             max_append_entries: None,
             empty_heartbeats: false,
@@ -445,13 +449,18 @@ impl<S: StateMachine> Server<S> {
         self.peers.len() + 1
     }
 
-    /// The seeded bug this server runs with, if any (see [`crate::bugs`]).
+    /// The seeded bug this server runs with, if any (see [`crate::bugs`]):
+    /// the one seam through which the handlers consult a bug. Always `None`
+    /// without the crate feature `seeded-bugs`.
     pub fn bug(&self) -> Option<Bug> {
-        self.bug
+        #[cfg(feature = "seeded-bugs")]
+        return self.bug;
+        #[cfg(not(feature = "seeded-bugs"))]
+        None
     }
 
     fn has_bug(&self, bug: Bug) -> bool {
-        self.bug == Some(bug)
+        self.bug() == Some(bug)
     }
 
     /// Whether `count` servers form a majority of the cluster (Raft §5.2).
@@ -1089,6 +1098,7 @@ impl<S: StateMachine> Server<S> {
                     .map(|(&c, o)| (clients(c), o.clone()))
                     .collect(),
             },
+            #[cfg(feature = "seeded-bugs")]
             bug: self.bug,
             max_append_entries: self.max_append_entries,
             empty_heartbeats: self.empty_heartbeats,

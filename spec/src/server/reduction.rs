@@ -46,12 +46,12 @@ impl<S: StateMachine> Server<S> {
     pub fn ignores_forever(&self, from: NodeId, message: &Message<S::Command>) -> bool {
         let term = self.persistent.current_term;
         let role = self.volatile.role;
-        if ignores_forever_with_bug(term, Some(role), message, self.bug) {
+        if ignores_forever_with_bug(term, Some(role), message, self.bug()) {
             return true;
         }
         match message {
             Message::RequestVoteResponse(r) => {
-                self.bug != Some(Bug::StaleVoteResponse)
+                self.bug() != Some(Bug::StaleVoteResponse)
                     && role == Role::Candidate
                     && r.term == term
                     && self.volatile.votes_granted.contains(&from)
@@ -59,7 +59,7 @@ impl<S: StateMachine> Server<S> {
             Message::AppendEntriesResponse(r)
                 if role == Role::Leader
                     && r.term == term
-                    && self.bug != Some(Bug::MatchIndexRegress) =>
+                    && self.bug() != Some(Bug::MatchIndexRegress) =>
             {
                 let matched = self.volatile.match_index.get(&from).copied();
                 let next = self.volatile.next_index.get(&from).copied();
@@ -103,7 +103,10 @@ impl<S: StateMachine> Server<S> {
         let p = &self.persistent;
         if v.role != Role::Follower
             || message.term() != p.current_term
-            || !matches!(self.bug, None | Some(Bug::CommitWithoutMin | Bug::Figure8))
+            || !matches!(
+                self.bug(),
+                None | Some(Bug::CommitWithoutMin | Bug::Figure8)
+            )
         {
             return false;
         }
