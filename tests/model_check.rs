@@ -22,17 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 mod seeded_bugs;
 
 fn config(servers: usize, max_term: u64, requests: usize, crashes: usize) -> ModelConfig {
-    ModelConfig {
-        servers,
-        max_term,
-        requests,
-        crashes,
-        network: NetworkKind::UnorderedDuplicating,
-        lossy: false,
-        bug: None,
-        max_append_entries: None,
-        empty_heartbeats: false,
-    }
+    ModelConfig::bounded(servers, max_term, requests, crashes)
 }
 
 fn run(config: ModelConfig, strategy: Strategy, symmetry: bool, threads: usize) -> CheckReport {

@@ -5,7 +5,7 @@
 //! that bug; `tests/seeded_bugs.rs` checks every entry both ways (the bug is
 //! caught; the same configuration without it passes).
 
-use crate::config::{ModelConfig, NetworkKind};
+use crate::config::ModelConfig;
 use crate::model::names;
 use raft_spec::bugs::Bug;
 use raft_spec::safety;
@@ -45,15 +45,8 @@ pub struct SeededBug {
 
 fn config(servers: usize, max_term: u64, requests: usize, crashes: usize, bug: Bug) -> ModelConfig {
     ModelConfig {
-        servers,
-        max_term,
-        requests,
-        crashes,
-        network: NetworkKind::UnorderedDuplicating,
-        lossy: false,
         bug: Some(bug),
-        max_append_entries: None,
-        empty_heartbeats: false,
+        ..ModelConfig::bounded(servers, max_term, requests, crashes)
     }
 }
 

@@ -125,11 +125,19 @@ impl ModelConfig {
     /// (Two terms add a change of leader and a conflicting entry being
     /// overwritten: configuration (a) of docs/benchmarks.md.)
     pub fn default_check() -> Self {
+        Self::bounded(3, 1, 1, 1)
+    }
+
+    /// `servers` servers, at most `max_term` terms, `requests` client
+    /// requests and `crashes` crashes, on the default network (unordered,
+    /// duplicating, not lossy), with the correct rules and the default
+    /// protocol options.
+    pub fn bounded(servers: usize, max_term: u64, requests: usize, crashes: usize) -> Self {
         ModelConfig {
-            servers: 3,
-            max_term: 1,
-            requests: 1,
-            crashes: 1,
+            servers,
+            max_term,
+            requests,
+            crashes,
             network: NetworkKind::UnorderedDuplicating,
             lossy: false,
             bug: None,
@@ -142,15 +150,8 @@ impl ModelConfig {
     /// 1 crash, lossy unordered duplicating network.
     pub fn deep() -> Self {
         ModelConfig {
-            servers: 3,
-            max_term: 3,
-            requests: 2,
-            crashes: 1,
-            network: NetworkKind::UnorderedDuplicating,
             lossy: true,
-            bug: None,
-            max_append_entries: None,
-            empty_heartbeats: false,
+            ..Self::bounded(3, 3, 2, 1)
         }
     }
 

@@ -142,28 +142,33 @@ impl ReplayMsg {
     }
 }
 
-/// One line, as the Explorer names a delivery: `1 → 2 : AppendEntries t1
-/// from n1 prev 342@1 1 entries commit 342`, `client 7 → 2 : ClientRequest
-/// #1 Put ...` (entries are counted, not listed: a replayed log can be long).
-impl fmt::Debug for ReplayMsg {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl ReplayMsg {
+    /// Who sent it (`1`, `client 7`) and the message on one line
+    /// (`AppendEntries t1 from n1 prev 342@1 1 entries commit 342`; entries
+    /// are counted, not listed: a replayed log can be long).
+    fn parts(&self) -> (String, String) {
         match self {
-            ReplayMsg::Raft { from, message } => write!(
-                f,
-                "{} → {}",
-                from.0,
-                crate::render::raft_message_with(message, |e, _| format!("{} entries", e.len()))
+            ReplayMsg::Raft { from, message } => (
+                from.0.to_string(),
+                crate::render::raft_message_with(message, |e, _| format!("{} entries", e.len())),
             ),
             ReplayMsg::Request {
                 client_id,
                 request_no,
                 command,
-            } => write!(
-                f,
-                "client {} → ClientRequest #{request_no} {command:?}",
-                client_id.0
+            } => (
+                format!("client {}", client_id.0),
+                format!("ClientRequest #{request_no} {command:?}"),
             ),
         }
+    }
+}
+
+/// One line: `1 → AppendEntries t1 ...`, `client 7 → ClientRequest #1 ...`.
+impl fmt::Debug for ReplayMsg {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (from, message) = self.parts();
+        write!(f, "{from} → {message}")
     }
 }
 
@@ -176,26 +181,12 @@ pub struct Envelope {
     pub msg: ReplayMsg,
 }
 
+/// One line, as the Explorer names a delivery: `1 → 2 : AppendEntries t1
+/// from n1 prev 342@1 1 entries commit 342`.
 impl fmt::Debug for Envelope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.msg {
-            ReplayMsg::Raft { from, message } => write!(
-                f,
-                "{} → {} : {}",
-                from.0,
-                self.dst.0,
-                crate::render::raft_message_with(message, |e, _| format!("{} entries", e.len()))
-            ),
-            ReplayMsg::Request {
-                client_id,
-                request_no,
-                command,
-            } => write!(
-                f,
-                "client {} → {} : ClientRequest #{request_no} {command:?}",
-                client_id.0, self.dst.0
-            ),
-        }
+        let (from, message) = self.msg.parts();
+        write!(f, "{from} → {} : {message}", self.dst.0)
     }
 }
 

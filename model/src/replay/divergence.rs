@@ -189,43 +189,24 @@ pub(super) fn differing_fields(
     if same {
         return Vec::new();
     }
-    let mut out = Vec::new();
-    let mut cmp = |name: &str, r: String, m: String| {
-        if r != m {
-            out.push((name.to_string(), r, m));
-        }
+    // The readable fields, as (name, recorded, model).
+    let readable = |s: &Step<KvCommand>| {
+        [
+            ("term", s.term.0.to_string()),
+            ("role", format!("{:?}", s.role)),
+            ("voted_for", opt(s.voted_for)),
+            ("commit_index", s.commit_index.0.to_string()),
+            ("last_applied", s.last_applied.0.to_string()),
+            ("last_log_index", s.last_log_index.0.to_string()),
+            ("last_log_term", s.last_log_term.0.to_string()),
+        ]
     };
-    cmp(
-        "term",
-        recorded.term.0.to_string(),
-        model.term.0.to_string(),
-    );
-    cmp(
-        "role",
-        format!("{:?}", recorded.role),
-        format!("{:?}", model.role),
-    );
-    cmp("voted_for", opt(recorded.voted_for), opt(model.voted_for));
-    cmp(
-        "commit_index",
-        recorded.commit_index.0.to_string(),
-        model.commit_index.0.to_string(),
-    );
-    cmp(
-        "last_applied",
-        recorded.last_applied.0.to_string(),
-        model.last_applied.0.to_string(),
-    );
-    cmp(
-        "last_log_index",
-        recorded.last_log_index.0.to_string(),
-        model.last_log_index.0.to_string(),
-    );
-    cmp(
-        "last_log_term",
-        recorded.last_log_term.0.to_string(),
-        model.last_log_term.0.to_string(),
-    );
+    let mut out: Vec<(String, String, String)> = readable(recorded)
+        .into_iter()
+        .zip(readable(model))
+        .filter(|((_, r), (_, m))| r != m)
+        .map(|((name, r), (_, m))| (name.to_string(), r, m))
+        .collect();
     let fields_differ = !out.is_empty();
     if recorded.digest != model.digest {
         out.push((
