@@ -101,96 +101,44 @@ fn leader_refuses_vote_in_its_own_term() {
     assert_eq!(s.persistent.voted_for, Some(NodeId(1)));
 }
 
-/// A follower of term 2 with log terms [1, 2, 2] receives a RequestVote of
-/// term 3 from server 2 with the given last log index and term.
-fn vote_against_log_1_2_2(last_log_index: u64, last_log_term: u64) -> (Server<Counter>, Vec<Out>) {
-    let mut s = server_with_log(1, 3, &[1, 2, 2], 2);
-    let out = s.step(receive(2, rv(3, 2, last_log_index, last_log_term)));
-    (s, out)
-}
-
-/// The election restriction refuses a candidate whose last entry has a lower
-/// term, however long its log; the receiver still adopts the new term.
+/// The election restriction, as a table: a follower of term 2 with log
+/// terms [1, 2, 2] receives a RequestVote of term 3 from server 2 whose log
+/// ends at the given index and term. It grants the vote (persisting it,
+/// resetting its election timer) exactly when the candidate's log is at
+/// least as up to date: a higher last term, or the same last term and a log
+/// at least as long. Either way it adopts term 3.
 ///
 /// Raft §5.4.1
 #[test]
-fn vote_refused_when_candidate_last_term_is_lower() {
-    let (s, out) = vote_against_log_1_2_2(10, 1);
-
-    assert_eq!(
-        out,
-        vec![persist_hard_state(3, None), send(2, rvr(3, false))]
-    );
-    assert_eq!(s.current_term(), Term(3));
-    assert_eq!(s.persistent.voted_for, None);
-}
-
-/// Same last term but a shorter log: the candidate is less up to date.
-///
-/// Raft §5.4.1
-#[test]
-fn vote_refused_when_same_last_term_but_shorter_log() {
-    let (s, out) = vote_against_log_1_2_2(2, 2);
-
-    assert_eq!(
-        out,
-        vec![persist_hard_state(3, None), send(2, rvr(3, false))]
-    );
-    assert_eq!(s.persistent.voted_for, None);
-}
-
-/// Same last term and same length: "at least as up-to-date" holds.
-///
-/// Raft §5.4.1
-#[test]
-fn vote_granted_when_logs_are_equal() {
-    let (s, out) = vote_against_log_1_2_2(3, 2);
-
-    assert_eq!(
-        out,
-        vec![
-            persist_hard_state(3, Some(2)),
-            SET_ELECTION,
-            send(2, rvr(3, true)),
-        ]
-    );
-    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
-}
-
-/// Same last term and a longer log: the candidate is more up to date.
-///
-/// Raft §5.4.1
-#[test]
-fn vote_granted_when_same_last_term_and_longer_log() {
-    let (s, out) = vote_against_log_1_2_2(4, 2);
-
-    assert_eq!(
-        out,
-        vec![
-            persist_hard_state(3, Some(2)),
-            SET_ELECTION,
-            send(2, rvr(3, true)),
-        ]
-    );
-    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
-}
-
-/// A higher last term wins even with a shorter log.
-///
-/// Raft §5.4.1
-#[test]
-fn vote_granted_when_candidate_last_term_is_higher() {
-    let (s, out) = vote_against_log_1_2_2(1, 3);
-
-    assert_eq!(
-        out,
-        vec![
-            persist_hard_state(3, Some(2)),
-            SET_ELECTION,
-            send(2, rvr(3, true)),
-        ]
-    );
-    assert_eq!(s.persistent.voted_for, Some(NodeId(2)));
+fn votes_follow_the_election_restriction() {
+    // (candidate's last log index, last log term, granted, why)
+    let cases = [
+        (10, 1, false, "a lower last term, however long the log"),
+        (2, 2, false, "the same last term but a shorter log"),
+        (3, 2, true, "the same last term and the same length"),
+        (4, 2, true, "the same last term and a longer log"),
+        (1, 3, true, "a higher last term, even with a shorter log"),
+    ];
+    for (last_log_index, last_log_term, granted, why) in cases {
+        let mut s = server_with_log(1, 3, &[1, 2, 2], 2);
+        let out = s.step(receive(2, rv(3, 2, last_log_index, last_log_term)));
+        let expected = if granted {
+            vec![
+                persist_hard_state(3, Some(2)),
+                SET_ELECTION,
+                send(2, rvr(3, true)),
+            ]
+        } else {
+            vec![persist_hard_state(3, None), send(2, rvr(3, false))]
+        };
+        assert_eq!(out, expected, "{why}");
+        assert_eq!(s.current_term(), Term(3), "{why}");
+        assert_eq!(
+            s.persistent.voted_for,
+            granted.then_some(NodeId(2)),
+            "{why}"
+        );
+    }
 }
 
 // ---- Stale terms -----------------------------------------------------------
