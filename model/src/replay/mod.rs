@@ -106,7 +106,7 @@
 //! they disagree with the incremental ones. Responses that can never matter
 //! again ([`raft_spec::Server::ignores_forever`], the checker's own
 //! reduction) are forgotten whenever the network has doubled since the last
-//! time. The README gives today's throughput and the command that measures
+//! time. docs/benchmarks.md gives today's throughput and the command that measures
 //! it.
 //!
 //! # The Explorer: `raft-model replay --explore`
