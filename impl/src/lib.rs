@@ -4,7 +4,9 @@
 //! disks and timers. It writes no Raft rule of its own: every decision of the
 //! protocol is [`raft_spec::Server::step`]'s; the runtime decides only when
 //! inputs happen and carries out the outputs, in order, under the
-//! persist-before-send contract (see [`raft_spec::Output`]).
+//! persist-before-send contract (see [`raft_spec::Output`]). The
+//! repository's docs/raft-node.md gives the commands, options and storage
+//! format; docs/replay.md how its traces are checked against the model.
 //!
 //! ```text
 //!             peers (TCP frames)   clients (TCP frames)   timers

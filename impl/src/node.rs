@@ -50,7 +50,7 @@
 //!   `Restart` step can hold such an unconfirmed batch, and nothing it sent
 //!   has left the node.
 //!
-//! At restart, [`resume_trace`] reconciles that tail with what the storage
+//! At restart, [`resume_trace`](raft_spec::trace::resume_trace) reconciles that tail with what the storage
 //! recovered. It compares the recovered `current_term`, `voted_for`, last
 //! log index and last log term with the state recorded (the readable
 //! fields) by the last marked or `Restart` step and by each step after it,
@@ -455,7 +455,7 @@ impl<St: Storage> Node<St> {
         input: Input<KvCommand>,
         batch: &mut Batch,
     ) -> Result<(), NodeError> {
-        let name = input_name(&input);
+        let name = input.name();
         let span = debug_span!("step", input = name);
         let _entered = span.enter();
         let before = (
@@ -659,130 +659,6 @@ impl<St: Storage> Node<St> {
                 Release::Reply(conn, response) => io.reply(conn, response),
             }
         }
-    }
-}
-
-/// Where a restarted node continues its trace: what [`resume_trace`]
-/// decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TraceResume {
-    /// The trace's header.
-    pub header: Header,
-    /// How many bytes of the trace to keep (whole lines); the rest is cut.
-    pub keep: usize,
-    /// The `seq` of the last step kept (0 if none): the node's next step is
-    /// `last_seq + 1`.
-    pub last_seq: u64,
-    /// The `seq`s of the steps cut (first, last), if any.
-    pub cut: Option<(u64, u64)>,
-}
-
-/// The persistent state a step recorded, as far as its readable fields
-/// tell: `current_term`, `voted_for`, last log index, last log term.
-type PersistentFields = (
-    raft_spec::Term,
-    Option<NodeId>,
-    raft_spec::LogIndex,
-    raft_spec::Term,
-);
-
-/// Reconciles the trace `complete` (whole lines: a line cut short by a
-/// crash is the caller's to drop) with the persistent state the storage
-/// `recovered`, for a node that restarts (module docs, "The trace across a
-/// crash"). Of the last marked or `Restart` step and the steps after it,
-/// the trace is kept up to the last one whose recorded `term`, `voted_for`,
-/// `last_log_index` and `last_log_term` equal `recovered`'s, and the steps
-/// after that one are cut. If none does, nothing is cut: the replayer
-/// reports the difference at the `Restart`. `file` names the trace in
-/// errors.
-///
-/// A version-1 trace (no markers) is kept whole: nothing in it says which
-/// steps are confirmed.
-pub fn resume_trace(
-    file: &str,
-    complete: &[u8],
-    recovered: &PersistentState<KvCommand>,
-) -> Result<TraceResume, raft_spec::trace::TraceError> {
-    use raft_spec::trace::{Record, TraceReader};
-    struct Candidate {
-        seq: u64,
-        fields: PersistentFields,
-        /// The end of the step's line, or of its marker's.
-        end: u64,
-    }
-    let mut reader = TraceReader::new(file, complete)?;
-    let header = reader.header().clone();
-    let want: PersistentFields = (
-        recovered.current_term,
-        recovered.voted_for,
-        recovered.log.last_index(),
-        recovered.log.last_term(),
-    );
-    // The last marked or `Restart` step, then the steps after it; of steps
-    // in a row that recorded the same fields only the last is kept (the
-    // last match is the one that counts), so the tail stays as small as the
-    // number of persistent states it went through.
-    let mut tail: Vec<Candidate> = Vec::new();
-    let mut last_seq = 0;
-    while let Some(record) = reader.next_record::<KvCommand>() {
-        match record? {
-            Record::Step(step) => {
-                if matches!(step.input, TraceInput::Restart) {
-                    tail.clear();
-                }
-                last_seq = step.seq;
-                let candidate = Candidate {
-                    seq: step.seq,
-                    fields: (
-                        step.term,
-                        step.voted_for,
-                        step.last_log_index,
-                        step.last_log_term,
-                    ),
-                    end: reader.offset(),
-                };
-                match tail.last_mut() {
-                    Some(last) if last.fields == candidate.fields => *last = candidate,
-                    _ => tail.push(candidate),
-                }
-            }
-            Record::Synced(_) => {
-                // The reader checked that the marker names the last step.
-                let marked = tail.pop().map(|c| Candidate {
-                    end: reader.offset(),
-                    ..c
-                });
-                tail.clear();
-                tail.extend(marked);
-            }
-        }
-    }
-    let whole = TraceResume {
-        header,
-        keep: complete.len(),
-        last_seq,
-        cut: None,
-    };
-    if whole.header.version < raft_spec::trace::VERSION {
-        return Ok(whole);
-    }
-    match tail.iter().rposition(|c| c.fields == want) {
-        Some(k) if k + 1 < tail.len() => Ok(TraceResume {
-            keep: usize::try_from(tail[k].end).unwrap_or(complete.len()),
-            last_seq: tail[k].seq,
-            cut: Some((tail[k].seq + 1, last_seq)),
-            ..whole
-        }),
-        _ => Ok(whole),
-    }
-}
-
-fn input_name(input: &Input<KvCommand>) -> &'static str {
-    match input {
-        Input::Message { message, .. } => message.name(),
-        Input::ClientRequest { .. } => "ClientRequest",
-        Input::ElectionTimeout => "ElectionTimeout",
-        Input::HeartbeatTimeout => "HeartbeatTimeout",
     }
 }
 

@@ -2,9 +2,10 @@
 //! the wall clock (`raft-node serve`).
 
 use crate::config::{check_member, ConfigError, Peers, Timing};
-use crate::node::{resume_trace, Event, Node, NodeError, NodeOptions, Time, TraceOut};
+use crate::node::{Event, Node, NodeError, NodeOptions, Time, TraceOut};
 use crate::storage::{FileStorage, StorageError};
 use crate::transport::{self, TransportOptions};
+use raft_spec::trace::resume_trace;
 use raft_spec::trace::VERSION;
 use raft_spec::{KvCommand, NodeId, PersistentState};
 use std::fs::{File, OpenOptions};

@@ -25,9 +25,10 @@
 //! run is a function of its seed and schedule.
 
 use crate::config::{Peers, Timing};
-use crate::node::{resume_trace, ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceOut};
+use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceOut};
 use crate::storage::MemStorage;
 use crate::wire::Response;
+use raft_spec::trace::resume_trace;
 use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Role};
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
@@ -365,7 +366,7 @@ impl Sim {
 
     /// Restarts node `id` from what it had synced (no-op if it is up). Its
     /// trace, if any, is continued after the steps that became durable
-    /// ([`crate::node::resume_trace`]).
+    /// ([`raft_spec::trace::resume_trace`]).
     ///
     /// # Panics
     /// If the node's own trace does not read back (a recorder bug).

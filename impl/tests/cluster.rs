@@ -151,7 +151,9 @@ fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
 /// Replays a node's trace through `Server::step` / `Server::restart` and
 /// checks every recorded digest and field. Returns (steps, restarts).
 fn replay(path: &std::path::Path, id: NodeId) -> (usize, usize) {
-    let reader = TraceReader::open(path).expect("trace header");
+    let file = std::fs::File::open(path).expect("trace file");
+    let reader = TraceReader::new(path.display().to_string(), std::io::BufReader::new(file))
+        .expect("trace header");
     let header = reader.header().clone();
     assert_eq!(header.recorded_by, id);
     assert_eq!(header.servers, vec![NodeId(1), NodeId(2), NodeId(3)]);

@@ -5,7 +5,12 @@
 //! checking (interned servers and messages, one next-state function; see
 //! [`model`]). It keeps the ghost history that the Figure 3 properties need,
 //! bounds the total number of crashes, and bounds the state space by term
-//! (never by depth).
+//! (never by depth). Trace replay against the same rules is [`replay`].
+//!
+//! The repository's docs/ explain it at length: docs/model.md (the bounds,
+//! the report, the modelling decisions), docs/reductions.md (what the model
+//! forgets and why that is sound), docs/seeded-bugs.md, docs/explorer.md,
+//! docs/replay.md and docs/benchmarks.md.
 //!
 //! ```
 //! use raft_model::{ModelConfig, NetworkKind, RaftModel};

@@ -5,7 +5,8 @@
 //! Algorithm*, Figure 2), and the only place where Raft's rules are written.
 //! The Stateright model (`raft-model`) and the runtime (`raft-node`) are
 //! adapters around it. It does no I/O, reads no clock and draws no random
-//! numbers.
+//! numbers. What the model checker forgets, and why that is sound, is
+//! [`reduction`] (and the repository's docs/reductions.md).
 //!
 //! ```text
 //!   Input ──────────────► Server::step ──────────────► Vec<Output>

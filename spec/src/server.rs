@@ -160,6 +160,17 @@ impl<C> Input<C> {
             Timer::Heartbeat => Input::HeartbeatTimeout,
         }
     }
+
+    /// A short name: the message's name as in the paper, or the input's
+    /// (`ClientRequest`, `ElectionTimeout`, `HeartbeatTimeout`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Input::Message { message, .. } => message.name(),
+            Input::ClientRequest { .. } => "ClientRequest",
+            Input::ElectionTimeout => "ElectionTimeout",
+            Input::HeartbeatTimeout => "HeartbeatTimeout",
+        }
+    }
 }
 
 /// A write to the log: delete every entry from `from` on, then append

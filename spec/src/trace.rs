@@ -118,17 +118,15 @@
 //! marker, which it checks follows a step ([`TraceReader::next_record`]);
 //! every error names the file and the 1-based line ([`TraceError`]).
 
-use crate::server::{Input, LogWrite, Role, Server};
+use crate::server::{Input, LogWrite, PersistentState, Role, Server};
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Term};
 use crate::Message;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::fs::File;
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, Write};
 use std::num::NonZeroUsize;
-use std::path::Path;
 
 /// The value of [`Header::format`].
 pub const FORMAT: &str = "raft-trace";
@@ -259,7 +257,7 @@ impl<C> TraceInput<C> {
         }
     }
 
-    /// A short name: the message's name as in the paper, or the input's.
+    /// A short name: `Restart`, or the input's as [`Input::name`] gives it.
     pub fn name(&self) -> &'static str {
         match self {
             TraceInput::Restart => "Restart",
@@ -690,18 +688,6 @@ pub struct TraceReader<R: BufRead> {
     last_step: Option<(u64, bool)>,
 }
 
-impl TraceReader<BufReader<File>> {
-    /// Opens the trace at `path` and reads its header.
-    pub fn open(path: &Path) -> Result<Self, TraceError> {
-        let file = File::open(path).map_err(|source| TraceError::Io {
-            file: path.display().to_string(),
-            line: 0,
-            source,
-        })?;
-        TraceReader::new(path.display().to_string(), BufReader::new(file))
-    }
-}
-
 impl<R: BufRead> TraceReader<R> {
     /// Reads the header of the trace `input`; `file` names it in errors.
     pub fn new(file: impl Into<String>, mut input: R) -> Result<Self, TraceError> {
@@ -866,6 +852,116 @@ impl<R: BufRead> TraceReader<R> {
             out.push(step?);
         }
         Ok(out)
+    }
+}
+
+// ---- Resuming a trace after a restart ---------------------------------------
+
+/// Where a restarted node continues its trace: what [`resume_trace`]
+/// decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TraceResume {
+    /// The trace's header.
+    pub header: Header,
+    /// How many bytes of the trace to keep (whole lines); the rest is cut.
+    pub keep: usize,
+    /// The `seq` of the last step kept (0 if none): the node's next step is
+    /// `last_seq + 1`.
+    pub last_seq: u64,
+    /// The `seq`s of the steps cut (first, last), if any.
+    pub cut: Option<(u64, u64)>,
+}
+
+/// The persistent state a step recorded, as far as its readable fields
+/// tell: `current_term`, `voted_for`, last log index, last log term.
+type PersistentFields = (Term, Option<NodeId>, LogIndex, Term);
+
+/// Reconciles the trace `complete` (whole lines: a line cut short by a
+/// crash is the caller's to drop) with the persistent state the storage
+/// `recovered`, for a node that restarts (raft-node's `node` module, "The trace across a crash"). Of the last marked or `Restart` step and the steps after it,
+/// the trace is kept up to the last one whose recorded `term`, `voted_for`,
+/// `last_log_index` and `last_log_term` equal `recovered`'s, and the steps
+/// after that one are cut. If none does, nothing is cut: the replayer
+/// reports the difference at the `Restart`. `file` names the trace in
+/// errors.
+///
+/// A version-1 trace (no markers) is kept whole: nothing in it says which
+/// steps are confirmed.
+pub fn resume_trace<C: Serialize + DeserializeOwned>(
+    file: &str,
+    complete: &[u8],
+    recovered: &PersistentState<C>,
+) -> Result<TraceResume, TraceError> {
+    struct Candidate {
+        seq: u64,
+        fields: PersistentFields,
+        /// The end of the step's line, or of its marker's.
+        end: u64,
+    }
+    let mut reader = TraceReader::new(file, complete)?;
+    let header = reader.header().clone();
+    let want: PersistentFields = (
+        recovered.current_term,
+        recovered.voted_for,
+        recovered.log.last_index(),
+        recovered.log.last_term(),
+    );
+    // The last marked or `Restart` step, then the steps after it; of steps
+    // in a row that recorded the same fields only the last is kept (the
+    // last match is the one that counts), so the tail stays as small as the
+    // number of persistent states it went through.
+    let mut tail: Vec<Candidate> = Vec::new();
+    let mut last_seq = 0;
+    while let Some(record) = reader.next_record::<C>() {
+        match record? {
+            Record::Step(step) => {
+                if matches!(step.input, TraceInput::Restart) {
+                    tail.clear();
+                }
+                last_seq = step.seq;
+                let candidate = Candidate {
+                    seq: step.seq,
+                    fields: (
+                        step.term,
+                        step.voted_for,
+                        step.last_log_index,
+                        step.last_log_term,
+                    ),
+                    end: reader.offset(),
+                };
+                match tail.last_mut() {
+                    Some(last) if last.fields == candidate.fields => *last = candidate,
+                    _ => tail.push(candidate),
+                }
+            }
+            Record::Synced(_) => {
+                // The reader checked that the marker names the last step.
+                let marked = tail.pop().map(|c| Candidate {
+                    end: reader.offset(),
+                    ..c
+                });
+                tail.clear();
+                tail.extend(marked);
+            }
+        }
+    }
+    let whole = TraceResume {
+        header,
+        keep: complete.len(),
+        last_seq,
+        cut: None,
+    };
+    if whole.header.version < VERSION {
+        return Ok(whole);
+    }
+    match tail.iter().rposition(|c| c.fields == want) {
+        Some(k) if k + 1 < tail.len() => Ok(TraceResume {
+            keep: usize::try_from(tail[k].end).unwrap_or(complete.len()),
+            last_seq: tail[k].seq,
+            cut: Some((tail[k].seq + 1, last_seq)),
+            ..whole
+        }),
+        _ => Ok(whole),
     }
 }
 
@@ -1066,11 +1162,6 @@ mod tests {
             err.to_string(),
             "v.ndjson:1: bad trace header: version 7, this reader reads 1 to 2"
         );
-
-        let err = TraceReader::open(Path::new("/nonexistent/trace.ndjson")).unwrap_err();
-        assert!(err
-            .to_string()
-            .starts_with("/nonexistent/trace.ndjson:0: cannot read trace"));
 
         let step = Step::<KvCommand> {
             seq: 1,

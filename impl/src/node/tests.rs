@@ -1,5 +1,6 @@
 use super::*;
 use crate::storage::MemStorage;
+use raft_spec::trace::resume_trace;
 use raft_spec::trace::{TraceError, TraceReader};
 use raft_spec::{Persist, RequestVoteResponse, Term};
 use std::sync::{Arc, Mutex};
@@ -606,7 +607,7 @@ fn a_restart_step_is_never_cut_nor_anything_before_it() {
     // The storage now recovers an empty state, as step 1 recorded: the
     // restart at step 4 recorded a log of one entry, so nothing is cut.
     let bytes = out.bytes();
-    let r = resume_trace("t", &bytes, &PersistentState::default()).unwrap();
+    let r = resume_trace("t", &bytes, &PersistentState::<KvCommand>::default()).unwrap();
     assert_eq!((r.cut, r.last_seq, r.keep), (None, 4, bytes.len()));
 }
 
