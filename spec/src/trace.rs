@@ -336,11 +336,65 @@ impl<C> Step<C> {
         server: &Server<S>,
         log_digest: &LogDigest,
     ) -> Self {
-        let log = server.log();
+        let s = StepState::of(server, log_digest);
         Step {
             seq,
             server: server.id,
             input,
+            digest: s.digest,
+            term: s.term,
+            role: s.role,
+            voted_for: s.voted_for,
+            commit_index: s.commit_index,
+            last_applied: s.last_applied,
+            last_log_index: s.last_log_index,
+            last_log_term: s.last_log_term,
+        }
+    }
+
+    /// The state the step recorded.
+    pub fn state(&self) -> StepState {
+        StepState {
+            digest: self.digest,
+            term: self.term,
+            role: self.role,
+            voted_for: self.voted_for,
+            commit_index: self.commit_index,
+            last_applied: self.last_applied,
+            last_log_index: self.last_log_index,
+            last_log_term: self.last_log_term,
+        }
+    }
+}
+
+/// What a step records of the server's state after it: the digest and the
+/// readable fields. Compared as a whole; [`StepState::differences`] lists
+/// what differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepState {
+    /// [`state_digest`] of the server.
+    pub digest: Digest,
+    /// `current_term`.
+    pub term: Term,
+    /// The role.
+    pub role: Role,
+    /// `voted_for`.
+    pub voted_for: Option<NodeId>,
+    /// `commit_index`.
+    pub commit_index: LogIndex,
+    /// `last_applied`.
+    pub last_applied: LogIndex,
+    /// The index of the last log entry.
+    pub last_log_index: LogIndex,
+    /// The term of the last log entry.
+    pub last_log_term: Term,
+}
+
+impl StepState {
+    /// The state of `server`, whose log's [`LogDigest`] is `log_digest`.
+    pub fn of<S: StateMachine>(server: &Server<S>, log_digest: &LogDigest) -> Self {
+        let log = server.log();
+        StepState {
             digest: state_digest_with(server, log_digest),
             term: server.current_term(),
             role: server.role(),
@@ -350,6 +404,47 @@ impl<C> Step<C> {
             last_log_index: log.last_index(),
             last_log_term: log.last_term(),
         }
+    }
+
+    /// The fields in which `self` (recorded) and `other` (expected) differ,
+    /// as `(field, recorded, expected)`, readable fields first. When only the
+    /// digest differs, its name says what the readable fields leave out.
+    pub fn differences(&self, other: &StepState) -> Vec<(String, String, String)> {
+        if self == other {
+            return Vec::new();
+        }
+        let opt = |n: Option<NodeId>| n.map_or_else(|| "none".to_string(), |n| n.0.to_string());
+        let readable = |s: &StepState| {
+            [
+                ("term", s.term.0.to_string()),
+                ("role", format!("{:?}", s.role)),
+                ("voted_for", opt(s.voted_for)),
+                ("commit_index", s.commit_index.0.to_string()),
+                ("last_applied", s.last_applied.0.to_string()),
+                ("last_log_index", s.last_log_index.0.to_string()),
+                ("last_log_term", s.last_log_term.0.to_string()),
+            ]
+        };
+        let mut out: Vec<(String, String, String)> = readable(self)
+            .into_iter()
+            .zip(readable(other))
+            .filter(|((_, r), (_, m))| r != m)
+            .map(|((name, r), (_, m))| (name.to_string(), r, m))
+            .collect();
+        if self.digest != other.digest {
+            let name = if out.is_empty() {
+                // Only what the readable copy leaves out differs.
+                "digest (log entries, leader_hint, votes_granted, next_index or match_index)"
+            } else {
+                "digest"
+            };
+            out.push((
+                name.to_string(),
+                self.digest.to_string(),
+                other.digest.to_string(),
+            ));
+        }
+        out
     }
 }
 
@@ -969,6 +1064,31 @@ pub fn resume_trace<C: Serialize + DeserializeOwned>(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    /// A step's recorded state is compared as a whole, and its differences
+    /// name each readable field that differs, then the digest; a digest that
+    /// alone differs says what the readable fields leave out.
+    #[test]
+    fn step_states_list_their_differences() {
+        let (server, _) = Server::<crate::Kv>::new(NodeId(1), vec![NodeId(1), NodeId(2)]);
+        let state = StepState::of(&server, &LogDigest::default());
+        assert!(state.differences(&state).is_empty());
+        let other = StepState {
+            commit_index: LogIndex(2),
+            digest: Digest(state.digest.0 ^ 1),
+            ..state
+        };
+        let names: Vec<String> = state.differences(&other).into_iter().map(|d| d.0).collect();
+        assert_eq!(names, ["commit_index", "digest"]);
+        let digest_only = StepState {
+            digest: Digest(state.digest.0 ^ 1),
+            ..state
+        };
+        let d = state.differences(&digest_only);
+        assert_eq!(d.len(), 1);
+        assert!(d[0].0.starts_with("digest (log entries"), "{d:?}");
+        assert_eq!(d[0].1, state.digest.to_string());
+    }
     use crate::{Kv, KvCommand, Payload, RequestVote};
 
     fn header() -> Header {

@@ -3,7 +3,7 @@
 
 use super::cluster::ReplayAction;
 use super::DEFAULT_EXPLORER;
-use raft_spec::trace::{Step, TraceInput};
+use raft_spec::trace::TraceInput;
 use raft_spec::{KvCommand, Message, NodeId};
 use std::fmt;
 
@@ -171,61 +171,6 @@ impl fmt::Display for Divergence {
 
 pub(super) fn input_json(input: &TraceInput<KvCommand>) -> String {
     serde_json::to_string(input).unwrap_or_else(|_| input.name().to_string())
-}
-
-/// The fields of two step records that differ: `(field, recorded, model)`.
-pub(super) fn differing_fields(
-    recorded: &Step<KvCommand>,
-    model: &Step<KvCommand>,
-) -> Vec<(String, String, String)> {
-    let same = recorded.term == model.term
-        && recorded.role == model.role
-        && recorded.voted_for == model.voted_for
-        && recorded.commit_index == model.commit_index
-        && recorded.last_applied == model.last_applied
-        && recorded.last_log_index == model.last_log_index
-        && recorded.last_log_term == model.last_log_term
-        && recorded.digest == model.digest;
-    if same {
-        return Vec::new();
-    }
-    // The readable fields, as (name, recorded, model).
-    let readable = |s: &Step<KvCommand>| {
-        [
-            ("term", s.term.0.to_string()),
-            ("role", format!("{:?}", s.role)),
-            ("voted_for", opt(s.voted_for)),
-            ("commit_index", s.commit_index.0.to_string()),
-            ("last_applied", s.last_applied.0.to_string()),
-            ("last_log_index", s.last_log_index.0.to_string()),
-            ("last_log_term", s.last_log_term.0.to_string()),
-        ]
-    };
-    let mut out: Vec<(String, String, String)> = readable(recorded)
-        .into_iter()
-        .zip(readable(model))
-        .filter(|((_, r), (_, m))| r != m)
-        .map(|((name, r), (_, m))| (name.to_string(), r, m))
-        .collect();
-    let fields_differ = !out.is_empty();
-    if recorded.digest != model.digest {
-        out.push((
-            if fields_differ {
-                "digest".to_string()
-            } else {
-                // Only fields outside the readable copy differ.
-                "digest (log entries, leader_hint, votes_granted, next_index or match_index)"
-                    .to_string()
-            },
-            recorded.digest.to_string(),
-            model.digest.to_string(),
-        ));
-    }
-    out
-}
-
-fn opt(n: Option<NodeId>) -> String {
-    n.map_or_else(|| "none".to_string(), |n| n.0.to_string())
 }
 
 /// The top-level fields of two messages of the same kind that differ:

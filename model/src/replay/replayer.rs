@@ -5,12 +5,12 @@
 
 use super::cluster::{BeforeStep, Cluster, Envelope, ReplayAction, ReplayModel, ReplayMsg};
 use super::divergence::{
-    differing_fields, field_distance, input_json, message_field_diff, Divergence, DivergenceKind,
+    field_distance, input_json, message_field_diff, Divergence, DivergenceKind,
 };
 use super::input::{open, Inputs, Trace};
 use super::{ReplayError, ReplayOptions, ReplaySummary};
 use raft_spec::safety::{self, History, IncrementalSafety, ServerView};
-use raft_spec::trace::{LogDigest, Step, TraceInput};
+use raft_spec::trace::{LogDigest, Step, StepState, TraceInput};
 use raft_spec::{KvCommand, LogIndex, Message, NodeId, Term, Timer};
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -297,9 +297,9 @@ impl Replayer {
             return Err(self.divergence(trace, line, step, DivergenceKind::NotEnabled { reason }));
         };
         let before = before.unwrap_or_else(|| BeforeStep::of(after));
-        // The input is not compared: a placeholder saves copying it.
-        let model_step = Step::after(step.seq, TraceInput::Restart, after, &self.digests[index]);
-        let fields = differing_fields(step, &model_step);
+        let fields = step
+            .state()
+            .differences(&StepState::of(after, &self.digests[index]));
         if !fields.is_empty() {
             return Err(self.divergence(
                 trace,
