@@ -173,7 +173,7 @@ fn an_explorer_url_from_check_opens_its_path_in_explore() {
 ///
 /// `cargo test --release -p raft-model --test explorer -- --ignored --nocapture`
 #[test]
-#[ignore = "benchmark: run by hand"]
+#[ignore = "benchmark: cargo test --release -p raft-model --test explorer -- --ignored --nocapture"]
 fn explorer_responsiveness_on_the_deep_configuration() {
     let explorer = Explorer::start(&[
         "--servers",

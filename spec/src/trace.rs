@@ -369,7 +369,9 @@ impl<C> Step<C> {
 
 /// What a step records of the server's state after it: the digest and the
 /// readable fields. Compared as a whole; [`StepState::differences`] lists
-/// what differs.
+/// what differs. [`Step`] keeps the same fields flat rather than holding
+/// this struct: a trace line is a flat JSON object, and `serde(flatten)`
+/// would buffer every line of a replay into a map before reading it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StepState {
     /// [`state_digest`] of the server.

@@ -419,12 +419,12 @@ fn follow(
 
 /// figure-8's configuration (3 servers, 3 terms, 1 request) without the bug
 /// passes: DFS with symmetry reduction on two threads, about 18.46 M
-/// representatives in about 4.5 minutes and 420 MB on the 2-core machine,
-/// too long for the default suite. With two threads the symmetric count may
+/// representatives; its time (docs/benchmarks.md) is too long for the
+/// default suite. With two threads the symmetric count may
 /// vary a little between runs (the representative of a state depends on
 /// which member of its class was met first), so it is pinned to within 0.5%.
 #[test]
-#[ignore = "about 4.5 minutes: run with --ignored"]
+#[ignore = "minutes long: cargo test --release --test model_check -- --ignored figure_8_configuration_without_the_bug_passes"]
 fn figure_8_configuration_without_the_bug_passes() {
     let config = without_bug(seeded(Bug::Figure8).config);
     let report = super::run(config, Strategy::Dfs, true, 2);

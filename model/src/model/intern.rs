@@ -73,7 +73,21 @@ pub struct Table<T: 'static> {
 
 /// The hash a value is filed under (fixed keys: the same in every run).
 pub fn content_hash<T: Hash + ?Sized>(value: &T) -> u64 {
-    ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3).hash_one(value)
+    use std::hash::BuildHasher;
+    FixedState.hash_one(value)
+}
+
+/// A hasher builder with fixed keys: the same hashes in every run and
+/// process ([`content_hash`]; the replay's network iterates in the same
+/// order everywhere).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FixedState;
+
+impl std::hash::BuildHasher for FixedState {
+    type Hasher = ahash::AHasher;
+    fn build_hasher(&self) -> ahash::AHasher {
+        ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3).build_hasher()
+    }
 }
 
 impl<T: Hash + Eq + Send + Sync + 'static> Table<T> {

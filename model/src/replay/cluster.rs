@@ -15,6 +15,7 @@
 //! timers are bits; what a server persists is stored); neither holds a Raft
 //! rule.
 
+use crate::model::intern::{content_hash, FixedState};
 use crate::model::state::{timer_bit, TIMERS};
 use raft_spec::trace::LogDigest;
 use raft_spec::{
@@ -24,26 +25,9 @@ use raft_spec::{
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-
-/// A hash with fixed keys (the same in every run and process).
-fn fixed_hash<T: Hash>(value: &T) -> u64 {
-    FixedState.hash_one(value)
-}
-
-/// The hasher of the replay's network: fixed keys, so that iteration and
-/// hashes are the same in every process.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct FixedState;
-
-impl BuildHasher for FixedState {
-    type Hasher = ahash::AHasher;
-    fn build_hasher(&self) -> ahash::AHasher {
-        ahash::RandomState::with_seeds(0x5241_4654, 1, 2, 3).build_hasher()
-    }
-}
 
 /// A Raft message shared between states, with its hash computed once (the
 /// network hashes its messages on every insertion and lookup). Equality and
@@ -54,7 +38,7 @@ pub struct RaftMsg(Arc<(u64, Message<KvCommand>)>);
 impl RaftMsg {
     /// Wraps a message.
     pub fn new(message: Message<KvCommand>) -> Self {
-        RaftMsg(Arc::new((fixed_hash(&message), message)))
+        RaftMsg(Arc::new((content_hash(&message), message)))
     }
 }
 
@@ -266,7 +250,7 @@ impl Hash for Cluster {
         let sum = self
             .network
             .iter()
-            .fold(0u64, |acc, e| acc.wrapping_add(fixed_hash(e)));
+            .fold(0u64, |acc, e| acc.wrapping_add(content_hash(e)));
         state.write_usize(self.network.len());
         state.write_u64(sum);
     }
@@ -431,7 +415,7 @@ impl ReplayModel {
                 crashed: false,
             });
             let i = init.slots.len() - 1;
-            carry_out(&mut init, i, outputs, None, &mut Stepped::nothing());
+            carry_out(&mut init, i, outputs, None);
         }
         model.init = init;
         model
@@ -448,11 +432,6 @@ impl ReplayModel {
     /// The state its executions start in.
     pub fn init(&self) -> &Cluster {
         &self.init
-    }
-
-    /// The servers' cap on the entries one AppendEntries carries.
-    pub fn max_append_entries(&self) -> Option<NonZeroUsize> {
-        self.max_append_entries
     }
 
     /// Server `id` restarted from `persistent`, with its outputs. The cap is
@@ -540,15 +519,19 @@ impl ReplayModel {
                 let slot = &mut cluster.slots[i];
                 slot.server = Arc::new(server);
                 slot.crashed = false;
-                carry_out(cluster, i, outputs, None, &mut Stepped::nothing());
+                carry_out(cluster, i, outputs, None);
                 return Some(stepped);
             }
         };
         let server = Arc::make_mut(&mut cluster.slots[i].server);
-        let mut stepped = Stepped::nothing_to(server);
+        let before = BeforeStep::of(server);
         let outputs = server.step(input);
-        carry_out(cluster, i, outputs, digest, &mut stepped);
-        Some(stepped)
+        let (from, rewritten) = carry_out(cluster, i, outputs, digest);
+        Some(Stepped {
+            before,
+            from,
+            rewritten,
+        })
     }
 
     /// The state after `action`, or `None` if it is not enabled or changes
@@ -593,20 +576,6 @@ impl ReplayModel {
 }
 
 impl Stepped {
-    fn nothing() -> Self {
-        Stepped {
-            before: BeforeStep {
-                role: Role::Follower,
-                current_term: Term(0),
-                voted_for: None,
-                last_applied: LogIndex(0),
-                match_index: None,
-            },
-            from: None,
-            rewritten: false,
-        }
-    }
-
     fn nothing_to(server: &Server<Kv>) -> Self {
         Stepped {
             before: BeforeStep::of(server),
@@ -616,14 +585,16 @@ impl Stepped {
     }
 }
 
-/// Carries out slot `i`'s outputs on `cluster`, in order.
+/// Carries out slot `i`'s outputs on `cluster`, in order: the first log
+/// index written, if any, and whether an entry held before was deleted or
+/// replaced.
 fn carry_out(
     cluster: &mut Cluster,
     i: usize,
     outputs: Vec<Output<KvCommand, raft_spec::KvOutput>>,
     mut digest: Option<&mut LogDigest>,
-    stepped: &mut Stepped,
-) {
+) -> (Option<LogIndex>, bool) {
+    let (mut first, mut rewritten) = (None, false);
     let from = cluster.ids[i];
     let Cluster { slots, network, .. } = cluster;
     let slot = &mut slots[i];
@@ -633,8 +604,8 @@ fn carry_out(
                 let stored = Arc::make_mut(&mut slot.stored);
                 if let Some(write) = &persist.log {
                     // The stored log is the log before the step.
-                    stepped.rewritten |= write.rewrites(&stored.log);
-                    stepped.from = Some(stepped.from.map_or(write.from, |f| f.min(write.from)));
+                    rewritten |= write.rewrites(&stored.log);
+                    first = Some(first.map_or(write.from, |f: LogIndex| f.min(write.from)));
                     if let Some(d) = digest.as_deref_mut() {
                         d.apply(write);
                     }
@@ -652,6 +623,7 @@ fn carry_out(
             Output::Applied { .. } | Output::ClientReply { .. } => {}
         }
     }
+    (first, rewritten)
 }
 
 impl stateright::Model for ReplayModel {

@@ -325,7 +325,6 @@ mod tests {
     use super::*;
     use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceWriter};
     use raft_spec::{ClientId, Input, Kv, KvCommand, NodeId, Server};
-    use std::sync::Arc;
 
     fn traces_of(texts: Vec<(&str, String)>) -> Vec<(String, Box<dyn BufRead>)> {
         texts
@@ -342,8 +341,8 @@ mod tests {
     /// A one-server cluster: start, elect itself, take a request.
     fn single_node_trace() -> String {
         let header = Header::new("t", vec![NodeId(1)], "kv", NodeId(1));
-        let buf = SharedBuf::default();
-        let mut w = TraceWriter::new(buf.clone(), &header).unwrap();
+        let mut buf = Vec::new();
+        let mut w = TraceWriter::new(&mut buf, &header).unwrap();
         let (mut server, _) = Server::<Kv>::new(NodeId(1), vec![NodeId(1)]);
         let mut digest = LogDigest::default();
         w.write_step(&Step::after(1, TraceInput::Restart, &server, &digest))
@@ -371,21 +370,8 @@ mod tests {
                 .unwrap();
         }
         w.flush().unwrap();
-        let bytes = buf.0.lock().unwrap().clone();
-        String::from_utf8(bytes).unwrap()
-    }
-
-    #[derive(Clone, Default)]
-    struct SharedBuf(Arc<std::sync::Mutex<Vec<u8>>>);
-
-    impl std::io::Write for SharedBuf {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+        drop(w);
+        String::from_utf8(buf).unwrap()
     }
 
     #[test]
