@@ -10,10 +10,10 @@ use raft_model::replay::{
 };
 use raft_node::sim::{RuntimeFault, Sim, SimConfig};
 use raft_spec::bugs::Bug;
-use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceReader, TraceWriter};
+use raft_spec::trace::{Emitted, Header, LogDigest, Step, TraceInput, TraceReader, TraceWriter};
 use raft_spec::{
-    ClientId, Input, Kv, KvCommand, LogIndex, Message, NodeId, Output, PersistentState, Role,
-    Server, Timer,
+    ClientId, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output, PersistentState,
+    Role, Server, Timer,
 };
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::BufRead;
@@ -162,7 +162,7 @@ fn random_fault_schedules_replay_clean() {
     assert!(committed >= 10, "{committed} schedules committed an entry");
 }
 
-fn steps_of(text: &str) -> Vec<Step<KvCommand>> {
+fn steps_of(text: &str) -> Vec<Step<KvCommand, KvOutput>> {
     TraceReader::new("t", text.as_bytes())
         .unwrap()
         .steps()
@@ -286,7 +286,7 @@ fn traces_recorded_with_a_cap_of_one_replay_clean_and_need_the_cap() {
                 .clone();
             assert_eq!(header.max_append_entries.map(|n| n.get()), Some(1));
             assert!(text.starts_with(&format!(
-                r#"{{"format":"raft-trace","version":2,"cluster_id":"sim","servers":[1,2,3],"state_machine":"kv","recorded_by":{},"max_append_entries":1}}"#,
+                r#"{{"format":"raft-trace","version":3,"cluster_id":"sim","servers":[1,2,3],"state_machine":"kv","recorded_by":{},"max_append_entries":1}}"#,
                 header.recorded_by.0
             )));
         }
@@ -303,27 +303,24 @@ fn traces_recorded_with_a_cap_of_one_replay_clean_and_need_the_cap() {
         assert!(summary.committed >= LogIndex(16), "seed {seed}: {summary}");
 
         // Without the cap in the headers the model's leader sends every
-        // entry from the follower's next index on, so the AppendEntries
-        // recorded with fewer entries are never in flight: the replay is
-        // stuck at a named step. That step is a follower's receipt of such
-        // an AppendEntries, or the leader's receipt of its acknowledgement
-        // (the two wait on each other; the report names one and lists the
-        // other as blocked too).
+        // entry from the follower's next index on, so the first
+        // AppendEntries the leader recorded with fewer entries differs
+        // from the model's: the step's outputs disagree, at the leader.
         let uncapped: BTreeMap<NodeId, String> = traces
             .iter()
             .map(|(id, t)| (*id, t.replacen(r#","max_append_entries":1}"#, "}", 1)))
             .collect();
         let d = divergence(replay_texts(&uncapped));
-        let DivergenceKind::NotEnabled { reason } = &d.kind else {
+        let DivergenceKind::OutputMismatch { recorded, model } = &d.kind else {
             panic!("seed {seed}: {d}")
         };
-        assert!(reason.contains("is not in flight"), "seed {seed}: {d}");
-        let short_append = |step: &str| {
-            let input = step.split(" (").next().unwrap_or_default();
-            input.contains(r#"{"AppendEntries":"#) && input.matches(r#""payload""#).count() == 1
-        };
+        let differing: Vec<(&String, &String)> =
+            recorded.iter().zip(model).filter(|(r, m)| r != m).collect();
         assert!(
-            short_append(&d.input) || d.also_blocked.iter().any(|b| short_append(b)),
+            !differing.is_empty()
+                && differing
+                    .iter()
+                    .all(|(r, m)| r.starts_with(r#"{"Send""#) && m.starts_with(r#"{"Send""#)),
             "seed {seed}: {d}"
         );
 
@@ -387,39 +384,47 @@ fn a_codec_that_zeroes_leader_commit_is_caught_at_the_first_commit_it_hides() {
 }
 
 #[test]
-fn a_vote_sent_before_it_is_durable_then_a_crash_is_caught() {
+fn a_batch_released_before_its_fsync_is_caught_at_its_release_with_or_without_a_crash() {
     // Without the fault, a crash before the fsync loses the step and
     // everything it would have sent: the traces replay clean.
-    let run = |fault: bool| {
+    let run = |fault: bool, crash: bool| {
         let mut s = sim(13);
         if fault {
             s.inject(RuntimeFault::SendBeforeSync);
         }
-        s.crash_before_sync(NodeId(2));
-        s.crash_before_sync(NodeId(3));
+        if crash {
+            s.crash_before_sync(NodeId(2));
+            s.crash_before_sync(NodeId(3));
+        }
         s.run_for_millis(400);
         s.cancel_pending_crashes();
         for id in 1..=3 {
-            s.restart(NodeId(id));
+            if crash {
+                s.restart(NodeId(id));
+            }
         }
         s.run_for_millis(600);
-        assert!(s.stats().crashes >= 1);
+        assert_eq!(s.stats().crashes >= 1, crash);
         s
     };
-    let clean = run(false);
-    replay_texts(&sim_traces(&clean)).unwrap();
+    replay_texts(&sim_traces(&run(false, true))).unwrap();
+    replay_texts(&sim_traces(&run(false, false))).unwrap();
 
-    let s = run(true);
-    let d = divergence(replay_texts(&sim_traces(&s)));
-    let DivergenceKind::NotEnabled { reason } = &d.kind else {
-        panic!("{d}")
-    };
-    // The message came from a node whose step never became durable.
-    assert!(reason.contains("is not in flight"), "{d}");
-    assert!(
-        d.input.contains("RequestVote"),
-        "the first message that shows it is a vote or a vote request: {d}"
-    );
+    // With it, the released marker of the first batch that persisted
+    // something comes before its synced marker: caught there, whether or
+    // not a crash ever makes the early release matter.
+    for crash in [true, false] {
+        let s = run(true, crash);
+        let d = divergence(replay_texts(&sim_traces(&s)));
+        assert_eq!(d.kind, DivergenceKind::ReleasedBeforeSynced, "{d}");
+        assert!(d.input.starts_with("{\"released\":"), "{d}");
+        assert!(
+            d.recent
+                .last()
+                .is_some_and(|r| r.contains("ElectionTimeout")),
+            "the first such batch is a vote request: {d}"
+        );
+    }
 }
 
 // ---- Drift: the implementation runs a different rule --------------------
@@ -467,13 +472,19 @@ impl Harness {
                 Server::restart_with_bug(id, ids.clone(), PersistentState::default(), bug);
             h.servers.insert(id, server);
             h.digests.insert(id, LogDigest::default());
-            h.carry_out(id, outputs);
-            h.record(id, TraceInput::Restart);
+            let out = h.carry_out(id, outputs);
+            h.record(id, TraceInput::Restart, out);
         }
         h
     }
 
-    fn carry_out(&mut self, id: NodeId, outputs: Vec<Output<KvCommand, Option<String>>>) {
+    /// Carries out a step's outputs; what it emitted, as raft-node records it.
+    fn carry_out(
+        &mut self,
+        id: NodeId,
+        outputs: Vec<Output<KvCommand, KvOutput>>,
+    ) -> Vec<Emitted<KvOutput>> {
+        let out = Emitted::all(&outputs);
         for o in outputs {
             match o {
                 Output::Persist(p) => {
@@ -491,13 +502,26 @@ impl Harness {
                 Output::Applied { .. } | Output::ClientReply { .. } => {}
             }
         }
+        out
     }
 
-    fn record(&mut self, id: NodeId, input: TraceInput<KvCommand>) {
+    /// Records a step as a batch of its own, as raft-node would: its line,
+    /// its synced marker if it persisted anything, its released marker if
+    /// it sent or answered anything.
+    fn record(&mut self, id: NodeId, input: TraceInput<KvCommand>, out: Vec<Emitted<KvOutput>>) {
         let (w, _, seq) = self.traces.get_mut(&id).unwrap();
         *seq += 1;
-        let step = Step::after(*seq, input, &self.servers[&id], &self.digests[&id]);
+        let released: Vec<Emitted<KvOutput>> =
+            out.iter().filter(|e| e.is_released()).cloned().collect();
+        let persisted = out.iter().any(|e| matches!(e, Emitted::Persist { .. }));
+        let step = Step::after(*seq, input, &self.servers[&id], &self.digests[&id]).with_out(out);
         w.write_step(&step).unwrap();
+        if persisted {
+            w.write_synced(*seq).unwrap();
+        }
+        if !released.is_empty() {
+            w.write_released(*seq, &released).unwrap();
+        }
         w.flush().unwrap();
     }
 
@@ -509,8 +533,8 @@ impl Harness {
             self.timers.entry(id).or_default().remove(&Timer::Heartbeat);
         }
         let outputs = self.servers.get_mut(&id).unwrap().step(input.clone());
-        self.carry_out(id, outputs);
-        self.record(id, input.into());
+        let out = self.carry_out(id, outputs);
+        self.record(id, input.into(), out);
     }
 
     fn deliver_all(&mut self) {
@@ -624,13 +648,38 @@ fn a_changed_term_is_rejected() {
     );
 }
 
+/// A trace's header line, then its steps, each with the marker lines that
+/// follow it (a hand edit moves or removes a step with its markers).
+fn steps_with_markers(text: &str) -> (String, Vec<Vec<String>>) {
+    let mut lines = text.lines();
+    let header = lines.next().unwrap_or_default().to_string();
+    let mut steps: Vec<Vec<String>> = Vec::new();
+    for l in lines {
+        match steps.last_mut() {
+            Some(step) if l.starts_with("{\"synced\"") || l.starts_with("{\"released\"") => {
+                step.push(l.to_string())
+            }
+            _ => steps.push(vec![l.to_string()]),
+        }
+    }
+    (header, steps)
+}
+
+fn join_steps(header: &str, steps: &[Vec<String>]) -> String {
+    let mut out = format!("{header}\n");
+    for l in steps.iter().flatten() {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
 #[test]
 fn two_swapped_steps_are_rejected() {
     let mut t = clean_traces();
-    let original = t[&NodeId(2)].clone();
-    let mut swapped: Vec<&str> = original.lines().collect();
-    swapped.swap(2, 3);
-    t.insert(NodeId(2), swapped.join("\n") + "\n");
+    let (header, mut steps) = steps_with_markers(&t[&NodeId(2)]);
+    steps.swap(1, 2);
+    t.insert(NodeId(2), join_steps(&header, &steps));
     let d = divergence(replay_texts(&t));
     assert_eq!((d.file.as_str(), d.line), ("node-2.ndjson", 3));
     assert_eq!(
@@ -645,35 +694,41 @@ fn two_swapped_steps_are_rejected() {
 #[test]
 fn a_removed_step_is_rejected() {
     let mut t = clean_traces();
-    let original = t[&NodeId(3)].clone();
-    let mut removed: Vec<&str> = original.lines().collect();
-    removed.remove(2);
-    t.insert(NodeId(3), removed.join("\n") + "\n");
+    let (header, mut steps) = steps_with_markers(&t[&NodeId(3)]);
+    steps.remove(1);
+    t.insert(NodeId(3), join_steps(&header, &steps));
     let d = divergence(replay_texts(&t));
     assert_eq!(d.file, "node-3.ndjson");
     assert!(d.to_string().contains("a step is missing"), "{d}");
 
-    // Renumbering the steps after it does not hide it: the next step's
-    // state is not what the model reaches.
-    let renumbered: String = removed
-        .iter()
-        .enumerate()
-        .map(|(i, l)| {
-            if i < 2 {
-                return format!("{l}\n");
-            }
-            let seq = format!("\"seq\":{},", i + 1);
-            let old = format!("\"seq\":{},", i);
-            format!("{}\n", l.replacen(&seq, &old, 1))
-        })
-        .collect();
-    t.insert(NodeId(3), renumbered);
+    // Renumbering the steps after it (and their markers) does not hide it:
+    // the next step's state is not what the model reaches.
+    for (i, lines) in steps.iter_mut().enumerate().skip(1) {
+        let (old, new) = (i as u64 + 2, i as u64 + 1);
+        for l in lines.iter_mut() {
+            *l = l
+                .replacen(&format!("\"seq\":{old},"), &format!("\"seq\":{new},"), 1)
+                .replacen(
+                    &format!("{{\"synced\":{old}}}"),
+                    &format!("{{\"synced\":{new}}}"),
+                    1,
+                )
+                .replacen(
+                    &format!("{{\"released\":{old},"),
+                    &format!("{{\"released\":{new},"),
+                    1,
+                );
+        }
+    }
+    t.insert(NodeId(3), join_steps(&header, &steps));
     let d = divergence(replay_texts(&t));
     assert_eq!(d.file, "node-3.ndjson");
     assert!(
         matches!(
             d.kind,
-            DivergenceKind::StateMismatch { .. } | DivergenceKind::NotEnabled { .. }
+            DivergenceKind::StateMismatch { .. }
+                | DivergenceKind::NotEnabled { .. }
+                | DivergenceKind::OutputMismatch { .. }
         ),
         "{d}"
     );

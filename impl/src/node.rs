@@ -75,12 +75,14 @@
 use crate::config::{Peers, Timing};
 use crate::storage::{Storage, StorageError};
 use crate::wire::{Response, StatusInfo};
-use raft_spec::trace::{Header, LogDigest, Step, TraceInput, TraceWriter};
-use raft_spec::{
-    ClientId, ClientReply, Input, Kv, KvCommand, Message, NodeId, Output, PersistentState, Role,
-    Server, Timer,
+use raft_spec::trace::{
+    message_digest, released_sends, Emitted, Header, LogDigest, Step, TraceInput, TraceWriter,
 };
-use std::collections::{BTreeMap, HashMap};
+use raft_spec::{
+    ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, Message, NodeId, Output,
+    PersistentState, Role, Server, Timer,
+};
+use std::collections::HashMap;
 use std::io::Write;
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -186,7 +188,7 @@ struct Tracer {
     writer: TraceWriter<Box<dyn Write + Send>>,
     log_digest: LogDigest,
     seq: u64,
-    steps: Vec<Step<KvCommand>>,
+    steps: Vec<Step<KvCommand, KvOutput>>,
 }
 
 /// What one batch holds back until its fsync.
@@ -198,7 +200,9 @@ struct Batch {
 
 enum Release {
     Send(NodeId, Message<KvCommand>),
-    Reply(ConnId, Response),
+    /// A response, and the client reply it carries as the trace records it
+    /// (`None` for a status response, which is no output of the server).
+    Reply(ConnId, Response, Option<Emitted<KvOutput>>),
 }
 
 /// Counters, for `status` and tests.
@@ -337,8 +341,8 @@ impl<St: Storage> Node<St> {
             send_before_sync: false,
         };
         let mut batch = Batch::default();
-        node.carry_out(now, outputs, &mut batch)?;
-        node.record(TraceInput::Restart);
+        let out = node.carry_out(now, outputs, &mut batch)?;
+        node.record(TraceInput::Restart, out);
         node.finish(batch, io)?;
         Ok(node)
     }
@@ -429,7 +433,7 @@ impl<St: Storage> Node<St> {
                 Event::Status { conn } => {
                     batch
                         .release
-                        .push(Release::Reply(conn, Response::Status(self.status())));
+                        .push(Release::Reply(conn, Response::Status(self.status()), None));
                 }
                 Event::ClientGone { conn } => self.pending.retain(|_, c| *c != conn),
             }
@@ -474,18 +478,20 @@ impl<St: Storage> Node<St> {
         }
         let outputs = self.server.step(input);
         self.counters.steps += 1;
-        self.carry_out(now, outputs, batch)?;
+        let out = self.carry_out(now, outputs, batch)?;
         self.log_changes(before);
         if let Some(input) = traced {
-            self.record(input);
+            self.record(input, out);
         }
         Ok(())
     }
 
-    fn record(&mut self, input: TraceInput<KvCommand>) {
+    /// Adds the step just taken to the batch's trace lines, with `out`, what
+    /// it emitted as [`Node::carry_out`] carried it out.
+    fn record(&mut self, input: TraceInput<KvCommand>, out: Vec<Emitted<KvOutput>>) {
         if let Some(t) = &mut self.trace {
             t.seq += 1;
-            let step = Step::after(t.seq, input, &self.server, &t.log_digest);
+            let step = Step::after(t.seq, input, &self.server, &t.log_digest).with_out(out);
             t.steps.push(step);
         }
     }
@@ -520,12 +526,25 @@ impl<St: Storage> Node<St> {
         }
     }
 
+    /// Carries out a step's outputs in order; with a trace, returns what it
+    /// carried out as the trace records it ([`Emitted`]), each output
+    /// recorded where it is carried out: a persist once the storage took
+    /// it, a timer as its deadline is set, a send or a reply as it is held
+    /// back for the batch's release (a reply with the answer the client is
+    /// given).
     fn carry_out(
         &mut self,
         now: Time,
-        outputs: Vec<Output<KvCommand, Option<String>>>,
+        outputs: Vec<Output<KvCommand, KvOutput>>,
         batch: &mut Batch,
-    ) -> Result<(), NodeError> {
+    ) -> Result<Vec<Emitted<KvOutput>>, NodeError> {
+        let tracing = self.trace.is_some();
+        let mut out = Vec::new();
+        let mut emit = |e: Emitted<KvOutput>| {
+            if tracing {
+                out.push(e);
+            }
+        };
         for output in outputs {
             match output {
                 Output::Persist(p) => {
@@ -544,6 +563,10 @@ impl<St: Storage> Node<St> {
                     }
                     self.storage.append(&p)?;
                     batch.persisted = true;
+                    emit(Emitted::Persist {
+                        hard_state: p.hard_state,
+                        log: p.log.as_ref().map(|w| (w.from, w.entries.len() as u64)),
+                    });
                 }
                 Output::Send { to, message } => {
                     if let Message::RequestVoteResponse(r) = &message {
@@ -551,19 +574,35 @@ impl<St: Storage> Node<St> {
                             info!(candidate = to.0, term = r.term.0, "granted vote");
                         }
                     }
+                    if tracing {
+                        emit(Emitted::Send {
+                            to,
+                            digest: message_digest(&message),
+                        });
+                    }
                     batch.release.push(Release::Send(to, message));
                 }
-                Output::SetTimer(Timer::Election) => {
-                    let lo = self.timing.election_min.as_micros() as u64;
-                    let hi = self.timing.election_max.as_micros() as u64;
-                    let after = Duration::from_micros(self.rng.range(lo, hi));
-                    self.election_deadline = Some(now + after);
+                Output::SetTimer(timer) => {
+                    match timer {
+                        Timer::Election => {
+                            let lo = self.timing.election_min.as_micros() as u64;
+                            let hi = self.timing.election_max.as_micros() as u64;
+                            let after = Duration::from_micros(self.rng.range(lo, hi));
+                            self.election_deadline = Some(now + after);
+                        }
+                        Timer::Heartbeat => {
+                            self.heartbeat_deadline = Some(now + self.timing.heartbeat);
+                        }
+                    }
+                    emit(Emitted::SetTimer(timer));
                 }
-                Output::SetTimer(Timer::Heartbeat) => {
-                    self.heartbeat_deadline = Some(now + self.timing.heartbeat);
+                Output::CancelTimer(timer) => {
+                    match timer {
+                        Timer::Election => self.election_deadline = None,
+                        Timer::Heartbeat => self.heartbeat_deadline = None,
+                    }
+                    emit(Emitted::CancelTimer(timer));
                 }
-                Output::CancelTimer(Timer::Election) => self.election_deadline = None,
-                Output::CancelTimer(Timer::Heartbeat) => self.heartbeat_deadline = None,
                 Output::Applied { index, term } => {
                     debug!(index = index.0, term = term.0, "applied");
                 }
@@ -573,6 +612,13 @@ impl<St: Storage> Node<St> {
                     reply,
                 } => {
                     let Some(conn) = self.pending.remove(&(client_id, request_no)) else {
+                        // Nobody waits (the connection closed): recorded as
+                        // emitted, never released.
+                        emit(Emitted::Reply {
+                            client_id,
+                            request_no,
+                            reply,
+                        });
                         continue;
                     };
                     let response = match reply {
@@ -582,11 +628,21 @@ impl<St: Storage> Node<St> {
                             address: leader_hint.and_then(|n| self.addresses.get(&n).cloned()),
                         },
                     };
-                    batch.release.push(Release::Reply(conn, response));
+                    let traced = client_reply_of(&response).filter(|_| tracing).map(|reply| {
+                        Emitted::Reply {
+                            client_id,
+                            request_no,
+                            reply,
+                        }
+                    });
+                    if let Some(e) = &traced {
+                        emit(e.clone());
+                    }
+                    batch.release.push(Release::Reply(conn, response, traced));
                 }
             }
         }
-        Ok(())
+        Ok(out)
     }
 
     /// Breaks the persist-before-send contract on purpose: this node's
@@ -600,14 +656,6 @@ impl<St: Storage> Node<St> {
     /// Trace, group commit, marker, then release in order (module docs).
     fn finish(&mut self, batch: Batch, io: &mut impl Io) -> Result<(), NodeError> {
         self.counters.batches += 1;
-        #[allow(unused_mut)]
-        let mut release = Some(batch.release);
-        #[cfg(feature = "fault-injection")]
-        if self.send_before_sync {
-            if let Some(r) = release.take() {
-                self.release(r, io);
-            }
-        }
         // The batch's steps reach the kernel before their writes reach the
         // storage: a kill at any instant leaves a trace that holds every
         // step whose writes may be durable.
@@ -617,6 +665,14 @@ impl<St: Storage> Node<St> {
                     t.writer.write_step(&step).map_err(NodeError::Trace)?;
                 }
                 t.writer.flush().map_err(NodeError::Trace)?;
+            }
+        }
+        #[allow(unused_mut)]
+        let mut release = Some(batch.release);
+        #[cfg(feature = "fault-injection")]
+        if self.send_before_sync {
+            if let Some(r) = release.take() {
+                self.release(r, io)?;
             }
         }
         if batch.persisted {
@@ -630,35 +686,78 @@ impl<St: Storage> Node<St> {
             }
         }
         if let Some(r) = release {
-            self.release(r, io);
+            self.release(r, io)?;
         }
         Ok(())
     }
 
-    /// Sends the held-back messages and replies, in order.
-    fn release(&mut self, release: Vec<Release>, io: &mut impl Io) {
-        // The last AppendEntries to each peer in this batch (module docs).
-        let mut last_append: BTreeMap<NodeId, usize> = BTreeMap::new();
-        for (i, r) in release.iter().enumerate() {
-            if let Release::Send(to, Message::AppendEntries(_)) = r {
-                last_append.insert(*to, i);
+    /// Sends the held-back messages and replies, in order, less the
+    /// AppendEntries a later one to the same peer supersedes
+    /// ([`released_sends`], module docs). With a trace, what leaves is
+    /// first recorded in the batch's released marker, handed to the kernel
+    /// before anything is handed to a socket: a kill at any instant leaves
+    /// a trace that names every message and reply that may have left.
+    fn release(&mut self, release: Vec<Release>, io: &mut impl Io) -> Result<(), NodeError> {
+        let sends: Vec<(NodeId, bool)> = release
+            .iter()
+            .filter_map(|r| match r {
+                Release::Send(to, m) => Some((*to, matches!(m, Message::AppendEntries(_)))),
+                Release::Reply(..) => None,
+            })
+            .collect();
+        let mut keep = released_sends(&sends).into_iter();
+        let release: Vec<Release> = release
+            .into_iter()
+            .filter(|r| match r {
+                Release::Send(..) => keep.next().unwrap_or(true),
+                Release::Reply(..) => true,
+            })
+            .collect();
+        let released = release
+            .iter()
+            .filter(|r| matches!(r, Release::Send(..)))
+            .count();
+        self.counters.coalesced += (sends.len() - released) as u64;
+        if let Some(t) = &mut self.trace {
+            let out: Vec<Emitted<KvOutput>> = release
+                .iter()
+                .filter_map(|r| match r {
+                    Release::Send(to, message) => Some(Emitted::Send {
+                        to: *to,
+                        digest: message_digest(message),
+                    }),
+                    Release::Reply(_, _, traced) => traced.clone(),
+                })
+                .collect();
+            if !out.is_empty() {
+                t.writer
+                    .write_released(t.seq, &out)
+                    .map_err(NodeError::Trace)?;
+                t.writer.flush().map_err(NodeError::Trace)?;
             }
         }
-        for (i, r) in release.into_iter().enumerate() {
+        for r in release {
             match r {
                 Release::Send(to, message) => {
-                    if matches!(message, Message::AppendEntries(_))
-                        && last_append.get(&to) != Some(&i)
-                    {
-                        self.counters.coalesced += 1;
-                        continue;
-                    }
                     self.counters.sent += 1;
                     io.send(to, message);
                 }
-                Release::Reply(conn, response) => io.reply(conn, response),
+                Release::Reply(conn, response, _) => io.reply(conn, response),
             }
         }
+        Ok(())
+    }
+}
+
+/// The client reply a response carries, as a trace records it (`None` for
+/// a status response).
+fn client_reply_of(response: &Response) -> Option<ClientReply<KvOutput>> {
+    match response {
+        Response::Ok(output) => Some(ClientReply::Ok(output.clone())),
+        Response::NotLeader { leader, .. } => Some(ClientReply::NotLeader {
+            leader_hint: *leader,
+        }),
+        Response::Status(_) => None,
     }
 }
 

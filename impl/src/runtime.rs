@@ -147,8 +147,8 @@ pub fn open_trace(
         });
     }
     let name = path.display().to_string();
-    let resume =
-        resume_trace(&name, &bytes[..complete], recovered).map_err(|e| mismatch(e.to_string()))?;
+    let resume = resume_trace::<_, raft_spec::KvOutput>(&name, &bytes[..complete], recovered)
+        .map_err(|e| mismatch(e.to_string()))?;
     let h = &resume.header;
     let servers: Vec<NodeId> = options.peers.keys().copied().collect();
     if h.recorded_by != options.id || h.cluster_id != options.cluster_id || h.servers != servers {
@@ -434,28 +434,31 @@ mod tests {
         storage.crash();
         let text = std::fs::read_to_string(&path).unwrap();
         let lines: Vec<&str> = text.lines().collect();
-        // Header, Restart, ElectionTimeout and its marker, the vote, the request.
-        assert_eq!(lines.len(), 6, "{text}");
+        // Header, Restart, ElectionTimeout and its two markers, the vote and
+        // its released marker, the request.
+        assert_eq!(lines.len(), 8, "{text}");
         assert_eq!(lines[3], r#"{"synced":2}"#);
+        assert!(lines[4].starts_with(r#"{"released":2,"#), "{text}");
+        assert!(lines[6].starts_with(r#"{"released":3,"#), "{text}");
 
         let resumed = open_trace(&path, &o, storage.durable()).unwrap();
         assert_eq!(resumed.resume_after, Some(3));
-        let kept = lines[..5].iter().map(|l| l.len() + 1).sum::<usize>();
+        let kept = lines[..7].iter().map(|l| l.len() + 1).sum::<usize>();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), kept as u64);
         drop(resumed);
 
         // A version-1 trace is not continued.
-        let old = text.replacen("\"version\":2", "\"version\":1", 1);
+        let old = text.replacen("\"version\":3", "\"version\":1", 1);
         let old: String = old
             .lines()
-            .filter(|l| !l.starts_with("{\"synced\""))
+            .filter(|l| !l.starts_with("{\"synced\"") && !l.starts_with("{\"released\""))
             .map(|l| format!("{l}\n"))
             .collect();
         std::fs::write(&path, old).unwrap();
         let err = open_trace(&path, &o, storage.durable()).err().unwrap();
         assert!(
             err.to_string().ends_with(
-                "a version-1 trace; this node writes version 2: move it away to start a new one"
+                "a version-1 trace; this node writes version 3: move it away to start a new one"
             ),
             "{err}"
         );

@@ -202,8 +202,12 @@ impl TraceBuffer {
             bytes.clear();
             return None;
         }
-        let resume = resume_trace(&format!("sim:{}", id.0), &bytes[..complete], recovered)
-            .unwrap_or_else(|e| panic!("the trace of node {} does not read back: {e}", id.0));
+        let resume = resume_trace::<_, raft_spec::KvOutput>(
+            &format!("sim:{}", id.0),
+            &bytes[..complete],
+            recovered,
+        )
+        .unwrap_or_else(|e| panic!("the trace of node {} does not read back: {e}", id.0));
         bytes.truncate(resume.keep);
         Some(resume.last_seq)
     }

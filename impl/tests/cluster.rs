@@ -157,7 +157,9 @@ fn replay(path: &std::path::Path, id: NodeId) -> (usize, usize) {
     let header = reader.header().clone();
     assert_eq!(header.recorded_by, id);
     assert_eq!(header.servers, vec![NodeId(1), NodeId(2), NodeId(3)]);
-    let steps = reader.steps::<KvCommand>().expect("trace steps");
+    let steps = reader
+        .steps::<KvCommand, raft_spec::KvOutput>()
+        .expect("trace steps");
     let mut server: Option<Server<Kv>> = None;
     let mut restarts = 0;
     for (i, step) in steps.iter().enumerate() {

@@ -4,8 +4,10 @@
 
 mod common;
 
-use raft_spec::trace::{Header, LogDigest, Step, TraceInput, OLDEST_VERSION, VERSION};
-use raft_spec::{ClientId, Input, Kv, KvCommand, NodeId, Output, Server};
+use raft_spec::trace::{
+    Emitted, Header, LogDigest, Step, TraceInput, TraceWriter, OLDEST_VERSION, VERSION,
+};
+use raft_spec::{ClientId, Input, Kv, KvCommand, NodeId, Server};
 use std::path::PathBuf;
 use std::process::{Command, Output as ProcessOutput};
 
@@ -51,14 +53,12 @@ impl Drop for Dir {
 /// Restart, ElectionTimeout, ClientRequest.
 fn one_node_trace(cluster: &str) -> String {
     let header = Header::new(cluster, vec![NodeId(1)], "kv", NodeId(1));
-    let mut out = serde_json::to_string(&header).expect("header") + "\n";
-    let (mut server, _) = Server::<Kv>::new(NodeId(1), vec![]);
+    let (mut server, started) = Server::<Kv>::new(NodeId(1), vec![]);
     let mut digest = LogDigest::default();
-    let mut line = |s: &Step<KvCommand>| {
-        out.push_str(&serde_json::to_string(s).expect("step"));
-        out.push('\n');
-    };
-    line(&Step::after(1, TraceInput::Restart, &server, &digest));
+    let mut w = TraceWriter::new(Vec::new(), &header).expect("header");
+    let start = Step::after(1, TraceInput::Restart, &server, &digest);
+    w.write_alone(&start.with_out(Emitted::all(&started)))
+        .expect("step");
     let inputs = [
         Input::ElectionTimeout,
         Input::ClientRequest {
@@ -71,16 +71,10 @@ fn one_node_trace(cluster: &str) -> String {
         },
     ];
     for (i, input) in inputs.into_iter().enumerate() {
-        for o in server.step(input.clone()) {
-            if let Output::Persist(p) = o {
-                if let Some(w) = &p.log {
-                    digest.apply(w);
-                }
-            }
-        }
-        line(&Step::after(i as u64 + 2, input.into(), &server, &digest));
+        let (step, _) = Step::take(i as u64 + 2, &mut server, input, &mut digest);
+        w.write_alone(&step).expect("step");
     }
-    out
+    String::from_utf8(w.into_inner().expect("flush")).expect("utf-8")
 }
 
 #[test]
@@ -91,7 +85,7 @@ fn a_clean_trace_exits_0_with_the_figures() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let out = text(&o);
     assert!(
-        out.contains("OK: 3 steps of 1 servers replayed clean (terms up to 1, 1 entries committed, 0 restarts)"),
+        out.contains("OK: 3 steps of 1 servers replayed clean (terms up to 1, 1 entries committed, 0 restarts, 1 replies checked against the committed log)"),
         "{out}"
     );
     assert!(out.contains("steps/s"), "{out}");
@@ -106,7 +100,7 @@ fn a_divergence_exits_1_naming_the_step_file_line_and_fields() {
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let out = text(&o);
     assert!(
-        out.contains(&format!("DIVERGENCE at step 3 ({f}:4), server 1")),
+        out.contains(&format!("DIVERGENCE at step 3 ({f}:5), server 1")),
         "{out}"
     );
     assert!(out.contains("ClientRequest"), "{out}");
@@ -146,6 +140,26 @@ fn bad_input_exits_2_naming_the_file_and_line() {
             "bad-marker",
             format!("{}\n{}\n{{\"synced\":5}}\n", lines[0], lines[1]),
             ":3: bad synced marker: a marker for step 5, but the step before it is 1".into(),
+        ),
+        (
+            "no-outputs",
+            {
+                let mut step: serde_json::Value = serde_json::from_str(lines[1]).expect("step");
+                step.as_object_mut().expect("object").remove("out");
+                format!("{}\n{step}\n", lines[0])
+            },
+            format!(
+                ":2: a step without \"out\" in a version-{VERSION} trace (its steps record their outputs)"
+            ),
+        ),
+        (
+            "released-in-version-2",
+            format!(
+                "{}\n{}\n{{\"released\":1,\"out\":[]}}\n",
+                lines[0].replace(&format!("\"version\":{VERSION}"), "\"version\":2"),
+                lines[1]
+            ),
+            ":3: bad released marker: a released marker in a version-2 trace (released markers came with version 3)".into(),
         ),
         (
             "foreign-step",

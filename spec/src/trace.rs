@@ -1,6 +1,6 @@
 //! The trace format: what `raft-node` records and the replayer reads.
 //!
-//! # Format (NDJSON, version 2)
+//! # Format (NDJSON, version 3)
 //!
 //! A trace is a UTF-8 text file of JSON values, one per line (`\n`
 //! terminated). Each node process writes its own trace of the steps *it*
@@ -9,7 +9,7 @@
 //! **Line 1, the header** ([`Header`]):
 //!
 //! ```json
-//! {"format":"raft-trace","version":2,"cluster_id":"local","servers":[1,2,3],"state_machine":"kv","recorded_by":1}
+//! {"format":"raft-trace","version":3,"cluster_id":"local","servers":[1,2,3],"state_machine":"kv","recorded_by":1}
 //! ```
 //!
 //! - `format` is always `"raft-trace"`, `version` is [`VERSION`];
@@ -28,7 +28,7 @@
 //! took, and the server's state *after* the step:
 //!
 //! ```json
-//! {"seq":3,"server":1,"input":{"Message":{"from":2,"message":{"RequestVoteResponse":{"term":1,"vote_granted":true}}}},"digest":"5f0c2d6e8a9b1c3d","term":1,"role":"Leader","voted_for":1,"commit_index":0,"last_applied":0,"last_log_index":0,"last_log_term":0}
+//! {"seq":3,"server":1,"input":{"Message":{"from":2,"message":{"RequestVoteResponse":{"term":1,"vote_granted":true}}}},"digest":"5f0c2d6e8a9b1c3d","term":1,"role":"Leader","voted_for":1,"commit_index":0,"last_applied":0,"last_log_index":0,"last_log_term":0,"out":[{"CancelTimer":"Election"},{"SetTimer":"Heartbeat"},{"Send":{"to":3,"digest":"0b9e3f2a61c4d875"}}]}
 //! ```
 //!
 //! - `seq` counts the server's steps from 1 within the file. A restarted
@@ -46,7 +46,13 @@
 //!   lowercase hex digits; `term`, `role`, `voted_for`, `commit_index`,
 //!   `last_applied`, `last_log_index` and `last_log_term` are readable copies
 //!   of a few fields, for people, for error messages, and for the recorder's
-//!   reconciliation at restart (below).
+//!   reconciliation at restart (below);
+//! - `out` (version 3) is what the step emitted, as the recorder carried it
+//!   out, in order: a list of [`Emitted`] (`Persist` with the hard state and
+//!   the log write's first index and length, `Send` with the destination
+//!   and the [`message_digest`], `SetTimer`, `CancelTimer`, `Reply` with the
+//!   client, the request number and the answer). [`Output::Applied`] is
+//!   left out.
 //!
 //! **Synced markers** ([`Synced`], version 2): a line
 //!
@@ -54,8 +60,23 @@
 //! {"synced":7}
 //! ```
 //!
-//! says that what the steps up to `seq` 7 persisted is durable. It directly
-//! follows the line of step 7 (blank lines aside), at most once per step.
+//! says that what the steps up to `seq` 7 persisted is durable. It follows
+//! the line of step 7 (blank lines aside), at most once per step.
+//!
+//! **Released markers** ([`Released`], version 3): a line
+//!
+//! ```json
+//! {"released":7,"out":[{"Send":{"to":2,"digest":"0b9e3f2a61c4d875"}},{"Reply":{"client_id":4,"request_no":9,"reply":{"Ok":null}}}]}
+//! ```
+//!
+//! says that the batch whose last step is 7 handed these sends and replies
+//! to the network, in this order, at the moment the line was written. It
+//! follows the line of step 7 or that step's synced marker, at most once per
+//! step. What it lists is the batch's sends and replies (the `Send` and
+//! `Reply` items of its steps' `out`, in order) less what the release rule
+//! drops: [`released_sends`] (an AppendEntries superseded in the same batch
+//! by a later one to the same server), and a reply nobody waits for (its
+//! client's connection closed).
 //!
 //! **When a step is recorded.** The recorder handles its inputs in batches
 //! with one fsync each (group commit) and, per batch: writes the lines of
@@ -63,7 +84,10 @@
 //! the steps persisted, then, if they persisted anything, writes the marker
 //! `{"synced":S}` with `S` the batch's last step, and only then lets the
 //! batch's messages and replies leave (the persist-before-send contract on
-//! [`crate::Output`]). A process killed at any instant (SIGKILL: the kernel
+//! [`crate::Output`]), writing the released marker as it hands them over.
+//! A replayer therefore sees, in each trace, whether a batch's sends left
+//! before its writes were durable (a released marker before the batch's
+//! synced marker), and which messages and replies a node let out. A process killed at any instant (SIGKILL: the kernel
 //! keeps what was written) therefore leaves a trace that holds every step
 //! whose writes may be durable, and a marker after every batch whose messages
 //! may have left. Its tail, after the last marker or `"Restart"` step, may
@@ -84,8 +108,9 @@
 //! marker follows.
 //!
 //! **Versions.** Version 1 had no markers (and wrote a batch's lines after
-//! its fsync). This reader reads versions [`OLDEST_VERSION`] to [`VERSION`];
-//! a marker in a version-1 trace is an error.
+//! its fsync); version 2 no outputs and no released markers. This reader
+//! reads versions [`OLDEST_VERSION`] to [`VERSION`]; a marker in a trace of
+//! a version before it is an error.
 //!
 //! # Digest
 //!
@@ -118,7 +143,9 @@
 //! marker, which it checks follows a step ([`TraceReader::next_record`]);
 //! every error names the file and the 1-based line ([`TraceError`]).
 
-use crate::server::{Input, LogWrite, PersistentState, Role, Server};
+use crate::server::{
+    ClientReply, HardState, Input, LogWrite, Output, Persist, PersistentState, Role, Server, Timer,
+};
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Term};
 use crate::Message;
@@ -131,8 +158,12 @@ use std::num::NonZeroUsize;
 /// The value of [`Header::format`].
 pub const FORMAT: &str = "raft-trace";
 /// The version of the format described in this module, which the writer
-/// writes: 2 added the synced markers ([`Synced`]).
-pub const VERSION: u32 = 2;
+/// writes: 2 added the synced markers ([`Synced`]), 3 the outputs of each
+/// step ([`Step::out`]) and the released markers ([`Released`]).
+pub const VERSION: u32 = 3;
+/// The first version whose steps record their outputs and whose batches
+/// end with a released marker.
+pub const OUTPUTS_VERSION: u32 = 3;
 /// The oldest version [`TraceReader`] reads (version 1: no markers).
 pub const OLDEST_VERSION: u32 = 1;
 
@@ -269,6 +300,129 @@ impl<C> TraceInput<C> {
     }
 }
 
+/// One output of a step as the recorder carried it out (version 3): the
+/// trace's record of [`Output`], in the order the server produced it.
+/// [`Output::Applied`] is left out (the step's `last_applied` says it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Emitted<R> {
+    /// [`Output::Persist`], handed to the storage: the hard state written,
+    /// if any, and the log write as its first index and number of entries,
+    /// if any (the entries themselves are in the step's digest).
+    Persist {
+        /// The hard state written.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hard_state: Option<HardState>,
+        /// `(from, entries)` of the log write.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        log: Option<(LogIndex, u64)>,
+    },
+    /// [`Output::Send`], held back for the batch's release: the destination
+    /// and the [`message_digest`] of the message.
+    Send {
+        /// The destination server.
+        to: NodeId,
+        /// [`message_digest`] of the message.
+        digest: Digest,
+    },
+    /// [`Output::SetTimer`]: the timer's deadline was (re)set.
+    SetTimer(Timer),
+    /// [`Output::CancelTimer`]: the timer was stopped.
+    CancelTimer(Timer),
+    /// [`Output::ClientReply`], held back for the batch's release, with
+    /// the answer the client is given.
+    Reply {
+        /// The client session.
+        client_id: ClientId,
+        /// The request answered.
+        request_no: u64,
+        /// The answer.
+        reply: ClientReply<R>,
+    },
+}
+
+impl<R> Emitted<R> {
+    /// The record of `output`; `None` for [`Output::Applied`], which a trace
+    /// leaves out.
+    pub fn of<C: Serialize>(output: &Output<C, R>) -> Option<Self>
+    where
+        R: Clone,
+    {
+        Some(match output {
+            Output::Persist(p) => Emitted::Persist {
+                hard_state: p.hard_state,
+                log: p.log.as_ref().map(|w| (w.from, w.entries.len() as u64)),
+            },
+            Output::Send { to, message } => Emitted::Send {
+                to: *to,
+                digest: message_digest(message),
+            },
+            Output::SetTimer(t) => Emitted::SetTimer(*t),
+            Output::CancelTimer(t) => Emitted::CancelTimer(*t),
+            Output::Applied { .. } => return None,
+            Output::ClientReply {
+                client_id,
+                request_no,
+                reply,
+            } => Emitted::Reply {
+                client_id: *client_id,
+                request_no: *request_no,
+                reply: reply.clone(),
+            },
+        })
+    }
+
+    /// The records of a step's outputs, in order.
+    pub fn all<C: Serialize>(outputs: &[Output<C, R>]) -> Vec<Self>
+    where
+        R: Clone,
+    {
+        outputs.iter().filter_map(Emitted::of).collect()
+    }
+
+    /// Whether it leaves the node at the batch's release (a send or a
+    /// reply), rather than at once (storage, timers).
+    pub fn is_released(&self) -> bool {
+        matches!(self, Emitted::Send { .. } | Emitted::Reply { .. })
+    }
+}
+
+/// The digest of a message, as a [`Emitted::Send`] records it: 64-bit
+/// FNV-1a ([`Fnv64`]) over the message's compact `serde_json` encoding
+/// (externally tagged, fields in declaration order, no whitespace), so
+/// every process and machine agrees.
+pub fn message_digest<C: Serialize>(message: &Message<C>) -> Digest {
+    let mut h = Fnv64::new();
+    // serde_json cannot fail on the spec's messages (no maps with non-string
+    // keys); an error hashes as the empty message, which the replayer then
+    // reports as a send that differs.
+    let bytes = serde_json::to_vec(message).unwrap_or_default();
+    h.write(&bytes);
+    Digest(h.finish())
+}
+
+/// The release rule of a batch (version 3): which of the batch's sends,
+/// given in order as `(destination, is an AppendEntries)`, leave the node.
+/// Every send leaves, except an AppendEntries followed, in the same batch,
+/// by another AppendEntries to the same server: the later one carries the
+/// leader's latest view (raft-node's `node` module gives the argument), and
+/// a dropped message is what the network may do anyway. The recorder
+/// applies it when it releases a batch, the replayer when it checks a
+/// [`Released`] marker.
+pub fn released_sends(sends: &[(NodeId, bool)]) -> Vec<bool> {
+    let mut keep = vec![true; sends.len()];
+    let mut later: Vec<NodeId> = Vec::new();
+    for (i, (to, append)) in sends.iter().enumerate().rev() {
+        if *append {
+            if later.contains(to) {
+                keep[i] = false;
+            } else {
+                later.push(*to);
+            }
+        }
+    }
+    keep
+}
+
 /// A state digest: see the module docs. Serialized as 16 lowercase hex digits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Digest(pub u64);
@@ -301,8 +455,8 @@ impl<'de> Deserialize<'de> for Digest {
 
 /// One recorded step (every line after the header).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(bound = "C: Serialize + DeserializeOwned")]
-pub struct Step<C> {
+#[serde(bound = "C: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned")]
+pub struct Step<C, R> {
     /// The step's number in the file, from 1.
     pub seq: u64,
     /// The server that took the step.
@@ -325,12 +479,17 @@ pub struct Step<C> {
     pub last_log_index: LogIndex,
     /// The term of the last log entry after the step.
     pub last_log_term: Term,
+    /// What the step emitted, as the recorder carried it out (version 3;
+    /// absent before): see [`Emitted`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out: Option<Vec<Emitted<R>>>,
 }
 
-impl<C> Step<C> {
+impl<C, R> Step<C, R> {
     /// The step record of `server` after it took `input`; `log_digest` must
-    /// be the [`LogDigest`] of the server's log.
-    pub fn after<S: StateMachine<Command = C>>(
+    /// be the [`LogDigest`] of the server's log. It records no outputs
+    /// ([`Step::with_out`] adds them).
+    pub fn after<S: StateMachine<Command = C, Output = R>>(
         seq: u64,
         input: TraceInput<C>,
         server: &Server<S>,
@@ -349,7 +508,43 @@ impl<C> Step<C> {
             last_applied: s.last_applied,
             last_log_index: s.last_log_index,
             last_log_term: s.last_log_term,
+            out: None,
         }
+    }
+
+    /// Steps `server` with `input` and records it as step `seq`, its
+    /// outputs as [`Emitted::all`] gives them; `log_digest` (the
+    /// [`LogDigest`] of the server's log) is brought up to date. Returns
+    /// the record and the outputs, for the caller to carry out. A recorder
+    /// that carries out every output as the server gives it (a test, a
+    /// simple harness) records with this; raft-node records each output
+    /// where it carries it out.
+    pub fn take<S: StateMachine<Command = C, Output = R>>(
+        seq: u64,
+        server: &mut Server<S>,
+        input: Input<C>,
+        log_digest: &mut LogDigest,
+    ) -> (Self, Vec<Output<C, R>>)
+    where
+        C: Clone + Serialize,
+        R: Clone,
+    {
+        let traced = TraceInput::from(input.clone());
+        let outputs = server.step(input);
+        for o in &outputs {
+            if let Output::Persist(Persist { log: Some(w), .. }) = o {
+                log_digest.apply(w);
+            }
+        }
+        let step = Step::after(seq, traced, server, log_digest).with_out(Emitted::all(&outputs));
+        (step, outputs)
+    }
+
+    /// The same step, recording `out` as what it emitted.
+    #[must_use]
+    pub fn with_out(mut self, out: Vec<Emitted<R>>) -> Self {
+        self.out = Some(out);
+        self
     }
 
     /// The state the step recorded.
@@ -460,22 +655,58 @@ pub struct Synced {
     pub synced: u64,
 }
 
-/// One line after the header: a step or a marker.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Record<C> {
-    /// A step.
-    Step(Step<C>),
-    /// A synced marker.
-    Synced(Synced),
+/// A released marker (version 3): the batch that ended with step
+/// [`Released::released`] handed its sends and replies to the network, in
+/// the order [`Released::out`] lists them (only [`Emitted::Send`] and
+/// [`Emitted::Reply`]). The recorder writes it at the point where it hands
+/// them over, so its place against the batch's [`Synced`] marker says
+/// whether anything left before the batch was durable. See "When a step is
+/// recorded" in the module docs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[serde(bound = "R: Serialize + DeserializeOwned")]
+pub struct Released<R> {
+    /// The `seq` of the batch's last step, whose line the marker follows.
+    pub released: u64,
+    /// What left, in order.
+    pub out: Vec<Emitted<R>>,
 }
 
-/// Whether `line` is a marker: a JSON object whose first key is `"synced"`
-/// (a step's first key is `"seq"`). Decided on the first key so that a
+/// One line after the header: a step or a marker.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record<C, R> {
+    /// A step.
+    Step(Step<C, R>),
+    /// A synced marker.
+    Synced(Synced),
+    /// A released marker.
+    Released(Released<R>),
+}
+
+/// The kinds of line a trace holds after its header.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LineKind {
+    Step,
+    Synced,
+    Released,
+}
+
+/// What `line` holds, decided on its first key: `"synced"` or
+/// `"released"` for a marker (a step's first key is `"seq"`), so that a
 /// malformed step is reported as a step and a malformed marker as a marker.
-fn is_marker(line: &str) -> bool {
-    line.trim_start()
+fn line_kind(line: &str) -> LineKind {
+    let rest = line
+        .trim_start()
         .strip_prefix('{')
-        .is_some_and(|rest| rest.trim_start().starts_with("\"synced\""))
+        .map(str::trim_start)
+        .unwrap_or_default();
+    if rest.starts_with("\"synced\"") {
+        LineKind::Synced
+    } else if rest.starts_with("\"released\"") {
+        LineKind::Released
+    } else {
+        LineKind::Step
+    }
 }
 
 /// 64-bit FNV-1a (Fowler–Noll–Vo), the digest's hash: tiny, stable, and
@@ -673,13 +904,15 @@ pub enum TraceError {
         /// What is wrong.
         message: String,
     },
-    /// A synced marker is malformed, or is not where a marker may be (right
-    /// after the line of the step it names, in a version-2 trace).
+    /// A marker is malformed, or is not where a marker may be (after the
+    /// line of the step it names, in a trace of a version that has it).
     BadMarker {
         /// The file.
         file: String,
         /// The 1-based line number.
         line: u64,
+        /// The marker's kind: `"synced"` or `"released"`.
+        kind: &'static str,
         /// What is wrong.
         message: String,
     },
@@ -703,8 +936,9 @@ impl fmt::Display for TraceError {
             TraceError::BadMarker {
                 file,
                 line,
+                kind,
                 message,
-            } => write!(f, "{file}:{line}: bad synced marker: {message}"),
+            } => write!(f, "{file}:{line}: bad {kind} marker: {message}"),
         }
     }
 }
@@ -753,11 +987,23 @@ impl<W: Write> TraceWriter<W> {
     }
 
     /// Appends one step.
-    pub fn write_step<C: Serialize + DeserializeOwned>(
+    pub fn write_step<C: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
         &mut self,
-        step: &Step<C>,
+        step: &Step<C, R>,
     ) -> io::Result<()> {
         self.line(step)
+    }
+
+    /// Appends a released marker: the batch whose last step is `seq` (the
+    /// step written last) hands `out` (its sends and replies, in order) to
+    /// the network now.
+    pub fn write_released<R: Serialize>(&mut self, seq: u64, out: &[Emitted<R>]) -> io::Result<()> {
+        #[derive(Serialize)]
+        struct Line<'a, R: Serialize> {
+            released: u64,
+            out: &'a [Emitted<R>],
+        }
+        self.line(&Line { released: seq, out })
     }
 
     /// Appends a synced marker: what the steps up to `seq` (the step written
@@ -766,28 +1012,64 @@ impl<W: Write> TraceWriter<W> {
         self.line(&Synced { synced: seq })
     }
 
+    /// Appends `step` as a batch of its own, durable and released at once:
+    /// its line, a synced marker if it persisted anything, and a released
+    /// marker with its sends and replies if it has any (its `out`, which a
+    /// version-3 step has). What a recorder writes that syncs and releases
+    /// after every step and keeps every reply (a test, a simple harness).
+    pub fn write_alone<C: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned + Clone>(
+        &mut self,
+        step: &Step<C, R>,
+    ) -> io::Result<()> {
+        self.write_step(step)?;
+        let out = step.out.as_deref().unwrap_or_default();
+        if out.iter().any(|e| matches!(e, Emitted::Persist { .. })) {
+            self.write_synced(step.seq)?;
+        }
+        let released: Vec<Emitted<R>> = out.iter().filter(|e| e.is_released()).cloned().collect();
+        if !released.is_empty() {
+            self.write_released(step.seq, &released)?;
+        }
+        Ok(())
+    }
+
     /// Hands everything written so far to the underlying writer.
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    /// Hands everything written to the underlying writer and gives it back.
+    pub fn into_inner(self) -> io::Result<W> {
+        self.out
+            .into_inner()
+            .map_err(io::IntoInnerError::into_error)
     }
 }
 
 /// Reads a trace: the header first, then its records (steps and markers).
 #[derive(Debug)]
-pub struct TraceReader<R: BufRead> {
+pub struct TraceReader<In: BufRead> {
     file: String,
-    input: R,
+    input: In,
     line: u64,
     offset: u64,
     header: Header,
     buf: String,
-    /// The `seq` of the last step read, and whether a marker followed it.
-    last_step: Option<(u64, bool)>,
+    /// The last step read, and the markers that followed it.
+    last_step: Option<LastStep>,
 }
 
-impl<R: BufRead> TraceReader<R> {
+/// The last step a [`TraceReader`] read, and which markers followed it.
+#[derive(Clone, Copy, Debug)]
+struct LastStep {
+    seq: u64,
+    synced: bool,
+    released: bool,
+}
+
+impl<In: BufRead> TraceReader<In> {
     /// Reads the header of the trace `input`; `file` names it in errors.
-    pub fn new(file: impl Into<String>, mut input: R) -> Result<Self, TraceError> {
+    pub fn new(file: impl Into<String>, mut input: In) -> Result<Self, TraceError> {
         let file = file.into();
         let mut buf = String::new();
         let n = input.read_line(&mut buf).map_err(|source| TraceError::Io {
@@ -854,25 +1136,28 @@ impl<R: BufRead> TraceReader<R> {
 
     /// The next step, `None` at the end of the file. Blank lines are skipped,
     /// and so are markers (once checked: [`TraceReader::next_record`]).
-    pub fn next_step<C: Serialize + DeserializeOwned>(
+    pub fn next_step<C: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
         &mut self,
-    ) -> Option<Result<Step<C>, TraceError>> {
+    ) -> Option<Result<Step<C, R>, TraceError>> {
         loop {
             match self.next_record()? {
                 Ok(Record::Step(step)) => return Some(Ok(step)),
-                Ok(Record::Synced(_)) => continue,
+                Ok(Record::Synced(_) | Record::Released(_)) => continue,
                 Err(e) => return Some(Err(e)),
             }
         }
     }
 
     /// The next record, step or marker, `None` at the end of the file. Blank
-    /// lines are skipped. A marker must directly follow the line of the step
-    /// it names, at most once, in a version-2 trace
-    /// ([`TraceError::BadMarker`] otherwise).
-    pub fn next_record<C: Serialize + DeserializeOwned>(
+    /// lines are skipped. A marker must follow the line of the step it
+    /// names, with at most the batch's other marker between them, at most
+    /// once of each kind per step: synced markers from version 2, released
+    /// markers from version 3 ([`TraceError::BadMarker`] otherwise). The
+    /// order of a batch's two markers is not checked here: it is what the
+    /// replayer judges.
+    pub fn next_record<C: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
         &mut self,
-    ) -> Option<Result<Record<C>, TraceError>> {
+    ) -> Option<Result<Record<C, R>, TraceError>> {
         loop {
             self.buf.clear();
             self.line += 1;
@@ -890,13 +1175,20 @@ impl<R: BufRead> TraceReader<R> {
             if self.buf.trim().is_empty() {
                 continue;
             }
-            if is_marker(&self.buf) {
-                return Some(self.marker().map(Record::Synced));
-            }
-            return Some(
-                serde_json::from_str(&self.buf)
-                    .map(|step: Step<C>| {
-                        self.last_step = Some((step.seq, false));
+            return Some(match line_kind(&self.buf) {
+                LineKind::Synced => self
+                    .marker::<Synced>(LineKind::Synced, |m| m.synced)
+                    .map(Record::Synced),
+                LineKind::Released => self
+                    .marker::<Released<R>>(LineKind::Released, |m| m.released)
+                    .map(Record::Released),
+                LineKind::Step => serde_json::from_str(&self.buf)
+                    .map(|step: Step<C, R>| {
+                        self.last_step = Some(LastStep {
+                            seq: step.seq,
+                            synced: false,
+                            released: false,
+                        });
                         Record::Step(step)
                     })
                     .map_err(|e| TraceError::Parse {
@@ -904,46 +1196,60 @@ impl<R: BufRead> TraceReader<R> {
                         line: self.line,
                         message: e.to_string(),
                     }),
-            );
+            });
         }
     }
 
-    /// Parses and checks the marker in `self.buf`.
-    fn marker(&mut self) -> Result<Synced, TraceError> {
+    /// Parses and checks the marker of kind `kind` in `self.buf`; `seq`
+    /// reads the step it names.
+    fn marker<M: DeserializeOwned>(
+        &mut self,
+        kind: LineKind,
+        seq: impl Fn(&M) -> u64,
+    ) -> Result<M, TraceError> {
+        let (name, since) = match kind {
+            LineKind::Released => ("released", OUTPUTS_VERSION),
+            _ => ("synced", 2),
+        };
         let bad = |message: String| TraceError::BadMarker {
             file: self.file.clone(),
             line: self.line,
+            kind: name,
             message,
         };
-        if self.header.version < 2 {
+        if self.header.version < since {
             return Err(bad(format!(
-                "a marker in a version-{} trace (markers came with version 2)",
+                "a {name} marker in a version-{} trace ({name} markers came with version {since})",
                 self.header.version
             )));
         }
-        let marker: Synced = serde_json::from_str(&self.buf).map_err(|e| bad(e.to_string()))?;
-        match self.last_step {
-            None => Err(bad(format!(
-                "a marker for step {} before any step",
-                marker.synced
-            ))),
-            Some((seq, true)) if seq == marker.synced => {
-                Err(bad(format!("a second marker for step {seq}")))
-            }
-            Some((seq, _)) if seq != marker.synced => Err(bad(format!(
-                "a marker for step {}, but the step before it is {seq}",
-                marker.synced
-            ))),
-            Some((seq, _)) => {
-                self.last_step = Some((seq, true));
-                Ok(marker)
-            }
+        let marker: M = serde_json::from_str(&self.buf).map_err(|e| bad(e.to_string()))?;
+        let named = seq(&marker);
+        let Some(last) = &mut self.last_step else {
+            return Err(bad(format!("a marker for step {named} before any step")));
+        };
+        if last.seq != named {
+            return Err(bad(format!(
+                "a marker for step {named}, but the step before it is {}",
+                last.seq
+            )));
         }
+        let seen = match kind {
+            LineKind::Released => &mut last.released,
+            _ => &mut last.synced,
+        };
+        if *seen {
+            return Err(bad(format!("a second {name} marker for step {named}")));
+        }
+        *seen = true;
+        Ok(marker)
     }
 
     /// Every remaining step, stopping at the first error (markers are
     /// checked and skipped).
-    pub fn steps<C: Serialize + DeserializeOwned>(mut self) -> Result<Vec<Step<C>>, TraceError> {
+    pub fn steps<C: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
+        mut self,
+    ) -> Result<Vec<Step<C, R>>, TraceError> {
         let mut out = Vec::new();
         while let Some(step) = self.next_step() {
             out.push(step?);
@@ -984,7 +1290,7 @@ type PersistentFields = (Term, Option<NodeId>, LogIndex, Term);
 ///
 /// A version-1 trace (no markers) is kept whole: nothing in it says which
 /// steps are confirmed.
-pub fn resume_trace<C: Serialize + DeserializeOwned>(
+pub fn resume_trace<C: Serialize + DeserializeOwned, R: Serialize + DeserializeOwned>(
     file: &str,
     complete: &[u8],
     recovered: &PersistentState<C>,
@@ -1009,7 +1315,7 @@ pub fn resume_trace<C: Serialize + DeserializeOwned>(
     // number of persistent states it went through.
     let mut tail: Vec<Candidate> = Vec::new();
     let mut last_seq = 0;
-    while let Some(record) = reader.next_record::<C>() {
+    while let Some(record) = reader.next_record::<C, R>() {
         match record? {
             Record::Step(step) => {
                 if matches!(step.input, TraceInput::Restart) {
@@ -1031,8 +1337,9 @@ pub fn resume_trace<C: Serialize + DeserializeOwned>(
                     _ => tail.push(candidate),
                 }
             }
-            Record::Synced(_) => {
-                // The reader checked that the marker names the last step.
+            Record::Synced(_) | Record::Released(_) => {
+                // The reader checked that the marker names the last step: a
+                // synced batch is durable, a released one was heard of.
                 let marked = tail.pop().map(|c| Candidate {
                     end: reader.offset(),
                     ..c
@@ -1048,7 +1355,7 @@ pub fn resume_trace<C: Serialize + DeserializeOwned>(
         last_seq,
         cut: None,
     };
-    if whole.header.version < VERSION {
+    if whole.header.version < 2 {
         return Ok(whole);
     }
     match tail.iter().rposition(|c| c.fields == want) {
@@ -1091,7 +1398,7 @@ mod tests {
         assert!(d[0].0.starts_with("digest (log entries"), "{d:?}");
         assert_eq!(d[0].1, state.digest.to_string());
     }
-    use crate::{Kv, KvCommand, Payload, RequestVote};
+    use crate::{Kv, KvCommand, KvOutput, Payload, RequestVote};
 
     fn header() -> Header {
         Header::new(
@@ -1142,12 +1449,12 @@ mod tests {
         let bytes = w.out.into_inner().unwrap();
         let text = String::from_utf8(bytes).unwrap();
         assert_eq!(text.lines().count(), 6);
-        assert!(text.starts_with(r#"{"format":"raft-trace","version":2,"#));
+        assert!(text.starts_with(r#"{"format":"raft-trace","version":3,"#));
 
         let r = TraceReader::new("mem", text.as_bytes()).unwrap();
         assert_eq!(r.header(), &header());
         assert_eq!(r.header().servers, vec![NodeId(1), NodeId(2), NodeId(3)]);
-        let back: Vec<Step<KvCommand>> = r.steps().unwrap();
+        let back: Vec<Step<KvCommand, KvOutput>> = r.steps().unwrap();
         assert_eq!(back, steps);
         assert_eq!(
             back[1].input.clone().into_input(),
@@ -1165,7 +1472,7 @@ mod tests {
         let text = serde_json::to_string(&plain).unwrap();
         assert_eq!(
             text,
-            r#"{"format":"raft-trace","version":2,"cluster_id":"test","servers":[1,2,3],"state_machine":"kv","recorded_by":1}"#
+            r#"{"format":"raft-trace","version":3,"cluster_id":"test","servers":[1,2,3],"state_machine":"kv","recorded_by":1}"#
         );
         let line = format!("{text}\n");
         let r = TraceReader::new("plain.ndjson", line.as_bytes()).unwrap();
@@ -1178,7 +1485,7 @@ mod tests {
         let text = String::from_utf8(w.out.into_inner().unwrap()).unwrap();
         assert_eq!(
             text,
-            "{\"format\":\"raft-trace\",\"version\":2,\"cluster_id\":\"test\",\"servers\":[1,2,3],\"state_machine\":\"kv\",\"recorded_by\":1,\"max_append_entries\":3}\n"
+            "{\"format\":\"raft-trace\",\"version\":3,\"cluster_id\":\"test\",\"servers\":[1,2,3],\"state_machine\":\"kv\",\"recorded_by\":1,\"max_append_entries\":3}\n"
         );
         let r = TraceReader::new("capped.ndjson", text.as_bytes()).unwrap();
         assert_eq!(r.header(), &capped);
@@ -1271,7 +1578,7 @@ mod tests {
         text.push('\n');
         text.push_str("{\"seq\":1}\n");
         let r = TraceReader::new("t.ndjson", text.as_bytes()).unwrap();
-        let err = r.steps::<KvCommand>().unwrap_err();
+        let err = r.steps::<KvCommand, KvOutput>().unwrap_err();
         assert!(
             err.to_string()
                 .starts_with("t.ndjson:2: malformed trace line"),
@@ -1282,10 +1589,10 @@ mod tests {
         let err = TraceReader::new("v.ndjson", bad.as_bytes()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "v.ndjson:1: bad trace header: version 7, this reader reads 1 to 2"
+            "v.ndjson:1: bad trace header: version 7, this reader reads 1 to 3"
         );
 
-        let step = Step::<KvCommand> {
+        let step = Step::<KvCommand, KvOutput> {
             seq: 1,
             server: NodeId(1),
             input: TraceInput::Message {
@@ -1305,13 +1612,14 @@ mod tests {
             last_applied: LogIndex(0),
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
+            out: None,
         };
         let mut line = serde_json::to_string(&step).unwrap();
         line = line.replace("0000000000000001", "xyz");
         let text = format!("{}\n\n{line}\n", serde_json::to_string(&header()).unwrap());
         let err = TraceReader::new("d.ndjson", text.as_bytes())
             .unwrap()
-            .steps::<KvCommand>()
+            .steps::<KvCommand, KvOutput>()
             .unwrap_err();
         assert!(
             err.to_string()
@@ -1322,7 +1630,7 @@ mod tests {
 
     /// Three steps of a one-node cluster: Restart, ElectionTimeout (persists
     /// term and vote, and wins), ClientRequest (persists an entry).
-    fn three_steps() -> Vec<Step<KvCommand>> {
+    fn three_steps() -> Vec<Step<KvCommand, KvOutput>> {
         let (mut server, _) = Server::<Kv>::new(NodeId(1), vec![]);
         let inputs = [
             Input::ElectionTimeout,
@@ -1341,7 +1649,7 @@ mod tests {
     fn recorded_steps(
         server: &mut Server<Kv>,
         inputs: impl IntoIterator<Item = Input<KvCommand>>,
-    ) -> Vec<Step<KvCommand>> {
+    ) -> Vec<Step<KvCommand, KvOutput>> {
         let mut digest = LogDigest::of(server.log());
         let mut steps = vec![Step::after(1, TraceInput::Restart, server, &digest)];
         for (i, input) in inputs.into_iter().enumerate() {
@@ -1375,7 +1683,7 @@ mod tests {
         let mut r = TraceReader::new("mem", text.as_bytes()).unwrap();
         let mut records = Vec::new();
         let mut ends = Vec::new();
-        while let Some(rec) = r.next_record::<KvCommand>() {
+        while let Some(rec) = r.next_record::<KvCommand, KvOutput>() {
             records.push(rec.unwrap());
             ends.push((r.line(), r.offset()));
         }
@@ -1402,7 +1710,7 @@ mod tests {
         assert_eq!(r.offset(), text.len() as u64);
 
         let r = TraceReader::new("mem", text.as_bytes()).unwrap();
-        assert_eq!(r.steps::<KvCommand>().unwrap(), steps);
+        assert_eq!(r.steps::<KvCommand, KvOutput>().unwrap(), steps);
     }
 
     #[test]
@@ -1417,18 +1725,18 @@ mod tests {
         }
         let r = TraceReader::new("old.ndjson", text.as_bytes()).unwrap();
         assert_eq!(r.header().version, 1);
-        assert_eq!(r.steps::<KvCommand>().unwrap(), steps);
+        assert_eq!(r.steps::<KvCommand, KvOutput>().unwrap(), steps);
 
         // A marker came with version 2.
         let lines: Vec<&str> = text.lines().collect();
         let marked = format!("{}\n{}\n{{\"synced\":1}}\n", lines[0], lines[1]);
         let err = TraceReader::new("old.ndjson", marked.as_bytes())
             .unwrap()
-            .steps::<KvCommand>()
+            .steps::<KvCommand, KvOutput>()
             .unwrap_err();
         assert_eq!(
             err.to_string(),
-            "old.ndjson:3: bad synced marker: a marker in a version-1 trace (markers came with version 2)"
+            "old.ndjson:3: bad synced marker: a synced marker in a version-1 trace (synced markers came with version 2)"
         );
     }
 
@@ -1449,7 +1757,7 @@ mod tests {
             ),
             (
                 format!("{head}\n{s1}\n{{\"synced\":1}}\n\n{{\"synced\":1}}\n"),
-                "m.ndjson:5: bad synced marker: a second marker for step 1",
+                "m.ndjson:5: bad synced marker: a second synced marker for step 1",
             ),
             (
                 format!("{head}\n{s1}\n{{ \"synced\": \"1\"}}\n"),
@@ -1463,7 +1771,7 @@ mod tests {
         for (text, expected) in cases {
             let err = TraceReader::new("m.ndjson", text.as_bytes())
                 .unwrap()
-                .steps::<KvCommand>()
+                .steps::<KvCommand, KvOutput>()
                 .unwrap_err();
             assert_eq!(err.to_string(), expected);
         }
@@ -1474,6 +1782,9 @@ mod tests {
         assert!(sorted.starts_with(r#"{"commit_index":"#), "{sorted}");
         let text = format!("{head}\n{sorted}\n");
         let back = TraceReader::new("m.ndjson", text.as_bytes()).unwrap();
-        assert_eq!(back.steps::<KvCommand>().unwrap(), vec![steps[0].clone()]);
+        assert_eq!(
+            back.steps::<KvCommand, KvOutput>().unwrap(),
+            vec![steps[0].clone()]
+        );
     }
 }

@@ -20,13 +20,16 @@ impl Journal {
 }
 
 /// A trace writer that journals each line it receives: the step's input,
-/// or `synced S`.
+/// `synced S` or `released S (N items)`.
 impl Write for Journal {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
         for line in std::str::from_utf8(b).unwrap().lines() {
             let what = if let Ok(m) = serde_json::from_str::<raft_spec::trace::Synced>(line) {
                 format!("synced {}", m.synced)
-            } else if let Ok(s) = serde_json::from_str::<Step<KvCommand>>(line) {
+            } else if let Ok(m) = serde_json::from_str::<raft_spec::trace::Released<KvOutput>>(line)
+            {
+                format!("released {} ({} items)", m.released, m.out.len())
+            } else if let Ok(s) = serde_json::from_str::<Step<KvCommand, KvOutput>>(line) {
                 s.input.name().to_string()
             } else {
                 "header".to_string()
@@ -402,7 +405,7 @@ fn the_trace_records_each_step() {
     let text = text(&out);
     let reader = TraceReader::new("mem", text.as_bytes()).unwrap();
     assert_eq!(reader.header().recorded_by, NodeId(1));
-    let steps: Vec<Step<KvCommand>> = reader.steps().unwrap();
+    let steps: Vec<Step<KvCommand, KvOutput>> = reader.steps().unwrap();
     let names: Vec<&str> = steps.iter().map(|s| s.input.name()).collect();
     assert_eq!(names, vec!["Restart", "ElectionTimeout", "ClientRequest"]);
     assert_eq!(steps[2].commit_index, raft_spec::LogIndex(1));
@@ -414,7 +417,7 @@ fn the_trace_records_each_step() {
 }
 
 #[test]
-fn trace_lines_precede_the_fsync_and_the_synced_marker_the_sends() {
+fn trace_lines_precede_the_fsync_the_synced_marker_the_released_one_and_that_the_sends() {
     let j = Journal::default();
     let mut o = options(3);
     o.trace = Some(TraceOut {
@@ -439,6 +442,7 @@ fn trace_lines_precede_the_fsync_and_the_synced_marker_the_sends() {
             "trace ElectionTimeout",
             "sync",
             "trace synced 2",
+            "trace released 2 (2 items)",
             "send 2 RequestVote",
             "send 3 RequestVote"
         ]
@@ -448,6 +452,7 @@ fn trace_lines_precede_the_fsync_and_the_synced_marker_the_sends() {
         j.take(),
         vec![
             "trace RequestVoteResponse",
+            "trace released 3 (2 items)",
             "send 2 AppendEntries entries=0",
             "send 3 AppendEntries entries=0"
         ]
@@ -517,7 +522,7 @@ fn lines(out: &Shared) -> Vec<String> {
 fn seqs(text: &str) -> Vec<u64> {
     TraceReader::new("t", text.as_bytes())
         .unwrap()
-        .steps::<KvCommand>()
+        .steps::<KvCommand, KvOutput>()
         .unwrap()
         .iter()
         .map(|s| s.seq)
@@ -529,19 +534,22 @@ fn a_kill_before_the_fsync_cuts_the_batch_from_the_trace_at_restart() {
     let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
     // The batch's lines are in the trace, without a marker.
     let before = lines(&out);
-    assert_eq!(before.len(), 7, "{before:?}");
+    assert_eq!(before.len(), 8, "{before:?}");
     assert_eq!(before[4], r#"{"synced":3}"#);
-    assert!(before[6].starts_with(r#"{"seq":5,"#), "{}", before[6]);
+    assert!(before[5].starts_with(r#"{"released":3,"#), "{}", before[5]);
+    assert!(before[7].starts_with(r#"{"seq":5,"#), "{}", before[7]);
     assert_eq!(storage.durable().log.len(), 1);
 
     let bytes = out.bytes();
-    let r = resume_trace("t", &bytes, storage.durable()).unwrap();
+    let r = resume_trace::<_, KvOutput>("t", &bytes, storage.durable()).unwrap();
     assert_eq!(r.cut, Some((4, 5)));
     assert_eq!(r.last_seq, 3);
-    // Cut just after the marker of step 3.
-    assert!(std::str::from_utf8(&bytes[..r.keep])
-        .unwrap()
-        .ends_with("{\"synced\":3}\n"));
+    // Cut just after the markers of step 3.
+    let kept = std::str::from_utf8(&bytes[..r.keep]).unwrap();
+    assert!(
+        kept.ends_with("{\"synced\":3}\n{\"released\":3,\"out\":[{\"Reply\":{\"client_id\":3,\"request_no\":1,\"reply\":{\"Ok\":null}}}]}\n"),
+        "{kept}"
+    );
 
     // The restarted node continues after step 3, and the trace reads back.
     out.0.lock().unwrap().truncate(r.keep);
@@ -560,12 +568,12 @@ fn a_kill_before_the_fsync_cuts_the_batch_from_the_trace_at_restart() {
 fn a_kill_after_the_fsync_before_the_marker_keeps_the_whole_trace() {
     let (out, storage) = crash_in_a_batch(|s| s.fail_after_next_sync = true);
     let before = lines(&out);
-    assert_eq!(before.len(), 7, "{before:?}");
-    assert!(before[6].starts_with(r#"{"seq":5,"#), "{}", before[6]);
+    assert_eq!(before.len(), 8, "{before:?}");
+    assert!(before[7].starts_with(r#"{"seq":5,"#), "{}", before[7]);
     assert_eq!(storage.durable().log.len(), 3);
 
     let bytes = out.bytes();
-    let r = resume_trace("t", &bytes, storage.durable()).unwrap();
+    let r = resume_trace::<_, KvOutput>("t", &bytes, storage.durable()).unwrap();
     assert_eq!((r.cut, r.last_seq, r.keep), (None, 5, bytes.len()));
 }
 
@@ -575,7 +583,7 @@ fn a_batch_cut_short_in_its_wal_write_is_cut_after_its_last_durable_step() {
     // As if only request #2's record had reached the WAL.
     let mut recovered = storage.durable().clone();
     recovered.log.truncate_from(raft_spec::LogIndex(3));
-    let r = resume_trace("t", &out.bytes(), &recovered).unwrap();
+    let r = resume_trace::<_, KvOutput>("t", &out.bytes(), &recovered).unwrap();
     assert_eq!((r.cut, r.last_seq), (Some((5, 5)), 4));
 }
 
@@ -592,14 +600,14 @@ fn a_marked_batch_is_never_cut_even_if_the_storage_lost_it() {
     assert_eq!(recovered.log.len(), 1);
     recovered.log.truncate_from(raft_spec::LogIndex(1));
     let bytes = out.bytes();
-    let r = resume_trace("t", &bytes, &recovered).unwrap();
+    let r = resume_trace::<_, KvOutput>("t", &bytes, &recovered).unwrap();
     assert_eq!((r.cut, r.last_seq, r.keep), (None, 4, bytes.len()));
 }
 
 #[test]
 fn a_restart_step_is_never_cut_nor_anything_before_it() {
     let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
-    let r = resume_trace("t", &out.bytes(), storage.durable()).unwrap();
+    let r = resume_trace::<_, KvOutput>("t", &out.bytes(), storage.durable()).unwrap();
     out.0.lock().unwrap().truncate(r.keep);
     let persistent = storage.durable().clone();
     let node = traced(&out, Some(r.last_seq), persistent, storage);
@@ -607,7 +615,8 @@ fn a_restart_step_is_never_cut_nor_anything_before_it() {
     // The storage now recovers an empty state, as step 1 recorded: the
     // restart at step 4 recorded a log of one entry, so nothing is cut.
     let bytes = out.bytes();
-    let r = resume_trace("t", &bytes, &PersistentState::<KvCommand>::default()).unwrap();
+    let r =
+        resume_trace::<_, KvOutput>("t", &bytes, &PersistentState::<KvCommand>::default()).unwrap();
     assert_eq!((r.cut, r.last_seq, r.keep), (None, 4, bytes.len()));
 }
 
@@ -617,7 +626,7 @@ fn a_recovered_state_that_matches_no_step_of_the_tail_cuts_nothing() {
     let mut recovered = storage.durable().clone();
     recovered.current_term = raft_spec::Term(7);
     let bytes = out.bytes();
-    let r = resume_trace("t", &bytes, &recovered).unwrap();
+    let r = resume_trace::<_, KvOutput>("t", &bytes, &recovered).unwrap();
     assert_eq!((r.cut, r.last_seq, r.keep), (None, 5, bytes.len()));
 }
 
@@ -626,16 +635,16 @@ fn a_version_1_trace_is_kept_whole_and_a_bad_marker_is_an_error() {
     let (out, storage) = crash_in_a_batch(|s| s.fail_next_sync = true);
     let text = text(&out);
     let old: String = text
-        .replacen("\"version\":2", "\"version\":1", 1)
+        .replacen("\"version\":3", "\"version\":1", 1)
         .lines()
-        .filter(|l| !l.starts_with("{\"synced\""))
+        .filter(|l| !l.starts_with("{\"synced\"") && !l.starts_with("{\"released\""))
         .map(|l| format!("{l}\n"))
         .collect();
-    let r = resume_trace("t", old.as_bytes(), storage.durable()).unwrap();
+    let r = resume_trace::<_, KvOutput>("t", old.as_bytes(), storage.durable()).unwrap();
     assert_eq!((r.cut, r.last_seq, r.keep), (None, 5, old.len()));
 
     let bad = text.replace("{\"synced\":3}", "{\"synced\":2}");
-    let err = resume_trace("t", bad.as_bytes(), storage.durable()).unwrap_err();
+    let err = resume_trace::<_, KvOutput>("t", bad.as_bytes(), storage.durable()).unwrap_err();
     assert!(
         matches!(err, TraceError::BadMarker { line: 6, .. }),
         "{err}"

@@ -17,10 +17,10 @@
 
 use crate::model::intern::{content_hash, FixedState};
 use crate::model::state::{timer_bit, TIMERS};
-use raft_spec::trace::LogDigest;
+use raft_spec::trace::{Emitted, LogDigest};
 use raft_spec::{
-    ClientId, Input, Kv, KvCommand, LogIndex, Message, NodeId, Output, PersistentState, Role,
-    Server, Term, Timer,
+    ClientId, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output, PersistentState,
+    Role, Server, Term, Timer,
 };
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
@@ -363,6 +363,11 @@ impl BeforeStep {
     }
 }
 
+/// What a step emitted, as a version-3 trace records it, in order; each
+/// item with whether it is the send of an AppendEntries (the release rule,
+/// [`raft_spec::trace::released_sends`], needs to know).
+pub type Emits = Vec<(Emitted<KvOutput>, bool)>;
+
 /// What a step did to the stepped server.
 pub struct Stepped {
     /// The server before the step.
@@ -415,7 +420,7 @@ impl ReplayModel {
                 crashed: false,
             });
             let i = init.slots.len() - 1;
-            carry_out(&mut init, i, outputs, None);
+            carry_out(&mut init, i, outputs, None, None);
         }
         model.init = init;
         model
@@ -432,6 +437,17 @@ impl ReplayModel {
     /// The state its executions start in.
     pub fn init(&self) -> &Cluster {
         &self.init
+    }
+
+    /// What server `id` emits when it starts with nothing persisted, as a
+    /// version-3 trace records it: the expected outputs of a trace's first
+    /// step (the model's initial state carried them out).
+    pub fn start_emits(&self, id: NodeId) -> Emits {
+        let (_, outputs) = self.restarted(id, PersistentState::default());
+        outputs
+            .iter()
+            .filter_map(|o| Emitted::of(o).map(|e| (e, false)))
+            .collect()
     }
 
     /// Server `id` restarted from `persistent`, with its outputs. The cap is
@@ -472,6 +488,20 @@ impl ReplayModel {
         cluster: &mut Cluster,
         action: &ReplayAction,
         digest: Option<&mut LogDigest>,
+    ) -> Option<Stepped> {
+        self.step_recording(cluster, action, digest, None)
+    }
+
+    /// [`ReplayModel::step`], also collecting in `emitted`, if given, what
+    /// the step emitted as a version-3 trace records it
+    /// ([`Emitted::all`]; a crash emits nothing, a recovery what the
+    /// restart emits).
+    pub fn step_recording(
+        &self,
+        cluster: &mut Cluster,
+        action: &ReplayAction,
+        digest: Option<&mut LogDigest>,
+        emitted: Option<&mut Emits>,
     ) -> Option<Stepped> {
         let i = cluster.index(action.server())?;
         let slot = &cluster.slots[i];
@@ -519,14 +549,14 @@ impl ReplayModel {
                 let slot = &mut cluster.slots[i];
                 slot.server = Arc::new(server);
                 slot.crashed = false;
-                carry_out(cluster, i, outputs, None);
+                carry_out(cluster, i, outputs, None, emitted);
                 return Some(stepped);
             }
         };
         let server = Arc::make_mut(&mut cluster.slots[i].server);
         let before = BeforeStep::of(server);
         let outputs = server.step(input);
-        let (from, rewritten) = carry_out(cluster, i, outputs, digest);
+        let (from, rewritten) = carry_out(cluster, i, outputs, digest, emitted);
         Some(Stepped {
             before,
             from,
@@ -591,14 +621,25 @@ impl Stepped {
 fn carry_out(
     cluster: &mut Cluster,
     i: usize,
-    outputs: Vec<Output<KvCommand, raft_spec::KvOutput>>,
+    outputs: Vec<Output<KvCommand, KvOutput>>,
     mut digest: Option<&mut LogDigest>,
+    mut emitted: Option<&mut Emits>,
 ) -> (Option<LogIndex>, bool) {
     let (mut first, mut rewritten) = (None, false);
     let from = cluster.ids[i];
     let Cluster { slots, network, .. } = cluster;
     let slot = &mut slots[i];
     for output in outputs {
+        if let Some(e) = emitted.as_deref_mut() {
+            let append = matches!(
+                output,
+                Output::Send {
+                    message: Message::AppendEntries(_),
+                    ..
+                }
+            );
+            e.extend(Emitted::of(&output).map(|item| (item, append)));
+        }
         match output {
             Output::Persist(persist) => {
                 let stored = Arc::make_mut(&mut slot.stored);

@@ -38,6 +38,31 @@ pub enum DivergenceKind {
     },
     /// The first step of a trace is not the node's start.
     NotStarted,
+    /// What the step emitted, as its trace records it (`out`, version 3),
+    /// differs from what the model's server emitted: both lists, as JSON.
+    OutputMismatch {
+        /// The recorded outputs.
+        recorded: Vec<String>,
+        /// The model's outputs.
+        model: Vec<String>,
+    },
+    /// A batch released its sends and replies before its writes were
+    /// durable: its released marker comes before the synced marker of a
+    /// step of the batch that persisted something.
+    ReleasedBeforeSynced,
+    /// A released marker does not list what its batch's steps emitted to
+    /// leave (less what the release rule drops).
+    ReleaseMismatch {
+        /// What differs.
+        reason: String,
+    },
+    /// The replies the nodes released are not a linearizable history of
+    /// the committed log, or an acknowledged operation is not in it
+    /// (checked at the end of the replay).
+    HistoryViolated {
+        /// What is wrong.
+        reason: String,
+    },
     /// The incremental properties and the full predicates disagree: a bug
     /// of the replayer, reported only with
     /// [`ReplayOptions::cross_check`](super::ReplayOptions::cross_check).
@@ -132,6 +157,29 @@ impl fmt::Display for Divergence {
                     f,
                     "  the first step of a trace must be \"Restart\" (the node's start)"
                 )?;
+            }
+            DivergenceKind::OutputMismatch { recorded, model } => {
+                writeln!(
+                    f,
+                    "  what the step emitted differs from the model's outputs:"
+                )?;
+                writeln!(f, "    recorded: [{}]", recorded.join(", "))?;
+                writeln!(f, "    model:    [{}]", model.join(", "))?;
+            }
+            DivergenceKind::ReleasedBeforeSynced => {
+                writeln!(
+                    f,
+                    "  the batch's sends and replies left before its writes were durable (released marker before the batch's synced marker)"
+                )?;
+            }
+            DivergenceKind::ReleaseMismatch { reason } => {
+                writeln!(
+                    f,
+                    "  what the batch released differs from what its steps emitted: {reason}"
+                )?;
+            }
+            DivergenceKind::HistoryViolated { reason } => {
+                writeln!(f, "  client history: {reason}")?;
             }
             DivergenceKind::Internal { what } => {
                 writeln!(f, "  internal: {what}")?;

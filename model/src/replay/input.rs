@@ -2,8 +2,9 @@
 //! read as a stream (one pending step per file).
 
 use super::ReplayError;
-use raft_spec::trace::{Header, Step, TraceError, TraceReader};
-use raft_spec::{KvCommand, NodeId};
+use raft_spec::trace::{Header, Record, Released, Step, TraceError, TraceReader};
+use raft_spec::{KvCommand, KvOutput, NodeId};
+use std::collections::VecDeque;
 use std::io::BufRead;
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -39,12 +40,28 @@ pub enum InputError {
     },
 }
 
-/// One trace being replayed: its reader and its next step.
+/// A step of the runtime's traces.
+pub(super) type KvStep = Step<KvCommand, KvOutput>;
+
+/// A marker read before the trace's next step, with its line: the replayer
+/// judges it once the steps before it are replayed.
+pub(super) enum Marker {
+    /// A synced marker.
+    Synced,
+    /// A released marker.
+    Released(u64, Released<KvOutput>),
+}
+
+/// One trace being replayed: its reader, the markers read since its last
+/// step, and its next step.
 pub(super) struct Trace {
     reader: TraceReader<Box<dyn BufRead>>,
     pub(super) name: Arc<str>,
     pub(super) server: NodeId,
-    pub(super) next: Option<(Step<KvCommand>, u64)>,
+    /// The header's format version.
+    pub(super) version: u32,
+    pub(super) markers: VecDeque<Marker>,
+    pub(super) next: Option<(KvStep, u64)>,
     done: bool,
     pub(super) last_seq: u64,
 }
@@ -54,14 +71,36 @@ impl Trace {
         self.reader.file()
     }
 
-    /// The next step (read if needed), `None` at the end of the file.
-    pub(super) fn peek(&mut self) -> Result<Option<&(Step<KvCommand>, u64)>, InputError> {
-        if self.next.is_none() && !self.done {
-            match self.reader.next_step::<KvCommand>() {
+    /// Whether its steps record their outputs and its batches their
+    /// release (version 3 on).
+    pub(super) fn records_outputs(&self) -> bool {
+        self.version >= raft_spec::trace::OUTPUTS_VERSION
+    }
+
+    /// The next step (read if needed), `None` at the end of the file. The
+    /// markers on the way join [`Trace::markers`].
+    pub(super) fn peek(&mut self) -> Result<Option<&(KvStep, u64)>, InputError> {
+        while self.next.is_none() && !self.done {
+            match self.reader.next_record::<KvCommand, KvOutput>() {
                 None => self.done = true,
-                Some(step) => {
-                    let step = step?;
+                Some(Ok(Record::Synced(_))) => self.markers.push_back(Marker::Synced),
+                Some(Ok(Record::Released(m))) => {
                     let line = self.reader.line();
+                    self.markers.push_back(Marker::Released(line, m));
+                }
+                Some(Err(e)) => return Err(e.into()),
+                Some(Ok(Record::Step(step))) => {
+                    let line = self.reader.line();
+                    if self.records_outputs() && step.out.is_none() {
+                        return Err(InputError::Step {
+                            file: self.file().to_string(),
+                            line,
+                            message: format!(
+                                "a step without \"out\" in a version-{} trace (its steps record their outputs)",
+                                self.version
+                            ),
+                        });
+                    }
                     if step.server != self.server {
                         return Err(InputError::Step {
                             file: self.file().to_string(),
@@ -165,6 +204,8 @@ pub(super) fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Opened, In
             name: Arc::from(name.as_str()),
             reader,
             server: header.recorded_by,
+            version: header.version,
+            markers: VecDeque::new(),
             next: None,
             done: false,
             last_seq: 0,

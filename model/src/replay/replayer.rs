@@ -3,16 +3,19 @@
 //! is enabled, that the server's state after it is the recorded one, and
 //! that every safety property still holds.
 
-use super::cluster::{BeforeStep, Cluster, Envelope, ReplayAction, ReplayModel, ReplayMsg};
+use super::cluster::{BeforeStep, Cluster, Emits, Envelope, ReplayAction, ReplayModel, ReplayMsg};
 use super::divergence::{
     field_distance, input_json, message_field_diff, Divergence, DivergenceKind,
 };
-use super::input::{open, Inputs, Trace};
+use super::history::{Ack, ClientHistory};
+use super::input::{open, Inputs, KvStep, Marker, Trace};
 use super::{ReplayError, ReplayOptions, ReplaySummary};
 use raft_spec::safety::{self, History, IncrementalSafety, ServerView};
-use raft_spec::trace::{LogDigest, Step, StepState, TraceInput};
-use raft_spec::{KvCommand, LogIndex, Message, NodeId, Term, Timer};
-use std::collections::VecDeque;
+use raft_spec::trace::{
+    message_digest, released_sends, Digest, Emitted, LogDigest, Released, StepState, TraceInput,
+};
+use raft_spec::{ClientReply, KvCommand, KvOutput, LogIndex, Message, NodeId, Term, Timer};
+use std::collections::{HashSet, VecDeque};
 use std::fmt::{self, Write as _};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +38,20 @@ pub(super) struct Block {
     receiver: NodeId,
     /// The message awaited.
     message: Message<KvCommand>,
+    /// Whether the model has it in flight, and it waits only for the
+    /// sender's released marker.
+    in_flight: bool,
+}
+
+/// A batch of a version-3 trace not released yet.
+#[derive(Default)]
+struct OpenBatch {
+    /// What its steps emitted that leaves at the release (sends and
+    /// replies), in order, each send with whether it is an AppendEntries.
+    pending: Emits,
+    /// Whether one of its steps persisted something no synced marker has
+    /// covered yet.
+    unsynced: bool,
 }
 
 /// The replay state: the model, its current state, and the ghost history.
@@ -57,6 +74,15 @@ pub(super) struct Replayer {
     collected_at: usize,
     /// The window of steps recorded for the Explorer, if asked.
     pub(super) capture: Option<Capture>,
+    /// Whether each server's trace (in node-id order) records outputs and
+    /// releases (version 3 on).
+    records: Vec<bool>,
+    /// Each server's batch not released yet, in node-id order.
+    batches: Vec<OpenBatch>,
+    /// Every message some node released: `(sender, receiver, digest)`.
+    released: HashSet<(NodeId, NodeId, Digest)>,
+    /// The replies released, against the committed log.
+    history: ClientHistory,
 }
 
 /// A replayed step, formatted only if a divergence report shows it.
@@ -64,7 +90,7 @@ struct Recent {
     step: u64,
     file: Arc<str>,
     line: u64,
-    recorded: Step<KvCommand>,
+    recorded: KvStep,
 }
 
 impl fmt::Display for Recent {
@@ -101,7 +127,7 @@ pub(super) struct Capture {
 /// The model action a recorded step of `node` maps to, whether or not it is
 /// enabled (for a restart, the crash that begins it; none for a trace's
 /// first step, which is the initial state).
-pub(super) fn action_of(node: NodeId, step: &Step<KvCommand>, first: bool) -> Option<ReplayAction> {
+pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<ReplayAction> {
     Some(match &step.input {
         TraceInput::Restart if first => return None,
         TraceInput::Restart => ReplayAction::Crash(node),
@@ -127,9 +153,10 @@ pub(super) fn action_of(node: NodeId, step: &Step<KvCommand>, first: bool) -> Op
 }
 
 impl Replayer {
-    fn new(model: ReplayModel, options: &ReplayOptions) -> Self {
+    fn new(model: ReplayModel, options: &ReplayOptions, records: Vec<bool>) -> Self {
         let state = model.init().clone();
         let digests = vec![LogDigest::default(); state.ids().len()];
+        let batches = records.iter().map(|_| OpenBatch::default()).collect();
         let safety = IncrementalSafety::new(&server_views(&state), History::default());
         Replayer {
             model,
@@ -144,6 +171,26 @@ impl Replayer {
             recent: VecDeque::new(),
             collected_at: 0,
             capture: None,
+            records,
+            batches,
+            released: HashSet::new(),
+            history: ClientHistory::default(),
+        }
+    }
+
+    /// The index of `node` among the servers (node-id order).
+    fn index_of(&self, node: NodeId) -> Option<usize> {
+        self.state.ids().iter().position(|n| *n == node)
+    }
+
+    /// Whether `from` released `message` to `to`: always, if `from`'s trace
+    /// records no releases (before version 3).
+    fn was_released(&self, from: NodeId, to: NodeId, message: &Message<KvCommand>) -> bool {
+        match self.index_of(from) {
+            Some(i) if self.records[i] => {
+                self.released.contains(&(from, to, message_digest(message)))
+            }
+            _ => true,
         }
     }
 
@@ -151,7 +198,7 @@ impl Replayer {
         &self,
         trace: &Trace,
         line: u64,
-        step: &Step<KvCommand>,
+        step: &KvStep,
         kind: DivergenceKind,
     ) -> ReplayError {
         ReplayError::Divergence(Box::new(Divergence {
@@ -174,7 +221,7 @@ impl Replayer {
         &self,
         trace: &Trace,
         line: u64,
-        step: &Step<KvCommand>,
+        step: &KvStep,
     ) -> Result<Vec<ReplayAction>, Result<Outcome, ReplayError>> {
         let node = trace.server;
         let first = trace.last_seq == 0;
@@ -211,22 +258,30 @@ impl Replayer {
             // another recorded request).
             TraceInput::ClientRequest { .. } => action_of(node, step, first).into_iter().collect(),
             TraceInput::Message { from, message } => {
-                if self.state.in_flight(*from, node, message) {
+                let in_flight = self.state.in_flight(*from, node, message);
+                // The real sender must have let it out too (version 3): the
+                // model's network is lossy and duplicating, so it alone
+                // cannot tell a message the node never released.
+                let released = self.was_released(*from, node, message);
+                if in_flight && released {
                     action_of(node, step, first).into_iter().collect()
-                } else if self
-                    .state
-                    .server(node)
-                    .is_some_and(|s| s.ignores_forever(*from, message))
+                } else if released
+                    && self
+                        .state
+                        .server(node)
+                        .is_some_and(|s| s.ignores_forever(*from, message))
                 {
                     // A response the checker would have forgotten as dead
-                    // (it changes nothing, in this state or later) may be
-                    // delivered late: a no-op step, checked as such below.
+                    // (it changes nothing and sends nothing, in this state or
+                    // later) may be delivered late: a no-op step, checked as
+                    // such below.
                     Vec::new()
                 } else {
                     return Err(Ok(Outcome::Blocked(Block {
                         sender: *from,
                         receiver: node,
                         message: message.clone(),
+                        in_flight,
                     })));
                 }
             }
@@ -238,7 +293,7 @@ impl Replayer {
         &mut self,
         trace: &mut Trace,
         line: u64,
-        step: &Step<KvCommand>,
+        step: &KvStep,
     ) -> Result<Outcome, ReplayError> {
         let node = trace.server;
         let expected = trace.last_seq + 1;
@@ -260,7 +315,7 @@ impl Replayer {
             Ok(actions) => actions,
             Err(outcome) => return outcome,
         };
-        let Some(index) = self.state.ids().iter().position(|n| *n == node) else {
+        let Some(index) = self.index_of(node) else {
             let reason = format!("server {} is not one of the cluster's", node.0);
             return Err(self.divergence(trace, line, step, DivergenceKind::NotEnabled { reason }));
         };
@@ -272,11 +327,19 @@ impl Replayer {
             .flatten();
         let mut before: Option<BeforeStep> = None;
         let (mut from, mut rewritten) = (None, false);
+        let records = self.records[index];
+        let mut emits: Emits = Vec::new();
+        if records && step.input == TraceInput::Restart && trace.last_seq == 0 {
+            // The initial state carried out the start's outputs.
+            emits = self.model.start_emits(node);
+        }
         for action in &actions {
-            let Some(stepped) =
-                self.model
-                    .step(&mut self.state, action, Some(&mut self.digests[index]))
-            else {
+            let Some(stepped) = self.model.step_recording(
+                &mut self.state,
+                action,
+                Some(&mut self.digests[index]),
+                records.then_some(&mut emits),
+            ) else {
                 let reason = format!("{action:?} is not enabled");
                 return Err(self.divergence(
                     trace,
@@ -308,6 +371,25 @@ impl Replayer {
                 DivergenceKind::StateMismatch { fields },
             ));
         }
+        if records {
+            let recorded = step.out.as_deref().unwrap_or_default();
+            if recorded.len() != emits.len()
+                || recorded.iter().zip(&emits).any(|(r, (m, _))| r != m)
+            {
+                let json =
+                    |items: Vec<&Emitted<KvOutput>>| items.into_iter().map(emitted_json).collect();
+                return Err(self.divergence(
+                    trace,
+                    line,
+                    step,
+                    DivergenceKind::OutputMismatch {
+                        recorded: json(recorded.iter().collect()),
+                        model: json(emits.iter().map(|(e, _)| e).collect()),
+                    },
+                ));
+            }
+        }
+        self.history.observe(after);
         let (term, commit) = (after.current_term(), after.volatile.commit_index);
         let views = server_views(&self.state);
         let violated = self
@@ -328,6 +410,19 @@ impl Replayer {
                 },
             ));
         }
+        if records {
+            let batch = &mut self.batches[index];
+            if step.input == TraceInput::Restart {
+                // What the node held back before it went down never left.
+                *batch = OpenBatch::default();
+            }
+            batch.unsynced |= emits
+                .iter()
+                .any(|(e, _)| matches!(e, Emitted::Persist { .. }));
+            batch
+                .pending
+                .extend(emits.into_iter().filter(|(e, _)| e.is_released()));
+        }
         self.max_term = self.max_term.max(term);
         self.committed = self.committed.max(commit);
         self.steps += 1;
@@ -339,8 +434,104 @@ impl Replayer {
         Ok(Outcome::Replayed)
     }
 
+    /// A divergence at a marker (or, for the history, at the marker that
+    /// released the reply): every step so far agreed.
+    fn marker_divergence(
+        &self,
+        file: &str,
+        server: NodeId,
+        line: u64,
+        input: String,
+        kind: DivergenceKind,
+    ) -> ReplayError {
+        ReplayError::Divergence(Box::new(Divergence {
+            step: self.steps + 1,
+            file: file.to_string(),
+            line,
+            server,
+            input,
+            action: None,
+            kind,
+            recent: self.recent.iter().map(|r| r.to_string()).collect(),
+            also_blocked: Vec::new(),
+            explorer: None,
+        }))
+    }
+
+    /// Judges a marker of `trace` read after the steps replayed so far
+    /// (version 3): a synced marker makes the open batch's writes durable;
+    /// a released marker must come after them, and must list exactly what
+    /// the batch emitted to leave, less what the release rule drops.
+    pub(super) fn marker(&mut self, trace: &Trace, marker: Marker) -> Result<(), ReplayError> {
+        let node = trace.server;
+        let Some(index) = self.index_of(node) else {
+            return Ok(());
+        };
+        if !self.records[index] {
+            return Ok(());
+        }
+        let (line, released) = match marker {
+            Marker::Synced => {
+                self.batches[index].unsynced = false;
+                return Ok(());
+            }
+            Marker::Released(line, released) => (line, released),
+        };
+        let input = serde_json::to_string(&released).unwrap_or_default();
+        let bad = |this: &Self, kind| {
+            this.marker_divergence(trace.file(), node, line, input.clone(), kind)
+        };
+        if self.batches[index].unsynced {
+            return Err(bad(self, DivergenceKind::ReleasedBeforeSynced));
+        }
+        let batch = std::mem::take(&mut self.batches[index]);
+        if let Err(reason) = check_release(&batch.pending, &released) {
+            return Err(bad(self, DivergenceKind::ReleaseMismatch { reason }));
+        }
+        for item in released.out {
+            match item {
+                Emitted::Send { to, digest } => {
+                    self.released.insert((node, to, digest));
+                }
+                Emitted::Reply {
+                    client_id,
+                    request_no,
+                    reply: ClientReply::Ok(value),
+                } => self.history.acknowledge(Ack {
+                    client_id,
+                    request_no,
+                    value,
+                    server: node,
+                    file: Arc::clone(&trace.name),
+                    line,
+                }),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// At the end of a clean replay: every reply released is in the
+    /// committed log with the value applying it returns
+    /// ([`ClientHistory::check`]).
+    fn check_history(&self) -> Result<(), ReplayError> {
+        match self.history.check() {
+            None => Ok(()),
+            Some(v) => Err(self.marker_divergence(
+                &v.ack.file,
+                v.ack.server,
+                v.ack.line,
+                format!(
+                    "reply to request {} of client {}: {:?}",
+                    v.ack.request_no, v.ack.client_id.0, v.ack.value
+                ),
+                DivergenceKind::HistoryViolated { reason: v.reason },
+            )),
+        }
+    }
+
     /// Keeps the step just replayed for a divergence report.
-    pub(super) fn remember(&mut self, file: &Arc<str>, line: u64, recorded: Step<KvCommand>) {
+    pub(super) fn remember(&mut self, file: &Arc<str>, line: u64, recorded: KvStep) {
         if self.recent.len() == RECENT {
             self.recent.pop_front();
         }
@@ -392,6 +583,18 @@ impl Replayer {
     fn not_in_flight(&self, block: &Block) -> (String, Option<usize>) {
         let (from, to, recorded) = (block.sender, block.receiver, &block.message);
         let mut distance = None;
+        if block.in_flight {
+            return (
+                format!(
+                    "{} from server {} to server {} was never released: the model sent it, but no released marker of server {}'s trace lists it",
+                    recorded.name(),
+                    from.0,
+                    to.0,
+                    from.0
+                ),
+                Some(0),
+            );
+        }
         let mut out = format!(
             "{} from server {} to server {} is not in flight (no replayed step of server {} sent it)",
             recorded.name(),
@@ -457,13 +660,7 @@ impl Replayer {
         };
         let origins: Vec<bool> = blocked.iter().map(|(t, _)| is_origin(*t)).collect();
         // (rank, trace, line, step, why)
-        type Described = (
-            (bool, usize, u64, usize),
-            usize,
-            u64,
-            Step<KvCommand>,
-            String,
-        );
+        type Described = ((bool, usize, u64, usize), usize, u64, KvStep, String);
         let mut described: Vec<Described> = Vec::new();
         for ((t, block), origin) in blocked.iter().zip(origins) {
             let (reason, distance) = self.not_in_flight(block);
@@ -507,9 +704,66 @@ impl Replayer {
             max_term: self.max_term,
             committed: self.committed,
             restarts: self.restarts,
+            acknowledged: self.history.acknowledged() as u64,
             elapsed: Duration::ZERO,
         }
     }
+}
+
+/// Whether `released` lists what a batch whose steps emitted `pending`
+/// (sends and replies, in order) lets out: every send the release rule
+/// ([`released_sends`]) keeps, and of the replies those the node still had
+/// a client for, all in the order emitted, and nothing else. What differs,
+/// in words, otherwise.
+fn check_release(pending: &Emits, released: &Released<KvOutput>) -> Result<(), String> {
+    let sends: Vec<(NodeId, bool)> = pending
+        .iter()
+        .filter_map(|(e, append)| match e {
+            Emitted::Send { to, .. } => Some((*to, *append)),
+            _ => None,
+        })
+        .collect();
+    let mut keep = released_sends(&sends).into_iter();
+    // (item, must it be released)
+    let expected: Vec<(&Emitted<KvOutput>, bool)> = pending
+        .iter()
+        .filter_map(|(e, _)| match e {
+            Emitted::Send { .. } => keep.next().unwrap_or(true).then_some((e, true)),
+            _ => Some((e, false)),
+        })
+        .collect();
+    let mut at = expected.iter().peekable();
+    for item in &released.out {
+        loop {
+            match at.next() {
+                None => {
+                    return Err(format!(
+                        "it releases {}, which the batch's steps did not emit (or not at that place)",
+                        emitted_json(item)
+                    ))
+                }
+                Some((e, _)) if *e == item => break,
+                Some((e, true)) => {
+                    return Err(format!(
+                        "it does not release {}, which the batch's steps emitted and the release rule keeps",
+                        emitted_json(e)
+                    ))
+                }
+                Some((_, false)) => {}
+            }
+        }
+    }
+    if let Some((e, _)) = at.find(|(_, must)| *must) {
+        return Err(format!(
+            "it does not release {}, which the batch's steps emitted and the release rule keeps",
+            emitted_json(e)
+        ));
+    }
+    Ok(())
+}
+
+fn emitted_json(e: &Emitted<KvOutput>) -> String {
+    serde_json::to_string(e).unwrap_or_else(|_| format!("{e:?}"))
 }
 
 /// The views of every server of a state (none is ever left crashed between
@@ -531,7 +785,12 @@ pub(super) fn run(
     let started = Instant::now();
     let (mut traces, max_append_entries) = open(inputs)?;
     let servers: Vec<NodeId> = traces.iter().map(|t| t.server).collect();
-    let mut replayer = Replayer::new(ReplayModel::new(&servers, max_append_entries), options);
+    let records = traces.iter().map(Trace::records_outputs).collect();
+    let mut replayer = Replayer::new(
+        ReplayModel::new(&servers, max_append_entries),
+        options,
+        records,
+    );
     let stop = window.map(|(_, end)| end);
     replayer.capture = window.map(|(start, end)| Capture {
         start,
@@ -549,6 +808,9 @@ pub(super) fn run(
                     break 'replay;
                 }
                 trace.peek()?;
+                while let Some(marker) = trace.markers.pop_front() {
+                    replayer.marker(trace, marker)?;
+                }
                 let Some((step, line)) = trace.next.take() else {
                     break;
                 };
@@ -577,6 +839,9 @@ pub(super) fn run(
         if !progressed {
             return Err(replayer.stuck(&mut traces, blocked));
         }
+    }
+    if stop.is_none() {
+        replayer.check_history()?;
     }
     if let Some(c) = &mut replayer.capture {
         if c.init.is_none() && replayer.steps <= c.start {
