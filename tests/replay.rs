@@ -751,6 +751,134 @@ fn an_altered_entry_is_rejected() {
     assert!(reason.contains("differs in entries"), "{d}");
 }
 
+// ---- Hand-edited outputs and releases (trace version 3) ------------------
+
+/// The index (in `steps_with_markers`) of the first step of `text` whose
+/// line contains `what`.
+fn step_index(steps: &[Vec<String>], what: &str) -> usize {
+    steps.iter().position(|s| s[0].contains(what)).unwrap()
+}
+
+#[test]
+fn an_altered_output_is_rejected_at_its_step() {
+    let mut t = clean_traces();
+    let (header, mut steps) = steps_with_markers(&t[&NodeId(1)]);
+    // Node 1's election: it records a vote request to node 2 that differs
+    // from the one its server produced (and released as produced).
+    let i = step_index(&steps, "ElectionTimeout");
+    let digest = steps[i][0]
+        .split("\"digest\":\"")
+        .nth(2)
+        .and_then(|d| d.get(..16))
+        .unwrap()
+        .to_string();
+    steps[i][0] = steps[i][0].replacen(&digest, "0123456789abcdef", 1);
+    t.insert(NodeId(1), join_steps(&header, &steps));
+    let d = divergence(replay_texts(&t));
+    assert_eq!((d.file.as_str(), d.line), ("node-1.ndjson", 3), "{d}");
+    let DivergenceKind::OutputMismatch { recorded, model } = &d.kind else {
+        panic!("{d}")
+    };
+    assert!(
+        recorded.iter().any(|r| r.contains("0123456789abcdef")),
+        "{d}"
+    );
+    assert!(model.iter().any(|m| m.contains(&digest)), "{d}");
+}
+
+#[test]
+fn a_release_before_the_batch_is_durable_is_rejected() {
+    let mut t = clean_traces();
+    let (header, mut steps) = steps_with_markers(&t[&NodeId(1)]);
+    let i = step_index(&steps, "ElectionTimeout");
+    // Its markers: synced, then released. Swapped: the vote requests left
+    // before the vote for itself was durable.
+    assert_eq!(steps[i].len(), 3, "{:?}", steps[i]);
+    steps[i].swap(1, 2);
+    t.insert(NodeId(1), join_steps(&header, &steps));
+    let d = divergence(replay_texts(&t));
+    assert_eq!((d.file.as_str(), d.line), ("node-1.ndjson", 4), "{d}");
+    assert_eq!(d.kind, DivergenceKind::ReleasedBeforeSynced, "{d}");
+}
+
+#[test]
+fn a_release_that_adds_drops_or_alters_an_item_is_rejected() {
+    let clean = clean_traces();
+    let leader = NodeId(1);
+    let (header, steps) = steps_with_markers(&clean[&leader]);
+    let write = step_index(&steps, "ClientRequest");
+    let release_line = |steps: &[Vec<String>], i: usize| {
+        steps[i]
+            .iter()
+            .position(|l| l.starts_with("{\"released\""))
+            .unwrap()
+    };
+    let reply = r#"{"Reply":{"client_id":5,"request_no":1,"reply":{"Ok":null}}}"#;
+    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str)> = vec![
+        (
+            // A write acknowledged when it is appended, before it commits.
+            "reply before commit",
+            Box::new(move |l: &str| l.replacen("\"out\":[", &format!("\"out\":[{reply},"), 1)),
+            "which the batch's steps did not emit",
+        ),
+        (
+            // One of the AppendEntries of the write held back.
+            "a send dropped",
+            Box::new(|l: &str| {
+                let start = l.find("{\"Send\"").unwrap();
+                let end = start + l[start..].find("}}").unwrap() + 2;
+                let rest = l[end..].strip_prefix(',').unwrap_or(&l[end..]);
+                format!("{}{rest}", &l[..start])
+            }),
+            "it does not release",
+        ),
+        (
+            // A send altered on its way out.
+            "a send altered",
+            Box::new(|l: &str| {
+                let at = l.find("\"digest\":\"").unwrap() + 10;
+                format!("{}fedcba9876543210{}", &l[..at], &l[at + 16..])
+            }),
+            "did not emit",
+        ),
+    ];
+    for (name, edit, expected) in cases {
+        let mut steps = steps.clone();
+        let m = release_line(&steps, write);
+        steps[write][m] = edit(&steps[write][m]);
+        let mut t = clean.clone();
+        t.insert(leader, join_steps(&header, &steps));
+        let d = divergence(replay_texts(&t));
+        let DivergenceKind::ReleaseMismatch { reason } = &d.kind else {
+            panic!("{name}: {d}")
+        };
+        assert!(reason.contains(expected), "{name}: {d}");
+        assert_eq!(d.file, "node-1.ndjson", "{name}: {d}");
+        assert!(d.input.starts_with("{\"released\":"), "{name}: {d}");
+    }
+}
+
+#[test]
+fn a_message_its_sender_never_released_is_rejected() {
+    let mut t = clean_traces();
+    // Node 1's trace ends with the line of its election step: the vote
+    // requests were produced (the model has them in flight) but never let
+    // out, yet nodes 2 and 3 record receiving them.
+    let (header, steps) = steps_with_markers(&t[&NodeId(1)]);
+    let i = step_index(&steps, "ElectionTimeout");
+    let mut cut = steps[..=i].to_vec();
+    cut[i].truncate(1);
+    t.insert(NodeId(1), join_steps(&header, &cut));
+    let d = divergence(replay_texts(&t));
+    let DivergenceKind::NotEnabled { reason } = &d.kind else {
+        panic!("{d}")
+    };
+    assert!(
+        reason.contains("RequestVote from server 1") && reason.contains("was never released"),
+        "{d}"
+    );
+}
+
 // ---- Real processes ---------------------------------------------------------
 
 /// The `raft-node` binary next to this test's own directory

@@ -200,9 +200,9 @@ struct Batch {
 
 enum Release {
     Send(NodeId, Message<KvCommand>),
-    /// A response, and the client reply it carries as the trace records it
-    /// (`None` for a status response, which is no output of the server).
-    Reply(ConnId, Response, Option<Emitted<KvOutput>>),
+    /// A response on a connection, and the request it answers (`None` for a
+    /// status response, which answers no request of the server's).
+    Reply(ConnId, Response, Option<(ClientId, u64)>),
 }
 
 /// Counters, for `status` and tests.
@@ -628,17 +628,18 @@ impl<St: Storage> Node<St> {
                             address: leader_hint.and_then(|n| self.addresses.get(&n).cloned()),
                         },
                     };
-                    let traced = client_reply_of(&response).filter(|_| tracing).map(|reply| {
-                        Emitted::Reply {
+                    if let Some(reply) = client_reply_of(&response).filter(|_| tracing) {
+                        emit(Emitted::Reply {
                             client_id,
                             request_no,
                             reply,
-                        }
-                    });
-                    if let Some(e) = &traced {
-                        emit(e.clone());
+                        });
                     }
-                    batch.release.push(Release::Reply(conn, response, traced));
+                    batch.release.push(Release::Reply(
+                        conn,
+                        response,
+                        Some((client_id, request_no)),
+                    ));
                 }
             }
         }
@@ -726,7 +727,14 @@ impl<St: Storage> Node<St> {
                         to: *to,
                         digest: message_digest(message),
                     }),
-                    Release::Reply(_, _, traced) => traced.clone(),
+                    Release::Reply(_, response, Some((client_id, request_no))) => {
+                        client_reply_of(response).map(|reply| Emitted::Reply {
+                            client_id: *client_id,
+                            request_no: *request_no,
+                            reply,
+                        })
+                    }
+                    Release::Reply(_, _, None) => None,
                 })
                 .collect();
             if !out.is_empty() {

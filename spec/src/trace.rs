@@ -1787,4 +1787,134 @@ mod tests {
             vec![steps[0].clone()]
         );
     }
+
+    #[test]
+    fn a_step_records_its_outputs_and_a_batch_its_release() {
+        let (mut server, started) = Server::<Kv>::new(NodeId(1), vec![NodeId(2)]);
+        let mut digest = LogDigest::default();
+        let mut w = TraceWriter::new(Vec::new(), &header()).unwrap();
+        let start = Step::after(1, TraceInput::Restart, &server, &digest);
+        w.write_alone(&start.with_out(Emitted::all(&started)))
+            .unwrap();
+        let (step, outputs) = Step::take(2, &mut server, Input::ElectionTimeout, &mut digest);
+        w.write_alone(&step).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[1].ends_with(r#""out":[{"SetTimer":"Election"}]}"#),
+            "{text}"
+        );
+        let vote_request = outputs
+            .iter()
+            .find_map(|o| match o {
+                crate::Output::Send { message, .. } => Some(message_digest(message)),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(lines[3], r#"{"synced":2}"#);
+        assert_eq!(
+            lines[4],
+            format!(r#"{{"released":2,"out":[{{"Send":{{"to":2,"digest":"{vote_request}"}}}}]}}"#)
+        );
+        assert!(
+            lines[2]
+                .contains(r#""out":[{"Persist":{"hard_state":{"current_term":1,"voted_for":1}}},"#),
+            "{text}"
+        );
+
+        let mut r = TraceReader::new("mem", text.as_bytes()).unwrap();
+        let records: Vec<Record<KvCommand, KvOutput>> = std::iter::from_fn(|| r.next_record())
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(records.len(), 4);
+        assert_eq!(records[1], Record::Step(step.clone()));
+        let Record::Released(released) = &records[3] else {
+            panic!("{records:?}")
+        };
+        assert_eq!(
+            released.out,
+            vec![Emitted::Send {
+                to: NodeId(2),
+                digest: vote_request
+            }]
+        );
+        assert!(
+            step.out
+                .as_ref()
+                .unwrap()
+                .iter()
+                .filter(|e| e.is_released())
+                .count()
+                == 1
+        );
+    }
+
+    /// The FNV-1a 64 of the message's compact JSON,
+    /// `{"RequestVote":{"term":1,"candidate_id":2,"last_log_index":0,"last_log_term":0}}`,
+    /// as any implementation computes it.
+    #[test]
+    fn the_message_digest_is_pinned() {
+        let m: Message<KvCommand> = Message::RequestVote(RequestVote {
+            term: Term(1),
+            candidate_id: NodeId(2),
+            last_log_index: LogIndex(0),
+            last_log_term: Term(0),
+        });
+        assert_eq!(message_digest(&m).to_string(), "292a98a97cb01356");
+    }
+
+    #[test]
+    fn the_release_rule_drops_only_superseded_append_entries() {
+        let (a, b) = (NodeId(2), NodeId(3));
+        // (to, is an AppendEntries)
+        let sends = [
+            (a, true),
+            (b, false),
+            (a, true),
+            (b, true),
+            (a, false),
+            (b, true),
+        ];
+        assert_eq!(
+            released_sends(&sends),
+            vec![false, true, true, false, true, true]
+        );
+        assert_eq!(released_sends(&[]), Vec::<bool>::new());
+    }
+
+    #[test]
+    fn released_markers_are_checked_where_they_stand() {
+        let steps = three_steps();
+        let head = serde_json::to_string(&header()).unwrap();
+        let s1 = serde_json::to_string(&steps[0]).unwrap();
+        let s2 = serde_json::to_string(&steps[1]).unwrap();
+        let ok = format!("{head}\n{s1}\n{s2}\n{{\"released\":2,\"out\":[]}}\n{{\"synced\":2}}\n");
+        // Either order of a batch's two markers reads: the replayer judges it.
+        let r = TraceReader::new("m.ndjson", ok.as_bytes()).unwrap();
+        assert_eq!(r.steps::<KvCommand, KvOutput>().unwrap().len(), 2);
+        let cases = [
+            (
+                format!(
+                    "{head}\n{s1}\n{{\"released\":1,\"out\":[]}}\n{{\"released\":1,\"out\":[]}}\n"
+                ),
+                "m.ndjson:4: bad released marker: a second released marker for step 1",
+            ),
+            (
+                format!("{head}\n{s1}\n{s2}\n{{\"released\":1,\"out\":[]}}\n"),
+                "m.ndjson:4: bad released marker: a marker for step 1, but the step before it is 2",
+            ),
+            (
+                format!("{head}\n{s1}\n{{\"released\":1}}\n"),
+                "m.ndjson:3: bad released marker: missing field `out` at line 1 column 14",
+            ),
+        ];
+        for (text, expected) in cases {
+            let err = TraceReader::new("m.ndjson", text.as_bytes())
+                .unwrap()
+                .steps::<KvCommand, KvOutput>()
+                .unwrap_err();
+            assert_eq!(err.to_string(), expected);
+        }
+    }
 }

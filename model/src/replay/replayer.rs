@@ -732,32 +732,27 @@ fn check_release(pending: &Emits, released: &Released<KvOutput>) -> Result<(), S
             _ => Some((e, false)),
         })
         .collect();
-    let mut at = expected.iter().peekable();
-    for item in &released.out {
-        loop {
-            match at.next() {
-                None => {
-                    return Err(format!(
-                        "it releases {}, which the batch's steps did not emit (or not at that place)",
-                        emitted_json(item)
-                    ))
-                }
-                Some((e, _)) if *e == item => break,
-                Some((e, true)) => {
-                    return Err(format!(
-                        "it does not release {}, which the batch's steps emitted and the release rule keeps",
-                        emitted_json(e)
-                    ))
-                }
-                Some((_, false)) => {}
-            }
-        }
-    }
-    if let Some((e, _)) = at.find(|(_, must)| *must) {
-        return Err(format!(
+    let missing = |e: &Emitted<KvOutput>| {
+        format!(
             "it does not release {}, which the batch's steps emitted and the release rule keeps",
             emitted_json(e)
-        ));
+        )
+    };
+    let mut at = 0;
+    for item in &released.out {
+        let Some(k) = expected[at..].iter().position(|(e, _)| *e == item) else {
+            return Err(format!(
+                "it releases {}, which the batch's steps did not emit (or not in that order)",
+                emitted_json(item)
+            ));
+        };
+        if let Some((skipped, _)) = expected[at..at + k].iter().find(|(_, must)| *must) {
+            return Err(missing(skipped));
+        }
+        at += k + 1;
+    }
+    if let Some((e, _)) = expected[at..].iter().find(|(_, must)| *must) {
+        return Err(missing(e));
     }
     Ok(())
 }
