@@ -814,7 +814,8 @@ fn a_release_that_adds_drops_or_alters_an_item_is_rejected() {
             .unwrap()
     };
     let reply = r#"{"Reply":{"client_id":5,"request_no":1,"reply":{"Ok":null}}}"#;
-    let cases: Vec<(&str, Box<dyn Fn(&str) -> String>, &str)> = vec![
+    type Edit = Box<dyn Fn(&str) -> String>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
         (
             // A write acknowledged when it is appended, before it commits.
             "reply before commit",
