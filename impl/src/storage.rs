@@ -24,6 +24,13 @@
 //! `write` and one `fdatasync`: the group commit of the event loop. Nothing
 //! the server sends or replies leaves before the `sync` that covers its step.
 //!
+//! The WAL reaches its file through [`WalFile`]: a real [`File`], or a
+//! [`SimFile`], a file in memory that models what a crash keeps (a process
+//! kill keeps every byte written, a power loss only the synced ones and a
+//! torn prefix of the rest) and whose writes and syncs a test can make fail.
+//! The storage tests and the simulation run the same [`FileStorage`] code
+//! over it, encoding, checksums and recovery included.
+//!
 //! # Recovery
 //!
 //! - A **torn tail** (a record cut short by a crash during the last write, or
@@ -135,11 +142,120 @@ pub struct Recovery {
     pub truncated_at: Option<u64>,
 }
 
-/// The WAL on disk.
+/// What the WAL does to its file: append bytes, make them durable, cut a
+/// torn tail.
+pub trait WalFile {
+    /// Appends `bytes` at the end of the file (handed to the kernel: a
+    /// process kill keeps them, a power loss may not).
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Makes every byte appended so far durable (`fdatasync`).
+    fn sync_data(&mut self) -> io::Result<()>;
+    /// Cuts the file to `len` bytes, durably.
+    fn truncate(&mut self, len: u64) -> io::Result<()>;
+}
+
+impl WalFile for File {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.write_all(bytes)
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        self.set_len(len)?;
+        self.sync_all()
+    }
+}
+
+/// A WAL file in memory that keeps apart what was appended (what the
+/// kernel holds: a process kill keeps it) and what was synced (what a power
+/// loss keeps), with crash points a test sets: a write torn after some of
+/// its bytes, a sync that fails.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimFile {
+    bytes: Vec<u8>,
+    durable: usize,
+    /// The next append writes only this many of its bytes, then fails (a
+    /// crash in the middle of the `write`).
+    pub tear_next_append: Option<usize>,
+    /// The next sync fails without making anything durable (a crash before
+    /// the `fdatasync` returns).
+    pub fail_next_sync: bool,
+    /// The next sync makes everything durable, then fails (a crash right
+    /// after it).
+    pub fail_after_next_sync: bool,
+}
+
+impl SimFile {
+    /// Every byte appended: what a process killed now leaves on disk.
+    pub fn after_kill(&self) -> Vec<u8> {
+        self.bytes.clone()
+    }
+
+    /// What a power loss now leaves on disk: every synced byte, and the
+    /// first `torn` of the bytes appended since (fewer if fewer were).
+    pub fn after_power_loss(&self, torn: usize) -> Vec<u8> {
+        let end = self.bytes.len().min(self.durable.saturating_add(torn));
+        self.bytes[..end].to_vec()
+    }
+
+    /// A file holding `bytes`, all durable (a disk after a restart).
+    pub fn holding(bytes: Vec<u8>) -> Self {
+        SimFile {
+            durable: bytes.len(),
+            bytes,
+            ..SimFile::default()
+        }
+    }
+
+    /// Bytes synced so far.
+    pub fn durable_len(&self) -> usize {
+        self.durable
+    }
+}
+
+fn crash(what: &str) -> io::Error {
+    io::Error::other(format!("simulated crash {what}"))
+}
+
+impl WalFile for SimFile {
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if let Some(n) = self.tear_next_append.take() {
+            self.bytes.extend_from_slice(&bytes[..n.min(bytes.len())]);
+            return Err(crash("during a write"));
+        }
+        self.bytes.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> io::Result<()> {
+        if std::mem::take(&mut self.fail_next_sync) {
+            return Err(crash("before the fsync"));
+        }
+        self.durable = self.bytes.len();
+        if std::mem::take(&mut self.fail_after_next_sync) {
+            return Err(crash("after the fsync"));
+        }
+        Ok(())
+    }
+
+    fn truncate(&mut self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len)
+            .unwrap_or(usize::MAX)
+            .min(self.bytes.len());
+        self.bytes.truncate(len);
+        self.durable = len;
+        Ok(())
+    }
+}
+
+/// The WAL: records appended to a [`WalFile`] (on disk, a [`File`]).
 #[derive(Debug)]
-pub struct FileStorage {
+pub struct FileStorage<F: WalFile = File> {
     path: PathBuf,
-    file: File,
+    file: F,
     buf: Vec<u8>,
     /// Whether to fdatasync (always true outside benchmarks of the storage
     /// itself).
@@ -207,13 +323,32 @@ impl FileStorage {
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(io_err("read", &path))?;
-        let (state, recovery) = if bytes.is_empty() {
-            file.write_all(MAGIC).map_err(io_err("write", &path))?;
-            file.sync_all().map_err(io_err("fsync", &path))?;
+        let fresh = bytes.is_empty();
+        let opened = FileStorage::recover_from(path, file, &bytes)?;
+        if fresh {
             sync_dir(dir)?;
+        }
+        Ok(opened)
+    }
+}
+
+impl<F: WalFile> FileStorage<F> {
+    /// The WAL in `file` (named `path` in messages), which holds `bytes`:
+    /// recovers the persistent state from them, cutting a torn tail (or
+    /// writing the magic into an empty file), and returns the storage, the
+    /// state and what recovery found. [`FileStorage::open`] does this on
+    /// disk; the tests and the simulation do it on a [`SimFile`].
+    pub fn recover_from(
+        path: PathBuf,
+        mut file: F,
+        bytes: &[u8],
+    ) -> Result<(Self, PersistentState<KvCommand>, Recovery), StorageError> {
+        let (state, recovery) = if bytes.is_empty() {
+            file.append(MAGIC).map_err(io_err("write", &path))?;
+            file.sync_data().map_err(io_err("fsync", &path))?;
             (PersistentState::default(), Recovery::default())
         } else {
-            let (state, recovery) = recover(&path, &bytes)?;
+            let (state, recovery) = recover(&path, bytes)?;
             if let Some(at) = recovery.truncated_at {
                 warn!(
                     file = %path.display(),
@@ -221,8 +356,7 @@ impl FileStorage {
                     bytes = recovery.truncated_bytes,
                     "torn tail in the WAL: truncating"
                 );
-                file.set_len(at).map_err(io_err("truncate", &path))?;
-                file.sync_all().map_err(io_err("fsync", &path))?;
+                file.truncate(at).map_err(io_err("truncate", &path))?;
             }
             (state, recovery)
         };
@@ -248,6 +382,22 @@ impl FileStorage {
     /// The WAL's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The file.
+    pub fn file(&self) -> &F {
+        &self.file
+    }
+
+    /// Mutable access to the file (a test sets its crash points).
+    pub fn file_mut(&mut self) -> &mut F {
+        &mut self.file
+    }
+
+    /// Gives the file back (what a crash leaves of it is the caller's to
+    /// choose, for a [`SimFile`]).
+    pub fn into_file(self) -> F {
+        self.file
     }
 }
 
@@ -361,7 +511,7 @@ pub fn recover(
     Ok((state, recovery))
 }
 
-impl Storage for FileStorage {
+impl<F: WalFile> Storage for FileStorage<F> {
     fn append(&mut self, persist: &Persist<KvCommand>) -> Result<(), StorageError> {
         encode_record(persist, &mut self.buf)
     }
@@ -370,10 +520,9 @@ impl Storage for FileStorage {
         if self.buf.is_empty() {
             return Ok(());
         }
-        self.file
-            .write_all(&self.buf)
-            .map_err(io_err("append to", &self.path))?;
+        let written = self.file.append(&self.buf);
         self.buf.clear();
+        written.map_err(io_err("append to", &self.path))?;
         if self.fsync {
             self.file
                 .sync_data()

@@ -392,11 +392,11 @@ impl<R> Emitted<R> {
 /// every process and machine agrees.
 pub fn message_digest<C: Serialize>(message: &Message<C>) -> Digest {
     let mut h = Fnv64::new();
-    // serde_json cannot fail on the spec's messages (no maps with non-string
-    // keys); an error hashes as the empty message, which the replayer then
-    // reports as a send that differs.
-    let bytes = serde_json::to_vec(message).unwrap_or_default();
-    h.write(&bytes);
+    // The encoding streams into the hash. serde_json cannot fail on the
+    // spec's messages (no maps with non-string keys); an error would leave
+    // a digest of part of the message, which the replayer then reports as
+    // a send that differs.
+    let _ = serde_json::to_writer(&mut h, message);
     Digest(h.finish())
 }
 
@@ -755,6 +755,19 @@ impl Fnv64 {
     }
 }
 
+/// Hashing what is written: an encoder streams into the hash without a
+/// buffer.
+impl Write for Fnv64 {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        Fnv64::write(self, bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Default for Fnv64 {
     fn default() -> Self {
         Fnv64::new()
@@ -802,11 +815,10 @@ impl LogDigest {
         let mut h = Fnv64::new();
         h.write_u64(last);
         h.write_u64(entry.term.0);
-        // serde_json cannot fail on the spec's payloads (no maps with
-        // non-string keys); an error would hash as the empty payload, which
-        // any divergence check then reports.
-        let bytes = serde_json::to_vec(&entry.payload).unwrap_or_default();
-        h.write(&bytes);
+        // The encoding streams into the hash. serde_json cannot fail on the
+        // spec's payloads (no maps with non-string keys); an error would
+        // hash part of the payload, which any divergence check then reports.
+        let _ = serde_json::to_writer(&mut h, &entry.payload);
         self.prefix.push(h.finish());
     }
 

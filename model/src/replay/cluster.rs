@@ -17,7 +17,7 @@
 
 use crate::model::intern::{content_hash, FixedState};
 use crate::model::state::{timer_bit, TIMERS};
-use raft_spec::trace::{Emitted, LogDigest};
+use raft_spec::trace::{message_digest, Emitted, LogDigest};
 use raft_spec::{
     ClientId, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output, PersistentState,
     Role, Server, Term, Timer,
@@ -39,6 +39,11 @@ impl RaftMsg {
     /// Wraps a message.
     pub fn new(message: Message<KvCommand>) -> Self {
         RaftMsg(Arc::new((content_hash(&message), message)))
+    }
+
+    /// The hash of its content, computed once.
+    pub fn content_hash(&self) -> u64 {
+        self.0 .0
     }
 }
 
@@ -285,9 +290,17 @@ impl Cluster {
 
     /// Whether `message` from `from` to `to` is in flight.
     pub fn in_flight(&self, from: NodeId, to: NodeId, message: &Message<KvCommand>) -> bool {
+        self.in_flight_msg(from, to, &RaftMsg::new(message.clone()))
+    }
+
+    /// [`Cluster::in_flight`] of a message already wrapped.
+    pub fn in_flight_msg(&self, from: NodeId, to: NodeId, message: &RaftMsg) -> bool {
         self.network.contains(&Envelope {
             dst: to,
-            msg: ReplayMsg::raft(from, message.clone()),
+            msg: ReplayMsg::Raft {
+                from,
+                message: message.clone(),
+            },
         })
     }
 
@@ -363,10 +376,20 @@ impl BeforeStep {
     }
 }
 
-/// What a step emitted, as a version-3 trace records it, in order; each
-/// item with whether it is the send of an AppendEntries (the release rule,
-/// [`raft_spec::trace::released_sends`], needs to know).
-pub type Emits = Vec<(Emitted<KvOutput>, bool)>;
+/// One output of a step, as a version-3 trace records it.
+#[derive(Clone, Debug)]
+pub struct Emit {
+    /// The record.
+    pub item: Emitted<KvOutput>,
+    /// Whether it is the send of an AppendEntries (the release rule,
+    /// [`raft_spec::trace::released_sends`], needs to know).
+    pub append: bool,
+    /// For a send, its message's [`RaftMsg::content_hash`] (0 otherwise).
+    pub content: u64,
+}
+
+/// What a step emitted, in order.
+pub type Emits = Vec<Emit>;
 
 /// What a step did to the stepped server.
 pub struct Stepped {
@@ -446,7 +469,13 @@ impl ReplayModel {
         let (_, outputs) = self.restarted(id, PersistentState::default());
         outputs
             .iter()
-            .filter_map(|o| Emitted::of(o).map(|e| (e, false)))
+            .filter_map(|o| {
+                Emitted::of(o).map(|item| Emit {
+                    item,
+                    append: false,
+                    content: 0,
+                })
+            })
             .collect()
     }
 
@@ -631,14 +660,13 @@ fn carry_out(
     let slot = &mut slots[i];
     for output in outputs {
         if let Some(e) = emitted.as_deref_mut() {
-            let append = matches!(
-                output,
-                Output::Send {
-                    message: Message::AppendEntries(_),
-                    ..
-                }
-            );
-            e.extend(Emitted::of(&output).map(|item| (item, append)));
+            if !matches!(output, Output::Send { .. }) {
+                e.extend(Emitted::of(&output).map(|item| Emit {
+                    item,
+                    append: false,
+                    content: 0,
+                }));
+            }
         }
         match output {
             Output::Persist(persist) => {
@@ -654,9 +682,20 @@ fn carry_out(
                 stored.apply_persist(&persist);
             }
             Output::Send { to, message } => {
+                let message = RaftMsg::new(message);
+                if let Some(e) = emitted.as_deref_mut() {
+                    e.push(Emit {
+                        item: Emitted::Send {
+                            to,
+                            digest: message_digest(&message),
+                        },
+                        append: matches!(*message, Message::AppendEntries(_)),
+                        content: message.content_hash(),
+                    });
+                }
                 network.insert(Envelope {
                     dst: to,
-                    msg: ReplayMsg::raft(from, message),
+                    msg: ReplayMsg::Raft { from, message },
                 });
             }
             Output::SetTimer(t) => slot.timers |= timer_bit(t),

@@ -11,10 +11,13 @@
 //! when the log is applied in order, each `(client, request number)` once
 //! (Raft §8: a retried request is answered from the session table). The
 //! check computes that from the log alone, with a map of its own, so it
-//! does not rest on the code it checks.
+//! does not rest on the code it checks. It applies the committed log as it
+//! grows (memory: one outcome per request, not the log), checks each
+//! acknowledgement when it is released, and at the end those whose request
+//! was not committed yet when they were.
 
-use raft_spec::{ClientId, Entry, Kv, KvCommand, KvOutput, NodeId, Payload, Server, StateMachine};
-use std::collections::{BTreeMap, HashMap};
+use raft_spec::{ClientId, Kv, KvOutput, NodeId, Payload, Server, StateMachine};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// An acknowledgement: a reply `Ok` that a node released.
@@ -36,49 +39,36 @@ pub(super) struct Violation {
     pub(super) reason: String,
 }
 
-/// The committed log as far as any server committed it, and the
-/// acknowledgements released.
+/// The committed log as far as any server committed it, applied in order
+/// to a map of the history's own, and the acknowledgements released.
 #[derive(Default)]
 pub(super) struct ClientHistory {
-    /// The longest committed prefix seen (State Machine Safety, which the
-    /// replay checks at every step, makes every server's committed prefix
-    /// a prefix of it).
-    committed: Vec<Entry<KvCommand>>,
-    acks: Vec<Ack>,
+    /// Entries of the committed log applied so far (State Machine Safety,
+    /// which the replay checks at every step, makes every server's
+    /// committed prefix a prefix of one log).
+    applied: u64,
+    map: Kv,
+    /// The last request applied of each client (Raft §8's session table).
+    sessions: HashMap<ClientId, u64>,
+    /// `(client, request)` -> index and output of its first application.
+    outcomes: HashMap<(ClientId, u64), (u64, KvOutput)>,
+    /// Acknowledgements of requests not in the committed log when they
+    /// were released.
+    waiting: Vec<Ack>,
+    acknowledged: u64,
 }
 
 impl ClientHistory {
-    /// Extends the committed log with what `server` has committed beyond
-    /// it: time proportional to the new entries.
+    /// Applies what `server` has committed beyond the entries applied so
+    /// far: time proportional to the new entries.
     pub(super) fn observe(&mut self, server: &Server<Kv>) {
         let commit = server.volatile.commit_index.0;
-        let have = self.committed.len() as u64;
-        if commit > have {
-            let entries = server.log().entries();
-            let (from, to) = (have as usize, (commit as usize).min(entries.len()));
-            self.committed.extend(entries[from..to].iter().cloned());
+        if commit <= self.applied {
+            return;
         }
-    }
-
-    /// Records an acknowledgement.
-    pub(super) fn acknowledge(&mut self, ack: Ack) {
-        self.acks.push(ack);
-    }
-
-    /// The number of acknowledgements recorded.
-    pub(super) fn acknowledged(&self) -> usize {
-        self.acks.len()
-    }
-
-    /// The first acknowledgement (in the order they were released) that is
-    /// not in the committed log, or whose reply is not what applying the
-    /// log returns.
-    pub(super) fn check(&self) -> Option<Violation> {
-        // (client, request) -> (index, output) of its first application.
-        let mut outcome: HashMap<(ClientId, u64), (usize, KvOutput)> = HashMap::new();
-        let mut sessions: BTreeMap<ClientId, u64> = BTreeMap::new();
-        let mut map = Kv::default();
-        for (i, entry) in self.committed.iter().enumerate() {
+        let entries = server.log().entries();
+        let (from, to) = (self.applied as usize, (commit as usize).min(entries.len()));
+        for (i, entry) in entries[from..to].iter().enumerate() {
             let Payload::Command {
                 client_id,
                 request_no,
@@ -87,32 +77,64 @@ impl ClientHistory {
             else {
                 continue;
             };
-            if sessions
+            if self
+                .sessions
                 .get(client_id)
                 .is_some_and(|last| *last >= *request_no)
             {
                 continue;
             }
-            sessions.insert(*client_id, *request_no);
-            outcome.insert((*client_id, *request_no), (i + 1, map.apply(command)));
+            self.sessions.insert(*client_id, *request_no);
+            let output = self.map.apply(command);
+            let index = (from + i + 1) as u64;
+            self.outcomes
+                .insert((*client_id, *request_no), (index, output));
         }
-        self.acks.iter().find_map(|ack| {
-            let reason = match outcome.get(&(ack.client_id, ack.request_no)) {
-                None => format!(
-                    "server {} acknowledged request {} of client {} (reply {:?}), but it is not in the committed log ({} entries): an acknowledged operation was lost",
-                    ack.server.0,
-                    ack.request_no,
-                    ack.client_id.0,
-                    ack.value,
-                    self.committed.len()
-                ),
-                Some((index, value)) if *value != ack.value => format!(
-                    "server {} answered request {} of client {} with {:?}, but applied in log order (index {index} of the committed log) it returns {value:?}: the history is not linearizable",
-                    ack.server.0, ack.request_no, ack.client_id.0, ack.value
-                ),
-                Some(_) => return None,
-            };
-            Some(Violation {
+        self.applied = to as u64;
+    }
+
+    /// What is wrong with `ack` against the log applied so far, if
+    /// anything: `None` also when its request is not in it yet.
+    fn judge(&self, ack: &Ack, at_end: bool) -> Option<String> {
+        match self.outcomes.get(&(ack.client_id, ack.request_no)) {
+            None if at_end => Some(format!(
+                "server {} acknowledged request {} of client {} (reply {:?}), but it is not in the committed log ({} entries): an acknowledged operation was lost",
+                ack.server.0, ack.request_no, ack.client_id.0, ack.value, self.applied
+            )),
+            None => None,
+            Some((index, value)) if *value != ack.value => Some(format!(
+                "server {} answered request {} of client {} with {:?}, but applied in log order (index {index} of the committed log) it returns {value:?}: the history is not linearizable",
+                ack.server.0, ack.request_no, ack.client_id.0, ack.value
+            )),
+            Some(_) => None,
+        }
+    }
+
+    /// Records an acknowledgement as it is released; the violation, if its
+    /// request is in the committed log with another outcome.
+    pub(super) fn acknowledge(&mut self, ack: Ack) -> Option<Violation> {
+        self.acknowledged += 1;
+        if let Some(reason) = self.judge(&ack, false) {
+            return Some(Violation { ack, reason });
+        }
+        if !self.outcomes.contains_key(&(ack.client_id, ack.request_no)) {
+            self.waiting.push(ack);
+        }
+        None
+    }
+
+    /// The number of acknowledgements recorded.
+    pub(super) fn acknowledged(&self) -> usize {
+        self.acknowledged as usize
+    }
+
+    /// At the end: the first acknowledgement (in the order they were
+    /// released) that was not committed when it was released and whose
+    /// request never reached the committed log, or did with another
+    /// outcome.
+    pub(super) fn check(&self) -> Option<Violation> {
+        self.waiting.iter().find_map(|ack| {
+            self.judge(ack, true).map(|reason| Violation {
                 ack: ack.clone(),
                 reason,
             })
@@ -124,7 +146,7 @@ impl ClientHistory {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use raft_spec::{LogIndex, Term};
+    use raft_spec::{Entry, KvCommand, Log, LogIndex, PersistentState, Term};
 
     fn entry(client: u64, request_no: u64, command: KvCommand) -> Entry<KvCommand> {
         Entry {
@@ -155,11 +177,25 @@ mod tests {
         }
     }
 
-    fn history(entries: Vec<Entry<KvCommand>>) -> ClientHistory {
-        ClientHistory {
-            committed: entries,
-            acks: Vec::new(),
-        }
+    /// A one-server cluster that has committed `entries`.
+    fn committed(entries: Vec<Entry<KvCommand>>) -> Server<Kv> {
+        let persistent = PersistentState {
+            current_term: Term(1),
+            voted_for: None,
+            log: Log::from_entries(entries),
+        };
+        let (mut server, _) = Server::<Kv>::restart(NodeId(1), vec![NodeId(1)], persistent);
+        server.volatile.commit_index = server.log().last_index();
+        server
+    }
+
+    /// The first violation of `acks` against a committed log of `entries`,
+    /// as they are released, then at the end.
+    fn verdict(entries: Vec<Entry<KvCommand>>, acks: Vec<Ack>) -> Option<Violation> {
+        let mut h = ClientHistory::default();
+        h.observe(&committed(entries));
+        let now = acks.into_iter().find_map(|a| h.acknowledge(a));
+        now.or_else(|| h.check())
     }
 
     #[test]
@@ -171,26 +207,28 @@ mod tests {
             entry(1, 1, put("a", "1")),
             entry(1, 2, KvCommand::Get { key: "a".into() }),
         ];
-        let mut h = history(log.clone());
-        h.acknowledge(ack(1, 1, None));
-        h.acknowledge(ack(2, 1, Some("1")));
-        h.acknowledge(ack(1, 2, Some("2")));
-        assert!(h.check().is_none());
-        assert_eq!(h.acknowledged(), 3);
+        let acks = vec![ack(1, 1, None), ack(2, 1, Some("1")), ack(1, 2, Some("2"))];
+        assert!(verdict(log.clone(), acks).is_none());
 
         // A read that returns a value the log never gave it at that point.
-        let mut h = history(log.clone());
-        h.acknowledge(ack(1, 2, Some("1")));
-        let v = h.check().unwrap();
+        let v = verdict(log.clone(), vec![ack(1, 2, Some("1"))]).unwrap();
         assert!(v.reason.contains("not linearizable"), "{}", v.reason);
         assert!(v.reason.contains("index 4"), "{}", v.reason);
 
         // An acknowledged write that no server committed.
-        let mut h = history(log[..2].to_vec());
-        h.acknowledge(ack(1, 2, Some("2")));
-        let v = h.check().unwrap();
+        let v = verdict(log[..2].to_vec(), vec![ack(1, 2, Some("2"))]).unwrap();
         assert!(v.reason.contains("was lost"), "{}", v.reason);
         assert_eq!((v.ack.line, &*v.ack.file), (7, "n1"));
+
+        // One released before the replay saw it committed is checked once
+        // it is.
+        let mut h = ClientHistory::default();
+        h.observe(&committed(log[..2].to_vec()));
+        assert!(h.acknowledge(ack(1, 2, Some("1"))).is_none());
+        h.observe(&committed(log.clone()));
+        let v = h.check().unwrap();
+        assert!(v.reason.contains("not linearizable"), "{}", v.reason);
+        assert_eq!(h.acknowledged(), 1);
     }
 
     #[test]
@@ -206,8 +244,8 @@ mod tests {
         let mut h = ClientHistory::default();
         h.observe(&server);
         h.observe(&server);
-        assert_eq!(h.committed.len(), 1);
-        h.acknowledge(ack(3, 1, None));
+        assert_eq!(h.applied, 1);
+        assert!(h.acknowledge(ack(3, 1, None)).is_none());
         assert!(h.check().is_none());
     }
 }

@@ -3,20 +3,22 @@
 //! is enabled, that the server's state after it is the recorded one, and
 //! that every safety property still holds.
 
-use super::cluster::{BeforeStep, Cluster, Emits, Envelope, ReplayAction, ReplayModel, ReplayMsg};
+use super::cluster::{
+    BeforeStep, Cluster, Emit, Emits, Envelope, RaftMsg, ReplayAction, ReplayModel, ReplayMsg,
+};
 use super::divergence::{
     field_distance, input_json, message_field_diff, Divergence, DivergenceKind,
 };
-use super::history::{Ack, ClientHistory};
+use super::history::{Ack, ClientHistory, Violation};
 use super::input::{open, Inputs, KvStep, Marker, Trace};
 use super::{ReplayError, ReplayOptions, ReplaySummary};
+use crate::model::intern::FixedState;
 use raft_spec::safety::{self, History, IncrementalSafety, ServerView};
-use raft_spec::trace::{
-    message_digest, released_sends, Digest, Emitted, LogDigest, Released, StepState, TraceInput,
-};
+use raft_spec::trace::{released_sends, Emitted, LogDigest, Released, StepState, TraceInput};
 use raft_spec::{ClientReply, KvCommand, KvOutput, LogIndex, Message, NodeId, Term, Timer};
 use std::collections::{HashSet, VecDeque};
 use std::fmt::{self, Write as _};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,8 +81,9 @@ pub(super) struct Replayer {
     records: Vec<bool>,
     /// Each server's batch not released yet, in node-id order.
     batches: Vec<OpenBatch>,
-    /// Every message some node released: `(sender, receiver, digest)`.
-    released: HashSet<(NodeId, NodeId, Digest)>,
+    /// Every message some node released, by [`released_key`] of its
+    /// sender, receiver and content.
+    released: HashSet<u64, FixedState>,
     /// The replies released, against the committed log.
     history: ClientHistory,
 }
@@ -173,7 +176,7 @@ impl Replayer {
             capture: None,
             records,
             batches,
-            released: HashSet::new(),
+            released: HashSet::default(),
             history: ClientHistory::default(),
         }
     }
@@ -185,10 +188,11 @@ impl Replayer {
 
     /// Whether `from` released `message` to `to`: always, if `from`'s trace
     /// records no releases (before version 3).
-    fn was_released(&self, from: NodeId, to: NodeId, message: &Message<KvCommand>) -> bool {
+    fn was_released(&self, from: NodeId, to: NodeId, message: &RaftMsg) -> bool {
         match self.index_of(from) {
             Some(i) if self.records[i] => {
-                self.released.contains(&(from, to, message_digest(message)))
+                self.released
+                    .contains(&released_key(from, to, message.content_hash()))
             }
             _ => true,
         }
@@ -258,13 +262,20 @@ impl Replayer {
             // another recorded request).
             TraceInput::ClientRequest { .. } => action_of(node, step, first).into_iter().collect(),
             TraceInput::Message { from, message } => {
-                let in_flight = self.state.in_flight(*from, node, message);
+                let wrapped = RaftMsg::new(message.clone());
+                let in_flight = self.state.in_flight_msg(*from, node, &wrapped);
                 // The real sender must have let it out too (version 3): the
                 // model's network is lossy and duplicating, so it alone
                 // cannot tell a message the node never released.
-                let released = self.was_released(*from, node, message);
+                let released = self.was_released(*from, node, &wrapped);
                 if in_flight && released {
-                    action_of(node, step, first).into_iter().collect()
+                    vec![ReplayAction::Deliver(Envelope {
+                        dst: node,
+                        msg: ReplayMsg::Raft {
+                            from: *from,
+                            message: wrapped,
+                        },
+                    })]
                 } else if released
                     && self
                         .state
@@ -374,7 +385,7 @@ impl Replayer {
         if records {
             let recorded = step.out.as_deref().unwrap_or_default();
             if recorded.len() != emits.len()
-                || recorded.iter().zip(&emits).any(|(r, (m, _))| r != m)
+                || recorded.iter().zip(&emits).any(|(r, m)| *r != m.item)
             {
                 let json =
                     |items: Vec<&Emitted<KvOutput>>| items.into_iter().map(emitted_json).collect();
@@ -384,7 +395,7 @@ impl Replayer {
                     step,
                     DivergenceKind::OutputMismatch {
                         recorded: json(recorded.iter().collect()),
-                        model: json(emits.iter().map(|(e, _)| e).collect()),
+                        model: json(emits.iter().map(|e| &e.item).collect()),
                     },
                 ));
             }
@@ -418,10 +429,10 @@ impl Replayer {
             }
             batch.unsynced |= emits
                 .iter()
-                .any(|(e, _)| matches!(e, Emitted::Persist { .. }));
+                .any(|e| matches!(e.item, Emitted::Persist { .. }));
             batch
                 .pending
-                .extend(emits.into_iter().filter(|(e, _)| e.is_released()));
+                .extend(emits.into_iter().filter(|e| e.item.is_released()));
         }
         self.max_term = self.max_term.max(term);
         self.committed = self.committed.max(commit);
@@ -485,26 +496,32 @@ impl Replayer {
             return Err(bad(self, DivergenceKind::ReleasedBeforeSynced));
         }
         let batch = std::mem::take(&mut self.batches[index]);
-        if let Err(reason) = check_release(&batch.pending, &released) {
-            return Err(bad(self, DivergenceKind::ReleaseMismatch { reason }));
-        }
-        for item in released.out {
-            match item {
-                Emitted::Send { to, digest } => {
-                    self.released.insert((node, to, digest));
+        let matched = match check_release(&batch.pending, &released) {
+            Ok(matched) => matched,
+            Err(reason) => return Err(bad(self, DivergenceKind::ReleaseMismatch { reason })),
+        };
+        for emit in matched {
+            match &emit.item {
+                Emitted::Send { to, .. } => {
+                    self.released.insert(released_key(node, *to, emit.content));
                 }
                 Emitted::Reply {
                     client_id,
                     request_no,
                     reply: ClientReply::Ok(value),
-                } => self.history.acknowledge(Ack {
-                    client_id,
-                    request_no,
-                    value,
-                    server: node,
-                    file: Arc::clone(&trace.name),
-                    line,
-                }),
+                } => {
+                    let ack = Ack {
+                        client_id: *client_id,
+                        request_no: *request_no,
+                        value: value.clone(),
+                        server: node,
+                        file: Arc::clone(&trace.name),
+                        line,
+                    };
+                    if let Some(v) = self.history.acknowledge(ack) {
+                        return Err(self.history_divergence(v));
+                    }
+                }
                 _ => {}
             }
         }
@@ -517,17 +534,23 @@ impl Replayer {
     fn check_history(&self) -> Result<(), ReplayError> {
         match self.history.check() {
             None => Ok(()),
-            Some(v) => Err(self.marker_divergence(
-                &v.ack.file,
-                v.ack.server,
-                v.ack.line,
-                format!(
-                    "reply to request {} of client {}: {:?}",
-                    v.ack.request_no, v.ack.client_id.0, v.ack.value
-                ),
-                DivergenceKind::HistoryViolated { reason: v.reason },
-            )),
+            Some(v) => Err(self.history_divergence(v)),
         }
+    }
+
+    /// The divergence of a history violation, at the marker that released
+    /// the reply.
+    fn history_divergence(&self, v: Violation) -> ReplayError {
+        self.marker_divergence(
+            &v.ack.file,
+            v.ack.server,
+            v.ack.line,
+            format!(
+                "reply to request {} of client {}: {:?}",
+                v.ack.request_no, v.ack.client_id.0, v.ack.value
+            ),
+            DivergenceKind::HistoryViolated { reason: v.reason },
+        )
     }
 
     /// Keeps the step just replayed for a divergence report.
@@ -713,34 +736,51 @@ impl Replayer {
 /// Whether `released` lists what a batch whose steps emitted `pending`
 /// (sends and replies, in order) lets out: every send the release rule
 /// ([`released_sends`]) keeps, and of the replies those the node still had
-/// a client for, all in the order emitted, and nothing else. What differs,
-/// in words, otherwise.
-fn check_release(pending: &Emits, released: &Released<KvOutput>) -> Result<(), String> {
+/// a client for, all in the order emitted, and nothing else. The batch's
+/// outputs it lists, in order; what differs, in words, otherwise.
+fn check_release<'a>(
+    pending: &'a Emits,
+    released: &Released<KvOutput>,
+) -> Result<Vec<&'a Emit>, String> {
+    // The common case: everything left, in order, and no AppendEntries was
+    // superseded by a later one to the same server.
+    if pending.len() == released.out.len()
+        && pending.iter().zip(&released.out).all(|(e, r)| e.item == *r)
+        && !pending.iter().enumerate().any(|(i, e)| {
+            e.append
+                && pending[i + 1..]
+                    .iter()
+                    .any(|l| l.append && same_destination(&l.item, &e.item))
+        })
+    {
+        return Ok(pending.iter().collect());
+    }
     let sends: Vec<(NodeId, bool)> = pending
         .iter()
-        .filter_map(|(e, append)| match e {
-            Emitted::Send { to, .. } => Some((*to, *append)),
+        .filter_map(|e| match e.item {
+            Emitted::Send { to, .. } => Some((to, e.append)),
             _ => None,
         })
         .collect();
     let mut keep = released_sends(&sends).into_iter();
-    // (item, must it be released)
-    let expected: Vec<(&Emitted<KvOutput>, bool)> = pending
+    // (output, must it be released)
+    let expected: Vec<(&Emit, bool)> = pending
         .iter()
-        .filter_map(|(e, _)| match e {
+        .filter_map(|e| match e.item {
             Emitted::Send { .. } => keep.next().unwrap_or(true).then_some((e, true)),
             _ => Some((e, false)),
         })
         .collect();
-    let missing = |e: &Emitted<KvOutput>| {
+    let missing = |e: &Emit| {
         format!(
             "it does not release {}, which the batch's steps emitted and the release rule keeps",
-            emitted_json(e)
+            emitted_json(&e.item)
         )
     };
+    let mut matched = Vec::with_capacity(released.out.len());
     let mut at = 0;
     for item in &released.out {
-        let Some(k) = expected[at..].iter().position(|(e, _)| *e == item) else {
+        let Some(k) = expected[at..].iter().position(|(e, _)| e.item == *item) else {
             return Err(format!(
                 "it releases {}, which the batch's steps did not emit (or not in that order)",
                 emitted_json(item)
@@ -749,12 +789,26 @@ fn check_release(pending: &Emits, released: &Released<KvOutput>) -> Result<(), S
         if let Some((skipped, _)) = expected[at..at + k].iter().find(|(_, must)| *must) {
             return Err(missing(skipped));
         }
+        matched.push(expected[at + k].0);
         at += k + 1;
     }
     if let Some((e, _)) = expected[at..].iter().find(|(_, must)| *must) {
         return Err(missing(e));
     }
-    Ok(())
+    Ok(matched)
+}
+
+fn same_destination(a: &Emitted<KvOutput>, b: &Emitted<KvOutput>) -> bool {
+    matches!((a, b), (Emitted::Send { to: x, .. }, Emitted::Send { to: y, .. }) if x == y)
+}
+
+/// The key of a released message in [`Replayer::released`].
+fn released_key(from: NodeId, to: NodeId, content: u64) -> u64 {
+    let mut h = FixedState.build_hasher();
+    h.write_u64(from.0);
+    h.write_u64(to.0);
+    h.write_u64(content);
+    h.finish()
 }
 
 fn emitted_json(e: &Emitted<KvOutput>) -> String {
