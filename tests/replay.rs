@@ -520,7 +520,7 @@ impl Harness {
             w.write_synced(*seq).unwrap();
         }
         if !released.is_empty() {
-            w.write_released(*seq, &released).unwrap();
+            w.write_released(*seq, Some(&released)).unwrap();
         }
         w.flush().unwrap();
     }

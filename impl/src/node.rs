@@ -196,6 +196,10 @@ struct Tracer {
 struct Batch {
     persisted: bool,
     release: Vec<Release>,
+    /// With a trace: the sends and replies its steps recorded, each send
+    /// with whether it is an AppendEntries (what the released marker is
+    /// compared with).
+    recorded: Vec<(Emitted<KvOutput>, bool)>,
 }
 
 enum Release {
@@ -575,10 +579,19 @@ impl<St: Storage> Node<St> {
                         }
                     }
                     if tracing {
-                        emit(Emitted::Send {
-                            to,
-                            digest: message_digest(&message),
-                        });
+                        // A broadcast sends the same message to several
+                        // peers: its digest is computed once.
+                        let digest = match (batch.release.last(), batch.recorded.last()) {
+                            (
+                                Some(Release::Send(_, last)),
+                                Some((Emitted::Send { digest, .. }, _)),
+                            ) if *last == message => *digest,
+                            _ => message_digest(&message),
+                        };
+                        let e = Emitted::Send { to, digest };
+                        let append = matches!(message, Message::AppendEntries(_));
+                        batch.recorded.push((e.clone(), append));
+                        emit(e);
                     }
                     batch.release.push(Release::Send(to, message));
                 }
@@ -614,11 +627,15 @@ impl<St: Storage> Node<St> {
                     let Some(conn) = self.pending.remove(&(client_id, request_no)) else {
                         // Nobody waits (the connection closed): recorded as
                         // emitted, never released.
-                        emit(Emitted::Reply {
+                        let e = Emitted::Reply {
                             client_id,
                             request_no,
                             reply,
-                        });
+                        };
+                        if tracing {
+                            batch.recorded.push((e.clone(), false));
+                        }
+                        emit(e);
                         continue;
                     };
                     let response = match reply {
@@ -629,11 +646,13 @@ impl<St: Storage> Node<St> {
                         },
                     };
                     if let Some(reply) = client_reply_of(&response).filter(|_| tracing) {
-                        emit(Emitted::Reply {
+                        let e = Emitted::Reply {
                             client_id,
                             request_no,
                             reply,
-                        });
+                        };
+                        batch.recorded.push((e.clone(), false));
+                        emit(e);
                     }
                     batch.release.push(Release::Reply(
                         conn,
@@ -669,11 +688,11 @@ impl<St: Storage> Node<St> {
             }
         }
         #[allow(unused_mut)]
-        let mut release = Some(batch.release);
+        let mut release = Some((batch.release, batch.recorded));
         #[cfg(feature = "fault-injection")]
         if self.send_before_sync {
-            if let Some(r) = release.take() {
-                self.release(r, io)?;
+            if let Some((r, recorded)) = release.take() {
+                self.release(r, &recorded, io)?;
             }
         }
         if batch.persisted {
@@ -686,8 +705,8 @@ impl<St: Storage> Node<St> {
                 t.writer.flush().map_err(NodeError::Trace)?;
             }
         }
-        if let Some(r) = release {
-            self.release(r, io)?;
+        if let Some((r, recorded)) = release {
+            self.release(r, &recorded, io)?;
         }
         Ok(())
     }
@@ -698,7 +717,16 @@ impl<St: Storage> Node<St> {
     /// first recorded in the batch's released marker, handed to the kernel
     /// before anything is handed to a socket: a kill at any instant leaves
     /// a trace that names every message and reply that may have left.
-    fn release(&mut self, release: Vec<Release>, io: &mut impl Io) -> Result<(), NodeError> {
+    ///
+    /// The marker leaves its list out when it is exactly what the rule
+    /// keeps of `recorded`, the sends and replies the batch's steps
+    /// recorded ([`raft_spec::trace::Released::out`]).
+    fn release(
+        &mut self,
+        release: Vec<Release>,
+        recorded: &[(Emitted<KvOutput>, bool)],
+        io: &mut impl Io,
+    ) -> Result<(), NodeError> {
         let sends: Vec<(NodeId, bool)> = release
             .iter()
             .filter_map(|r| match r {
@@ -720,13 +748,20 @@ impl<St: Storage> Node<St> {
             .count();
         self.counters.coalesced += (sends.len() - released) as u64;
         if let Some(t) = &mut self.trace {
+            // What leaves, digested here; a message sent to several peers
+            // in a row is digested once.
+            let mut last: Option<(&Message<KvCommand>, raft_spec::trace::Digest)> = None;
             let out: Vec<Emitted<KvOutput>> = release
                 .iter()
                 .filter_map(|r| match r {
-                    Release::Send(to, message) => Some(Emitted::Send {
-                        to: *to,
-                        digest: message_digest(message),
-                    }),
+                    Release::Send(to, message) => {
+                        let digest = match last {
+                            Some((m, d)) if m == message => d,
+                            _ => message_digest(message),
+                        };
+                        last = Some((message, digest));
+                        Some(Emitted::Send { to: *to, digest })
+                    }
                     Release::Reply(_, response, Some((client_id, request_no))) => {
                         client_reply_of(response).map(|reply| Emitted::Reply {
                             client_id: *client_id,
@@ -738,8 +773,21 @@ impl<St: Storage> Node<St> {
                 })
                 .collect();
             if !out.is_empty() {
+                let sends: Vec<(NodeId, bool)> = recorded
+                    .iter()
+                    .filter_map(|(e, append)| match e {
+                        Emitted::Send { to, .. } => Some((*to, *append)),
+                        _ => None,
+                    })
+                    .collect();
+                let mut kept = released_sends(&sends).into_iter();
+                let expected = recorded.iter().filter(|(e, _)| match e {
+                    Emitted::Send { .. } => kept.next().unwrap_or(true),
+                    _ => true,
+                });
+                let as_recorded = expected.map(|(e, _)| e).eq(out.iter());
                 t.writer
-                    .write_released(t.seq, &out)
+                    .write_released(t.seq, (!as_recorded).then_some(&out[..]))
                     .map_err(NodeError::Trace)?;
                 t.writer.flush().map_err(NodeError::Trace)?;
             }

@@ -438,8 +438,8 @@ mod tests {
         // its released marker, the request.
         assert_eq!(lines.len(), 8, "{text}");
         assert_eq!(lines[3], r#"{"synced":2}"#);
-        assert!(lines[4].starts_with(r#"{"released":2,"#), "{text}");
-        assert!(lines[6].starts_with(r#"{"released":3,"#), "{text}");
+        assert_eq!(lines[4], r#"{"released":2}"#, "{text}");
+        assert_eq!(lines[6], r#"{"released":3}"#, "{text}");
 
         let resumed = open_trace(&path, &o, storage.durable()).unwrap();
         assert_eq!(resumed.resume_after, Some(3));

@@ -8,15 +8,22 @@
 //!   `[delay_min, delay_max]`, is lost with probability `loss`, duplicated with
 //!   probability `duplicate` (the copy has its own delay, so messages also
 //!   reorder), and dropped if its link is cut by a partition.
-//! - **Storage**: [`MemStorage`]; a crash keeps only what was synced, and
-//!   [`Sim::crash_before_sync`] makes a node crash in the middle of its next
-//!   batch that persists something, after its steps (and their trace lines)
-//!   and before its fsync: nothing of that batch is durable, and nothing it
-//!   would have sent leaves. [`Sim::crash_after_sync`] makes it crash right
-//!   after that fsync, before the trace's synced marker: the batch is
-//!   durable, and still nothing it would have sent leaves. These are the two
-//!   windows of a `kill -9` that the recorder reconciles at restart
-//!   ([`crate::node`], "The trace across a crash").
+//! - **Storage**: raft-node's WAL ([`FileStorage`]: its encoding, checksums
+//!   and recovery) over a file in memory ([`SimFile`]); a crash keeps what a
+//!   `kill -9` keeps (every byte written), and a restart recovers from those
+//!   bytes as a node recovers from its disk. [`Sim::crash_before_sync`]
+//!   makes a node crash in the middle of its next batch that persists
+//!   something, after its steps (and their trace lines) and before the
+//!   batch's write reaches the file: nothing of that batch is durable, and
+//!   nothing it would have sent leaves. [`Sim::crash_after_sync`] makes it
+//!   crash right after that fsync, before the trace's synced marker: the
+//!   batch is durable, and still nothing it would have sent leaves. These
+//!   are the two windows of a `kill -9` that the recorder reconciles at
+//!   restart ([`crate::node`], "The trace across a crash").
+//! - **Wire**: every message and every response travels as the transport's
+//!   frame ([`crate::wire::encode`], [`crate::wire::read_frame`], within
+//!   the default frame limit), so the codec and the frame handling are the
+//!   real ones; only sockets are simulated.
 //! - **Clients**: sessions that retry on timeout and follow redirects, with
 //!   the same request number, like [`crate::client::Client`].
 //!
@@ -26,8 +33,8 @@
 
 use crate::config::{Peers, Timing};
 use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceOut};
-use crate::storage::MemStorage;
-use crate::wire::Response;
+use crate::storage::{FileStorage, SimFile};
+use crate::wire::{self, Frame, Response};
 use raft_spec::trace::resume_trace;
 use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Role};
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,9 +85,25 @@ impl Default for SimConfig {
     }
 }
 
+/// A simulated node's storage: the WAL over a file in memory.
+pub type SimStorage = FileStorage<SimFile>;
+
 enum SimNode {
-    Up(Box<Node<MemStorage>>),
-    Down(MemStorage),
+    Up(Box<Node<SimStorage>>),
+    /// Down: what its disk holds.
+    Down(SimFile),
+}
+
+/// The WAL's name in messages.
+fn wal_path(id: NodeId) -> std::path::PathBuf {
+    std::path::PathBuf::from(format!("sim-node-{}/raft.wal", id.0))
+}
+
+/// `frame` encoded and decoded as the transport does; `None` if the codec
+/// refuses it (counted as a loss: a real connection closes on a bad frame).
+fn through_the_wire(frame: &Frame) -> Option<Frame> {
+    let bytes = wire::encode(frame).ok()?;
+    wire::read_frame(&mut &bytes[..], wire::DEFAULT_MAX_FRAME).ok()
 }
 
 #[derive(Clone, Debug)]
@@ -273,7 +296,7 @@ impl Sim {
         };
         for i in 1..=sim.config.nodes {
             sim.nodes
-                .insert(NodeId(i), SimNode::Down(MemStorage::default()));
+                .insert(NodeId(i), SimNode::Down(SimFile::default()));
             sim.restart(NodeId(i));
         }
         sim
@@ -296,7 +319,7 @@ impl Sim {
     }
 
     /// The node `id`, if it is up.
-    pub fn node(&self, id: NodeId) -> Option<&Node<MemStorage>> {
+    pub fn node(&self, id: NodeId) -> Option<&Node<SimStorage>> {
         match self.nodes.get(&id) {
             Some(SimNode::Up(n)) => Some(n),
             _ => None,
@@ -314,7 +337,7 @@ impl Sim {
 
     /// The leader of the highest term among the nodes that are up, if one.
     pub fn leader(&self) -> Option<NodeId> {
-        let up: Vec<&Node<MemStorage>> =
+        let up: Vec<&Node<SimStorage>> =
             self.up().into_iter().filter_map(|i| self.node(i)).collect();
         let max = up.iter().map(|n| n.server().current_term()).max()?;
         up.iter()
@@ -331,9 +354,10 @@ impl Sim {
     pub fn crash(&mut self, id: NodeId) {
         if let Some(SimNode::Up(_)) = self.nodes.get(&id) {
             if let Some(SimNode::Up(node)) = self.nodes.remove(&id) {
-                let mut storage = node.into_storage();
-                storage.crash();
-                self.nodes.insert(id, SimNode::Down(storage));
+                // A kill: the kernel keeps every byte written; what the WAL
+                // buffered in the process is gone.
+                let disk = SimFile::holding(node.into_storage().file().after_kill());
+                self.nodes.insert(id, SimNode::Down(disk));
                 self.stats.crashes += 1;
             }
         }
@@ -344,7 +368,7 @@ impl Sim {
     /// fsync.
     pub fn crash_before_sync(&mut self, id: NodeId) {
         if let Some(SimNode::Up(node)) = self.nodes.get_mut(&id) {
-            node.storage_mut().fail_next_sync = true;
+            node.storage_mut().file_mut().tear_next_append = Some(0);
         }
     }
 
@@ -353,7 +377,7 @@ impl Sim {
     /// marker, and nothing it would have sent leaves.
     pub fn crash_after_sync(&mut self, id: NodeId) {
         if let Some(SimNode::Up(node)) = self.nodes.get_mut(&id) {
-            node.storage_mut().fail_after_next_sync = true;
+            node.storage_mut().file_mut().fail_after_next_sync = true;
         }
     }
 
@@ -362,8 +386,9 @@ impl Sim {
     pub fn cancel_pending_crashes(&mut self) {
         for n in self.nodes.values_mut() {
             if let SimNode::Up(node) = n {
-                node.storage_mut().fail_next_sync = false;
-                node.storage_mut().fail_after_next_sync = false;
+                let file = node.storage_mut().file_mut();
+                file.tear_next_append = None;
+                file.fail_after_next_sync = false;
             }
         }
     }
@@ -378,11 +403,22 @@ impl Sim {
         let Some(SimNode::Down(_)) = self.nodes.get(&id) else {
             return;
         };
-        let Some(SimNode::Down(storage)) = self.nodes.remove(&id) else {
+        let Some(SimNode::Down(disk)) = self.nodes.remove(&id) else {
             return;
         };
+        let bytes = disk.after_kill();
+        let (storage, recovered, _) = match FileStorage::recover_from(wal_path(id), disk, &bytes) {
+            Ok(opened) => opened,
+            Err(_) => {
+                // A WAL the node refuses to start from: it stays down (the
+                // tests look for the divergence this makes, if any).
+                self.nodes
+                    .insert(id, SimNode::Down(SimFile::holding(bytes)));
+                return;
+            }
+        };
         #[allow(unused_mut)]
-        let mut persistent = storage.durable().clone();
+        let mut persistent = recovered;
         #[cfg(feature = "fault-injection")]
         if self.fault == Some(RuntimeFault::LoseLastEntryOnRestart) && !persistent.log.is_empty() {
             let last = persistent.log.last_index();
@@ -415,8 +451,9 @@ impl Sim {
                 self.nodes.insert(id, SimNode::Up(Box::new(node)));
             }
             Err(_) => {
-                // MemStorage never fails a start (nothing is synced then).
-                self.nodes.insert(id, SimNode::Down(MemStorage::default()));
+                // Starting syncs nothing the WAL has not: the disk as it was.
+                self.nodes
+                    .insert(id, SimNode::Down(SimFile::holding(bytes)));
             }
         }
         self.dispatch(id, out);
@@ -511,6 +548,11 @@ impl Sim {
 
     fn dispatch(&mut self, from: NodeId, out: Outbox) {
         for (to, message) in out.sent {
+            let Some(Frame::Raft(message)) = through_the_wire(&Frame::Raft(message)) else {
+                self.stats.sent += 1;
+                self.stats.dropped += 1;
+                continue;
+            };
             #[cfg(feature = "fault-injection")]
             let message = match message {
                 Message::AppendEntries(mut m)
@@ -543,6 +585,10 @@ impl Sim {
             }
         }
         for (conn, response) in out.replies {
+            let Some(Frame::Response(response)) = through_the_wire(&Frame::Response(response))
+            else {
+                continue;
+            };
             let at = self.now + self.delay();
             self.schedule(at, Delivery::Reply { conn, response });
         }
@@ -653,16 +699,29 @@ impl Sim {
         let to = self.clients[client].target;
         let client_id = self.clients[client].id;
         let at = self.now + self.delay();
-        self.schedule(
-            at,
-            Delivery::Request {
-                to,
-                conn,
-                client_id,
-                request_no,
-                command: command.clone(),
-            },
-        );
+        let frame = Frame::Request {
+            client_id,
+            request_no,
+            command: command.clone(),
+        };
+        // The client's frame, as the node's connection reads it.
+        if let Some(Frame::Request {
+            client_id,
+            request_no,
+            command,
+        }) = through_the_wire(&frame)
+        {
+            self.schedule(
+                at,
+                Delivery::Request {
+                    to,
+                    conn,
+                    client_id,
+                    request_no,
+                    command,
+                },
+            );
+        }
         self.clients[client].current = Some((request_no, command, Attempt { conn, deadline }));
     }
 

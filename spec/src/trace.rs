@@ -76,7 +76,10 @@
 //! `Reply` items of its steps' `out`, in order) less what the release rule
 //! drops: [`released_sends`] (an AppendEntries superseded in the same batch
 //! by a later one to the same server), and a reply nobody waits for (its
-//! client's connection closed).
+//! client's connection closed). When it is exactly that list with no reply
+//! left out, the common case, `out` is omitted: `{"released":7}`. The
+//! recorder decides by comparing what it hands over with what its steps
+//! recorded, so a release that differs is always spelled out.
 //!
 //! **When a step is recorded.** The recorder handles its inputs in batches
 //! with one fsync each (group commit) and, per batch: writes the lines of
@@ -392,12 +395,17 @@ impl<R> Emitted<R> {
 /// every process and machine agrees.
 pub fn message_digest<C: Serialize>(message: &Message<C>) -> Digest {
     let mut h = Fnv64::new();
-    // The encoding streams into the hash. serde_json cannot fail on the
-    // spec's messages (no maps with non-string keys); an error would leave
-    // a digest of part of the message, which the replayer then reports as
-    // a send that differs.
-    let _ = serde_json::to_writer(&mut h, message);
+    // serde_json cannot fail on the spec's messages (no maps with
+    // non-string keys); an error would leave a digest of part of the
+    // message, which the replayer then reports as a send that differs.
+    json_into(&mut h, message);
     Digest(h.finish())
+}
+
+/// Hashes the compact `serde_json` encoding of `value`, streamed into the
+/// hash.
+fn json_into<T: Serialize + ?Sized>(h: &mut Fnv64, value: &T) {
+    let _ = serde_json::to_writer(h, value);
 }
 
 /// The release rule of a batch (version 3): which of the batch's sends,
@@ -668,8 +676,11 @@ pub struct Synced {
 pub struct Released<R> {
     /// The `seq` of the batch's last step, whose line the marker follows.
     pub released: u64,
-    /// What left, in order.
-    pub out: Vec<Emitted<R>>,
+    /// What left, in order; `None` (the field left out): exactly the
+    /// batch's sends and replies less the AppendEntries the release rule
+    /// drops ([`released_sends`]).
+    #[serde(default = "Option::default", skip_serializing_if = "Option::is_none")]
+    pub out: Option<Vec<Emitted<R>>>,
 }
 
 /// One line after the header: a step or a marker.
@@ -815,10 +826,10 @@ impl LogDigest {
         let mut h = Fnv64::new();
         h.write_u64(last);
         h.write_u64(entry.term.0);
-        // The encoding streams into the hash. serde_json cannot fail on the
-        // spec's payloads (no maps with non-string keys); an error would
-        // hash part of the payload, which any divergence check then reports.
-        let _ = serde_json::to_writer(&mut h, &entry.payload);
+        // serde_json cannot fail on the spec's payloads (no maps with
+        // non-string keys); an error would hash part of the payload, which
+        // any divergence check then reports.
+        json_into(&mut h, &entry.payload);
         self.prefix.push(h.finish());
     }
 
@@ -1008,12 +1019,18 @@ impl<W: Write> TraceWriter<W> {
 
     /// Appends a released marker: the batch whose last step is `seq` (the
     /// step written last) hands `out` (its sends and replies, in order) to
-    /// the network now.
-    pub fn write_released<R: Serialize>(&mut self, seq: u64, out: &[Emitted<R>]) -> io::Result<()> {
+    /// the network now; `None`: exactly what the release rule keeps of the
+    /// batch's sends and replies ([`Released::out`]).
+    pub fn write_released<R: Serialize>(
+        &mut self,
+        seq: u64,
+        out: Option<&[Emitted<R>]>,
+    ) -> io::Result<()> {
         #[derive(Serialize)]
         struct Line<'a, R: Serialize> {
             released: u64,
-            out: &'a [Emitted<R>],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            out: Option<&'a [Emitted<R>]>,
         }
         self.line(&Line { released: seq, out })
     }
@@ -1040,7 +1057,7 @@ impl<W: Write> TraceWriter<W> {
         }
         let released: Vec<Emitted<R>> = out.iter().filter(|e| e.is_released()).cloned().collect();
         if !released.is_empty() {
-            self.write_released(step.seq, &released)?;
+            self.write_released(step.seq, Some(&released))?;
         }
         Ok(())
     }
@@ -1846,10 +1863,10 @@ mod tests {
         };
         assert_eq!(
             released.out,
-            vec![Emitted::Send {
+            Some(vec![Emitted::Send {
                 to: NodeId(2),
                 digest: vote_request
-            }]
+            }])
         );
         assert!(
             step.out
@@ -1917,8 +1934,8 @@ mod tests {
                 "m.ndjson:4: bad released marker: a marker for step 1, but the step before it is 2",
             ),
             (
-                format!("{head}\n{s1}\n{{\"released\":1}}\n"),
-                "m.ndjson:3: bad released marker: missing field `out` at line 1 column 14",
+                format!("{head}\n{s1}\n{{\"released\":1,\"sent\":[]}}\n"),
+                "m.ndjson:3: bad released marker: unknown field `sent`, expected `released` or `out` at line 1 column 20",
             ),
         ];
         for (text, expected) in cases {

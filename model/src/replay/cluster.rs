@@ -658,6 +658,7 @@ fn carry_out(
     let from = cluster.ids[i];
     let Cluster { slots, network, .. } = cluster;
     let slot = &mut slots[i];
+    let mut last_sent: Option<RaftMsg> = None;
     for output in outputs {
         if let Some(e) = emitted.as_deref_mut() {
             if !matches!(output, Output::Send { .. }) {
@@ -684,14 +685,26 @@ fn carry_out(
             Output::Send { to, message } => {
                 let message = RaftMsg::new(message);
                 if let Some(e) = emitted.as_deref_mut() {
+                    // A broadcast sends the same message to several peers:
+                    // its digest is computed once.
+                    let digest = match e.last() {
+                        Some(Emit {
+                            item: Emitted::Send { digest, .. },
+                            content,
+                            ..
+                        }) if *content == message.content_hash()
+                            && last_sent.as_ref() == Some(&message) =>
+                        {
+                            *digest
+                        }
+                        _ => message_digest(&message),
+                    };
                     e.push(Emit {
-                        item: Emitted::Send {
-                            to,
-                            digest: message_digest(&message),
-                        },
+                        item: Emitted::Send { to, digest },
                         append: matches!(*message, Message::AppendEntries(_)),
                         content: message.content_hash(),
                     });
+                    last_sent = Some(message.clone());
                 }
                 network.insert(Envelope {
                     dst: to,

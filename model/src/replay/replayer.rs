@@ -742,16 +742,26 @@ fn check_release<'a>(
     pending: &'a Emits,
     released: &Released<KvOutput>,
 ) -> Result<Vec<&'a Emit>, String> {
+    let superseded = |i: usize, e: &Emit| {
+        e.append
+            && pending[i + 1..]
+                .iter()
+                .any(|l| l.append && same_destination(&l.item, &e.item))
+    };
+    let Some(out) = &released.out else {
+        // The short form: exactly what the release rule keeps.
+        return Ok(pending
+            .iter()
+            .enumerate()
+            .filter(|(i, e)| !superseded(*i, e))
+            .map(|(_, e)| e)
+            .collect());
+    };
     // The common case: everything left, in order, and no AppendEntries was
     // superseded by a later one to the same server.
-    if pending.len() == released.out.len()
-        && pending.iter().zip(&released.out).all(|(e, r)| e.item == *r)
-        && !pending.iter().enumerate().any(|(i, e)| {
-            e.append
-                && pending[i + 1..]
-                    .iter()
-                    .any(|l| l.append && same_destination(&l.item, &e.item))
-        })
+    if pending.len() == out.len()
+        && pending.iter().zip(out).all(|(e, r)| e.item == *r)
+        && !pending.iter().enumerate().any(|(i, e)| superseded(i, e))
     {
         return Ok(pending.iter().collect());
     }
@@ -777,9 +787,9 @@ fn check_release<'a>(
             emitted_json(&e.item)
         )
     };
-    let mut matched = Vec::with_capacity(released.out.len());
+    let mut matched = Vec::with_capacity(out.len());
     let mut at = 0;
-    for item in &released.out {
+    for item in out {
         let Some(k) = expected[at..].iter().position(|(e, _)| e.item == *item) else {
             return Err(format!(
                 "it releases {}, which the batch's steps did not emit (or not in that order)",
