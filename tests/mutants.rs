@@ -169,12 +169,34 @@ fn all_up(c: &LocalCluster) -> Result<(), String> {
 /// 4. L2 restarted; writes and reads until every node has committed them.
 ///
 /// Client errors (a mutant's wrong answers) are not failures here: the
-/// replay judges. Returns the traces.
-fn scenario(exe: &Path, dir: &Path) -> Result<BTreeMap<NodeId, String>, String> {
+/// replay judges. Returns whether the schedule ran to its end (a mutant
+/// may stop it: no leader is elected), and the traces, which are read
+/// either way, once the cluster is stopped.
+fn scenario(exe: &Path, dir: &Path) -> (Result<(), String>, Result<Traces, String>) {
     let mut o = ClusterOptions::new(exe.to_path_buf(), dir.join("data"));
     o.trace_dir = Some(dir.join("traces"));
     o.test_control = true;
-    let mut c = LocalCluster::start(o).map_err(|e| format!("start: {e}"))?;
+    let ran = match LocalCluster::start(o) {
+        Ok(mut c) => schedule(&mut c),
+        Err(e) => Err(format!("start: {e}")),
+    };
+    let traces = (1..=3)
+        .map(|i| {
+            let path = dir.join(format!("traces/node-{i}.ndjson"));
+            std::fs::read_to_string(&path)
+                .map(|t| (NodeId(i), t))
+                .map_err(|e| format!("{}: {e}", path.display()))
+        })
+        .collect();
+    (ran, traces)
+}
+
+/// The traces of a run, by node.
+type Traces = BTreeMap<NodeId, String>;
+
+/// The schedule of [`scenario`] on a running cluster (stopped when `c` is
+/// dropped by the caller).
+fn schedule(c: &mut LocalCluster) -> Result<(), String> {
     let mut client = c.client();
     let call = |c: &LocalCluster, prefer: Option<NodeId>, command: KvCommand| {
         let mut cl = c.client();
@@ -183,7 +205,7 @@ fn scenario(exe: &Path, dir: &Path) -> Result<BTreeMap<NodeId, String>, String> 
         }
         let _ = cl.call(command);
     };
-    let l1 = leader(&c, None)?;
+    let l1 = leader(c, None)?;
     for i in 0..3 {
         let _ = client.call(put(&format!("a{i}"), "1"));
         let _ = client.call(put(&format!("a{i}"), "2"));
@@ -202,9 +224,9 @@ fn scenario(exe: &Path, dir: &Path) -> Result<BTreeMap<NodeId, String>, String> 
         ClientOptions::new([(l1.id, c.peers()[&l1.id].clone())].into_iter().collect());
     minority.timeout = Duration::from_millis(300);
     let _ = raft_node::client::Client::new(minority).call(put("lost", "x"));
-    let l2 = leader(&c, Some(l1.id))?;
+    let l2 = leader(c, Some(l1.id))?;
     for i in 0..3 {
-        call(&c, Some(l2.id), put(&format!("b{i}"), "1"));
+        call(c, Some(l2.id), put(&format!("b{i}"), "1"));
     }
     for n in c.peers().keys() {
         ctl.partition(*n, &[]).map_err(|e| format!("heal: {e}"))?;
@@ -225,11 +247,11 @@ fn scenario(exe: &Path, dir: &Path) -> Result<BTreeMap<NodeId, String>, String> 
     }
     c.kill(l1.id).map_err(|e| format!("kill: {e}"))?;
     c.start_node(l1.id).map_err(|e| format!("restart: {e}"))?;
-    all_up(&c)?;
+    all_up(c)?;
 
-    let l2 = leader(&c, None)?;
+    let l2 = leader(c, None)?;
     c.kill(l2.id).map_err(|e| format!("kill: {e}"))?;
-    let l3 = leader(&c, Some(l2.id))?;
+    let l3 = leader(c, Some(l2.id))?;
     let voter = c
         .peers()
         .keys()
@@ -239,21 +261,13 @@ fn scenario(exe: &Path, dir: &Path) -> Result<BTreeMap<NodeId, String>, String> 
     c.kill(voter).map_err(|e| format!("kill: {e}"))?;
     c.start_node(voter).map_err(|e| format!("restart: {e}"))?;
     c.start_node(l2.id).map_err(|e| format!("restart: {e}"))?;
-    all_up(&c)?;
+    all_up(c)?;
     for i in 0..3 {
-        call(&c, None, put(&format!("c{i}"), "1"));
-        call(&c, None, get(&format!("a{i}")));
+        call(c, None, put(&format!("c{i}"), "1"));
+        call(c, None, get(&format!("a{i}")));
     }
     std::thread::sleep(Duration::from_millis(300));
-    drop(c);
-    (1..=3)
-        .map(|i| {
-            let path = dir.join(format!("traces/node-{i}.ndjson"));
-            std::fs::read_to_string(&path)
-                .map(|t| (NodeId(i), t))
-                .map_err(|e| format!("{}: {e}", path.display()))
-        })
-        .collect()
+    Ok(())
 }
 
 /// The replay's verdict on the traces: `Ok(summary line)` or the
@@ -355,8 +369,9 @@ fn every_runtime_mutation_is_caught() {
         "the unmutated build failed"
     );
     let run = tempfile::tempdir().unwrap();
-    let clean = scenario(&exe, run.path()).unwrap();
-    match verdict(&clean) {
+    let (ran, clean) = scenario(&exe, run.path());
+    ran.unwrap();
+    match verdict(&clean.unwrap()) {
         Ok(summary) => println!("unmutated: {summary}"),
         Err(d) => panic!("the unmutated binary does not replay clean: {d}"),
     }
@@ -378,13 +393,18 @@ fn every_runtime_mutation_is_caught() {
             }
             Catcher::Replay => match cargo(&tree, &target, &build) {
                 Ok(true) => {
+                    // Caught only if the replay diverges: a schedule the
+                    // mutant stopped is noted, not counted.
                     let run = tempfile::tempdir().unwrap();
-                    match scenario(&exe, run.path()) {
-                        Ok(traces) => match verdict(&traces) {
-                            Err(d) => Ok(format!("replay: {d}")),
-                            Ok(summary) => Err(format!("replays clean: {summary}")),
-                        },
-                        Err(e) => Ok(format!("the scenario itself fails: {e}")),
+                    let (ran, traces) = scenario(&exe, run.path());
+                    let stopped = ran.err().map(|e| format!(" (the schedule stopped: {e})"));
+                    match traces.map(|t| verdict(&t)) {
+                        Ok(Err(d)) => Ok(format!("replay: {d}{}", stopped.unwrap_or_default())),
+                        Ok(Ok(summary)) => Err(format!(
+                            "replays clean: {summary}{}",
+                            stopped.unwrap_or_default()
+                        )),
+                        Err(e) => Err(format!("no traces: {e}")),
                     }
                 }
                 Ok(false) => Err("the mutant does not build".into()),
