@@ -484,14 +484,19 @@ impl Harness {
         id: NodeId,
         outputs: Vec<Output<KvCommand, KvOutput>>,
     ) -> Vec<Emitted<KvOutput>> {
-        let out = Emitted::all(&outputs);
+        // The log digest after the step's persist (its first output), which
+        // the sends' digests read.
+        for o in &outputs {
+            if let Output::Persist(p) = o {
+                if let Some(w) = &p.log {
+                    self.digests.get_mut(&id).unwrap().apply(w);
+                }
+            }
+        }
+        let out = Emitted::all(&outputs, &self.digests[&id]);
         for o in outputs {
             match o {
-                Output::Persist(p) => {
-                    if let Some(w) = &p.log {
-                        self.digests.get_mut(&id).unwrap().apply(w);
-                    }
-                }
+                Output::Persist(_) => {}
                 Output::Send { to, message } => self.network.push_back((id, to, message)),
                 Output::SetTimer(t) => {
                     self.timers.entry(id).or_default().insert(t);

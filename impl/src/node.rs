@@ -203,7 +203,8 @@ struct Batch {
 }
 
 enum Release {
-    Send(NodeId, Message<KvCommand>),
+    /// A message to a peer, with its digest when the node records a trace.
+    Send(NodeId, Message<KvCommand>, Option<raft_spec::trace::Digest>),
     /// A response on a connection, and the request it answers (`None` for a
     /// status response, which answers no request of the server's).
     Reply(ConnId, Response, Option<(ClientId, u64)>),
@@ -578,22 +579,20 @@ impl<St: Storage> Node<St> {
                             info!(candidate = to.0, term = r.term.0, "granted vote");
                         }
                     }
-                    if tracing {
-                        // A broadcast sends the same message to several
-                        // peers: its digest is computed once.
-                        let digest = match (batch.release.last(), batch.recorded.last()) {
-                            (
-                                Some(Release::Send(_, last)),
-                                Some((Emitted::Send { digest, .. }, _)),
-                            ) if *last == message => *digest,
-                            _ => message_digest(&message),
-                        };
+                    // The digest covers the entries through the log digest,
+                    // which the step's persist (first of its outputs) has
+                    // brought up to date.
+                    let digest = self
+                        .trace
+                        .as_ref()
+                        .map(|t| message_digest(&message, &t.log_digest));
+                    if let Some(digest) = digest {
                         let e = Emitted::Send { to, digest };
                         let append = matches!(message, Message::AppendEntries(_));
                         batch.recorded.push((e.clone(), append));
                         emit(e);
                     }
-                    batch.release.push(Release::Send(to, message));
+                    batch.release.push(Release::Send(to, message, digest));
                 }
                 Output::SetTimer(timer) => {
                     match timer {
@@ -730,7 +729,7 @@ impl<St: Storage> Node<St> {
         let sends: Vec<(NodeId, bool)> = release
             .iter()
             .filter_map(|r| match r {
-                Release::Send(to, m) => Some((*to, matches!(m, Message::AppendEntries(_)))),
+                Release::Send(to, m, _) => Some((*to, matches!(m, Message::AppendEntries(_)))),
                 Release::Reply(..) => None,
             })
             .collect();
@@ -748,19 +747,13 @@ impl<St: Storage> Node<St> {
             .count();
         self.counters.coalesced += (sends.len() - released) as u64;
         if let Some(t) = &mut self.trace {
-            // What leaves, digested here; a message sent to several peers
-            // in a row is digested once.
-            let mut last: Option<(&Message<KvCommand>, raft_spec::trace::Digest)> = None;
+            // What leaves, each send with the digest taken when its step
+            // produced it (the log may have moved on since).
             let out: Vec<Emitted<KvOutput>> = release
                 .iter()
                 .filter_map(|r| match r {
-                    Release::Send(to, message) => {
-                        let digest = match last {
-                            Some((m, d)) if m == message => d,
-                            _ => message_digest(message),
-                        };
-                        last = Some((message, digest));
-                        Some(Emitted::Send { to: *to, digest })
+                    Release::Send(to, _, digest) => {
+                        digest.map(|digest| Emitted::Send { to: *to, digest })
                     }
                     Release::Reply(_, response, Some((client_id, request_no))) => {
                         client_reply_of(response).map(|reply| Emitted::Reply {
@@ -794,7 +787,7 @@ impl<St: Storage> Node<St> {
         }
         for r in release {
             match r {
-                Release::Send(to, message) => {
+                Release::Send(to, message, _) => {
                     self.counters.sent += 1;
                     io.send(to, message);
                 }

@@ -57,7 +57,7 @@ fn one_node_trace(cluster: &str) -> String {
     let mut digest = LogDigest::default();
     let mut w = TraceWriter::new(Vec::new(), &header).expect("header");
     let start = Step::after(1, TraceInput::Restart, &server, &digest);
-    w.write_alone(&start.with_out(Emitted::all(&started)))
+    w.write_alone(&start.with_out(Emitted::all(&started, &digest)))
         .expect("step");
     let inputs = [
         Input::ElectionTimeout,

@@ -344,9 +344,11 @@ pub enum Emitted<R> {
 }
 
 impl<R> Emitted<R> {
-    /// The record of `output`; `None` for [`Output::Applied`], which a trace
+    /// The record of `output` of a server whose log's [`LogDigest`] is
+    /// `log` (a send's digest covers the entries it carries through it:
+    /// [`message_digest`]); `None` for [`Output::Applied`], which a trace
     /// leaves out.
-    pub fn of<C: Serialize>(output: &Output<C, R>) -> Option<Self>
+    pub fn of<C: Serialize>(output: &Output<C, R>, log: &LogDigest) -> Option<Self>
     where
         R: Clone,
     {
@@ -357,7 +359,7 @@ impl<R> Emitted<R> {
             },
             Output::Send { to, message } => Emitted::Send {
                 to: *to,
-                digest: message_digest(message),
+                digest: message_digest(message, log),
             },
             Output::SetTimer(t) => Emitted::SetTimer(*t),
             Output::CancelTimer(t) => Emitted::CancelTimer(*t),
@@ -374,12 +376,13 @@ impl<R> Emitted<R> {
         })
     }
 
-    /// The records of a step's outputs, in order.
-    pub fn all<C: Serialize>(outputs: &[Output<C, R>]) -> Vec<Self>
+    /// The records of a step's outputs, in order, for a server whose log's
+    /// [`LogDigest`] after the step is `log`.
+    pub fn all<C: Serialize>(outputs: &[Output<C, R>], log: &LogDigest) -> Vec<Self>
     where
         R: Clone,
     {
-        outputs.iter().filter_map(Emitted::of).collect()
+        outputs.iter().filter_map(|o| Emitted::of(o, log)).collect()
     }
 
     /// Whether it leaves the node at the batch's release (a send or a
@@ -389,16 +392,70 @@ impl<R> Emitted<R> {
     }
 }
 
-/// The digest of a message, as a [`Emitted::Send`] records it: 64-bit
-/// FNV-1a ([`Fnv64`]) over the message's compact `serde_json` encoding
-/// (externally tagged, fields in declaration order, no whitespace), so
-/// every process and machine agrees.
-pub fn message_digest<C: Serialize>(message: &Message<C>) -> Digest {
+/// The digest of a message its sender sends, as a [`Emitted::Send`]
+/// records it: 64-bit FNV-1a ([`Fnv64`]) over a binary encoding, identical on
+/// every machine, that costs what the message's fixed fields cost, not its
+/// entries:
+///
+/// - a tag byte (RequestVote 0, RequestVoteResponse 1, AppendEntries 2,
+///   AppendEntriesResponse 3), then the fields in declaration order,
+///   integers as 8 bytes little-endian and booleans as one byte;
+/// - for an AppendEntries, instead of its entries: their number, then the
+///   sender's chained log digest ([`LogDigest`]) of its first
+///   `prev_log_index + entries` entries, `sender_log`, which covers the
+///   entries sent (they are the sender's entries at those indices) and the
+///   prefix they extend. Should the sender's log not reach that index
+///   (`Server` never sends so), the byte `0xff` follows instead, then each
+///   entry's term and the compact `serde_json` encoding of its payload.
+pub fn message_digest<C: Serialize>(message: &Message<C>, sender_log: &LogDigest) -> Digest {
     let mut h = Fnv64::new();
-    // serde_json cannot fail on the spec's messages (no maps with
-    // non-string keys); an error would leave a digest of part of the
-    // message, which the replayer then reports as a send that differs.
-    json_into(&mut h, message);
+    match message {
+        Message::RequestVote(m) => {
+            h.write(&[0]);
+            for n in [
+                m.term.0,
+                m.candidate_id.0,
+                m.last_log_index.0,
+                m.last_log_term.0,
+            ] {
+                h.write_u64(n);
+            }
+        }
+        Message::RequestVoteResponse(m) => {
+            h.write(&[1]);
+            h.write_u64(m.term.0);
+            h.write(&[u8::from(m.vote_granted)]);
+        }
+        Message::AppendEntries(m) => {
+            h.write(&[2]);
+            for n in [
+                m.term.0,
+                m.leader_id.0,
+                m.prev_log_index.0,
+                m.prev_log_term.0,
+                m.leader_commit.0,
+                m.entries.len() as u64,
+            ] {
+                h.write_u64(n);
+            }
+            match sender_log.prefix(m.last_index()) {
+                Some(d) => h.write_u64(d),
+                None => {
+                    h.write(&[0xff]);
+                    for e in &m.entries {
+                        h.write_u64(e.term.0);
+                        json_into(&mut h, &e.payload);
+                    }
+                }
+            }
+        }
+        Message::AppendEntriesResponse(m) => {
+            h.write(&[3]);
+            h.write_u64(m.term.0);
+            h.write(&[u8::from(m.success)]);
+            h.write_u64(m.index.0);
+        }
+    }
     Digest(h.finish())
 }
 
@@ -449,15 +506,26 @@ impl Serialize for Digest {
 
 impl<'de> Deserialize<'de> for Digest {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        if s.len() != 16 {
-            return Err(serde::de::Error::custom(format!(
-                "digest must be 16 hex digits, got {s:?}"
-            )));
+        /// Reads the hex digits where they are, without a copy: every step
+        /// and every send carries a digest.
+        struct Hex;
+        impl serde::de::Visitor<'_> for Hex {
+            type Value = Digest;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("16 hex digits")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Digest, E> {
+                if s.len() != 16 {
+                    return Err(E::custom(format!(
+                        "digest must be 16 hex digits, got {s:?}"
+                    )));
+                }
+                u64::from_str_radix(s, 16)
+                    .map(Digest)
+                    .map_err(|e| E::custom(format!("digest {s:?}: {e}")))
+            }
         }
-        u64::from_str_radix(&s, 16)
-            .map(Digest)
-            .map_err(|e| serde::de::Error::custom(format!("digest {s:?}: {e}")))
+        d.deserialize_str(Hex)
     }
 }
 
@@ -544,7 +612,8 @@ impl<C, R> Step<C, R> {
                 log_digest.apply(w);
             }
         }
-        let step = Step::after(seq, traced, server, log_digest).with_out(Emitted::all(&outputs));
+        let step = Step::after(seq, traced, server, log_digest)
+            .with_out(Emitted::all(&outputs, log_digest));
         (step, outputs)
     }
 
@@ -841,6 +910,14 @@ impl LogDigest {
     /// Whether the digest covers no entry.
     pub fn is_empty(&self) -> bool {
         self.prefix.len() == 1
+    }
+
+    /// The digest of the first `len` entries, if the log has that many.
+    pub fn prefix(&self, len: LogIndex) -> Option<u64> {
+        usize::try_from(len.0)
+            .ok()
+            .and_then(|i| self.prefix.get(i))
+            .copied()
     }
 
     /// The digest of the whole log.
@@ -1823,7 +1900,7 @@ mod tests {
         let mut digest = LogDigest::default();
         let mut w = TraceWriter::new(Vec::new(), &header()).unwrap();
         let start = Step::after(1, TraceInput::Restart, &server, &digest);
-        w.write_alone(&start.with_out(Emitted::all(&started)))
+        w.write_alone(&start.with_out(Emitted::all(&started, &digest)))
             .unwrap();
         let (step, outputs) = Step::take(2, &mut server, Input::ElectionTimeout, &mut digest);
         w.write_alone(&step).unwrap();
@@ -1837,7 +1914,7 @@ mod tests {
         let vote_request = outputs
             .iter()
             .find_map(|o| match o {
-                crate::Output::Send { message, .. } => Some(message_digest(message)),
+                crate::Output::Send { message, .. } => Some(message_digest(message, &digest)),
                 _ => None,
             })
             .unwrap();
@@ -1879,18 +1956,64 @@ mod tests {
         );
     }
 
-    /// The FNV-1a 64 of the message's compact JSON,
-    /// `{"RequestVote":{"term":1,"candidate_id":2,"last_log_index":0,"last_log_term":0}}`,
-    /// as any implementation computes it.
+    /// The digest of a vote request is FNV-1a 64 over the tag 0 and its
+    /// four fields as 8-byte little-endian integers, as any implementation
+    /// computes it; an AppendEntries' covers its entries through the
+    /// sender's log digest, so it changes with any entry it carries.
     #[test]
-    fn the_message_digest_is_pinned() {
+    fn the_message_digest_is_pinned_and_covers_the_entries() {
         let m: Message<KvCommand> = Message::RequestVote(RequestVote {
             term: Term(1),
             candidate_id: NodeId(2),
             last_log_index: LogIndex(0),
             last_log_term: Term(0),
         });
-        assert_eq!(message_digest(&m).to_string(), "292a98a97cb01356");
+        let mut expected = Fnv64::new();
+        expected.write(&[0]);
+        for n in [1u64, 2, 0, 0] {
+            expected.write(&n.to_le_bytes());
+        }
+        assert_eq!(
+            message_digest(&m, &LogDigest::default()).0,
+            expected.finish()
+        );
+        assert_eq!(
+            message_digest(&m, &LogDigest::default()).to_string(),
+            "794f9c0da555521c"
+        );
+
+        let e = |k: &str| Entry {
+            term: Term(1),
+            payload: Payload::Command {
+                client_id: ClientId(1),
+                request_no: 1,
+                command: put(k),
+            },
+        };
+        let append = |entries: Vec<Entry<KvCommand>>| {
+            Message::AppendEntries(crate::AppendEntries {
+                term: Term(1),
+                leader_id: NodeId(1),
+                prev_log_index: LogIndex(0),
+                prev_log_term: Term(0),
+                entries,
+                leader_commit: LogIndex(0),
+            })
+        };
+        let (a, b) = (
+            LogDigest::of(&Log::from_entries(vec![e("a")])),
+            LogDigest::of(&Log::from_entries(vec![e("b")])),
+        );
+        assert_ne!(
+            message_digest(&append(vec![e("a")]), &a),
+            message_digest(&append(vec![e("b")]), &b)
+        );
+        // A sender whose log does not reach the entries: they are hashed.
+        let short = LogDigest::default();
+        assert_ne!(
+            message_digest(&append(vec![e("a")]), &short),
+            message_digest(&append(vec![e("b")]), &short)
+        );
     }
 
     #[test]

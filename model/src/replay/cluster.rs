@@ -470,7 +470,7 @@ impl ReplayModel {
         outputs
             .iter()
             .filter_map(|o| {
-                Emitted::of(o).map(|item| Emit {
+                Emitted::of(o, &LogDigest::default()).map(|item| Emit {
                     item,
                     append: false,
                     content: 0,
@@ -658,11 +658,12 @@ fn carry_out(
     let from = cluster.ids[i];
     let Cluster { slots, network, .. } = cluster;
     let slot = &mut slots[i];
-    let mut last_sent: Option<RaftMsg> = None;
+    // Only a send's record reads the log digest: the others get this one.
+    let no_log = emitted.is_some().then(LogDigest::default);
     for output in outputs {
-        if let Some(e) = emitted.as_deref_mut() {
+        if let (Some(e), Some(no_log)) = (emitted.as_deref_mut(), &no_log) {
             if !matches!(output, Output::Send { .. }) {
-                e.extend(Emitted::of(&output).map(|item| Emit {
+                e.extend(Emitted::of(&output, no_log).map(|item| Emit {
                     item,
                     append: false,
                     content: 0,
@@ -685,26 +686,17 @@ fn carry_out(
             Output::Send { to, message } => {
                 let message = RaftMsg::new(message);
                 if let Some(e) = emitted.as_deref_mut() {
-                    // A broadcast sends the same message to several peers:
-                    // its digest is computed once.
-                    let digest = match e.last() {
-                        Some(Emit {
-                            item: Emitted::Send { digest, .. },
-                            content,
-                            ..
-                        }) if *content == message.content_hash()
-                            && last_sent.as_ref() == Some(&message) =>
-                        {
-                            *digest
-                        }
-                        _ => message_digest(&message),
+                    // The step's persist, first of its outputs, brought the
+                    // log digest up to date; without one it is computed.
+                    let digest = match digest.as_deref() {
+                        Some(log) => message_digest(&message, log),
+                        None => message_digest(&message, &LogDigest::of(slot.server.log())),
                     };
                     e.push(Emit {
                         item: Emitted::Send { to, digest },
                         append: matches!(*message, Message::AppendEntries(_)),
                         content: message.content_hash(),
                     });
-                    last_sent = Some(message.clone());
                 }
                 network.insert(Envelope {
                     dst: to,

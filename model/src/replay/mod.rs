@@ -350,7 +350,7 @@ mod tests {
         let (mut server, started) = Server::<Kv>::new(NodeId(1), vec![NodeId(1)]);
         let mut digest = LogDigest::default();
         let start = Step::after(1, TraceInput::Restart, &server, &digest);
-        w.write_alone(&start.with_out(Emitted::all(&started)))
+        w.write_alone(&start.with_out(Emitted::all(&started, &digest)))
             .unwrap();
         let inputs = vec![
             Input::ElectionTimeout,
