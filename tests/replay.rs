@@ -123,6 +123,53 @@ fn deterministic_harness_traces_replay_clean() {
     }
 }
 
+/// The same schedule with the WAL on real files (written and fdatasynced
+/// in a temporary directory): the traces replay clean and are those of the
+/// in-memory disk, step for step; a storage fault still shows.
+#[test]
+fn the_harness_on_real_files_replays_clean_as_in_memory() {
+    for seed in 1..=2 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut on_disk = Sim::new(SimConfig {
+            seed,
+            trace: true,
+            data_dir: Some(dir.path().to_path_buf()),
+            ..SimConfig::default()
+        });
+        schedule(&mut on_disk, seed);
+        let traces = sim_traces(&on_disk);
+        let summary = replay_texts(&traces).unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        assert!(summary.restarts >= 2, "seed {seed}: {summary}");
+        for id in 1..=3 {
+            let wal = dir.path().join(format!("node-{id}.wal"));
+            assert!(
+                std::fs::metadata(&wal).unwrap().len() > 8,
+                "{}",
+                wal.display()
+            );
+        }
+        let mut in_memory = sim(seed);
+        schedule(&mut in_memory, seed);
+        assert_eq!(sim_traces(&in_memory), traces, "seed {seed}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Sim::new(SimConfig {
+        seed: 11,
+        trace: true,
+        data_dir: Some(dir.path().to_path_buf()),
+        ..SimConfig::default()
+    });
+    s.inject(RuntimeFault::LoseLastEntryOnRestart);
+    s.run_for_millis(600);
+    assert_eq!(s.call(put("a", "1"), 2_000), Some(None));
+    let leader = s.leader().unwrap();
+    s.crash(leader);
+    s.restart(leader);
+    s.run_for_millis(300);
+    let d = divergence(replay_texts(&sim_traces(&s)));
+    assert_eq!(d.input, "\"Restart\"", "{d}");
+}
+
 /// Many random fault schedules (one seed picks every fault and its time):
 /// every trace the harness records replays clean.
 #[test]

@@ -9,9 +9,11 @@
 //!   probability `duplicate` (the copy has its own delay, so messages also
 //!   reorder), and dropped if its link is cut by a partition.
 //! - **Storage**: raft-node's WAL ([`FileStorage`]: its encoding, checksums
-//!   and recovery) over a file in memory ([`SimFile`]); a crash keeps what a
-//!   `kill -9` keeps (every byte written), and a restart recovers from those
-//!   bytes as a node recovers from its disk. [`Sim::crash_before_sync`]
+//!   and recovery) over a file in memory ([`SimFile`]) or, with
+//!   [`SimConfig::data_dir`], a real file written and fdatasynced in that
+//!   directory; a crash keeps what a `kill -9` keeps (every byte written),
+//!   and a restart recovers from those bytes as a node recovers from its
+//!   disk. [`Sim::crash_before_sync`]
 //!   makes a node crash in the middle of its next batch that persists
 //!   something, after its steps (and their trace lines) and before the
 //!   batch's write reaches the file: nothing of that batch is durable, and
@@ -33,7 +35,7 @@
 
 use crate::config::{Peers, Timing};
 use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceOut};
-use crate::storage::{FileStorage, SimFile};
+use crate::storage::{FileStorage, SimFile, WalFile};
 use crate::wire::{self, Frame, Response};
 use raft_spec::trace::resume_trace;
 use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Role};
@@ -66,6 +68,11 @@ pub struct SimConfig {
     pub client_attempt_timeout: Duration,
     /// Record every node's trace in memory ([`Sim::traces`]).
     pub trace: bool,
+    /// Where the nodes' WAL files are (`node-N.wal`), as real files written
+    /// and fdatasynced; `None`: in memory ([`SimFile`]). Either way the WAL
+    /// code is raft-node's own ([`FileStorage`]) and a crash keeps what a
+    /// `kill -9` keeps.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for SimConfig {
@@ -81,22 +88,107 @@ impl Default for SimConfig {
             delay_max: Duration::from_millis(3),
             client_attempt_timeout: Duration::from_millis(500),
             trace: false,
+            data_dir: None,
         }
     }
 }
 
-/// A simulated node's storage: the WAL over a file in memory.
-pub type SimStorage = FileStorage<SimFile>;
+/// A simulated node's storage: the WAL over a [`SimDisk`].
+pub type SimStorage = FileStorage<SimDisk>;
+
+/// The file a simulated node's WAL writes: in memory ([`SimFile`]), or a
+/// real file in [`SimConfig::data_dir`] (written and fdatasynced as on a
+/// node's disk), with the same crash points.
+#[derive(Debug)]
+pub enum SimDisk {
+    /// In memory.
+    Memory(SimFile),
+    /// A real file, and the crash points the test sets.
+    File {
+        /// The open file.
+        file: std::fs::File,
+        /// The next append writes only this many of its bytes, then fails.
+        tear_next_append: Option<usize>,
+        /// The next sync makes everything durable, then fails.
+        fail_after_next_sync: bool,
+    },
+}
+
+impl SimDisk {
+    fn tear_next_append(&mut self, n: Option<usize>) {
+        match self {
+            SimDisk::Memory(f) => f.tear_next_append = n,
+            SimDisk::File {
+                tear_next_append, ..
+            } => *tear_next_append = n,
+        }
+    }
+
+    fn fail_after_next_sync(&mut self, on: bool) {
+        match self {
+            SimDisk::Memory(f) => f.fail_after_next_sync = on,
+            SimDisk::File {
+                fail_after_next_sync,
+                ..
+            } => *fail_after_next_sync = on,
+        }
+    }
+}
+
+impl WalFile for SimDisk {
+    fn append(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match self {
+            SimDisk::Memory(f) => f.append(bytes),
+            SimDisk::File {
+                file,
+                tear_next_append,
+                ..
+            } => match tear_next_append.take() {
+                Some(n) => {
+                    file.append(&bytes[..n.min(bytes.len())])?;
+                    Err(std::io::Error::other("simulated crash during a write"))
+                }
+                None => file.append(bytes),
+            },
+        }
+    }
+
+    fn sync_data(&mut self) -> std::io::Result<()> {
+        match self {
+            SimDisk::Memory(f) => f.sync_data(),
+            SimDisk::File {
+                file,
+                fail_after_next_sync,
+                ..
+            } => {
+                WalFile::sync_data(file)?;
+                if std::mem::take(fail_after_next_sync) {
+                    return Err(std::io::Error::other("simulated crash after the fsync"));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn truncate(&mut self, len: u64) -> std::io::Result<()> {
+        match self {
+            SimDisk::Memory(f) => f.truncate(len),
+            SimDisk::File { file, .. } => WalFile::truncate(file, len),
+        }
+    }
+}
+
+/// What a node that is down has on disk.
+enum DownDisk {
+    /// The bytes of its file in memory (what a kill left).
+    Memory(Vec<u8>),
+    /// Its file in the data directory.
+    File,
+}
 
 enum SimNode {
     Up(Box<Node<SimStorage>>),
-    /// Down: what its disk holds.
-    Down(SimFile),
-}
-
-/// The WAL's name in messages.
-fn wal_path(id: NodeId) -> std::path::PathBuf {
-    std::path::PathBuf::from(format!("sim-node-{}/raft.wal", id.0))
+    Down(DownDisk),
 }
 
 /// `frame` encoded and decoded as the transport does; `None` if the codec
@@ -295,8 +387,11 @@ impl Sim {
             fault: None,
         };
         for i in 1..=sim.config.nodes {
-            sim.nodes
-                .insert(NodeId(i), SimNode::Down(SimFile::default()));
+            let disk = match &sim.config.data_dir {
+                Some(_) => DownDisk::File,
+                None => DownDisk::Memory(Vec::new()),
+            };
+            sim.nodes.insert(NodeId(i), SimNode::Down(disk));
             sim.restart(NodeId(i));
         }
         sim
@@ -356,7 +451,10 @@ impl Sim {
             if let Some(SimNode::Up(node)) = self.nodes.remove(&id) {
                 // A kill: the kernel keeps every byte written; what the WAL
                 // buffered in the process is gone.
-                let disk = SimFile::holding(node.into_storage().file().after_kill());
+                let disk = match node.into_storage().into_file() {
+                    SimDisk::Memory(f) => DownDisk::Memory(f.after_kill()),
+                    SimDisk::File { .. } => DownDisk::File,
+                };
                 self.nodes.insert(id, SimNode::Down(disk));
                 self.stats.crashes += 1;
             }
@@ -368,7 +466,7 @@ impl Sim {
     /// fsync.
     pub fn crash_before_sync(&mut self, id: NodeId) {
         if let Some(SimNode::Up(node)) = self.nodes.get_mut(&id) {
-            node.storage_mut().file_mut().tear_next_append = Some(0);
+            node.storage_mut().file_mut().tear_next_append(Some(0));
         }
     }
 
@@ -377,7 +475,7 @@ impl Sim {
     /// marker, and nothing it would have sent leaves.
     pub fn crash_after_sync(&mut self, id: NodeId) {
         if let Some(SimNode::Up(node)) = self.nodes.get_mut(&id) {
-            node.storage_mut().file_mut().fail_after_next_sync = true;
+            node.storage_mut().file_mut().fail_after_next_sync(true);
         }
     }
 
@@ -387,8 +485,8 @@ impl Sim {
         for n in self.nodes.values_mut() {
             if let SimNode::Up(node) = n {
                 let file = node.storage_mut().file_mut();
-                file.tear_next_append = None;
-                file.fail_after_next_sync = false;
+                file.tear_next_append(None);
+                file.fail_after_next_sync(false);
             }
         }
     }
@@ -406,14 +504,15 @@ impl Sim {
         let Some(SimNode::Down(disk)) = self.nodes.remove(&id) else {
             return;
         };
-        let bytes = disk.after_kill();
-        let (storage, recovered, _) = match FileStorage::recover_from(wal_path(id), disk, &bytes) {
+        let Some((path, file, bytes)) = self.open_disk(id, disk) else {
+            return;
+        };
+        let (storage, recovered, _) = match FileStorage::recover_from(path, file, &bytes) {
             Ok(opened) => opened,
             Err(_) => {
                 // A WAL the node refuses to start from: it stays down (the
                 // tests look for the divergence this makes, if any).
-                self.nodes
-                    .insert(id, SimNode::Down(SimFile::holding(bytes)));
+                self.nodes.insert(id, SimNode::Down(self.down(bytes)));
                 return;
             }
         };
@@ -452,11 +551,67 @@ impl Sim {
             }
             Err(_) => {
                 // Starting syncs nothing the WAL has not: the disk as it was.
-                self.nodes
-                    .insert(id, SimNode::Down(SimFile::holding(bytes)));
+                self.nodes.insert(id, SimNode::Down(self.down(bytes)));
             }
         }
         self.dispatch(id, out);
+    }
+
+    /// Node `id`'s WAL file as a restart finds it: its name, the file and
+    /// its bytes. `None` (and the node left down) if a real file cannot be
+    /// opened or read.
+    fn open_disk(
+        &mut self,
+        id: NodeId,
+        disk: DownDisk,
+    ) -> Option<(std::path::PathBuf, SimDisk, Vec<u8>)> {
+        let disk = match disk {
+            // A file the configuration has no directory for: empty.
+            DownDisk::File if self.config.data_dir.is_none() => DownDisk::Memory(Vec::new()),
+            other => other,
+        };
+        match (disk, &self.config.data_dir) {
+            (DownDisk::Memory(bytes), _) => Some((
+                std::path::PathBuf::from(format!("sim-node-{}.wal", id.0)),
+                SimDisk::Memory(SimFile::holding(bytes.clone())),
+                bytes,
+            )),
+            (DownDisk::File, None) => None,
+            (DownDisk::File, Some(dir)) => {
+                let path = dir.join(format!("node-{}.wal", id.0));
+                let opened = std::fs::create_dir_all(dir).and_then(|()| {
+                    let file = std::fs::OpenOptions::new()
+                        .read(true)
+                        .append(true)
+                        .create(true)
+                        .open(&path)?;
+                    Ok((file, std::fs::read(&path)?))
+                });
+                match opened {
+                    Ok((file, bytes)) => Some((
+                        path,
+                        SimDisk::File {
+                            file,
+                            tear_next_append: None,
+                            fail_after_next_sync: false,
+                        },
+                        bytes,
+                    )),
+                    Err(_) => {
+                        self.nodes.insert(id, SimNode::Down(DownDisk::File));
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// What a node that could not start keeps on disk.
+    fn down(&self, bytes: Vec<u8>) -> DownDisk {
+        match self.config.data_dir {
+            Some(_) => DownDisk::File,
+            None => DownDisk::Memory(bytes),
+        }
     }
 
     /// Cuts every link between `group` and the other nodes (both ways).
