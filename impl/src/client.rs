@@ -209,7 +209,7 @@ impl Client {
                 .unwrap_or(target);
             self.leader = None;
             misses += 1;
-            if misses % ids.len().max(1) == 0 {
+            if misses.is_multiple_of(ids.len().max(1)) {
                 thread::sleep(Duration::from_millis(20));
             }
         }

@@ -19,9 +19,25 @@ pub enum ConfigError {
     /// The same id appears twice in `--peers`.
     #[error("peer id {0} appears twice in --peers")]
     DuplicatePeer(u64),
+    /// Two ids of `--peers` share one address.
+    #[error("peers {first} and {second} have the same address {addr} in --peers")]
+    DuplicateAddress {
+        /// The address.
+        addr: String,
+        /// The first id with it.
+        first: u64,
+        /// The second id with it.
+        second: u64,
+    },
     /// `--peers` lists no server.
     #[error("--peers lists no server")]
     NoPeers,
+    /// `--listen` is not `HOST:PORT`.
+    #[error("--listen {0:?}: expected HOST:PORT (e.g. 0.0.0.0:7001)")]
+    BadListen(String),
+    /// `--max-frame-bytes` below what a handshake needs.
+    #[error("--max-frame-bytes {0}: expected at least {MIN_FRAME} bytes (a frame must hold a handshake and a message)")]
+    BadMaxFrame(usize),
     /// `--id` is not one of the `--peers`.
     #[error("node id {id} is not in --peers (known ids: {known})")]
     UnknownId {
@@ -61,6 +77,13 @@ pub fn parse_peers(s: &str) -> Result<Peers, ConfigError> {
         if host.is_empty() || port.parse::<u16>().is_err() {
             return Err(bad());
         }
+        if let Some((first, _)) = peers.iter().find(|(_, a)| a.as_str() == addr) {
+            return Err(ConfigError::DuplicateAddress {
+                addr: addr.to_string(),
+                first: first.0,
+                second: id,
+            });
+        }
         if peers.insert(NodeId(id), addr.to_string()).is_some() {
             return Err(ConfigError::DuplicatePeer(id));
         }
@@ -69,6 +92,26 @@ pub fn parse_peers(s: &str) -> Result<Peers, ConfigError> {
         return Err(ConfigError::NoPeers);
     }
     Ok(peers)
+}
+
+/// The smallest `--max-frame-bytes` accepted.
+pub const MIN_FRAME: usize = 1024;
+
+/// Checks `--listen HOST:PORT`.
+pub fn check_listen(addr: &str) -> Result<(), ConfigError> {
+    match addr.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(ConfigError::BadListen(addr.to_string())),
+    }
+}
+
+/// Checks `--max-frame-bytes`.
+pub fn check_max_frame(bytes: usize) -> Result<(), ConfigError> {
+    if bytes < MIN_FRAME {
+        Err(ConfigError::BadMaxFrame(bytes))
+    } else {
+        Ok(())
+    }
 }
 
 /// Checks that `id` is one of `peers`.
@@ -182,10 +225,31 @@ mod tests {
             parse_peers("1=a:1,1=b:2"),
             Err(ConfigError::DuplicatePeer(1))
         );
+        assert_eq!(
+            parse_peers("1=a:1,2=a:1").unwrap_err().to_string(),
+            "peers 1 and 2 have the same address a:1 in --peers"
+        );
         assert_eq!(parse_peers(" , "), Err(ConfigError::NoPeers));
         assert_eq!(
             check_member(NodeId(4), &p).unwrap_err().to_string(),
             "node id 4 is not in --peers (known ids: 1,2)"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_and_frame_limits_are_checked() {
+        assert!(check_listen("0.0.0.0:7001").is_ok());
+        assert!(check_listen("[::1]:7001").is_ok());
+        for bad in ["nonsense", ":7001", "host:", "host:99999"] {
+            assert_eq!(
+                check_listen(bad).unwrap_err().to_string(),
+                format!("--listen {bad:?}: expected HOST:PORT (e.g. 0.0.0.0:7001)")
+            );
+        }
+        assert!(check_max_frame(MIN_FRAME).is_ok());
+        assert_eq!(
+            check_max_frame(0).unwrap_err().to_string(),
+            "--max-frame-bytes 0: expected at least 1024 bytes (a frame must hold a handshake and a message)"
         );
     }
 

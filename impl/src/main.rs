@@ -9,6 +9,7 @@ use raft_node::config::{self, ConfigError, Peers, Timing};
 use raft_node::runtime::{self, ServeError, ServeOptions};
 use raft_node::wire::DEFAULT_MAX_FRAME;
 use raft_spec::{KvCommand, NodeId, Role};
+use std::io::Write as _;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -233,8 +234,25 @@ fn run_command(args: &ClientArgs, command: KvCommand) -> ExitCode {
         Err(e) => return usage(e),
     };
     let is_get = matches!(command, KvCommand::Get { .. });
+    let timeout = options.timeout;
     let mut client = Client::new(options);
-    match client.call(command) {
+    // After a second without an answer, say what the client is doing.
+    let (answered, waiting) = std::sync::mpsc::channel::<()>();
+    let notice = thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+            waiting.recv_timeout(Duration::from_secs(1))
+        {
+            let _ = writeln!(
+                std::io::stderr(),
+                "waiting for a leader to answer (giving up after {} ms)...",
+                timeout.as_millis()
+            );
+        }
+    });
+    let result = client.call(command);
+    let _ = answered.send(());
+    let _ = notice.join();
+    match result {
         Ok(Some(v)) if is_get => {
             println!("{v}");
             ExitCode::SUCCESS
@@ -304,6 +322,13 @@ fn main() -> ExitCode {
                 Ok(t) => t,
                 Err(e) => return usage(e),
             };
+            if let Err(e) = listen
+                .as_deref()
+                .map_or(Ok(()), config::check_listen)
+                .and_then(|()| config::check_max_frame(max_frame_bytes))
+            {
+                return usage(e);
+            }
             let options = ServeOptions {
                 id: NodeId(id),
                 peers,

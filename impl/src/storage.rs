@@ -4,6 +4,11 @@
 //! # On disk
 //!
 //! A data directory holds:
+//! - `LOCK`: held with an exclusive lock (`flock`) for as long as a node
+//!   runs on the directory, and holding that process's id. A second
+//!   process on the same directory is refused, naming the holder: two
+//!   processes appending to one WAL could vote twice in a term. The lock
+//!   goes with the process (a `kill -9` releases it).
 //! - `identity.json`: the cluster id and node id the directory belongs to,
 //!   written (and fsynced, with the directory) on first start. Starting a node
 //!   with another node's or another cluster's directory is refused.
@@ -115,6 +120,52 @@ pub enum StorageError {
     /// A record could not be encoded.
     #[error("cannot encode a record: {0}")]
     Encode(String),
+    /// Another process holds the data directory's lock.
+    #[error("data directory {} is in use by another process ({holder}; lock file {}): stop it, or give this node another data directory", dir.display(), dir.join(LOCK_FILE).display())]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// Who holds it, as the lock file says (`pid N`, or that it does
+        /// not say).
+        holder: String,
+    },
+}
+
+/// The lock file of a data directory.
+pub const LOCK_FILE: &str = "LOCK";
+
+/// Takes the exclusive lock of the data directory `dir`, writing this
+/// process's id into the lock file: the lock lasts as long as the returned
+/// file is open.
+pub fn lock_data_dir(dir: &Path) -> Result<File, StorageError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io_err("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut held = String::new();
+            let _ = file.read_to_string(&mut held);
+            let holder = match held.trim() {
+                "" => "its process id is not recorded".to_string(),
+                pid => format!("pid {pid}"),
+            };
+            return Err(StorageError::Locked {
+                dir: dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &path)(e)),
+    }
+    file.set_len(0).map_err(io_err("write", &path))?;
+    file.write_all(std::process::id().to_string().as_bytes())
+        .map_err(io_err("write", &path))?;
+    Ok(file)
 }
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StorageError + 'a {
@@ -256,6 +307,8 @@ impl WalFile for SimFile {
 pub struct FileStorage<F: WalFile = File> {
     path: PathBuf,
     file: F,
+    /// The data directory's lock, held while the storage lives (on disk).
+    lock: Option<File>,
     buf: Vec<u8>,
     /// Whether to fdatasync (always true outside benchmarks of the storage
     /// itself).
@@ -277,6 +330,7 @@ impl FileStorage {
         node: NodeId,
     ) -> Result<(Self, PersistentState<KvCommand>, Recovery), StorageError> {
         fs::create_dir_all(dir).map_err(io_err("create data directory", dir))?;
+        let lock = lock_data_dir(dir)?;
         let id_path = dir.join("identity.json");
         let want = Identity {
             cluster_id: cluster_id.to_string(),
@@ -324,11 +378,12 @@ impl FileStorage {
         file.read_to_end(&mut bytes)
             .map_err(io_err("read", &path))?;
         let fresh = bytes.is_empty();
-        let opened = FileStorage::recover_from(path, file, &bytes)?;
+        let (mut storage, state, recovery) = FileStorage::recover_from(path, file, &bytes)?;
         if fresh {
             sync_dir(dir)?;
         }
-        Ok(opened)
+        storage.lock = Some(lock);
+        Ok((storage, state, recovery))
     }
 }
 
@@ -371,6 +426,7 @@ impl<F: WalFile> FileStorage<F> {
             FileStorage {
                 path,
                 file,
+                lock: None,
                 buf: Vec::new(),
                 fsync: true,
             },

@@ -322,18 +322,102 @@ fn bad_arguments_and_unusable_resources_are_clear_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("create data directory"));
 
+    // Bad values exit 2 before anything is opened or bound.
+    let cases: [(&[&str], &str); 3] = [
+        (
+            &["--listen", "nonsense"],
+            "--listen \"nonsense\": expected HOST:PORT",
+        ),
+        (
+            &["--max-frame-bytes", "0"],
+            "--max-frame-bytes 0: expected at least 1024 bytes",
+        ),
+        (
+            &["--peers", "1=127.0.0.1:7001,2=127.0.0.1:7001"],
+            "peers 1 and 2 have the same address 127.0.0.1:7001 in --peers",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let mut args = vec!["--id", "1", "--data-dir", data];
+        if !extra.contains(&"--peers") {
+            args.extend(["--peers", "1=127.0.0.1:1"]);
+        }
+        args.extend(extra);
+        let out = serve(&args);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expected), "{extra:?}: {err}");
+    }
+
     // No leader reachable: exit code 1; bad arguments: 2.
     let out = Command::new(EXE)
         .args(["get", "--cluster", &peers, "--timeout-ms", "300", "k"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no answer from a leader"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer from a leader"), "{err}");
+    // A client that waits more than a second says so.
+    let out = Command::new(EXE)
+        .args(["put", "--cluster", &peers, "--timeout-ms", "1300", "k", "v"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("waiting for a leader to answer (giving up after 1300 ms)..."),
+        "{err}"
+    );
     let out = Command::new(EXE)
         .args(["put", "--cluster"])
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// A second process on a running node's data directory exits 1 naming the
+/// first one's pid, and the first keeps serving; once the first is killed
+/// (`kill -9` releases the lock), the directory starts again.
+#[test]
+fn a_second_process_on_a_data_directory_is_refused_naming_the_holder() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(&dir, false);
+    let leader = leader_of(&c);
+    let data = c.node_dir(leader.id);
+    let spare = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = format!("127.0.0.1:{}", spare.local_addr().expect("addr").port());
+    drop(spare);
+    let second = |listen: &str| {
+        serve(&[
+            "--id",
+            &leader.id.0.to_string(),
+            "--peers",
+            &c.peers_arg(),
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+            "--listen",
+            listen,
+        ])
+    };
+    let out = second(&listen);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is in use by another process (pid "), "{err}");
+    assert!(err.contains("LOCK"), "{err}");
+    let mut client = c.client();
+    assert_eq!(client.call(put("still", "serving")), Ok(None));
+
+    c.kill(leader.id).unwrap();
+    c.start_node(leader.id).unwrap();
+    wait_until(
+        "the node restarted on its directory",
+        Duration::from_secs(10),
+        || {
+            c.status()
+                .into_iter()
+                .any(|(n, s)| n == leader.id && s.is_ok())
+        },
+    );
 }
 
 #[test]

@@ -201,6 +201,24 @@ fn another_nodes_directory_and_a_foreign_file_are_refused() {
 }
 
 #[test]
+fn a_locked_data_directory_is_refused_naming_the_holder_until_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _, _) = FileStorage::open(dir.path(), "c", NodeId(1)).unwrap();
+    let err = FileStorage::open(dir.path(), "c", NodeId(1)).unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        matches!(&err, StorageError::Locked { holder, .. } if *holder == format!("pid {}", std::process::id())),
+        "{msg}"
+    );
+    assert!(
+        msg.contains(&dir.path().join(LOCK_FILE).display().to_string()),
+        "{msg}"
+    );
+    drop(first);
+    assert!(FileStorage::open(dir.path(), "c", NodeId(1)).is_ok());
+}
+
+#[test]
 fn an_unusable_data_directory_is_an_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("plain-file");
