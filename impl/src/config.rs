@@ -35,6 +35,9 @@ pub enum ConfigError {
     /// `--listen` is not `HOST:PORT`.
     #[error("--listen {0:?}: expected HOST:PORT (e.g. 0.0.0.0:7001)")]
     BadListen(String),
+    /// `--max-connections 0`.
+    #[error("--max-connections 0: expected at least 1")]
+    NoConnections,
     /// `--max-frame-bytes` below what a handshake needs.
     #[error("--max-frame-bytes {0}: expected at least {MIN_FRAME} bytes (a frame must hold a handshake and a message)")]
     BadMaxFrame(usize),
@@ -102,6 +105,15 @@ pub fn check_listen(addr: &str) -> Result<(), ConfigError> {
     match addr.rsplit_once(':') {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
         _ => Err(ConfigError::BadListen(addr.to_string())),
+    }
+}
+
+/// Checks `--max-connections`.
+pub fn check_max_connections(n: usize) -> Result<(), ConfigError> {
+    if n == 0 {
+        Err(ConfigError::NoConnections)
+    } else {
+        Ok(())
     }
 }
 

@@ -113,6 +113,10 @@ enum Cmd {
         /// Accept the test-only partition control from clients.
         #[arg(long, hide = true)]
         test_control: bool,
+        /// The most inbound connections (peers and clients) served at once;
+        /// more are refused.
+        #[arg(long, default_value_t = raft_node::transport::DEFAULT_MAX_CONNECTIONS)]
+        max_connections: usize,
         /// Exit when stdin closes (used by `cluster`, so that nodes do not
         /// outlive their launcher).
         #[arg(long, hide = true)]
@@ -301,6 +305,7 @@ fn main() -> ExitCode {
             listen,
             max_frame_bytes,
             test_control,
+            max_connections,
             exit_on_stdin_eof,
             timing,
             append,
@@ -326,6 +331,7 @@ fn main() -> ExitCode {
                 .as_deref()
                 .map_or(Ok(()), config::check_listen)
                 .and_then(|()| config::check_max_frame(max_frame_bytes))
+                .and_then(|()| config::check_max_connections(max_connections))
             {
                 return usage(e);
             }
@@ -340,6 +346,7 @@ fn main() -> ExitCode {
                 listen,
                 max_frame: max_frame_bytes,
                 test_control,
+                max_connections,
             };
             match runtime::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -46,6 +46,9 @@ pub struct ServeOptions {
     pub max_frame: usize,
     /// Accept the test-only partition control from clients.
     pub test_control: bool,
+    /// The most inbound connections served at once
+    /// ([`crate::transport::TransportOptions::max_connections`]).
+    pub max_connections: usize,
 }
 
 /// Why a node could not start or stopped.
@@ -236,6 +239,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             max_frame: options.max_frame,
             test_control: options.test_control,
             incarnation: crate::node::SplitMix64::new(seed).next_u64(),
+            max_connections: options.max_connections,
         },
         listener,
         tx,
@@ -296,6 +300,7 @@ mod tests {
             listen: None,
             max_frame: DEFAULT_MAX_FRAME,
             test_control: false,
+            max_connections: crate::transport::DEFAULT_MAX_CONNECTIONS,
         }
     }
 

@@ -49,6 +49,46 @@ pub struct TransportOptions {
     /// A random number of this process, sent in the handshake, so that
     /// peers tell a restart from a reconnection.
     pub incarnation: u64,
+    /// The most inbound connections (peers and clients) served at once;
+    /// one more is refused ("too many connections") and closed.
+    pub max_connections: usize,
+}
+
+/// The default of [`TransportOptions::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+
+/// A warning that may repeat fast (a full descriptor table makes every
+/// `accept` fail at once): logged at most once a second, with how many
+/// were held back since.
+#[derive(Debug, Default)]
+pub struct RateLimited {
+    last: Option<std::time::Instant>,
+    held_back: u64,
+}
+
+impl RateLimited {
+    /// Whether to log now, and how many were held back before this one.
+    pub fn check(&mut self, now: std::time::Instant) -> Option<u64> {
+        match self.last {
+            Some(t) if now.duration_since(t) < Duration::from_secs(1) => {
+                self.held_back += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.held_back))
+            }
+        }
+    }
+}
+
+/// Counts a connection's thread while it lives.
+struct Live(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type ClientMap = Arc<Mutex<HashMap<ConnId, mpsc::Sender<Response>>>>;
@@ -192,15 +232,34 @@ fn accept_loop(
     wakers: &Wakers,
 ) {
     let next_conn = Arc::new(AtomicU64::new(1));
+    let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (mut accept_failed, mut too_many) = (RateLimited::default(), RateLimited::default());
     for stream in listener.incoming() {
-        let stream = match stream {
+        let mut stream = match stream {
             Ok(s) => s,
             Err(e) => {
-                warn!("accept failed: {e}");
+                if let Some(held_back) = accept_failed.check(std::time::Instant::now()) {
+                    warn!(held_back, "accept failed: {e}");
+                }
                 thread::sleep(Duration::from_millis(10));
                 continue;
             }
         };
+        if live.load(Ordering::Relaxed) >= options.max_connections {
+            let reason = format!(
+                "too many connections (this node serves at most {})",
+                options.max_connections
+            );
+            if let Some(held_back) = too_many.check(std::time::Instant::now()) {
+                warn!(held_back, "refused connection: {reason}");
+            }
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let _ = wire::write_frame(&mut stream, &Frame::Refused { reason });
+            let _ = stream.shutdown(Shutdown::Both);
+            continue;
+        }
+        live.fetch_add(1, Ordering::Relaxed);
+        let counted = Live(live.clone());
         let options = options.clone();
         let events = events.clone();
         let clients = clients.clone();
@@ -208,6 +267,7 @@ fn accept_loop(
         let next_conn = next_conn.clone();
         let wakers = wakers.clone();
         let spawned = thread::Builder::new().name("conn".into()).spawn(move || {
+            let _counted = counted;
             let peer_addr = stream
                 .peer_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
@@ -591,5 +651,23 @@ fn write_messages(
             info!(peer = peer.0, "connection to peer lost: {e}");
             return Written::Reconnect;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn a_repeated_warning_is_logged_once_a_second_with_the_count_held_back() {
+        let mut w = RateLimited::default();
+        let t0 = Instant::now();
+        assert_eq!(w.check(t0), Some(0));
+        for i in 1..=500 {
+            assert_eq!(w.check(t0 + Duration::from_micros(i)), None);
+        }
+        assert_eq!(w.check(t0 + Duration::from_millis(1001)), Some(500));
+        assert_eq!(w.check(t0 + Duration::from_millis(1002)), None);
     }
 }

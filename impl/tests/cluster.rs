@@ -420,6 +420,76 @@ fn a_second_process_on_a_data_directory_is_refused_naming_the_holder() {
     );
 }
 
+/// A node at its connection cap refuses one more connection, saying why,
+/// and serves again once a connection closes.
+#[test]
+fn connections_beyond_the_cap_are_refused_and_the_node_keeps_serving() {
+    use raft_node::wire::{read_frame, Frame, DEFAULT_MAX_FRAME};
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let peers = format!("1=127.0.0.1:{port}");
+    let mut node = Command::new(EXE)
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--peers",
+            &peers,
+            "--max-connections",
+            "2",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start raft-node");
+    let addr = format!("127.0.0.1:{port}");
+    let connect = || {
+        let start = std::time::Instant::now();
+        loop {
+            match std::net::TcpStream::connect(&addr) {
+                Ok(s) => return s,
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+    };
+    // Two connections that never say Hello hold the two places.
+    let idle = [connect(), connect()];
+    std::thread::sleep(Duration::from_millis(100));
+    let mut third = connect();
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    match read_frame(&mut third, DEFAULT_MAX_FRAME) {
+        Ok(Frame::Refused { reason }) => {
+            assert!(
+                reason.contains("too many connections (this node serves at most 2)"),
+                "{reason}"
+            )
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    drop(idle);
+    let out = Command::new(EXE)
+        .args(["put", "--cluster", &peers, "--timeout-ms", "5000", "k", "v"])
+        .output()
+        .expect("run");
+    let _ = node.kill();
+    let _ = node.wait();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
     let dir = tempfile::tempdir().unwrap();
