@@ -202,9 +202,12 @@ enum Cmd {
 
 fn init_logging(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
+    // A log line that cannot be written (stderr closed: the terminal or the
+    // pipe is gone) is dropped; the node runs on, and does not panic.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .log_internal_errors(false)
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
@@ -214,13 +217,13 @@ fn init_logging(format: LogFormat, default: &str) {
 
 /// Exit code 2: bad arguments.
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
+    let _ = writeln!(std::io::stderr(), "error: {msg}");
     ExitCode::from(2)
 }
 
 /// Exit code 1: the operation failed.
 fn failed(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
+    let _ = writeln!(std::io::stderr(), "error: {msg}");
     ExitCode::from(1)
 }
 

@@ -420,6 +420,43 @@ fn a_second_process_on_a_data_directory_is_refused_naming_the_holder() {
     );
 }
 
+/// A node whose stderr pipe closes (its terminal or its log reader gone)
+/// keeps running, and serving.
+#[test]
+fn a_node_whose_stderr_closes_runs_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let peers = format!("1=127.0.0.1:{port}");
+    let mut node = Command::new(EXE)
+        .args(["serve", "--id", "1", "--peers", &peers])
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .env("RUST_LOG", "debug")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start raft-node");
+    drop(node.stderr.take());
+    // Every put logs lines the node can no longer write.
+    let out = Command::new(EXE)
+        .args(["put", "--cluster", &peers, "--timeout-ms", "5000", "k", "v"])
+        .output()
+        .expect("run");
+    std::thread::sleep(Duration::from_millis(300));
+    let running = node.try_wait().expect("wait").is_none();
+    let _ = node.kill();
+    let status = node.wait().expect("wait");
+    assert!(running, "the node exited: {status}");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A node at its connection cap refuses one more connection, saying why,
 /// and serves again once a connection closes.
 #[test]
