@@ -535,8 +535,25 @@ pub fn connect(
         Ok(Frame::Welcome) => Ok(stream),
         Ok(Frame::Refused { reason }) => Err(format!("{addr} refused the connection: {reason}")),
         Ok(other) => Err(format!("{addr} answered the handshake with {other:?}")),
+        Err(FrameError::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(handshake_timeout(addr, timeout))
+        }
         Err(e) => Err(format!("handshake with {addr}: {e}")),
     }
+}
+
+/// The error of a handshake that got no answer in time (the socket says
+/// "resource temporarily unavailable", which tells a user nothing).
+fn handshake_timeout(addr: &str, timeout: Duration) -> String {
+    format!(
+        "{addr} accepted the connection but did not answer the handshake within {} ms (a busy or stuck process, or not a raft-node)",
+        timeout.as_millis()
+    )
 }
 
 fn dial_peer(
@@ -655,9 +672,27 @@ fn write_messages(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use std::time::Instant;
+
+    #[test]
+    fn a_silent_handshake_is_reported_as_such() {
+        // A listener that accepts (the kernel does) but never answers.
+        let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap().to_string();
+        let err = connect(
+            &addr,
+            "c",
+            Sender::Client,
+            Duration::from_millis(200),
+            wire::DEFAULT_MAX_FRAME,
+        )
+        .unwrap_err();
+        assert_eq!(err, handshake_timeout(&addr, Duration::from_millis(200)));
+        assert!(!err.contains("os error"), "{err}");
+    }
 
     #[test]
     fn a_repeated_warning_is_logged_once_a_second_with_the_count_held_back() {
