@@ -117,6 +117,10 @@ enum Cmd {
         /// more are refused.
         #[arg(long, default_value_t = raft_node::transport::DEFAULT_MAX_CONNECTIONS)]
         max_connections: usize,
+        /// How long a client connection may stay silent before the node
+        /// closes it, in milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        client_idle_timeout_ms: u64,
         /// Exit when stdin closes (used by `cluster`, so that nodes do not
         /// outlive their launcher).
         #[arg(long, hide = true)]
@@ -309,6 +313,7 @@ fn main() -> ExitCode {
             max_frame_bytes,
             test_control,
             max_connections,
+            client_idle_timeout_ms,
             exit_on_stdin_eof,
             timing,
             append,
@@ -350,6 +355,7 @@ fn main() -> ExitCode {
                 max_frame: max_frame_bytes,
                 test_control,
                 max_connections,
+                client_idle_timeout: Duration::from_millis(client_idle_timeout_ms.max(1)),
             };
             match runtime::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,

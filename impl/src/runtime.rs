@@ -49,6 +49,9 @@ pub struct ServeOptions {
     /// The most inbound connections served at once
     /// ([`crate::transport::TransportOptions::max_connections`]).
     pub max_connections: usize,
+    /// How long a silent client connection is kept
+    /// ([`crate::transport::TransportOptions::client_idle_timeout`]).
+    pub client_idle_timeout: std::time::Duration,
 }
 
 /// Why a node could not start or stopped.
@@ -240,6 +243,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             test_control: options.test_control,
             incarnation: crate::node::SplitMix64::new(seed).next_u64(),
             max_connections: options.max_connections,
+            client_idle_timeout: options.client_idle_timeout,
         },
         listener,
         tx,
@@ -301,6 +305,7 @@ mod tests {
             max_frame: DEFAULT_MAX_FRAME,
             test_control: false,
             max_connections: crate::transport::DEFAULT_MAX_CONNECTIONS,
+            client_idle_timeout: crate::transport::DEFAULT_CLIENT_IDLE_TIMEOUT,
         }
     }
 

@@ -52,7 +52,14 @@ pub struct TransportOptions {
     /// The most inbound connections (peers and clients) served at once;
     /// one more is refused ("too many connections") and closed.
     pub max_connections: usize,
+    /// How long a client connection may stay silent (between requests, or
+    /// in the middle of a frame) before the node closes it; the client
+    /// reconnects when it next has a request.
+    pub client_idle_timeout: Duration,
 }
+
+/// The default of [`TransportOptions::client_idle_timeout`].
+pub const DEFAULT_CLIENT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The default of [`TransportOptions::max_connections`].
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
@@ -371,6 +378,14 @@ fn serve_connection(
             if welcome(&mut stream).is_err() {
                 return;
             }
+            // A client that falls silent, even in the middle of a frame,
+            // does not hold its two threads and its descriptor for good.
+            if stream
+                .set_read_timeout(Some(options.client_idle_timeout))
+                .is_err()
+            {
+                return;
+            }
             let conn = next_conn.fetch_add(1, Ordering::Relaxed);
             read_client(options, stream, conn, events, clients, blocked);
         }
@@ -465,6 +480,19 @@ fn read_client(
                 break;
             }
             Err(e) if e.is_eof() => break,
+            Err(FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                debug!(
+                    conn,
+                    "closing a client connection silent for {} ms",
+                    options.client_idle_timeout.as_millis()
+                );
+                break;
+            }
             Err(FrameError::Io(e)) => {
                 debug!(conn, "client connection closed: {e}");
                 break;

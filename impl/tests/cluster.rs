@@ -457,6 +457,84 @@ fn a_node_whose_stderr_closes_runs_on() {
     );
 }
 
+/// A client that falls silent in the middle of a frame is disconnected
+/// after the idle timeout, and its place is free again.
+#[test]
+fn a_client_silent_in_the_middle_of_a_frame_is_disconnected() {
+    use raft_node::wire::{encode, read_frame, Frame, Sender, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let peers = format!("1=127.0.0.1:{port}");
+    let mut node = Command::new(EXE)
+        .args([
+            "serve",
+            "--id",
+            "1",
+            "--peers",
+            &peers,
+            "--max-connections",
+            "1",
+        ])
+        .args(["--client-idle-timeout-ms", "300"])
+        .arg("--data-dir")
+        .arg(dir.path().join("d"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start raft-node");
+    let start = std::time::Instant::now();
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => break s,
+            Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(20))
+            }
+            Err(e) => panic!("connect: {e}"),
+        }
+    };
+    let hello = Frame::Hello {
+        protocol: PROTOCOL_VERSION,
+        cluster_id: String::new(),
+        sender: Sender::Client,
+    };
+    s.write_all(&encode(&hello).expect("encode"))
+        .expect("hello");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    assert_eq!(
+        read_frame(&mut s, DEFAULT_MAX_FRAME).expect("welcome"),
+        Frame::Welcome
+    );
+    // Half a request frame, then silence.
+    let request = encode(&Frame::Status).expect("encode");
+    s.write_all(&request[..2]).expect("half a frame");
+    let waited = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closed = s.read_to_end(&mut rest);
+    let after = waited.elapsed();
+    // Its place (the cap is 1) is free again: a client is served.
+    let out = Command::new(EXE)
+        .args(["put", "--cluster", &peers, "--timeout-ms", "5000", "k", "v"])
+        .output()
+        .expect("run");
+    let _ = node.kill();
+    let _ = node.wait();
+    assert!(closed.is_ok() && rest.is_empty(), "{closed:?} {rest:?}");
+    assert!(
+        after >= Duration::from_millis(250) && after < Duration::from_secs(4),
+        "closed after {after:?}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A node at its connection cap refuses one more connection, saying why,
 /// and serves again once a connection closes.
 #[test]
