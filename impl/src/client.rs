@@ -36,6 +36,15 @@ pub enum ClientError {
         /// The last thing that went wrong.
         last_error: String,
     },
+    /// The request is older than the session's latest applied request:
+    /// its answer is no longer kept (a retry that came too late).
+    #[error("request {request_no} of this session is superseded: request {applied} was applied after it, and the answer to {request_no} is no longer kept")]
+    Superseded {
+        /// The request.
+        request_no: u64,
+        /// The session's latest applied request.
+        applied: u64,
+    },
     /// The node answered something unexpected.
     #[error("unexpected answer from node {node}: {answer}")]
     Unexpected {
@@ -189,6 +198,13 @@ impl Client {
                         }
                         _ => {}
                     }
+                }
+                Ok(Response::Superseded { applied }) => {
+                    self.leader = Some(target);
+                    return Err(ClientError::Superseded {
+                        request_no,
+                        applied,
+                    });
                 }
                 Ok(other) => {
                     return Err(ClientError::Unexpected {

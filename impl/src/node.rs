@@ -643,6 +643,7 @@ impl<St: Storage> Node<St> {
                             leader: leader_hint,
                             address: leader_hint.and_then(|n| self.addresses.get(&n).cloned()),
                         },
+                        ClientReply::Superseded { applied } => Response::Superseded { applied },
                     };
                     if let Some(reply) = client_reply_of(&response).filter(|_| tracing) {
                         let e = Emitted::Reply {
@@ -806,6 +807,7 @@ fn client_reply_of(response: &Response) -> Option<ClientReply<KvOutput>> {
         Response::NotLeader { leader, .. } => Some(ClientReply::NotLeader {
             leader_hint: *leader,
         }),
+        Response::Superseded { applied } => Some(ClientReply::Superseded { applied: *applied }),
         Response::Status(_) => None,
     }
 }

@@ -920,7 +920,10 @@ impl Sim {
                     },
                 ));
             }
-            Response::Status(_) => {}
+            // A request older than its session's latest applied one: its
+            // answer is gone; the client moves on (the harness's clients
+            // number their requests in order, so this does not happen).
+            Response::Status(_) | Response::Superseded { .. } => {}
         }
     }
 

@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use thiserror::Error;
 
 /// The protocol version of [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 /// The default limit on a frame's payload: 64 MiB (an AppendEntries that
 /// carries a lagging follower's missing entries can be large).
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
@@ -75,6 +75,12 @@ pub enum Response {
     },
     /// The answer to [`Frame::Status`].
     Status(StatusInfo),
+    /// The request is older than the client's latest applied one
+    /// ([`raft_spec::ClientReply::Superseded`]): its answer is gone.
+    Superseded {
+        /// The number of the client's latest applied request.
+        applied: u64,
+    },
 }
 
 /// Everything that travels on a connection.

@@ -135,6 +135,19 @@ fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
     let mut retry = Client::with_session(options, ClientId(4242), 1);
     assert_eq!(retry.call_numbered(1, put("once", "once")), Ok(None));
     assert_eq!(client.call(get("once")), Ok(Some("once".into())));
+    // Once request 2 is applied, a late retry of request 1 is told so.
+    assert_eq!(
+        session.call_numbered(2, put("once", "twice")),
+        Ok(Some("once".into()))
+    );
+    assert_eq!(
+        retry.call_numbered(1, put("once", "once")),
+        Err(raft_node::client::ClientError::Superseded {
+            request_no: 1,
+            applied: 2
+        })
+    );
+    assert_eq!(client.call(get("once")), Ok(Some("twice".into())));
 
     // Every node wrote a trace that raft-spec's transition functions
     // reproduce step by step; the restarted node continued its file.

@@ -79,6 +79,10 @@ pub fn message(msg: &Msg) -> String {
                     None => format!("ClientReply #{request_no} not leader, no leader known"),
                 }
             }
+            ClientReply::Superseded { applied } => format!(
+                "ClientReply #{} superseded by #{applied}",
+                answer.request_no
+            ),
         },
     }
 }

@@ -125,6 +125,16 @@ pub enum ClientReply<R> {
         /// The leader of the server's current term, if known.
         leader_hint: Option<NodeId>,
     },
+    /// A later request of this client (number `applied`) has been applied:
+    /// the session table keeps only each client's latest answer (Raft §8),
+    /// so this older request's answer is gone, and it is not applied again.
+    /// A client that numbers its requests in order and waits for each
+    /// answer never gets it; one that does learns that its retry came too
+    /// late, instead of hearing nothing.
+    Superseded {
+        /// The number of the client's latest applied request.
+        applied: u64,
+    },
 }
 
 /// One input to [`Server::step`].
@@ -873,8 +883,10 @@ impl<S: StateMachine> Server<S> {
 
     /// Raft §8: a leader appends the command and replies once it is committed
     /// and applied; other servers redirect the client to the leader they know.
-    /// A request already applied is answered from the session table, and one
-    /// already appended in the current term is not appended twice.
+    /// A request already applied is answered from the session table (an
+    /// older one than the client's latest applied is answered
+    /// [`ClientReply::Superseded`]), and one already appended in the current
+    /// term is not appended twice.
     fn handle_client_request(
         &mut self,
         client_id: ClientId,
@@ -893,14 +905,19 @@ impl<S: StateMachine> Server<S> {
             return;
         }
         if let Some((applied_no, output)) = self.volatile.sessions.get(&client_id) {
-            if *applied_no == request_no {
+            if *applied_no >= request_no {
+                let reply = if *applied_no == request_no {
+                    ClientReply::Ok(output.clone())
+                } else {
+                    ClientReply::Superseded {
+                        applied: *applied_no,
+                    }
+                };
                 fx.rest.push(Output::ClientReply {
                     client_id,
                     request_no,
-                    reply: ClientReply::Ok(output.clone()),
+                    reply,
                 });
-            }
-            if *applied_no >= request_no {
                 return;
             }
         }

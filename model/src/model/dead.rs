@@ -105,6 +105,9 @@ impl RaftModel {
                     self.config.network == NetworkKind::UnorderedDuplicating
                 }
                 ClientReply::Ok(_) => false,
+                // Never sent to a model client (each sends one request);
+                // a client would ignore it.
+                ClientReply::Superseded { .. } => true,
             };
             return done || redirect_is_moot;
         }

@@ -324,7 +324,7 @@ impl RaftModel {
                 .into_iter()
                 .collect(),
             },
-            ClientReply::NotLeader { .. } => Reaction::none(),
+            ClientReply::NotLeader { .. } | ClientReply::Superseded { .. } => Reaction::none(),
         })
     }
 

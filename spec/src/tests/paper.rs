@@ -1245,7 +1245,9 @@ fn retried_request_from_earlier_term_is_appended_again_and_applied_once() {
 /// number is appended.
 ///
 /// ("If it receives a command whose serial number has already been executed,
-/// it responds immediately without re-executing the request".)
+/// it responds immediately without re-executing the request".) One older
+/// than the latest executed gets [`crate::ClientReply::Superseded`]: the
+/// session keeps only the latest answer.
 ///
 /// Raft §8
 #[test]
@@ -1263,9 +1265,18 @@ fn retried_request_already_applied_is_answered_from_session() {
     assert_eq!(out, vec![reply_ok(7, 2, 1)]);
     assert_eq!(s, before);
 
+    // An older request than the latest applied: its answer is gone, and
+    // the client is told so rather than left without an answer.
     let out = s.step(client_request(7, 1));
 
-    assert_eq!(out, vec![]);
+    assert_eq!(
+        out,
+        vec![crate::Output::ClientReply {
+            client_id: crate::ClientId(7),
+            request_no: 1,
+            reply: crate::ClientReply::Superseded { applied: 2 },
+        }]
+    );
     assert_eq!(s, before);
 
     let out = s.step(client_request(7, 3));
