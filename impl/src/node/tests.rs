@@ -314,15 +314,24 @@ fn a_single_node_answers_the_client_after_the_sync() {
         j.take(),
         vec!["append hs=false entries=1", "sync", "reply 4 Ok(None)"]
     );
-    // A retried request is answered from the session table, not applied again.
+    // Request 2 is applied; a late retry of request 1 is not applied again
+    // and is told it was superseded.
     node.handle(ms(402), vec![req(2, put("a"))], &mut j.clone())
         .unwrap();
     node.handle(ms(403), vec![req(1, put("a"))], &mut j.clone())
         .unwrap();
     let log = j.take();
+    let replies: Vec<&str> = log
+        .iter()
+        .map(String::as_str)
+        .filter(|l| l.starts_with("reply"))
+        .collect();
     assert_eq!(
-        log.last().map(String::as_str),
-        Some("reply 4 Ok(Some(\"v\"))")
+        replies,
+        [
+            "reply 4 Ok(Some(\"v\"))",
+            "reply 4 Superseded { applied: 2 }"
+        ]
     );
     assert_eq!(node.server().log().len(), 2);
 }
