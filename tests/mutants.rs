@@ -117,17 +117,6 @@ const MUTATIONS: &[Mutation] = &[
     },
 ];
 
-fn put(key: &str, value: &str) -> KvCommand {
-    KvCommand::Put {
-        key: key.into(),
-        value: value.into(),
-    }
-}
-
-fn get(key: &str) -> KvCommand {
-    KvCommand::Get { key: key.into() }
-}
-
 /// The leader, waiting up to 10 s for one other than `not`.
 fn leader(c: &LocalCluster, not: Option<NodeId>) -> Result<StatusInfo, String> {
     let start = Instant::now();
@@ -207,9 +196,9 @@ fn schedule(c: &mut LocalCluster) -> Result<(), String> {
     };
     let l1 = leader(c, None)?;
     for i in 0..3 {
-        let _ = client.call(put(&format!("a{i}"), "1"));
-        let _ = client.call(put(&format!("a{i}"), "2"));
-        let _ = client.call(get(&format!("a{i}")));
+        let _ = client.call(KvCommand::put(format!("a{i}"), "1"));
+        let _ = client.call(KvCommand::put(format!("a{i}"), "2"));
+        let _ = client.call(KvCommand::get(format!("a{i}")));
     }
 
     let others: Vec<NodeId> = c.peers().keys().copied().filter(|&n| n != l1.id).collect();
@@ -223,10 +212,10 @@ fn schedule(c: &mut LocalCluster) -> Result<(), String> {
     let mut minority =
         ClientOptions::new([(l1.id, c.peers()[&l1.id].clone())].into_iter().collect());
     minority.timeout = Duration::from_millis(300);
-    let _ = raft_node::client::Client::new(minority).call(put("lost", "x"));
+    let _ = raft_node::client::Client::new(minority).call(KvCommand::put("lost", "x"));
     let l2 = leader(c, Some(l1.id))?;
     for i in 0..3 {
-        call(c, Some(l2.id), put(&format!("b{i}"), "1"));
+        call(c, Some(l2.id), KvCommand::put(format!("b{i}"), "1"));
     }
     for n in c.peers().keys() {
         ctl.partition(*n, &[]).map_err(|e| format!("heal: {e}"))?;
@@ -263,8 +252,8 @@ fn schedule(c: &mut LocalCluster) -> Result<(), String> {
     c.start_node(l2.id).map_err(|e| format!("restart: {e}"))?;
     all_up(c)?;
     for i in 0..3 {
-        call(c, None, put(&format!("c{i}"), "1"));
-        call(c, None, get(&format!("a{i}")));
+        call(c, None, KvCommand::put(format!("c{i}"), "1"));
+        call(c, None, KvCommand::get(format!("a{i}")));
     }
     std::thread::sleep(Duration::from_millis(300));
     Ok(())

@@ -18,13 +18,6 @@ use raft_spec::{
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::io::BufRead;
 
-fn put(k: &str, v: &str) -> KvCommand {
-    KvCommand::Put {
-        key: k.into(),
-        value: v.into(),
-    }
-}
-
 fn inputs(traces: &BTreeMap<NodeId, String>) -> Vec<(String, Box<dyn BufRead>)> {
     traces
         .iter()
@@ -78,7 +71,11 @@ fn sim(seed: u64) -> Sim {
 fn schedule(sim: &mut Sim, seed: u64) {
     sim.run_for_millis(600);
     for c in 0..3 {
-        sim.add_client((0..5).map(|i| put(&format!("k{c}-{i}"), "v")).collect());
+        sim.add_client(
+            (0..5)
+                .map(|i| KvCommand::put(format!("k{c}-{i}"), "v"))
+                .collect(),
+        );
     }
     sim.run_for_millis(800);
     if let Some(leader) = sim.leader() {
@@ -87,7 +84,11 @@ fn schedule(sim: &mut Sim, seed: u64) {
         sim.restart(leader);
     }
     sim.set_faults(0.05, 0.05);
-    sim.add_client((0..5).map(|i| put(&format!("p{i}"), "w")).collect());
+    sim.add_client(
+        (0..5)
+            .map(|i| KvCommand::put(format!("p{i}"), "w"))
+            .collect(),
+    );
     let isolated = NodeId(1 + seed % 3);
     sim.partition(&[isolated]);
     sim.run_for_millis(800);
@@ -99,7 +100,11 @@ fn schedule(sim: &mut Sim, seed: u64) {
         .find(|n| Some(*n) != sim.leader())
         .unwrap();
     sim.crash_before_sync(follower);
-    sim.add_client((0..5).map(|i| put(&format!("q{i}"), "x")).collect());
+    sim.add_client(
+        (0..5)
+            .map(|i| KvCommand::put(format!("q{i}"), "x"))
+            .collect(),
+    );
     sim.run_for_millis(800);
     sim.cancel_pending_crashes();
     for id in 1..=3 {
@@ -161,7 +166,7 @@ fn the_harness_on_real_files_replays_clean_as_in_memory() {
     });
     s.inject(RuntimeFault::LoseLastEntryOnRestart);
     s.run_for_millis(600);
-    assert_eq!(s.call(put("a", "1"), 2_000), Some(None));
+    assert_eq!(s.call(KvCommand::put("a", "1"), 2_000), Some(None));
     let leader = s.leader().unwrap();
     s.crash(leader);
     s.restart(leader);
@@ -178,7 +183,11 @@ fn random_fault_schedules_replay_clean() {
     for seed in 100..130u64 {
         let mut s = sim(seed);
         let mut rng = raft_node::node::SplitMix64::new(seed);
-        s.add_client((0..8).map(|i| put(&format!("r{i}"), "v")).collect());
+        s.add_client(
+            (0..8)
+                .map(|i| KvCommand::put(format!("r{i}"), "v"))
+                .collect(),
+        );
         for _ in 0..12 {
             let node = NodeId(1 + rng.next_u64() % 3);
             match rng.next_u64() % 9 {
@@ -190,7 +199,11 @@ fn random_fault_schedules_replay_clean() {
                 5 => s.set_faults(0.1, 0.1),
                 6 => s.set_faults(0.0, 0.0),
                 7 => s.crash_after_sync(node),
-                _ => s.add_client((0..3).map(|i| put(&format!("x{i}"), "y")).collect()),
+                _ => s.add_client(
+                    (0..3)
+                        .map(|i| KvCommand::put(format!("x{i}"), "y"))
+                        .collect(),
+                ),
             }
             s.run_for_millis(50 + rng.next_u64() % 400);
         }
@@ -229,7 +242,11 @@ fn a_kill_in_either_window_of_the_recorder_leaves_a_trace_that_replays_clean() {
         for seed in 1..=6u64 {
             let mut s = sim(seed);
             s.run_for_millis(600);
-            assert_eq!(s.call(put("a", "1"), 2_000), Some(None), "seed {seed}");
+            assert_eq!(
+                s.call(KvCommand::put("a", "1"), 2_000),
+                Some(None),
+                "seed {seed}"
+            );
             let leader = s.leader().unwrap();
             // The leader (its batch of client requests) or a follower (its
             // AppendEntries).
@@ -244,7 +261,11 @@ fn a_kill_in_either_window_of_the_recorder_leaves_a_trace_that_replays_clean() {
                 s.crash_before_sync(victim);
             }
             for c in 0..2 {
-                s.add_client((0..4).map(|i| put(&format!("k{c}-{i}"), "v")).collect());
+                s.add_client(
+                    (0..4)
+                        .map(|i| KvCommand::put(format!("k{c}-{i}"), "v"))
+                        .collect(),
+                );
             }
             s.run_for_millis(400);
             assert!(s.node(victim).is_none(), "seed {seed}: the victim crashed");
@@ -294,13 +315,21 @@ fn capped_run(seed: u64) -> BTreeMap<NodeId, String> {
     });
     s.run_for_millis(600);
     for c in 0..3 {
-        s.add_client((0..4).map(|i| put(&format!("k{c}-{i}"), "v")).collect());
+        s.add_client(
+            (0..4)
+                .map(|i| KvCommand::put(format!("k{c}-{i}"), "v"))
+                .collect(),
+        );
     }
     s.run_for_millis(300);
     let leader = s.leader().unwrap();
     let lagging = s.up().into_iter().find(|&n| n != leader).unwrap();
     s.partition(&[lagging]);
-    s.add_client((0..4).map(|i| put(&format!("p{i}"), "w")).collect());
+    s.add_client(
+        (0..4)
+            .map(|i| KvCommand::put(format!("p{i}"), "w"))
+            .collect(),
+    );
     s.run_for_millis(600);
     s.heal();
     s.run_for_millis(800);
@@ -391,7 +420,7 @@ fn traces_recorded_with_a_cap_of_one_replay_clean_and_need_the_cap() {
 fn storage_that_loses_the_last_synced_entry_is_caught_at_the_restart() {
     let mut s = sim(11);
     s.run_for_millis(600);
-    assert_eq!(s.call(put("a", "1"), 2_000), Some(None));
+    assert_eq!(s.call(KvCommand::put("a", "1"), 2_000), Some(None));
     // Both followers hold the entry.
     s.run_for_millis(300);
     let victim = s.up().into_iter().find(|n| Some(*n) != s.leader()).unwrap();
@@ -415,7 +444,7 @@ fn a_codec_that_zeroes_leader_commit_is_caught_at_the_first_commit_it_hides() {
     let mut s = sim(12);
     s.inject(RuntimeFault::ZeroLeaderCommit);
     s.run_for_millis(600);
-    assert_eq!(s.call(put("a", "1"), 2_000), Some(None));
+    assert_eq!(s.call(KvCommand::put("a", "1"), 2_000), Some(None));
     s.run_for_millis(300);
     let d = divergence(replay_texts(&sim_traces(&s)));
     assert!(d.input.contains("AppendEntries"), "{d}");
@@ -625,7 +654,7 @@ fn drive(h: &mut Harness) {
         Input::ClientRequest {
             client_id: ClientId(5),
             request_no: 1,
-            command: put("a", "1"),
+            command: KvCommand::put("a", "1"),
         },
     );
     h.step(leader, Input::HeartbeatTimeout);
@@ -960,13 +989,13 @@ fn a_real_cluster_with_a_leader_killed_and_restarted_replays_clean() {
     let leader = c.wait_for_leader(Duration::from_secs(10)).unwrap();
     let mut client = c.client();
     for i in 0..10 {
-        assert_eq!(client.call(put(&format!("k{i}"), "v")), Ok(None));
+        assert_eq!(client.call(KvCommand::put(format!("k{i}"), "v")), Ok(None));
     }
     c.kill(leader.id).unwrap();
     let next = c.wait_for_leader(Duration::from_secs(10)).unwrap();
     assert_ne!(next.id, leader.id);
     for i in 10..20 {
-        assert_eq!(client.call(put(&format!("k{i}"), "w")), Ok(None));
+        assert_eq!(client.call(KvCommand::put(format!("k{i}"), "w")), Ok(None));
     }
     c.start_node(leader.id).unwrap();
     let start = Instant::now();
@@ -1030,7 +1059,7 @@ fn a_real_cluster_under_a_fault_schedule_replays_clean() {
                 scope.spawn(move || {
                     for i in 0..each {
                         let key = format!("{round}-{t}-{i}");
-                        assert_eq!(client.call(put(&key, "v")), Ok(None), "{key}");
+                        assert_eq!(client.call(KvCommand::put(&key, "v")), Ok(None), "{key}");
                     }
                 });
             }
@@ -1070,7 +1099,7 @@ fn a_real_cluster_under_a_fault_schedule_replays_clean() {
     let mut client = c.client();
     client.prefer(new.id);
     for i in 0..5 {
-        assert_eq!(client.call(put(&format!("c-{i}"), "v")), Ok(None));
+        assert_eq!(client.call(KvCommand::put(format!("c-{i}"), "v")), Ok(None));
     }
     written += 5;
     let mut minority = ClientOptions::new(
@@ -1079,7 +1108,7 @@ fn a_real_cluster_under_a_fault_schedule_replays_clean() {
             .collect(),
     );
     minority.timeout = Duration::from_millis(500);
-    let _ = raft_node::client::Client::new(minority).call(put("minority", "lost"));
+    let _ = raft_node::client::Client::new(minority).call(KvCommand::put("minority", "lost"));
     for n in c.peers().keys() {
         ctl.partition(*n, &[]).unwrap();
     }
@@ -1134,7 +1163,7 @@ fn long_run(steps: u64, writes: bool) -> BTreeMap<NodeId, String> {
         if writes {
             s.add_client(
                 (0..10)
-                    .map(|i| put(&format!("k{}", (round * 10 + i) % 100), "v"))
+                    .map(|i| KvCommand::put(format!("k{}", (round * 10 + i) % 100), "v"))
                     .collect(),
             );
         }

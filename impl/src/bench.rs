@@ -90,13 +90,6 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn put(key: String, value: &str) -> KvCommand {
-    KvCommand::Put {
-        key,
-        value: value.to_string(),
-    }
-}
-
 /// Runs the benchmark, printing progress to stderr.
 pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let mut copts = ClusterOptions::new(options.exe.clone(), options.data_dir.clone());
@@ -157,11 +150,11 @@ fn measure(cluster: &LocalCluster, clients: usize, duration: Duration, value: &s
             let mut lat = Vec::new();
             let mut errors = 0u64;
             // One write to find the leader before measuring.
-            let _ = client.call(put(format!("warm-{clients}-{t}"), &value));
+            let _ = client.call(KvCommand::put(format!("warm-{clients}-{t}"), &value));
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                match client.call(put(format!("b{clients}-{t}-{i}"), &value)) {
+                match client.call(KvCommand::put(format!("b{clients}-{t}-{i}"), &value)) {
                     Ok(_) => lat.push(started.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -224,14 +217,14 @@ fn failover(
         let mut client = cluster.client();
         client.prefer(leader.id);
         client
-            .call(put(format!("pre-{trial}"), value))
+            .call(KvCommand::put(format!("pre-{trial}"), value))
             .map_err(|e| format!("write before trial {trial}: {e}"))?;
         cluster
             .kill(leader.id)
             .map_err(|e| format!("cannot kill node {}: {e}", leader.id.0))?;
         let killed = Instant::now();
         client
-            .call(put(format!("post-{trial}"), value))
+            .call(KvCommand::put(format!("post-{trial}"), value))
             .map_err(|e| format!("no successful write after killing the leader: {e}"))?;
         let took = killed.elapsed();
         eprintln!(

@@ -36,9 +36,10 @@ pub enum ClientError {
         /// The last thing that went wrong.
         last_error: String,
     },
-    /// The request is older than the session's latest applied request:
-    /// its answer is no longer kept (a retry that came too late).
-    #[error("request {request_no} of this session is superseded: request {applied} was applied after it, and the answer to {request_no} is no longer kept")]
+    /// The request is older than the session's latest applied request,
+    /// whose answer is the only one the session keeps (a retry that came
+    /// too late).
+    #[error("request {request_no} of this session is superseded by request {applied}, which is applied: a session keeps the answer to its latest request only")]
     Superseded {
         /// The request.
         request_no: u64,

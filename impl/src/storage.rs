@@ -260,11 +260,6 @@ impl SimFile {
             ..SimFile::default()
         }
     }
-
-    /// Bytes synced so far.
-    pub fn durable_len(&self) -> usize {
-        self.durable
-    }
 }
 
 fn crash(what: &str) -> io::Error {

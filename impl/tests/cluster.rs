@@ -26,17 +26,6 @@ fn cluster(dir: &tempfile::TempDir, traces: bool) -> LocalCluster {
     LocalCluster::start(o).expect("start the cluster")
 }
 
-fn put(k: &str, v: &str) -> KvCommand {
-    KvCommand::Put {
-        key: k.into(),
-        value: v.into(),
-    }
-}
-
-fn get(k: &str) -> KvCommand {
-    KvCommand::Get { key: k.into() }
-}
-
 fn statuses(c: &LocalCluster) -> Vec<StatusInfo> {
     c.status().into_iter().filter_map(|(_, s)| s.ok()).collect()
 }
@@ -73,21 +62,27 @@ fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
 
     // Put/get round trip.
     let mut client = c.client();
-    assert_eq!(client.call(put("greeting", "hello")), Ok(None));
-    assert_eq!(client.call(get("greeting")), Ok(Some("hello".into())));
+    assert_eq!(client.call(KvCommand::put("greeting", "hello")), Ok(None));
+    assert_eq!(
+        client.call(KvCommand::get("greeting")),
+        Ok(Some("hello".into()))
+    );
 
     // A follower redirects the client to the leader.
     let follower = all.iter().find(|s| s.role != Role::Leader).map(|s| s.id);
     let mut redirected = c.client();
     redirected.prefer(follower.expect("a follower"));
-    assert_eq!(redirected.call(get("greeting")), Ok(Some("hello".into())));
+    assert_eq!(
+        redirected.call(KvCommand::get("greeting")),
+        Ok(Some("hello".into()))
+    );
     assert!(redirected.redirects >= 1);
     assert_ne!(redirected.leader(), follower);
 
     // Acknowledged writes.
     for i in 0..20 {
         assert_eq!(
-            client.call(put(&format!("k{i}"), &format!("v{i}"))),
+            client.call(KvCommand::put(format!("k{i}"), format!("v{i}"))),
             Ok(None)
         );
     }
@@ -99,14 +94,17 @@ fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
     assert!(new_leader.term > leader.term);
     for i in 0..20 {
         assert_eq!(
-            client.call(get(&format!("k{i}"))),
+            client.call(KvCommand::get(format!("k{i}"))),
             Ok(Some(format!("v{i}"))),
             "key k{i}"
         );
     }
     // More writes while the old leader is down, so its log lags.
     for i in 20..30 {
-        assert_eq!(client.call(put(&format!("k{i}"), "late")), Ok(None));
+        assert_eq!(
+            client.call(KvCommand::put(format!("k{i}"), "late")),
+            Ok(None)
+        );
     }
 
     // The restarted node catches up (the leader backs off its next_index).
@@ -131,23 +129,32 @@ fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
     // would return the previous value "once".
     let options = ClientOptions::new(c.peers().clone());
     let mut session = Client::with_session(options.clone(), ClientId(4242), 1);
-    assert_eq!(session.call_numbered(1, put("once", "once")), Ok(None));
+    assert_eq!(
+        session.call_numbered(1, KvCommand::put("once", "once")),
+        Ok(None)
+    );
     let mut retry = Client::with_session(options, ClientId(4242), 1);
-    assert_eq!(retry.call_numbered(1, put("once", "once")), Ok(None));
-    assert_eq!(client.call(get("once")), Ok(Some("once".into())));
+    assert_eq!(
+        retry.call_numbered(1, KvCommand::put("once", "once")),
+        Ok(None)
+    );
+    assert_eq!(client.call(KvCommand::get("once")), Ok(Some("once".into())));
     // Once request 2 is applied, a late retry of request 1 is told so.
     assert_eq!(
-        session.call_numbered(2, put("once", "twice")),
+        session.call_numbered(2, KvCommand::put("once", "twice")),
         Ok(Some("once".into()))
     );
     assert_eq!(
-        retry.call_numbered(1, put("once", "once")),
+        retry.call_numbered(1, KvCommand::put("once", "once")),
         Err(raft_node::client::ClientError::Superseded {
             request_no: 1,
             applied: 2
         })
     );
-    assert_eq!(client.call(get("once")), Ok(Some("twice".into())));
+    assert_eq!(
+        client.call(KvCommand::get("once")),
+        Ok(Some("twice".into()))
+    );
 
     // Every node wrote a trace that raft-spec's transition functions
     // reproduce step by step; the restarted node continued its file.
@@ -237,13 +244,13 @@ fn a_leader_cut_off_in_a_minority_steps_down_when_the_partition_heals() {
     assert!(new.term > old.term);
     let mut client = c.client();
     client.prefer(new.id);
-    assert_eq!(client.call(put("side", "majority")), Ok(None));
+    assert_eq!(client.call(KvCommand::put("side", "majority")), Ok(None));
 
     // The old leader still believes it leads, but cannot commit.
     let mut minority =
         ClientOptions::new([(old.id, c.peers()[&old.id].clone())].into_iter().collect());
     minority.timeout = Duration::from_millis(700);
-    let stuck = Client::new(minority).call(put("side", "minority"));
+    let stuck = Client::new(minority).call(KvCommand::put("side", "minority"));
     assert!(
         matches!(stuck, Err(ClientError::Timeout { .. })),
         "{stuck:?}"
@@ -264,7 +271,10 @@ fn a_leader_cut_off_in_a_minority_steps_down_when_the_partition_heals() {
             .into_iter()
             .any(|s| s.id == old.id && s.role == Role::Follower && s.term >= new.term)
     });
-    assert_eq!(client.call(get("side")), Ok(Some("majority".into())));
+    assert_eq!(
+        client.call(KvCommand::get("side")),
+        Ok(Some("majority".into()))
+    );
 }
 
 fn serve(args: &[&str]) -> std::process::Output {
@@ -418,7 +428,7 @@ fn a_second_process_on_a_data_directory_is_refused_naming_the_holder() {
     assert!(err.contains("is in use by another process (pid "), "{err}");
     assert!(err.contains("LOCK"), "{err}");
     let mut client = c.client();
-    assert_eq!(client.call(put("still", "serving")), Ok(None));
+    assert_eq!(client.call(KvCommand::put("still", "serving")), Ok(None));
 
     c.kill(leader.id).unwrap();
     c.start_node(leader.id).unwrap();
@@ -433,41 +443,94 @@ fn a_second_process_on_a_data_directory_is_refused_naming_the_holder() {
     );
 }
 
+/// A one-node cluster run by hand (`raft-node serve` on a free port, with
+/// `extra` arguments), killed when dropped.
+struct OneNode {
+    child: std::process::Child,
+    port: u16,
+    peers: String,
+    _dir: tempfile::TempDir,
+}
+
+impl OneNode {
+    fn start(extra: &[&str], stderr: std::process::Stdio) -> OneNode {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let peers = format!("1=127.0.0.1:{port}");
+        let child = Command::new(EXE)
+            .args(["serve", "--id", "1", "--peers", &peers])
+            .args(extra)
+            .arg("--data-dir")
+            .arg(dir.path().join("d"))
+            .env("RUST_LOG", "debug")
+            .stderr(stderr)
+            .spawn()
+            .expect("start raft-node");
+        OneNode {
+            child,
+            port,
+            peers,
+            _dir: dir,
+        }
+    }
+
+    /// A TCP connection to the node, once it listens.
+    fn connect(&self) -> std::net::TcpStream {
+        let start = std::time::Instant::now();
+        loop {
+            match std::net::TcpStream::connect(("127.0.0.1", self.port)) {
+                Ok(s) => return s,
+                Err(_) if start.elapsed() < Duration::from_secs(10) => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                Err(e) => panic!("connect: {e}"),
+            }
+        }
+    }
+
+    /// `raft-node put k v` against it: whether it succeeded, and its stderr.
+    fn put(&self) -> (bool, String) {
+        let out = Command::new(EXE)
+            .args([
+                "put",
+                "--cluster",
+                &self.peers,
+                "--timeout-ms",
+                "5000",
+                "k",
+                "v",
+            ])
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for OneNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A node whose stderr pipe closes (its terminal or its log reader gone)
 /// keeps running, and serving.
 #[test]
 fn a_node_whose_stderr_closes_runs_on() {
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let peers = format!("1=127.0.0.1:{port}");
-    let mut node = Command::new(EXE)
-        .args(["serve", "--id", "1", "--peers", &peers])
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .env("RUST_LOG", "debug")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start raft-node");
-    drop(node.stderr.take());
+    let mut node = OneNode::start(&[], std::process::Stdio::piped());
+    drop(node.child.stderr.take());
     // Every put logs lines the node can no longer write.
-    let out = Command::new(EXE)
-        .args(["put", "--cluster", &peers, "--timeout-ms", "5000", "k", "v"])
-        .output()
-        .expect("run");
+    let (served, err) = node.put();
     std::thread::sleep(Duration::from_millis(300));
-    let running = node.try_wait().expect("wait").is_none();
-    let _ = node.kill();
-    let status = node.wait().expect("wait");
-    assert!(running, "the node exited: {status}");
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let exited = node.child.try_wait().expect("wait");
+    assert!(exited.is_none(), "the node exited: {exited:?}");
+    assert!(served, "{err}");
 }
 
 /// A client that falls silent in the middle of a frame is disconnected
@@ -476,38 +539,11 @@ fn a_node_whose_stderr_closes_runs_on() {
 fn a_client_silent_in_the_middle_of_a_frame_is_disconnected() {
     use raft_node::wire::{encode, read_frame, Frame, Sender, DEFAULT_MAX_FRAME, PROTOCOL_VERSION};
     use std::io::{Read, Write};
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let peers = format!("1=127.0.0.1:{port}");
-    let mut node = Command::new(EXE)
-        .args([
-            "serve",
-            "--id",
-            "1",
-            "--peers",
-            &peers,
-            "--max-connections",
-            "1",
-        ])
-        .args(["--client-idle-timeout-ms", "300"])
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start raft-node");
-    let start = std::time::Instant::now();
-    let mut s = loop {
-        match std::net::TcpStream::connect(("127.0.0.1", port)) {
-            Ok(s) => break s,
-            Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                std::thread::sleep(Duration::from_millis(20))
-            }
-            Err(e) => panic!("connect: {e}"),
-        }
-    };
+    let node = OneNode::start(
+        &["--max-connections", "1", "--client-idle-timeout-ms", "300"],
+        std::process::Stdio::null(),
+    );
+    let mut s = node.connect();
     let hello = Frame::Hello {
         protocol: PROTOCOL_VERSION,
         cluster_id: String::new(),
@@ -528,24 +564,14 @@ fn a_client_silent_in_the_middle_of_a_frame_is_disconnected() {
     let mut rest = Vec::new();
     let closed = s.read_to_end(&mut rest);
     let after = waited.elapsed();
-    // Its place (the cap is 1) is free again: a client is served.
-    let out = Command::new(EXE)
-        .args(["put", "--cluster", &peers, "--timeout-ms", "5000", "k", "v"])
-        .output()
-        .expect("run");
-    let _ = node.kill();
-    let _ = node.wait();
     assert!(closed.is_ok() && rest.is_empty(), "{closed:?} {rest:?}");
     assert!(
         after >= Duration::from_millis(250) && after < Duration::from_secs(4),
         "closed after {after:?}"
     );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Its place (the cap is 1) is free again: a client is served.
+    let (served, err) = node.put();
+    assert!(served, "{err}");
 }
 
 /// A node at its connection cap refuses one more connection, saying why,
@@ -553,44 +579,11 @@ fn a_client_silent_in_the_middle_of_a_frame_is_disconnected() {
 #[test]
 fn connections_beyond_the_cap_are_refused_and_the_node_keeps_serving() {
     use raft_node::wire::{read_frame, Frame, DEFAULT_MAX_FRAME};
-    let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let peers = format!("1=127.0.0.1:{port}");
-    let mut node = Command::new(EXE)
-        .args([
-            "serve",
-            "--id",
-            "1",
-            "--peers",
-            &peers,
-            "--max-connections",
-            "2",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("d"))
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start raft-node");
-    let addr = format!("127.0.0.1:{port}");
-    let connect = || {
-        let start = std::time::Instant::now();
-        loop {
-            match std::net::TcpStream::connect(&addr) {
-                Ok(s) => return s,
-                Err(_) if start.elapsed() < Duration::from_secs(10) => {
-                    std::thread::sleep(Duration::from_millis(20))
-                }
-                Err(e) => panic!("connect: {e}"),
-            }
-        }
-    };
+    let node = OneNode::start(&["--max-connections", "2"], std::process::Stdio::null());
     // Two connections that never say Hello hold the two places.
-    let idle = [connect(), connect()];
+    let idle = [node.connect(), node.connect()];
     std::thread::sleep(Duration::from_millis(100));
-    let mut third = connect();
+    let mut third = node.connect();
     third
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
@@ -604,18 +597,8 @@ fn connections_beyond_the_cap_are_refused_and_the_node_keeps_serving() {
         other => panic!("expected a refusal, got {other:?}"),
     }
     drop(idle);
-    let out = Command::new(EXE)
-        .args(["put", "--cluster", &peers, "--timeout-ms", "5000", "k", "v"])
-        .output()
-        .expect("run");
-    let _ = node.kill();
-    let _ = node.wait();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (served, err) = node.put();
+    assert!(served, "{err}");
 }
 
 #[test]
@@ -683,7 +666,7 @@ fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
 
     // The node still serves.
     let mut client = c.client();
-    assert_eq!(client.call(put("still", "alive")), Ok(None));
+    assert_eq!(client.call(KvCommand::put("still", "alive")), Ok(None));
     drop(c);
     let log = std::fs::read_to_string(dir.path().join("data/node-1.log")).expect("log");
     assert!(log.contains("refused connection"), "{log}");

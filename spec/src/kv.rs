@@ -36,6 +36,19 @@ pub enum KvCommand {
 }
 
 impl KvCommand {
+    /// `Put { key, value }`.
+    pub fn put(key: impl Into<String>, value: impl Into<String>) -> Self {
+        KvCommand::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// `Get { key }`.
+    pub fn get(key: impl Into<String>) -> Self {
+        KvCommand::Get { key: key.into() }
+    }
+
     /// The key the command is about.
     pub fn key(&self) -> &str {
         match self {
@@ -105,18 +118,11 @@ impl StateMachine for Kv {
 mod tests {
     use super::*;
 
-    fn put(k: &str, v: &str) -> KvCommand {
-        KvCommand::Put {
-            key: k.into(),
-            value: v.into(),
-        }
-    }
-
     #[test]
     fn put_get_delete_return_the_previous_value() {
         let mut kv = Kv::default();
-        assert_eq!(kv.apply(&put("a", "1")), None);
-        assert_eq!(kv.apply(&put("a", "2")), Some("1".into()));
+        assert_eq!(kv.apply(&KvCommand::put("a", "1")), None);
+        assert_eq!(kv.apply(&KvCommand::put("a", "2")), Some("1".into()));
         assert_eq!(
             kv.apply(&KvCommand::Get { key: "a".into() }),
             Some("2".into())
@@ -133,7 +139,7 @@ mod tests {
     #[test]
     fn get_does_not_change_the_map() {
         let mut kv = Kv::default();
-        kv.apply(&put("k", "v"));
+        kv.apply(&KvCommand::put("k", "v"));
         let before = kv.clone();
         kv.apply(&KvCommand::Get { key: "k".into() });
         assert_eq!(kv, before);
@@ -142,7 +148,7 @@ mod tests {
 
     #[test]
     fn commands_display_and_name_their_key() {
-        assert_eq!(put("a", "1").to_string(), "put a=1");
+        assert_eq!(KvCommand::put("a", "1").to_string(), "put a=1");
         assert_eq!(KvCommand::Delete { key: "z".into() }.key(), "z");
     }
 }

@@ -64,7 +64,7 @@ pub use message::{
 pub use server::reduction;
 pub use server::{
     ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Role,
-    Server, Timer, VolatileState,
+    Server, Session, Timer, VolatileState,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

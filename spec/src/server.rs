@@ -137,6 +137,36 @@ pub enum ClientReply<R> {
     },
 }
 
+/// Where a client's request stands against its session, which keeps the
+/// number of the client's latest applied request (Raft §8: "the state
+/// machine tracks the latest serial number processed for each client").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Session {
+    /// Not applied yet: apply it.
+    New,
+    /// The latest applied request: answer it from the session, do not
+    /// apply it again.
+    Applied,
+    /// Older than the latest applied request (`applied`): its answer is
+    /// gone, and it is not applied.
+    Superseded {
+        /// The latest applied request's number.
+        applied: u64,
+    },
+}
+
+impl Session {
+    /// Request `request_no` of a client whose latest applied request is
+    /// `latest` (`None`: none yet).
+    pub fn of(latest: Option<u64>, request_no: u64) -> Session {
+        match latest {
+            Some(applied) if applied == request_no => Session::Applied,
+            Some(applied) if applied > request_no => Session::Superseded { applied },
+            _ => Session::New,
+        }
+    }
+}
+
 /// One input to [`Server::step`].
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Input<C> {
@@ -904,22 +934,19 @@ impl<S: StateMachine> Server<S> {
             });
             return;
         }
-        if let Some((applied_no, output)) = self.volatile.sessions.get(&client_id) {
-            if *applied_no >= request_no {
-                let reply = if *applied_no == request_no {
-                    ClientReply::Ok(output.clone())
-                } else {
-                    ClientReply::Superseded {
-                        applied: *applied_no,
-                    }
-                };
-                fx.rest.push(Output::ClientReply {
-                    client_id,
-                    request_no,
-                    reply,
-                });
-                return;
-            }
+        let session = self.volatile.sessions.get(&client_id);
+        let reply = match Session::of(session.map(|(n, _)| *n), request_no) {
+            Session::New => None,
+            Session::Applied => session.map(|(_, output)| ClientReply::Ok(output.clone())),
+            Session::Superseded { applied } => Some(ClientReply::Superseded { applied }),
+        };
+        if let Some(reply) = reply {
+            fx.rest.push(Output::ClientReply {
+                client_id,
+                request_no,
+                reply,
+            });
+            return;
         }
         // Already appended in this term: it will be answered once applied.
         // A copy from an earlier term is not enough, since only an entry of
@@ -1075,9 +1102,10 @@ impl<S: StateMachine> Server<S> {
             else {
                 continue;
             };
-            let output = match self.volatile.sessions.get(client_id) {
-                Some((applied_no, output)) if *applied_no == *request_no => output.clone(),
-                Some((applied_no, _)) if *applied_no > *request_no => continue,
+            let session = self.volatile.sessions.get(client_id);
+            let output = match (Session::of(session.map(|(n, _)| *n), *request_no), session) {
+                (Session::Applied, Some((_, output))) => output.clone(),
+                (Session::Superseded { .. }, _) => continue,
                 _ => {
                     let output = self.volatile.state_machine.apply(command);
                     self.volatile

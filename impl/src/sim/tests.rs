@@ -1,12 +1,5 @@
 use super::*;
 
-fn put(k: &str, v: &str) -> KvCommand {
-    KvCommand::Put {
-        key: k.into(),
-        value: v.into(),
-    }
-}
-
 #[test]
 fn a_cluster_elects_one_leader_and_serves() {
     let mut sim = Sim::new(SimConfig {
@@ -24,7 +17,7 @@ fn a_cluster_elects_one_leader_and_serves() {
         })
         .count();
     assert_eq!(leaders, 1);
-    assert_eq!(sim.call(put("a", "1"), 2_000), Some(None));
+    assert_eq!(sim.call(KvCommand::put("a", "1"), 2_000), Some(None));
     assert_eq!(
         sim.call(KvCommand::Get { key: "a".into() }, 2_000),
         Some(Some("1".into()))
@@ -48,7 +41,11 @@ fn the_same_seed_gives_the_same_run() {
             duplicate: 0.1,
             ..SimConfig::default()
         });
-        sim.add_client((0..20).map(|i| put(&format!("k{i}"), "v")).collect());
+        sim.add_client(
+            (0..20)
+                .map(|i| KvCommand::put(format!("k{i}"), "v"))
+                .collect(),
+        );
         sim.run_for_millis(3_000);
         (sim.stats(), sim.acked().to_vec(), sim.leader())
     };
@@ -72,7 +69,7 @@ fn a_crash_before_the_fsync_never_loses_an_acknowledged_write() {
         let (a, b) = (followers[0], followers[1]);
         sim.partition(&[b]);
         sim.crash_before_sync(a);
-        let acked = sim.call(put("x", "1"), 300);
+        let acked = sim.call(KvCommand::put("x", "1"), 300);
         // The leader now crashes; the two others elect a leader without it.
         sim.crash(leader);
         sim.heal();
@@ -80,7 +77,7 @@ fn a_crash_before_the_fsync_never_loses_an_acknowledged_write() {
         sim.run_for_millis(2_000);
         sim.restart(leader);
         assert!(
-            sim.call(put("barrier", "b"), 5_000).is_some(),
+            sim.call(KvCommand::put("barrier", "b"), 5_000).is_some(),
             "seed {seed}"
         );
         sim.run_for_millis(500);

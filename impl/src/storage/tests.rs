@@ -335,6 +335,22 @@ mod against_the_spec {
             (storage, state)
         }
 
+        /// A sync with the crash point `arm` sets: the node dies, and any
+        /// prefix of the batch may be on disk. An empty batch writes
+        /// nothing, so nothing crashes and the crash point is disarmed.
+        fn crashing_sync(&mut self, arm: impl FnOnce(&mut SimFile)) {
+            arm(self.storage.file_mut());
+            let batch = std::mem::take(&mut self.batch);
+            if self.storage.sync().is_err() {
+                self.written.extend(batch);
+                self.dead = true;
+            } else {
+                let f = self.storage.file_mut();
+                f.tear_next_append = None;
+                f.fail_next_sync = false;
+            }
+        }
+
         /// Restarts from `bytes` (what the crash left): the state recovered
         /// must be the fold of the first `k` written persists for some `k`
         /// between `lo` and `hi`; the run goes on from there.
@@ -394,26 +410,10 @@ mod against_the_spec {
                         run.synced = run.written.len();
                     }
                     Op::TornWrite(n) if !run.dead => {
-                        run.storage.file_mut().tear_next_append = Some(n);
-                        let batch = std::mem::take(&mut run.batch);
-                        if run.storage.sync().is_err() {
-                            // Part of the batch may be on disk: any prefix of it.
-                            run.written.extend(batch);
-                            run.dead = true;
-                        } else {
-                            // An empty batch writes nothing: no crash.
-                            run.storage.file_mut().tear_next_append = None;
-                        }
+                        run.crashing_sync(|f| f.tear_next_append = Some(n));
                     }
                     Op::FailedSync if !run.dead => {
-                        run.storage.file_mut().fail_next_sync = true;
-                        let batch = std::mem::take(&mut run.batch);
-                        if run.storage.sync().is_err() {
-                            run.written.extend(batch);
-                            run.dead = true;
-                        } else {
-                            run.storage.file_mut().fail_next_sync = false;
-                        }
+                        run.crashing_sync(|f| f.fail_next_sync = true);
                     }
                     Op::Kill => {
                         // The kernel keeps what was written; a write torn by

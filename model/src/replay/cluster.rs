@@ -17,7 +17,7 @@
 
 use crate::model::intern::{content_hash, FixedState};
 use crate::model::state::{timer_bit, TIMERS};
-use raft_spec::trace::{message_digest, Emitted, LogDigest};
+use raft_spec::trace::{Emitted, LogDigest};
 use raft_spec::{
     ClientId, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output, PersistentState,
     Role, Server, Term, Timer,
@@ -658,16 +658,32 @@ fn carry_out(
     let from = cluster.ids[i];
     let Cluster { slots, network, .. } = cluster;
     let slot = &mut slots[i];
-    // Only a send's record reads the log digest: the others get this one.
-    let no_log = emitted.is_some().then(LogDigest::default);
+    // Without the caller's log digest (the Explorer, the conformance test
+    // ask for no record), one is computed if a record is asked for.
+    let computed = match (&emitted, &digest) {
+        (Some(_), None) => Some(LogDigest::of(slot.server.log())),
+        _ => None,
+    };
     for output in outputs {
-        if let (Some(e), Some(no_log)) = (emitted.as_deref_mut(), &no_log) {
-            if !matches!(output, Output::Send { .. }) {
-                e.extend(Emitted::of(&output, no_log).map(|item| Emit {
+        if let Some(e) = emitted.as_deref_mut() {
+            // The step's persist, first of its outputs, has brought the log
+            // digest up to date by the time a send reads it.
+            let log = digest.as_deref().or(computed.as_ref());
+            if let Some(item) = log.and_then(|log| Emitted::of(&output, log)) {
+                let append = matches!(
+                    output,
+                    Output::Send {
+                        message: Message::AppendEntries(_),
+                        ..
+                    }
+                );
+                // A send's content hash is filled in below, where its
+                // message is wrapped (and hashed) once for the network.
+                e.push(Emit {
                     item,
-                    append: false,
+                    append,
                     content: 0,
-                }));
+                });
             }
         }
         match output {
@@ -685,18 +701,9 @@ fn carry_out(
             }
             Output::Send { to, message } => {
                 let message = RaftMsg::new(message);
-                if let Some(e) = emitted.as_deref_mut() {
-                    // The step's persist, first of its outputs, brought the
-                    // log digest up to date; without one it is computed.
-                    let digest = match digest.as_deref() {
-                        Some(log) => message_digest(&message, log),
-                        None => message_digest(&message, &LogDigest::of(slot.server.log())),
-                    };
-                    e.push(Emit {
-                        item: Emitted::Send { to, digest },
-                        append: matches!(*message, Message::AppendEntries(_)),
-                        content: message.content_hash(),
-                    });
+                // This send's record, pushed just above.
+                if let Some(record) = emitted.as_deref_mut().and_then(|e| e.last_mut()) {
+                    record.content = message.content_hash();
                 }
                 network.insert(Envelope {
                     dst: to,

@@ -9,14 +9,15 @@
 //! history is then linearizable exactly when every acknowledged operation
 //! is in the committed log and its reply is what the key-value map returns
 //! when the log is applied in order, each `(client, request number)` once
-//! (Raft §8: a retried request is answered from the session table). The
-//! check computes that from the log alone, with a map of its own, so it
-//! does not rest on the code it checks. It applies the committed log as it
+//! (Raft §8: a retried request is answered from the session table, the
+//! rule `raft_spec::Session` states). The check computes that from the log
+//! alone, with a map of its own, so it does not rest on the server's state
+//! machine or session table. It applies the committed log as it
 //! grows (memory: one outcome per request, not the log), checks each
 //! acknowledgement when it is released, and at the end those whose request
 //! was not committed yet when they were.
 
-use raft_spec::{ClientId, Kv, KvOutput, NodeId, Payload, Server, StateMachine};
+use raft_spec::{ClientId, Kv, KvOutput, NodeId, Payload, Server, Session, StateMachine};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -77,11 +78,7 @@ impl ClientHistory {
             else {
                 continue;
             };
-            if self
-                .sessions
-                .get(client_id)
-                .is_some_and(|last| *last >= *request_no)
-            {
+            if Session::of(self.sessions.get(client_id).copied(), *request_no) != Session::New {
                 continue;
             }
             self.sessions.insert(*client_id, *request_no);
@@ -159,13 +156,6 @@ mod tests {
         }
     }
 
-    fn put(k: &str, v: &str) -> KvCommand {
-        KvCommand::Put {
-            key: k.into(),
-            value: v.into(),
-        }
-    }
-
     fn ack(client: u64, request_no: u64, value: Option<&str>) -> Ack {
         Ack {
             client_id: ClientId(client),
@@ -201,10 +191,10 @@ mod tests {
     #[test]
     fn replies_that_follow_the_log_pass_and_a_wrong_or_lost_one_is_named() {
         let log = vec![
-            entry(1, 1, put("a", "1")),
-            entry(2, 1, put("a", "2")),
+            entry(1, 1, KvCommand::put("a", "1")),
+            entry(2, 1, KvCommand::put("a", "2")),
             // A retry of a request already applied changes nothing.
-            entry(1, 1, put("a", "1")),
+            entry(1, 1, KvCommand::put("a", "1")),
             entry(1, 2, KvCommand::Get { key: "a".into() }),
         ];
         let acks = vec![ack(1, 1, None), ack(2, 1, Some("1")), ack(1, 2, Some("2"))];
@@ -238,7 +228,7 @@ mod tests {
         server.step(raft_spec::Input::ClientRequest {
             client_id: ClientId(3),
             request_no: 1,
-            command: put("k", "v"),
+            command: KvCommand::put("k", "v"),
         });
         assert_eq!(server.volatile.commit_index, LogIndex(1));
         let mut h = ClientHistory::default();
