@@ -72,6 +72,8 @@ pub struct LocalCluster {
     options: ClusterOptions,
     peers: Peers,
     children: BTreeMap<NodeId, Child>,
+    /// Nodes this launcher started at least once.
+    started: std::collections::BTreeSet<NodeId>,
 }
 
 fn free_port() -> io::Result<u16> {
@@ -99,6 +101,7 @@ impl LocalCluster {
             options,
             peers,
             children: BTreeMap::new(),
+            started: Default::default(),
         };
         let ids: Vec<NodeId> = cluster.peers.keys().copied().collect();
         for id in ids {
@@ -138,8 +141,23 @@ impl LocalCluster {
         Some(dir.join(format!("node-{}.ndjson", id.0)))
     }
 
-    /// Starts (or restarts) node `id`.
+    /// Starts (or restarts) node `id`. Its first start by this launcher
+    /// passes `--bootstrap` (a no-op on a directory that holds a node's
+    /// state already); a restart does not, so a node whose directory was
+    /// wiped meanwhile is refused rather than rejoining empty.
     pub fn start_node(&mut self, id: NodeId) -> io::Result<()> {
+        let first = self.started.insert(id);
+        self.spawn(id, first)
+    }
+
+    /// Starts node `id` with `--bootstrap`, as an operator who wiped its
+    /// directory and bootstrapped it again would (its peers refuse it).
+    pub fn bootstrap_node(&mut self, id: NodeId) -> io::Result<()> {
+        self.started.insert(id);
+        self.spawn(id, true)
+    }
+
+    fn spawn(&mut self, id: NodeId, bootstrap: bool) -> io::Result<()> {
         let o = &self.options;
         let mut cmd = Command::new(&o.exe);
         cmd.arg("serve")
@@ -167,6 +185,9 @@ impl LocalCluster {
         }
         if o.log_json {
             cmd.arg("--log-format").arg("json");
+        }
+        if bootstrap {
+            cmd.arg("--bootstrap");
         }
         if let Some(t) = self.trace_file(id) {
             cmd.arg("--trace").arg(t);
@@ -197,6 +218,32 @@ impl LocalCluster {
             c.wait()?;
         }
         Ok(())
+    }
+
+    /// Stops node `id` with SIGSTOP (a paused process: its sockets stay
+    /// open, nothing is answered).
+    pub fn pause(&mut self, id: NodeId) -> io::Result<()> {
+        self.signal(id, "-STOP")
+    }
+
+    /// Resumes node `id` with SIGCONT.
+    pub fn resume(&mut self, id: NodeId) -> io::Result<()> {
+        self.signal(id, "-CONT")
+    }
+
+    fn signal(&mut self, id: NodeId, signal: &str) -> io::Result<()> {
+        let Some(child) = self.children.get(&id) else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("kill {signal} {}: {status}", child.id())))
+        }
     }
 
     /// The nodes whose process is running.

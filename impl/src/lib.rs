@@ -51,6 +51,7 @@ pub mod bench;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod jepsen;
 pub mod node;
 pub mod runtime;
 pub mod sim;

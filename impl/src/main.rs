@@ -6,6 +6,7 @@ use raft_node::bench::{self, BenchOptions};
 use raft_node::client::{Client, ClientOptions};
 use raft_node::cluster::{ClusterOptions, LocalCluster};
 use raft_node::config::{self, ConfigError, Peers, Timing};
+use raft_node::jepsen::{self, nemesis::Nemesis, run::JepsenOptions};
 use raft_node::runtime::{self, ServeError, ServeOptions};
 use raft_node::wire::DEFAULT_MAX_FRAME;
 use raft_spec::{KvCommand, NodeId, Role};
@@ -121,6 +122,11 @@ enum Cmd {
         /// closes it, in milliseconds.
         #[arg(long, default_value_t = 60_000)]
         client_idle_timeout_ms: u64,
+        /// Create the node's state if the data directory holds none. Needed
+        /// on a node's first start only; without it, a directory that holds
+        /// no state (new, or wiped) is refused.
+        #[arg(long)]
+        bootstrap: bool,
         /// Exit when stdin closes (used by `cluster`, so that nodes do not
         /// outlive their launcher).
         #[arg(long, hide = true)]
@@ -202,6 +208,85 @@ enum Cmd {
         #[command(flatten)]
         append: AppendArgs,
     },
+    /// Jepsen-style test: a local cluster under faults, concurrent clients,
+    /// the history checked for linearizability. Exits 1 if it is not
+    /// linearizable or an acknowledged write was lost.
+    Jepsen {
+        /// Seconds the clients run.
+        #[arg(long, default_value_t = 60)]
+        time: u64,
+        /// Faults: none, kill, pause, partition or mixed.
+        #[arg(long, default_value = "mixed", value_parser = parse_nemesis)]
+        nemesis: Nemesis,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        clients: u64,
+        /// Nodes in the cluster.
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=9))]
+        nodes: u64,
+        /// Keys the clients work on.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        keys: u64,
+        /// Milliseconds from one fault to the next (each lasts half of it).
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(10..))]
+        fault_interval_ms: u64,
+        /// Milliseconds after which an operation is recorded as of unknown
+        /// outcome.
+        #[arg(long, default_value_t = 2_000, value_parser = clap::value_parser!(u64).range(1..))]
+        op_timeout_ms: u64,
+        /// Seeds the operations and the faults.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where the nodes keep their data (default: a fresh temporary dir).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Where to write the history, NDJSON (default:
+        /// ./jepsen-history.ndjson).
+        #[arg(long, default_value = "jepsen-history.ndjson")]
+        history: PathBuf,
+        /// Write each node's trace to DIR/node-N.ndjson.
+        #[arg(long)]
+        trace_dir: Option<PathBuf>,
+        #[command(flatten)]
+        timing: TimingArgs,
+    },
+    /// Check a history (NDJSON, as `jepsen` writes) for linearizability per
+    /// key; prints the verdict, the time and the peak memory. Exits 1 if it
+    /// is not linearizable.
+    CheckHistory {
+        /// The history file.
+        file: PathBuf,
+    },
+}
+
+fn parse_nemesis(s: &str) -> Result<Nemesis, String> {
+    s.parse()
+}
+
+/// `dir`, or a fresh temporary directory named `prefix...` (removed when
+/// the returned guard drops).
+fn data_dir_or_temp(
+    dir: Option<PathBuf>,
+    prefix: &str,
+) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+    match dir {
+        Some(d) => Ok((d, None)),
+        None => {
+            let tmp = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .map_err(|e| format!("cannot create a temporary data directory: {e}"))?;
+            Ok((tmp.path().to_path_buf(), Some(tmp)))
+        }
+    }
+}
+
+/// The peak resident memory of this process, from /proc (Linux).
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
 }
 
 fn init_logging(format: LogFormat, default: &str) {
@@ -315,6 +400,7 @@ fn main() -> ExitCode {
             max_connections,
             client_idle_timeout_ms,
             exit_on_stdin_eof,
+            bootstrap,
             timing,
             append,
         } => {
@@ -356,6 +442,7 @@ fn main() -> ExitCode {
                 test_control,
                 max_connections,
                 client_idle_timeout: Duration::from_millis(client_idle_timeout_ms.max(1)),
+                bootstrap,
             };
             match runtime::serve(options) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -479,21 +566,9 @@ fn main() -> ExitCode {
                 Ok(e) => e,
                 Err(e) => return failed(format!("cannot find the raft-node executable: {e}")),
             };
-            let tmp;
-            let data_dir = match data_dir {
-                Some(d) => d,
-                None => {
-                    tmp = match tempfile::Builder::new()
-                        .prefix("raft-node-bench-")
-                        .tempdir()
-                    {
-                        Ok(t) => t,
-                        Err(e) => {
-                            return failed(format!("cannot create a temporary data directory: {e}"))
-                        }
-                    };
-                    tmp.path().to_path_buf()
-                }
+            let (data_dir, _tmp) = match data_dir_or_temp(data_dir, "raft-node-bench-") {
+                Ok(d) => d,
+                Err(e) => return failed(e),
             };
             let options = BenchOptions {
                 exe,
@@ -535,6 +610,82 @@ fn main() -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Err(e) => failed(e),
+            }
+        }
+        Cmd::Jepsen {
+            time,
+            nemesis,
+            clients,
+            nodes,
+            keys,
+            fault_interval_ms,
+            op_timeout_ms,
+            seed,
+            data_dir,
+            history,
+            trace_dir,
+            timing,
+        } => {
+            init_logging(cli.log_format, "warn");
+            let timing = match timing.timing() {
+                Ok(t) => t,
+                Err(e) => return usage(e),
+            };
+            let exe = match std::env::current_exe() {
+                Ok(e) => e,
+                Err(e) => return failed(format!("cannot find the raft-node executable: {e}")),
+            };
+            let (data_dir, _tmp) = match data_dir_or_temp(data_dir, "raft-node-jepsen-") {
+                Ok(d) => d,
+                Err(e) => return failed(e),
+            };
+            let mut options = JepsenOptions::new(exe, data_dir);
+            options.time = Duration::from_secs(time);
+            options.nemesis = nemesis;
+            options.clients = clients as usize;
+            options.nodes = nodes;
+            options.keys = keys as usize;
+            options.fault_interval = Duration::from_millis(fault_interval_ms);
+            options.op_timeout = Duration::from_millis(op_timeout_ms);
+            options.seed = seed;
+            options.history = history;
+            options.trace_dir = trace_dir;
+            options.timing = timing;
+            match jepsen::run::run(&options) {
+                Ok(report) => {
+                    println!("{report}");
+                    if report.passed() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
+                }
+                Err(e) => failed(e),
+            }
+        }
+        Cmd::CheckHistory { file } => {
+            let ops = match jepsen::history::read_history_file(&file) {
+                Ok(ops) => ops,
+                Err(e) => return failed(e),
+            };
+            let started = std::time::Instant::now();
+            let report = jepsen::check::check(&ops);
+            let took = started.elapsed();
+            let lost = jepsen::run::lost_writes(&ops);
+            println!("{report}");
+            if !lost.is_empty() {
+                println!("acknowledged writes lost (op ids): {lost:?}");
+            }
+            println!(
+                "checked {} ops in {:.2} s, peak memory {}",
+                ops.len(),
+                took.as_secs_f64(),
+                peak_rss_mib().map_or("unknown".to_string(), |m| format!("{m:.0} MiB"))
+            );
+            if report.is_linearizable() && lost.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             }
         }
     }

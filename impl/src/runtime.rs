@@ -3,7 +3,7 @@
 
 use crate::config::{check_member, ConfigError, Peers, Timing};
 use crate::node::{Event, Node, NodeError, NodeOptions, Time, TraceOut};
-use crate::storage::{FileStorage, StorageError};
+use crate::storage::{FileStorage, KnownPeers, StorageError};
 use crate::transport::{self, TransportOptions};
 use raft_spec::trace::resume_trace;
 use raft_spec::trace::VERSION;
@@ -14,6 +14,7 @@ use std::net::TcpListener;
 use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
 use tracing::info_span;
@@ -52,6 +53,9 @@ pub struct ServeOptions {
     /// How long a silent client connection is kept
     /// ([`crate::transport::TransportOptions::client_idle_timeout`]).
     pub client_idle_timeout: std::time::Duration,
+    /// Create the node's state if the data directory holds none
+    /// (`--bootstrap`); otherwise such a directory is refused.
+    pub bootstrap: bool,
 }
 
 /// Why a node could not start or stopped.
@@ -216,8 +220,13 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
     options.timing.check()?;
     let span = info_span!("node", id = options.id.0);
     let _entered = span.enter();
-    let (storage, persistent, _recovery) =
-        FileStorage::open(&options.data_dir, &options.cluster_id, options.id)?;
+    let (storage, persistent, _recovery) = FileStorage::open(
+        &options.data_dir,
+        &options.cluster_id,
+        options.id,
+        options.bootstrap,
+    )?;
+    let known_peers = Arc::new(Mutex::new(KnownPeers::load(&options.data_dir)?));
     let addr = listen_address(&options)?;
     let listener = TcpListener::bind(&addr).map_err(|source| ServeError::Listen {
         addr: addr.clone(),
@@ -242,6 +251,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             max_frame: options.max_frame,
             test_control: options.test_control,
             incarnation: crate::node::SplitMix64::new(seed).next_u64(),
+            storage_id: storage.storage_id(),
+            known_peers,
             max_connections: options.max_connections,
             client_idle_timeout: options.client_idle_timeout,
         },
@@ -306,6 +317,7 @@ mod tests {
             test_control: false,
             max_connections: crate::transport::DEFAULT_MAX_CONNECTIONS,
             client_idle_timeout: crate::transport::DEFAULT_CLIENT_IDLE_TIMEOUT,
+            bootstrap: true,
         }
     }
 

@@ -507,7 +507,9 @@ impl Sim {
         let Some((path, file, bytes)) = self.open_disk(id, disk) else {
             return;
         };
-        let (storage, recovered, _) = match FileStorage::recover_from(path, file, &bytes) {
+        // The simulated disk keeps no synced-length record (0: recovery
+        // tells a torn tail by the records alone).
+        let (storage, recovered, _) = match FileStorage::recover_from(path, file, &bytes, 0) {
             Ok(opened) => opened,
             Err(_) => {
                 // A WAL the node refuses to start from: it stays down (the

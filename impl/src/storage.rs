@@ -10,8 +10,20 @@
 //!   processes appending to one WAL could vote twice in a term. The lock
 //!   goes with the process (a `kill -9` releases it).
 //! - `identity.json`: the cluster id and node id the directory belongs to,
-//!   written (and fsynced, with the directory) on first start. Starting a node
-//!   with another node's or another cluster's directory is refused.
+//!   and a random *storage id* naming this copy of the node's state, written
+//!   (and fsynced, with the directory) when the node is bootstrapped
+//!   (`--bootstrap`). Starting a node with another node's or another
+//!   cluster's directory is refused; so is starting on a directory that was
+//!   never bootstrapped without `--bootstrap`: a node whose state was wiped
+//!   must not rejoin silently (it would vote as if it had never voted, and
+//!   for leaders lacking entries it acknowledged: Raft §5.2 and Fig. 2
+//!   assume its persistent state survives). Peers hold each other to the
+//!   storage id they first saw ([`KnownPeers`], `peers.json`), so a wiped
+//!   node bootstrapped again is refused by them too.
+//! - `raft.synced`: how many bytes of the WAL are known durable (a 12-byte
+//!   record: `len: u64 LE`, CRC-32 of those 8 bytes), advanced after
+//!   `fdatasync`s by a background thread (at most every
+//!   [`WATERMARK_INTERVAL`]), so it never runs ahead of what is synced.
 //! - `raft.wal`: an 8-byte magic `RAFTWAL1`, then records. A record is a
 //!   12-byte header (`len: u32 LE`, `len_crc: u32 LE` = CRC-32 of the four
 //!   length bytes, `crc: u32 LE` = CRC-32 of the payload), then `len` bytes of
@@ -41,7 +53,13 @@
 //! - A **torn tail** (a record cut short by a crash during the last write, or
 //!   zero bytes where it should be) is truncated with a warning. A record
 //!   whose checksum fails is treated as torn only if it is the last thing in
-//!   the file: nothing valid follows it.
+//!   the file (nothing valid follows it) and lies past the synced length of
+//!   `raft.synced`: only an unsynced write can be torn.
+//! - **Lost synced records** (the valid records end before the synced
+//!   length: the file was cut, or a synced record was damaged) stop the node
+//!   with [`StorageError::LostSynced`], naming the file and the offsets.
+//!   Records synced in the last [`WATERMARK_INTERVAL`] before a crash are not
+//!   yet covered by `raft.synced`; their loss looks like a torn tail.
 //! - **Corruption before the tail** (a checksum failure with valid records
 //!   after it) stops the node with [`StorageError::Corrupt`], naming the file
 //!   and the byte offset of the bad record. Nothing is truncated then: the
@@ -54,7 +72,12 @@ use raft_spec::{KvCommand, NodeId, Persist, PersistentState};
 use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::collections::BTreeMap;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
 use thiserror::Error;
 use tracing::{info, warn};
 
@@ -120,6 +143,31 @@ pub enum StorageError {
     /// A record could not be encoded.
     #[error("cannot encode a record: {0}")]
     Encode(String),
+    /// The directory holds no node state and `--bootstrap` was not given.
+    #[error("data directory {} holds no node state (no {IDENTITY_FILE}). If this node is new, start it once with --bootstrap. If it ran before, its term, vote and log are gone: restore the directory from a copy; a node that rejoins empty can vote for a leader lacking entries it acknowledged, and lose them", dir.display())]
+    NotBootstrapped {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// The directory was bootstrapped but its WAL is missing, or holds
+    /// records while its identity is missing.
+    #[error("data directory {} is incomplete: {what}. Restore it from a copy; starting on it would forget votes and entries", dir.display())]
+    Incomplete {
+        /// The directory.
+        dir: PathBuf,
+        /// What is missing.
+        what: String,
+    },
+    /// The WAL's valid records end before what was synced.
+    #[error("{}: the valid records end at byte offset {offset}, but {synced} bytes were synced (recorded in {}): synced records are lost (the file was cut short or damaged). The node stops rather than forget votes and entries it acknowledged: restore the data directory from a copy", path.display(), path.with_file_name(SYNCED_FILE).display())]
+    LostSynced {
+        /// The WAL file.
+        path: PathBuf,
+        /// Where the valid records end.
+        offset: u64,
+        /// The synced length recorded.
+        synced: u64,
+    },
     /// Another process holds the data directory's lock.
     #[error("data directory {} is in use by another process ({holder}; lock file {}): stop it, or give this node another data directory", dir.display(), dir.join(LOCK_FILE).display())]
     Locked {
@@ -176,10 +224,194 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sto
     }
 }
 
+/// The identity file of a data directory.
+pub const IDENTITY_FILE: &str = "identity.json";
+/// The synced-length file of a data directory.
+pub const SYNCED_FILE: &str = "raft.synced";
+/// The peers' storage ids file of a data directory.
+pub const PEERS_FILE: &str = "peers.json";
+/// How often, at most, the synced length in `raft.synced` is advanced.
+pub const WATERMARK_INTERVAL: Duration = Duration::from_millis(10);
+
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 struct Identity {
     cluster_id: String,
     node_id: NodeId,
+    /// Random, drawn when the directory is bootstrapped: names this copy of
+    /// the node's state.
+    storage_id: u64,
+}
+
+/// Writes `bytes` to `dir/name` atomically and durably (a temporary file,
+/// fsync, rename, fsync of the directory).
+fn write_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
+    f.write_all(bytes).map_err(io_err("write", &tmp))?;
+    f.sync_all().map_err(io_err("fsync", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("rename", &path))?;
+    sync_dir(dir)
+}
+
+/// A fresh random storage id (never 0).
+fn new_storage_id(node: NodeId) -> u64 {
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 32)
+        ^ node.0;
+    crate::node::SplitMix64::new(seed).next_u64().max(1)
+}
+
+/// The storage ids of this node's peers, as first seen in their handshakes
+/// and kept in `peers.json`: a peer that later presents another one was
+/// bootstrapped again on an empty directory, and is refused.
+#[derive(Debug)]
+pub struct KnownPeers {
+    path: PathBuf,
+    dir: PathBuf,
+    ids: BTreeMap<NodeId, u64>,
+}
+
+/// A peer presenting another storage id than the one first seen.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("node {} presents storage id {presented:016x}, but it was first seen with storage id {known:016x}: its data directory was replaced (wiped and bootstrapped again) and a Raft server that lost its term, vote and log must not rejoin. Restore node {}'s data directory from a copy; to accept it as it is, remove node {} from {} on every other node, knowing that entries it acknowledged may be lost", peer.0, peer.0, peer.0, path.display())]
+pub struct ReplacedPeer {
+    /// The peer.
+    pub peer: NodeId,
+    /// The storage id it presents.
+    pub presented: u64,
+    /// The storage id first seen.
+    pub known: u64,
+    /// The file that records it.
+    pub path: PathBuf,
+}
+
+impl KnownPeers {
+    /// Loads `dir/peers.json` (none yet: no peer seen).
+    pub fn load(dir: &Path) -> Result<Self, StorageError> {
+        let path = dir.join(PEERS_FILE);
+        let ids = match fs::read(&path) {
+            Ok(bytes) => {
+                let pairs: Vec<(NodeId, u64)> =
+                    serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
+                        path: path.clone(),
+                        offset: e.column() as u64,
+                        reason: e.to_string(),
+                    })?;
+                pairs.into_iter().collect()
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => BTreeMap::new(),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        Ok(KnownPeers {
+            path,
+            dir: dir.to_path_buf(),
+            ids,
+        })
+    }
+
+    /// Accepts `peer` presenting `storage_id` if it is the one first seen
+    /// (recording it, durably, on first sight); refuses another one.
+    pub fn admit(&mut self, peer: NodeId, storage_id: u64) -> Result<(), AdmitError> {
+        match self.ids.get(&peer) {
+            Some(&known) if known == storage_id => Ok(()),
+            Some(&known) => Err(AdmitError::Replaced(ReplacedPeer {
+                peer,
+                presented: storage_id,
+                known,
+                path: self.path.clone(),
+            })),
+            None => {
+                self.ids.insert(peer, storage_id);
+                let pairs: Vec<(NodeId, u64)> = self.ids.iter().map(|(&p, &s)| (p, s)).collect();
+                let bytes =
+                    serde_json::to_vec(&pairs).map_err(|e| StorageError::Encode(e.to_string()))?;
+                write_durably(&self.dir, PEERS_FILE, &bytes)?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Why a peer was not admitted.
+#[derive(Debug, Error)]
+pub enum AdmitError {
+    /// It was bootstrapped again.
+    #[error(transparent)]
+    Replaced(#[from] ReplacedPeer),
+    /// Its storage id could not be recorded.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// Keeps `raft.synced` at (or behind) the WAL's synced length, from a
+/// thread of its own so that the event loop never waits for its fsync.
+#[derive(Debug)]
+struct Watermark {
+    tx: Option<mpsc::Sender<u64>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Watermark {
+    /// Waits for the last synced length to be recorded (a storage that is
+    /// closed, rather than killed, leaves an exact `raft.synced`).
+    fn drop(&mut self) {
+        self.tx = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Encodes a synced length as stored in `raft.synced`.
+fn encode_synced(len: u64) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    out[..8].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32fast::hash(&out[..8]);
+    out[8..].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// Decodes `raft.synced`; `None` if it is damaged.
+fn decode_synced(bytes: &[u8]) -> Option<u64> {
+    if bytes.len() != 12 {
+        return None;
+    }
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&bytes[..8]);
+    let mut crc = [0u8; 4];
+    crc.copy_from_slice(&bytes[8..]);
+    (crc32fast::hash(&len) == u32::from_le_bytes(crc)).then(|| u64::from_le_bytes(len))
+}
+
+impl Watermark {
+    /// Starts the thread that writes `file` (named `path` in warnings).
+    fn start(file: File, path: PathBuf) -> Self {
+        let (tx, rx) = mpsc::channel::<u64>();
+        let thread = thread::spawn(move || {
+            while let Ok(mut len) = rx.recv() {
+                while let Ok(later) = rx.try_recv() {
+                    len = later;
+                }
+                let written = file
+                    .write_all_at(&encode_synced(len), 0)
+                    .and_then(|()| file.sync_data());
+                if let Err(e) = written {
+                    // The WAL itself is intact; only the check of a later
+                    // recovery is weakened.
+                    warn!(file = %path.display(), "cannot record the synced length: {e}");
+                    return;
+                }
+                thread::sleep(WATERMARK_INTERVAL);
+            }
+        });
+        Watermark {
+            tx: Some(tx),
+            thread: Some(thread),
+        }
+    }
 }
 
 /// What recovery found.
@@ -252,6 +484,11 @@ impl SimFile {
         self.bytes[..end].to_vec()
     }
 
+    /// How many bytes are durable (what a power loss keeps for sure).
+    pub fn durable_len(&self) -> u64 {
+        self.durable as u64
+    }
+
     /// A file holding `bytes`, all durable (a disk after a restart).
     pub fn holding(bytes: Vec<u8>) -> Self {
         SimFile {
@@ -308,6 +545,12 @@ pub struct FileStorage<F: WalFile = File> {
     /// Whether to fdatasync (always true outside benchmarks of the storage
     /// itself).
     fsync: bool,
+    /// The file's length: every byte appended (synced, after a sync).
+    len: u64,
+    /// Where synced lengths are recorded (on disk).
+    watermark: Option<Watermark>,
+    /// The data directory's storage id (0 outside a data directory).
+    storage_id: u64,
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -317,21 +560,26 @@ fn sync_dir(dir: &Path) -> Result<(), StorageError> {
 }
 
 impl FileStorage {
-    /// Opens (or creates) the data directory `dir` for node `node` of cluster
-    /// `cluster_id` and recovers the persistent state.
+    /// Opens the data directory `dir` of node `node` of cluster `cluster_id`
+    /// and recovers the persistent state. A directory that holds no node
+    /// state is created (bootstrapped) only if `bootstrap` is set; otherwise
+    /// it is refused ([`StorageError::NotBootstrapped`]).
     pub fn open(
         dir: &Path,
         cluster_id: &str,
         node: NodeId,
+        bootstrap: bool,
     ) -> Result<(Self, PersistentState<KvCommand>, Recovery), StorageError> {
+        if !bootstrap && !dir.join(IDENTITY_FILE).exists() {
+            return Err(StorageError::NotBootstrapped {
+                dir: dir.to_path_buf(),
+            });
+        }
         fs::create_dir_all(dir).map_err(io_err("create data directory", dir))?;
         let lock = lock_data_dir(dir)?;
-        let id_path = dir.join("identity.json");
-        let want = Identity {
-            cluster_id: cluster_id.to_string(),
-            node_id: node,
-        };
-        match fs::read(&id_path) {
+        let id_path = dir.join(IDENTITY_FILE);
+        let path = dir.join("raft.wal");
+        let identity = match fs::read(&id_path) {
             Ok(bytes) => {
                 let found: Identity =
                     serde_json::from_slice(&bytes).map_err(|e| StorageError::Corrupt {
@@ -339,7 +587,7 @@ impl FileStorage {
                         offset: e.column() as u64,
                         reason: e.to_string(),
                     })?;
-                if found != want {
+                if found.cluster_id != cluster_id || found.node_id != node {
                     return Err(StorageError::WrongIdentity {
                         dir: dir.to_path_buf(),
                         found_node: found.node_id.0,
@@ -348,57 +596,135 @@ impl FileStorage {
                         cluster: cluster_id.to_string(),
                     });
                 }
+                if !path.exists() {
+                    return Err(StorageError::Incomplete {
+                        dir: dir.to_path_buf(),
+                        what: format!("{} is missing", path.display()),
+                    });
+                }
+                found
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && bootstrap => {
+                // Bootstrap: the WAL first (a crash before the identity is
+                // written leaves an empty WAL, and bootstrapping again is
+                // safe), then the identity, durably.
+                let mut wal = OpenOptions::new()
+                    .read(true)
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(io_err("open", &path))?;
+                let mut bytes = Vec::new();
+                wal.read_to_end(&mut bytes).map_err(io_err("read", &path))?;
+                if bytes.len() > MAGIC.len() {
+                    return Err(StorageError::Incomplete {
+                        dir: dir.to_path_buf(),
+                        what: format!(
+                            "{} holds records but {} is missing",
+                            path.display(),
+                            id_path.display()
+                        ),
+                    });
+                }
+                let _ = fs::remove_file(dir.join(SYNCED_FILE));
+                sync_dir(dir)?;
+                let identity = Identity {
+                    cluster_id: cluster_id.to_string(),
+                    node_id: node,
+                    storage_id: new_storage_id(node),
+                };
+                let bytes =
+                    serde_json::to_vec(&identity).map_err(|e| StorageError::Encode(e.to_string()))?;
+                write_durably(dir, IDENTITY_FILE, &bytes)?;
+                info!(dir = %dir.display(), storage_id = format!("{:016x}", identity.storage_id), "bootstrapped a new data directory");
+                identity
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let tmp = dir.join("identity.json.tmp");
-                let bytes =
-                    serde_json::to_vec(&want).map_err(|e| StorageError::Encode(e.to_string()))?;
-                let mut f = File::create(&tmp).map_err(io_err("create", &tmp))?;
-                f.write_all(&bytes).map_err(io_err("write", &tmp))?;
-                f.sync_all().map_err(io_err("fsync", &tmp))?;
-                fs::rename(&tmp, &id_path).map_err(io_err("rename", &id_path))?;
-                sync_dir(dir)?;
+                return Err(StorageError::NotBootstrapped {
+                    dir: dir.to_path_buf(),
+                })
             }
             Err(e) => return Err(io_err("read", &id_path)(e)),
-        }
+        };
 
-        let path = dir.join("raft.wal");
         let mut file = OpenOptions::new()
             .read(true)
             .append(true)
-            .create(true)
             .open(&path)
             .map_err(io_err("open", &path))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
             .map_err(io_err("read", &path))?;
+        let synced_path = dir.join(SYNCED_FILE);
+        let synced_file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&synced_path)
+            .map_err(io_err("open", &synced_path))?;
+        let mut recorded = [0u8; 12];
+        let synced = match synced_file.read_at(&mut recorded, 0) {
+            Ok(0) => 0,
+            Ok(n) => decode_synced(&recorded[..n]).unwrap_or_else(|| {
+                warn!(file = %synced_path.display(), "the synced length is unreadable: recovery cannot tell lost synced records from a torn tail");
+                0
+            }),
+            Err(e) => return Err(io_err("read", &synced_path)(e)),
+        };
         let fresh = bytes.is_empty();
-        let (mut storage, state, recovery) = FileStorage::recover_from(path, file, &bytes)?;
+        let (mut storage, state, recovery) =
+            FileStorage::recover_from(path, file, &bytes, synced)?;
         if fresh {
             sync_dir(dir)?;
         }
         storage.lock = Some(lock);
+        storage.storage_id = identity.storage_id;
+        storage.watermark = Some(Watermark::start(synced_file, synced_path));
         Ok((storage, state, recovery))
+    }
+
+    /// The data directory's storage id (drawn when it was bootstrapped).
+    pub fn storage_id(&self) -> u64 {
+        self.storage_id
     }
 }
 
 impl<F: WalFile> FileStorage<F> {
-    /// The WAL in `file` (named `path` in messages), which holds `bytes`:
-    /// recovers the persistent state from them, cutting a torn tail (or
-    /// writing the magic into an empty file), and returns the storage, the
-    /// state and what recovery found. [`FileStorage::open`] does this on
+    /// The WAL in `file` (named `path` in messages), which holds `bytes`
+    /// of which `synced` are known durable: recovers the persistent state
+    /// from them, cutting a torn tail (or writing the magic into an empty
+    /// file), and returns the storage, the state and what recovery found.
+    /// Valid records that end before `synced` are an error
+    /// ([`StorageError::LostSynced`]). [`FileStorage::open`] does this on
     /// disk; the tests and the simulation do it on a [`SimFile`].
     pub fn recover_from(
         path: PathBuf,
         mut file: F,
         bytes: &[u8],
+        synced: u64,
     ) -> Result<(Self, PersistentState<KvCommand>, Recovery), StorageError> {
-        let (state, recovery) = if bytes.is_empty() {
+        let (state, recovery, len) = if bytes.is_empty() {
+            if synced > 0 {
+                return Err(StorageError::LostSynced {
+                    path,
+                    offset: 0,
+                    synced,
+                });
+            }
             file.append(MAGIC).map_err(io_err("write", &path))?;
             file.sync_data().map_err(io_err("fsync", &path))?;
-            (PersistentState::default(), Recovery::default())
+            (PersistentState::default(), Recovery::default(), MAGIC.len() as u64)
         } else {
             let (state, recovery) = recover(&path, bytes)?;
+            let end = recovery.truncated_at.unwrap_or(bytes.len() as u64);
+            if end < synced {
+                return Err(StorageError::LostSynced {
+                    path,
+                    offset: end,
+                    synced,
+                });
+            }
             if let Some(at) = recovery.truncated_at {
                 warn!(
                     file = %path.display(),
@@ -408,7 +734,7 @@ impl<F: WalFile> FileStorage<F> {
                 );
                 file.truncate(at).map_err(io_err("truncate", &path))?;
             }
-            (state, recovery)
+            (state, recovery, end)
         };
         info!(
             file = %path.display(),
@@ -424,6 +750,9 @@ impl<F: WalFile> FileStorage<F> {
                 lock: None,
                 buf: Vec::new(),
                 fsync: true,
+                len,
+                watermark: None,
+                storage_id: 0,
             },
             state,
             recovery,
@@ -572,12 +901,19 @@ impl<F: WalFile> Storage for FileStorage<F> {
             return Ok(());
         }
         let written = self.file.append(&self.buf);
+        let appended = self.buf.len() as u64;
         self.buf.clear();
         written.map_err(io_err("append to", &self.path))?;
+        self.len += appended;
         if self.fsync {
             self.file
                 .sync_data()
                 .map_err(io_err("fdatasync", &self.path))?;
+            if let Some(tx) = self.watermark.as_ref().and_then(|w| w.tx.as_ref()) {
+                // The thread is gone only after a failed write, which it
+                // reported: the WAL goes on without the watermark.
+                let _ = tx.send(self.len);
+            }
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 
 use crate::config::Peers;
 use crate::node::{ConnId, Event, Io};
+use crate::storage::KnownPeers;
 use crate::wire::{self, Frame, FrameError, Response, Sender, PROTOCOL_VERSION};
 use raft_spec::{KvCommand, Message, NodeId};
 use std::collections::{BTreeSet, HashMap};
@@ -25,7 +26,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, PoisonError, RwLock};
 use std::thread;
 use std::time::Duration;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// How long an accepted connection may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -49,6 +50,12 @@ pub struct TransportOptions {
     /// A random number of this process, sent in the handshake, so that
     /// peers tell a restart from a reconnection.
     pub incarnation: u64,
+    /// This node's storage id, sent in the handshake
+    /// ([`crate::storage::FileStorage::storage_id`]).
+    pub storage_id: u64,
+    /// The storage ids of the peers, first seen and kept in the data
+    /// directory: a peer presenting another one is refused.
+    pub known_peers: Arc<Mutex<KnownPeers>>,
     /// The most inbound connections (peers and clients) served at once;
     /// one more is refused ("too many connections") and closed.
     pub max_connections: usize,
@@ -336,7 +343,11 @@ fn serve_connection(
     }
     let foreign = cluster_id != options.cluster_id;
     match sender {
-        Sender::Peer { id, incarnation } => {
+        Sender::Peer {
+            id,
+            incarnation,
+            storage_id,
+        } => {
             if foreign {
                 return refuse(
                     &mut stream,
@@ -356,6 +367,17 @@ fn serve_connection(
                         id.0, options.id.0
                     ),
                 );
+            }
+            // Raft §5.2: a server's vote and log must survive it. A peer
+            // bootstrapped again lost them; its messages are not taken.
+            let admitted = options
+                .known_peers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .admit(id, storage_id);
+            if let Err(e) = admitted {
+                error!(peer = id.0, remote, "refusing peer: {e}");
+                return refuse(&mut stream, remote, e.to_string());
             }
             if welcome(&mut stream).is_err() {
                 return;
@@ -603,6 +625,7 @@ fn dial_peer(
             Sender::Peer {
                 id: options.id,
                 incarnation: options.incarnation,
+                storage_id: options.storage_id,
             },
             Duration::from_secs(1),
             options.max_frame,

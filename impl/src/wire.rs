@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use thiserror::Error;
 
 /// The protocol version of [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 /// The default limit on a frame's payload: 64 MiB (an AppendEntries that
 /// carries a lagging follower's missing entries can be large).
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
@@ -35,6 +35,9 @@ pub enum Sender {
         /// A random number drawn when its process started: a new value
         /// means the peer restarted.
         incarnation: u64,
+        /// Its data directory's storage id (drawn when it was
+        /// bootstrapped): a new value means its state was wiped.
+        storage_id: u64,
     },
     /// A client.
     Client,
@@ -203,6 +206,7 @@ mod tests {
                 sender: Sender::Peer {
                     id: NodeId(3),
                     incarnation: 77,
+                    storage_id: 5,
                 },
             },
             Frame::Raft(Message::AppendEntries(AppendEntries {

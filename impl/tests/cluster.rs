@@ -280,6 +280,7 @@ fn a_leader_cut_off_in_a_minority_steps_down_when_the_partition_heals() {
 fn serve(args: &[&str]) -> std::process::Output {
     Command::new(EXE)
         .arg("serve")
+        .arg("--bootstrap")
         .args(args)
         .env("RUST_LOG", "info")
         .output()
@@ -461,7 +462,7 @@ impl OneNode {
             .port();
         let peers = format!("1=127.0.0.1:{port}");
         let child = Command::new(EXE)
-            .args(["serve", "--id", "1", "--peers", &peers])
+            .args(["serve", "--bootstrap", "--id", "1", "--peers", &peers])
             .args(extra)
             .arg("--data-dir")
             .arg(dir.path().join("d"))
@@ -619,6 +620,7 @@ fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
         Sender::Peer {
             id: NodeId(1),
             incarnation: 1,
+            storage_id: 1,
         },
         Duration::from_secs(1),
         1 << 20,
@@ -635,6 +637,7 @@ fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
         Sender::Peer {
             id: NodeId(9),
             incarnation: 1,
+            storage_id: 1,
         },
         Duration::from_secs(1),
         1 << 20,
@@ -671,4 +674,63 @@ fn foreign_clusters_and_bad_frames_are_refused_and_the_node_keeps_serving() {
     let log = std::fs::read_to_string(dir.path().join("data/node-1.log")).expect("log");
     assert!(log.contains("refused connection"), "{log}");
     assert!(log.contains("oversized frame"), "{log}");
+}
+
+/// A node whose data directory is wiped is refused twice over: restarted as
+/// before (no `--bootstrap`) it refuses to start, naming what the operator
+/// must do; bootstrapped again, its peers refuse it (they remember the
+/// storage id they first saw), so its empty log never votes, and the two
+/// others go on committing.
+#[test]
+fn a_wiped_node_is_refused_by_itself_and_by_its_peers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = cluster(&dir, false);
+    let leader = leader_of(&c);
+    let mut client = c.client();
+    assert_eq!(client.call(KvCommand::put("a", "1")), Ok(None));
+    let victim = c
+        .peers()
+        .keys()
+        .copied()
+        .find(|&n| n != leader.id)
+        .unwrap();
+    // Every peer has seen the victim (it acknowledged the put or voted).
+    wait_until("every node holds the entry", Duration::from_secs(10), || {
+        statuses(&c).iter().all(|s| s.commit_index >= raft_spec::LogIndex(1))
+    });
+    c.kill(victim).unwrap();
+    std::fs::remove_dir_all(c.node_dir(victim)).unwrap();
+
+    c.start_node(victim).unwrap();
+    wait_until("the wiped node exits", Duration::from_secs(10), || {
+        c.exited().iter().any(|(n, s)| *n == victim && s.code() == Some(1))
+    });
+    let log = std::fs::read_to_string(c.log_file(victim)).unwrap();
+    assert!(log.contains("holds no node state"), "{log}");
+    assert!(log.contains("start it once with --bootstrap"), "{log}");
+
+    c.bootstrap_node(victim).unwrap();
+    wait_until("a peer refuses the re-bootstrapped node", Duration::from_secs(10), || {
+        let refused_by_peer = c.peers().keys().filter(|&&n| n != victim).any(|&n| {
+            std::fs::read_to_string(c.log_file(n))
+                .unwrap_or_default()
+                .contains(&format!("refusing peer: node {} presents storage id", victim.0))
+        });
+        let told = std::fs::read_to_string(c.log_file(victim))
+            .unwrap_or_default()
+            .contains("wiped and bootstrapped again");
+        refused_by_peer && told
+    });
+    // The two others are a majority and keep committing; the wiped node,
+    // cut off, holds nothing.
+    assert_eq!(client.call(KvCommand::put("a", "2")), Ok(Some("1".into())));
+    thread::sleep(Duration::from_millis(500));
+    let wiped = c
+        .status()
+        .into_iter()
+        .find(|(n, _)| *n == victim)
+        .and_then(|(_, s)| s.ok())
+        .expect("the wiped node answers status");
+    assert_eq!(wiped.last_log_index, raft_spec::LogIndex(0), "{wiped:?}");
+    assert_ne!(wiped.role, Role::Leader);
 }
