@@ -51,6 +51,7 @@ impl Impl {
             seed: id.0,
             trace: None,
             max_append_entries: None,
+            fifo_links: false,
         }
     }
 

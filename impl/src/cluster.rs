@@ -242,7 +242,10 @@ impl LocalCluster {
         if status.success() {
             Ok(())
         } else {
-            Err(io::Error::other(format!("kill {signal} {}: {status}", child.id())))
+            Err(io::Error::other(format!(
+                "kill {signal} {}: {status}",
+                child.id()
+            )))
         }
     }
 

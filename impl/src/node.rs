@@ -273,6 +273,10 @@ pub struct NodeOptions {
     /// state: applied at every start and restart, and recorded in a new
     /// trace's header ([`Header::max_append_entries`]).
     pub max_append_entries: Option<NonZeroUsize>,
+    /// Whether the transport delivers each link's messages in order, with
+    /// gaps only (recorded in the trace header:
+    /// [`raft_spec::trace::Header::fifo_links`]).
+    pub fifo_links: bool,
 }
 
 /// Where a node writes its trace.
@@ -303,6 +307,7 @@ impl<St: Storage> Node<St> {
             seed,
             trace,
             max_append_entries,
+            fifo_links,
         } = options;
         let ids: Vec<NodeId> = peers.keys().copied().collect();
         let trace = match trace {
@@ -312,7 +317,8 @@ impl<St: Storage> Node<St> {
                     Some(_) => TraceWriter::resume(out),
                     None => {
                         let header = Header::new(cluster_id, ids.clone(), "kv", id)
-                            .with_max_append_entries(max_append_entries);
+                            .with_max_append_entries(max_append_entries)
+                            .with_fifo_links(fifo_links);
                         TraceWriter::new(out, &header).map_err(NodeError::Trace)?
                     }
                 };

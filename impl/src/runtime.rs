@@ -269,6 +269,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             seed,
             trace,
             max_append_entries: options.max_append_entries,
+            // The transport's contract (crate::transport).
+            fifo_links: true,
         },
         persistent,
         storage,
@@ -426,6 +428,7 @@ mod tests {
                 seed: 1,
                 trace: Some(open_trace(&path, &o, &PersistentState::default()).unwrap()),
                 max_append_entries: None,
+                fifo_links: false,
             },
             PersistentState::default(),
             MemStorage::default(),

@@ -541,6 +541,8 @@ impl Sim {
             seed: self.rng.next_u64(),
             trace,
             max_append_entries: self.config.max_append_entries,
+            // The simulated network reorders and duplicates.
+            fifo_links: false,
         };
         let mut out = Outbox::default();
         match Node::start(options, persistent, storage, self.now, &mut out) {

@@ -70,9 +70,9 @@
 
 use raft_spec::{KvCommand, NodeId, Persist, PersistentState};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::collections::BTreeMap;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -633,8 +633,8 @@ impl FileStorage {
                     node_id: node,
                     storage_id: new_storage_id(node),
                 };
-                let bytes =
-                    serde_json::to_vec(&identity).map_err(|e| StorageError::Encode(e.to_string()))?;
+                let bytes = serde_json::to_vec(&identity)
+                    .map_err(|e| StorageError::Encode(e.to_string()))?;
                 write_durably(dir, IDENTITY_FILE, &bytes)?;
                 info!(dir = %dir.display(), storage_id = format!("{:016x}", identity.storage_id), "bootstrapped a new data directory");
                 identity
@@ -673,8 +673,7 @@ impl FileStorage {
             Err(e) => return Err(io_err("read", &synced_path)(e)),
         };
         let fresh = bytes.is_empty();
-        let (mut storage, state, recovery) =
-            FileStorage::recover_from(path, file, &bytes, synced)?;
+        let (mut storage, state, recovery) = FileStorage::recover_from(path, file, &bytes, synced)?;
         if fresh {
             sync_dir(dir)?;
         }
@@ -714,7 +713,11 @@ impl<F: WalFile> FileStorage<F> {
             }
             file.append(MAGIC).map_err(io_err("write", &path))?;
             file.sync_data().map_err(io_err("fsync", &path))?;
-            (PersistentState::default(), Recovery::default(), MAGIC.len() as u64)
+            (
+                PersistentState::default(),
+                Recovery::default(),
+                MAGIC.len() as u64,
+            )
         } else {
             let (state, recovery) = recover(&path, bytes)?;
             let end = recovery.truncated_at.unwrap_or(bytes.len() as u64);

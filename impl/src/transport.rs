@@ -12,6 +12,15 @@
 //! cluster (cluster id mismatch), an unknown node id, another protocol
 //! version, a first frame that is not `Hello`. An oversized or malformed
 //! frame closes its connection with a warning; nothing reaches the server.
+//!
+//! **Order.** Each link (one sender to one receiver) delivers its messages in
+//! the order the sender released them, with gaps (messages lost with a
+//! connection) but never reordered or duplicated: one writer per peer, TCP
+//! within a connection, and a newer inbound connection from a peer
+//! supersedes the older one, whose frames not yet handed on are dropped
+//! (under one lock with the hand-over, so none slips in after the newer
+//! connection's). Traces record it ([`raft_spec::trace::Header::fifo_links`])
+//! and the replay relies on it to bound its memory.
 
 use crate::config::Peers;
 use crate::node::{ConnId, Event, Io};
@@ -119,6 +128,11 @@ struct PeerWatch {
     wakers: HashMap<NodeId, Waker>,
     /// The incarnation each peer last connected with.
     incarnations: Mutex<HashMap<NodeId, u64>>,
+    /// Each peer's current inbound connection (by number): only it hands
+    /// frames on, under this lock.
+    inbound: Mutex<HashMap<NodeId, u64>>,
+    /// Numbers inbound peer connections.
+    next_inbound: AtomicU64,
 }
 type Wakers = Arc<PeerWatch>;
 
@@ -205,6 +219,8 @@ pub fn start(
             .map(|&p| (p, Waker::default()))
             .collect(),
         incarnations: Mutex::default(),
+        inbound: Mutex::default(),
+        next_inbound: AtomicU64::new(0),
     });
     for (&peer, addr) in &options.peers {
         if peer == options.id {
@@ -383,8 +399,14 @@ fn serve_connection(
                 return;
             }
             debug!(peer = id.0, remote, "peer connected");
+            let conn = wakers.next_inbound.fetch_add(1, Ordering::Relaxed);
+            wakers
+                .inbound
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(id, conn);
             wake(wakers, id, incarnation);
-            read_peer(options, stream, id, events, blocked);
+            read_peer(options, stream, id, conn, events, blocked, wakers);
         }
         Sender::Client => {
             if foreign && !cluster_id.is_empty() {
@@ -424,8 +446,10 @@ fn read_peer(
     options: &TransportOptions,
     stream: TcpStream,
     id: NodeId,
+    conn: u64,
     events: &mpsc::Sender<Event>,
     blocked: &RwLock<BTreeSet<NodeId>>,
+    wakers: &Wakers,
 ) {
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     loop {
@@ -434,9 +458,21 @@ fn read_peer(
                 if is_blocked(blocked, id) {
                     continue;
                 }
+                let current = wakers
+                    .inbound
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                if current.get(&id) != Some(&conn) {
+                    debug!(
+                        peer = id.0,
+                        "connection superseded by a newer one from the peer"
+                    );
+                    return;
+                }
                 if events.send(Event::Peer { from: id, message }).is_err() {
                     return;
                 }
+                drop(current);
             }
             Ok(other) => {
                 warn!(

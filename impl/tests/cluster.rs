@@ -688,39 +688,49 @@ fn a_wiped_node_is_refused_by_itself_and_by_its_peers() {
     let leader = leader_of(&c);
     let mut client = c.client();
     assert_eq!(client.call(KvCommand::put("a", "1")), Ok(None));
-    let victim = c
-        .peers()
-        .keys()
-        .copied()
-        .find(|&n| n != leader.id)
-        .unwrap();
+    let victim = c.peers().keys().copied().find(|&n| n != leader.id).unwrap();
     // Every peer has seen the victim (it acknowledged the put or voted).
-    wait_until("every node holds the entry", Duration::from_secs(10), || {
-        statuses(&c).iter().all(|s| s.commit_index >= raft_spec::LogIndex(1))
-    });
+    wait_until(
+        "every node holds the entry",
+        Duration::from_secs(10),
+        || {
+            statuses(&c)
+                .iter()
+                .all(|s| s.commit_index >= raft_spec::LogIndex(1))
+        },
+    );
     c.kill(victim).unwrap();
     std::fs::remove_dir_all(c.node_dir(victim)).unwrap();
 
     c.start_node(victim).unwrap();
     wait_until("the wiped node exits", Duration::from_secs(10), || {
-        c.exited().iter().any(|(n, s)| *n == victim && s.code() == Some(1))
+        c.exited()
+            .iter()
+            .any(|(n, s)| *n == victim && s.code() == Some(1))
     });
     let log = std::fs::read_to_string(c.log_file(victim)).unwrap();
     assert!(log.contains("holds no node state"), "{log}");
     assert!(log.contains("start it once with --bootstrap"), "{log}");
 
     c.bootstrap_node(victim).unwrap();
-    wait_until("a peer refuses the re-bootstrapped node", Duration::from_secs(10), || {
-        let refused_by_peer = c.peers().keys().filter(|&&n| n != victim).any(|&n| {
-            std::fs::read_to_string(c.log_file(n))
+    wait_until(
+        "a peer refuses the re-bootstrapped node",
+        Duration::from_secs(10),
+        || {
+            let refused_by_peer = c.peers().keys().filter(|&&n| n != victim).any(|&n| {
+                std::fs::read_to_string(c.log_file(n))
+                    .unwrap_or_default()
+                    .contains(&format!(
+                        "refusing peer: node {} presents storage id",
+                        victim.0
+                    ))
+            });
+            let told = std::fs::read_to_string(c.log_file(victim))
                 .unwrap_or_default()
-                .contains(&format!("refusing peer: node {} presents storage id", victim.0))
-        });
-        let told = std::fs::read_to_string(c.log_file(victim))
-            .unwrap_or_default()
-            .contains("wiped and bootstrapped again");
-        refused_by_peer && told
-    });
+                .contains("wiped and bootstrapped again");
+            refused_by_peer && told
+        },
+    );
     // The two others are a majority and keep committing; the wiped node,
     // cut off, holds nothing.
     assert_eq!(client.call(KvCommand::put("a", "2")), Ok(Some("1".into())));

@@ -57,7 +57,10 @@ fn a_run_under_mixed_faults_is_linearizable_and_tampering_is_caught() {
     println!("{report}");
     assert!(report.passed(), "{report}");
     for kind in ["kill", "pause", "partition"] {
-        assert!(report.faults.get(kind).copied().unwrap_or(0) >= 1, "{report}");
+        assert!(
+            report.faults.get(kind).copied().unwrap_or(0) >= 1,
+            "{report}"
+        );
     }
     assert!(report.ok > 1_000, "{report}");
 
@@ -76,7 +79,10 @@ fn a_run_under_mixed_faults_is_linearizable_and_tampering_is_caught() {
     {
         let mut t = ops.clone();
         let i = find(&t, late, |op| {
-            matches!((&op.command, &op.outcome), (KvCommand::Put { .. }, Outcome::Ok(Some(_))))
+            matches!(
+                (&op.command, &op.outcome),
+                (KvCommand::Put { .. }, Outcome::Ok(Some(_)))
+            )
         });
         let (key, old) = match (&t[i].command, &t[i].outcome) {
             (KvCommand::Put { key, .. }, Outcome::Ok(Some(old))) => (key.clone(), old.clone()),
@@ -127,7 +133,10 @@ fn a_run_under_mixed_faults_is_linearizable_and_tampering_is_caught() {
     {
         let mut t = ops.clone();
         let i = find(&t, late, |op| {
-            matches!((&op.command, &op.outcome), (KvCommand::Put { .. }, Outcome::Ok(Some(_))))
+            matches!(
+                (&op.command, &op.outcome),
+                (KvCommand::Put { .. }, Outcome::Ok(Some(_)))
+            )
         });
         t[i].outcome = Outcome::Ok(Some("never-written".into()));
         write(&tampered, &t);

@@ -191,6 +191,15 @@ pub struct Header {
     /// without a cap keep their bytes and version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_append_entries: Option<NonZeroUsize>,
+    /// Whether the recorder's transport delivers the messages of each link
+    /// (one sender to one receiver) in the order they were released, with
+    /// gaps (lost messages) but no reordering and no duplicates, as
+    /// raft-node's TCP transport does. The replay then forgets a message
+    /// once a later one on its link is delivered, which bounds its memory
+    /// by what the links can still deliver. `false` (left out of the JSON):
+    /// any order, any duplicates (a simulated network).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub fifo_links: bool,
 }
 
 impl Header {
@@ -211,6 +220,7 @@ impl Header {
             state_machine: state_machine.into(),
             recorded_by,
             max_append_entries: None,
+            fifo_links: false,
         }
     }
 
@@ -219,6 +229,14 @@ impl Header {
     #[must_use]
     pub fn with_max_append_entries(mut self, limit: Option<NonZeroUsize>) -> Self {
         self.max_append_entries = limit;
+        self
+    }
+
+    /// The same header, saying whether links are in order
+    /// ([`Header::fifo_links`]).
+    #[must_use]
+    pub fn with_fifo_links(mut self, fifo: bool) -> Self {
+        self.fifo_links = fifo;
         self
     }
 }
@@ -1163,6 +1181,8 @@ pub struct TraceReader<In: BufRead> {
     buf: String,
     /// The last step read, and the markers that followed it.
     last_step: Option<LastStep>,
+    /// A last line cut short: its number and bytes.
+    torn_tail: Option<(u64, u64)>,
 }
 
 /// The last step a [`TraceReader`] read, and which markers followed it.
@@ -1214,6 +1234,7 @@ impl<In: BufRead> TraceReader<In> {
             header,
             buf: String::new(),
             last_step: None,
+            torn_tail: None,
         })
     }
 
@@ -1238,6 +1259,15 @@ impl<In: BufRead> TraceReader<In> {
     /// its line (where a writer would cut the trace to end with it).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Once the reader returned `None`: the line number and length of the
+    /// file's last line if it was cut short (no newline, and it does not
+    /// parse): a recorder killed while writing it. Its step never left the
+    /// node (a line precedes its batch's markers), so the trace ends before
+    /// it.
+    pub fn torn_tail(&self) -> Option<(u64, u64)> {
+        self.torn_tail
     }
 
     /// The next step, `None` at the end of the file. Blank lines are skipped,
@@ -1280,6 +1310,12 @@ impl<In: BufRead> TraceReader<In> {
             }
             if self.buf.trim().is_empty() {
                 continue;
+            }
+            if !self.buf.ends_with('\n')
+                && serde_json::from_str::<serde_json::Value>(&self.buf).is_err()
+            {
+                self.torn_tail = Some((self.line, self.buf.len() as u64));
+                return None;
             }
             return Some(match line_kind(&self.buf) {
                 LineKind::Synced => self

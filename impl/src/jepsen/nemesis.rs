@@ -63,8 +63,7 @@ impl Nemesis {
             Nemesis::Pause => Some(FaultKind::Pause),
             Nemesis::Partition => Some(FaultKind::Partition),
             Nemesis::Mixed => Some(
-                [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition]
-                    [rng.range(0, 2) as usize],
+                [FaultKind::Kill, FaultKind::Pause, FaultKind::Partition][rng.range(0, 2) as usize],
             ),
         }
     }
@@ -85,7 +84,10 @@ impl FromStr for Nemesis {
             .find(|n| n.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = Nemesis::ALL.iter().map(|n| n.name()).collect();
-                format!("unknown nemesis {s:?}: expected one of {}", names.join(", "))
+                format!(
+                    "unknown nemesis {s:?}: expected one of {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -121,6 +123,23 @@ pub enum Fault {
     Paused(NodeId),
     /// These nodes are cut off from the others.
     Partitioned(Vec<NodeId>),
+}
+
+/// Tells `node` to drop traffic with `blocked`, retrying for a while: a
+/// node busy catching up may take long to answer.
+fn partition(control: &mut Client, node: NodeId, blocked: &[NodeId]) -> Result<(), String> {
+    let mut last = String::new();
+    for _ in 0..10 {
+        match control.partition(node, blocked) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    Err(format!(
+        "node {} did not take the partition control: {last}",
+        node.0
+    ))
 }
 
 /// The current leader, if one answers.
@@ -168,20 +187,22 @@ impl Fault {
                 // (n-1)/2 - 1 more.
                 let size = rng.range(1, ((ids.len() as u64).saturating_sub(1) / 2).max(1)) as usize;
                 let mut minority = vec![target];
-                let mut others: Vec<NodeId> = ids.iter().copied().filter(|&n| n != target).collect();
+                let mut others: Vec<NodeId> =
+                    ids.iter().copied().filter(|&n| n != target).collect();
                 while minority.len() < size && !others.is_empty() {
                     let i = rng.range(0, others.len() as u64 - 1) as usize;
                     minority.push(others.swap_remove(i));
                 }
                 for &n in ids {
                     let blocked: Vec<NodeId> = if minority.contains(&n) {
-                        ids.iter().copied().filter(|m| !minority.contains(m)).collect()
+                        ids.iter()
+                            .copied()
+                            .filter(|m| !minority.contains(m))
+                            .collect()
                     } else {
                         minority.clone()
                     };
-                    control
-                        .partition(n, &blocked)
-                        .map_err(|e| format!("partition node {}: {e}", n.0))?;
+                    partition(control, n, &blocked)?;
                 }
                 Ok(Fault::Partitioned(minority))
             }
@@ -200,9 +221,7 @@ impl Fault {
             Fault::Partitioned(_) => {
                 let ids: Vec<NodeId> = cluster.peers().keys().copied().collect();
                 for n in ids {
-                    control
-                        .partition(n, &[])
-                        .map_err(|e| format!("heal the partition at node {}: {e}", n.0))?;
+                    partition(control, n, &[])?;
                 }
                 Ok(())
             }

@@ -115,7 +115,11 @@ impl JepsenReport {
 
 impl std::fmt::Display for JepsenReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let faults: Vec<String> = self.faults.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        let faults: Vec<String> = self
+            .faults
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
         writeln!(
             f,
             "ops {} (ok {}, unknown {}), {:.0} ok ops/s; faults: {}",
@@ -334,7 +338,11 @@ pub fn run(options: &JepsenOptions) -> Result<JepsenReport, String> {
     let mut faults = BTreeMap::new();
     let mut rng = SplitMix64::new(options.seed);
     let ids: Vec<NodeId> = cluster.peers().keys().copied().collect();
-    let mut control = Client::new(client_options(&cluster, options));
+    let mut control = {
+        let mut o = client_options(&cluster, options);
+        o.attempt_timeout = Duration::from_secs(2);
+        Client::new(o)
+    };
     while started.elapsed() < options.time {
         let round = options.fault_interval.min(options.time - started.elapsed());
         match options.nemesis.pick(&mut rng) {
@@ -360,12 +368,14 @@ pub fn run(options: &JepsenOptions) -> Result<JepsenReport, String> {
         .ok_or("no leader within 20 s after the faults were healed")?;
     let mut reader = Client::new(client_options(&cluster, options));
     for key in &keys {
-        recorder.run(options.clients as u64, &mut reader, KvCommand::get(key.clone()));
+        recorder.run(
+            options.clients as u64,
+            &mut reader,
+            KvCommand::get(key.clone()),
+        );
     }
     drop(recorder);
-    let ops = writer
-        .join()
-        .map_err(|_| "the history writer panicked")??;
+    let ops = writer.join().map_err(|_| "the history writer panicked")??;
     drop(cluster);
 
     let ok = ops

@@ -98,6 +98,7 @@ fn options(n: u64) -> NodeOptions {
         seed: 1,
         trace: None,
         max_append_entries: None,
+        fifo_links: false,
     }
 }
 

@@ -180,7 +180,9 @@ fn a_flipped_byte_in_the_last_synced_record_is_lost_not_torn() {
     );
     let msg = err.to_string();
     assert!(
-        msg.contains(&format!("raft.wal: the valid records end at byte offset {first_end}, but {n} bytes were synced")),
+        msg.contains(&format!(
+            "raft.wal: the valid records end at byte offset {first_end}, but {n} bytes were synced"
+        )),
         "{msg}"
     );
     // Nothing was truncated.
@@ -225,7 +227,10 @@ fn synced_records_cut_off_are_an_error_naming_file_and_offset() {
     // An emptied WAL too.
     fs::write(&path, b"").unwrap();
     let err = FileStorage::open(dir.path(), "c", NodeId(1), true).unwrap_err();
-    assert!(matches!(err, StorageError::LostSynced { offset: 0, .. }), "{err}");
+    assert!(
+        matches!(err, StorageError::LostSynced { offset: 0, .. }),
+        "{err}"
+    );
 }
 
 #[test]
@@ -288,7 +293,8 @@ fn a_bootstrapped_directory_missing_its_wal_or_identity_is_refused() {
     assert!(matches!(err, StorageError::NotBootstrapped { .. }), "{err}");
     let err = FileStorage::open(dir.path(), "c", NodeId(1), true).unwrap_err();
     assert!(
-        err.to_string().contains("holds records but") && err.to_string().contains("identity.json is missing"),
+        err.to_string().contains("holds records but")
+            && err.to_string().contains("identity.json is missing"),
         "{err}"
     );
 }
@@ -306,9 +312,15 @@ fn a_peer_is_held_to_the_storage_id_first_seen() {
     let Err(AdmitError::Replaced(replaced)) = known.admit(NodeId(2), 8) else {
         panic!("a new storage id must be refused");
     };
-    assert_eq!((replaced.peer, replaced.presented, replaced.known), (NodeId(2), 8, 7));
+    assert_eq!(
+        (replaced.peer, replaced.presented, replaced.known),
+        (NodeId(2), 8, 7)
+    );
     let msg = replaced.to_string();
-    assert!(msg.contains("node 2 presents storage id 0000000000000008"), "{msg}");
+    assert!(
+        msg.contains("node 2 presents storage id 0000000000000008"),
+        "{msg}"
+    );
     assert!(msg.contains("wiped and bootstrapped again"), "{msg}");
     assert!(msg.contains("peers.json"), "{msg}");
 

@@ -309,6 +309,12 @@ impl Cluster {
         self.network.insert(envelope);
     }
 
+    /// Takes a message out of flight: one the network can no longer
+    /// deliver (a replay over links in order).
+    pub fn forget(&mut self, envelope: &Envelope) {
+        self.network.remove(envelope);
+    }
+
     /// Forgets the responses no server will ever act on
     /// ([`Server::ignores_forever`], the checker's own reduction): delivering
     /// one changes nothing, in this state or any later one.
@@ -386,6 +392,8 @@ pub struct Emit {
     pub append: bool,
     /// For a send, its message's [`RaftMsg::content_hash`] (0 otherwise).
     pub content: u64,
+    /// For a send, the message as put in flight.
+    pub envelope: Option<Envelope>,
 }
 
 /// What a step emitted, in order.
@@ -474,6 +482,7 @@ impl ReplayModel {
                     item,
                     append: false,
                     content: 0,
+                    envelope: None,
                 })
             })
             .collect()
@@ -683,6 +692,7 @@ fn carry_out(
                     item,
                     append,
                     content: 0,
+                    envelope: None,
                 });
             }
         }
@@ -701,14 +711,17 @@ fn carry_out(
             }
             Output::Send { to, message } => {
                 let message = RaftMsg::new(message);
-                // This send's record, pushed just above.
-                if let Some(record) = emitted.as_deref_mut().and_then(|e| e.last_mut()) {
-                    record.content = message.content_hash();
-                }
-                network.insert(Envelope {
+                let content = message.content_hash();
+                let envelope = Envelope {
                     dst: to,
                     msg: ReplayMsg::Raft { from, message },
-                });
+                };
+                // This send's record, pushed just above.
+                if let Some(record) = emitted.as_deref_mut().and_then(|e| e.last_mut()) {
+                    record.content = content;
+                    record.envelope = Some(envelope.clone());
+                }
+                network.insert(envelope);
             }
             Output::SetTimer(t) => slot.timers |= timer_bit(t),
             Output::CancelTimer(t) => slot.timers &= !timer_bit(t),

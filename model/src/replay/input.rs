@@ -60,6 +60,11 @@ pub(super) struct Trace {
     pub(super) server: NodeId,
     /// The header's format version.
     pub(super) version: u32,
+    /// Whether its header says links are in order
+    /// ([`raft_spec::trace::Header::fifo_links`]).
+    pub(super) fifo_links: bool,
+    /// The line number and bytes of a last line cut short, once read.
+    pub(super) torn_tail: Option<(u64, u64)>,
     pub(super) markers: VecDeque<Marker>,
     pub(super) next: Option<(KvStep, u64)>,
     done: bool,
@@ -82,7 +87,10 @@ impl Trace {
     pub(super) fn peek(&mut self) -> Result<Option<&(KvStep, u64)>, InputError> {
         while self.next.is_none() && !self.done {
             match self.reader.next_record::<KvCommand, KvOutput>() {
-                None => self.done = true,
+                None => {
+                    self.done = true;
+                    self.torn_tail = self.reader.torn_tail();
+                }
                 Some(Ok(Record::Synced(_))) => self.markers.push_back(Marker::Synced),
                 Some(Ok(Record::Released(m))) => {
                     let line = self.reader.line();
@@ -205,6 +213,8 @@ pub(super) fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Opened, In
             reader,
             server: header.recorded_by,
             version: header.version,
+            fifo_links: header.fifo_links,
+            torn_tail: None,
             markers: VecDeque::new(),
             next: None,
             done: false,

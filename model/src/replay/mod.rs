@@ -205,6 +205,10 @@ pub struct ReplaySummary {
     pub acknowledged: u64,
     /// Wall-clock time of the replay.
     pub elapsed: Duration,
+    /// Traces whose last line was cut short (file, line, bytes): a node
+    /// killed while writing it; the step never left the node, and the
+    /// replay ends that trace before it.
+    pub torn_tails: Vec<(String, u64, u64)>,
 }
 
 impl ReplaySummary {
@@ -227,7 +231,14 @@ impl fmt::Display for ReplaySummary {
             self.acknowledged,
             self.elapsed.as_secs_f64(),
             self.steps_per_sec()
-        )
+        )?;
+        for (file, line, bytes) in &self.torn_tails {
+            write!(
+                f,
+                "\n  note: {file} ends in a line cut short (line {line}, {bytes} bytes): its node was killed while writing it; that step never left the node"
+            )?;
+        }
+        Ok(())
     }
 }
 

@@ -12,11 +12,11 @@ use super::divergence::{
 use super::history::{Ack, ClientHistory, Violation};
 use super::input::{open, Inputs, KvStep, Marker, Trace};
 use super::{ReplayError, ReplayOptions, ReplaySummary};
-use crate::model::intern::FixedState;
+use crate::model::intern::{content_hash, FixedState};
 use raft_spec::safety::{self, History, IncrementalSafety, ServerView};
 use raft_spec::trace::{released_sends, Emitted, LogDigest, Released, StepState, TraceInput};
 use raft_spec::{ClientReply, KvCommand, KvOutput, LogIndex, Message, NodeId, Term, Timer};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -82,8 +82,18 @@ pub(super) struct Replayer {
     /// Each server's batch not released yet, in node-id order.
     batches: Vec<OpenBatch>,
     /// Every message some node released, by [`released_key`] of its
-    /// sender, receiver and content.
-    released: HashSet<u64, FixedState>,
+    /// sender, receiver and content, with how many times (over links in
+    /// order: released and not yet delivered or overtaken).
+    released: HashMap<u64, u32, FixedState>,
+    /// Whether every trace says its links are in order
+    /// ([`raft_spec::trace::Header::fifo_links`]) and records releases:
+    /// then a message delivered on a link takes every message released
+    /// before it on that link out of flight, and itself (no duplicates),
+    /// so the network holds what the links can still deliver.
+    fifo: bool,
+    /// Over links in order: each link's released messages not delivered
+    /// yet, in release order, by (sender, receiver).
+    links: HashMap<(NodeId, NodeId), VecDeque<(u64, Envelope)>, FixedState>,
     /// The replies released, against the committed log.
     history: ClientHistory,
 }
@@ -156,11 +166,12 @@ pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<Repl
 }
 
 impl Replayer {
-    fn new(model: ReplayModel, options: &ReplayOptions, records: Vec<bool>) -> Self {
+    fn new(model: ReplayModel, options: &ReplayOptions, records: Vec<bool>, fifo: bool) -> Self {
         let state = model.init().clone();
         let digests = vec![LogDigest::default(); state.ids().len()];
         let batches = records.iter().map(|_| OpenBatch::default()).collect();
         let safety = IncrementalSafety::new(&server_views(&state), History::default());
+        let fifo = fifo && records.iter().all(|&r| r);
         Replayer {
             model,
             state,
@@ -176,7 +187,9 @@ impl Replayer {
             capture: None,
             records,
             batches,
-            released: HashSet::default(),
+            released: HashMap::default(),
+            fifo,
+            links: HashMap::default(),
             history: ClientHistory::default(),
         }
     }
@@ -186,13 +199,54 @@ impl Replayer {
         self.state.ids().iter().position(|n| *n == node)
     }
 
+    /// Over links in order: `message` from `from` was delivered to `to`, so
+    /// it and every message released before it on that link can no longer
+    /// be delivered; those no other release still holds leave the network.
+    fn delivered(&mut self, from: NodeId, to: NodeId, message: &Message<KvCommand>) {
+        let key = released_key(from, to, content_hash(message));
+        let Some(link) = self.links.get_mut(&(from, to)) else {
+            return;
+        };
+        if !link.iter().any(|(k, _)| *k == key) {
+            return;
+        }
+        while let Some((k, envelope)) = link.pop_front() {
+            if let Some(n) = self.released.get_mut(&k) {
+                *n -= 1;
+                if *n == 0 {
+                    self.released.remove(&k);
+                    self.state.forget(&envelope);
+                }
+            }
+            if k == key {
+                break;
+            }
+        }
+    }
+
+    /// Over links in order: `node`'s sends among `emits` that it never
+    /// released leave the network, unless an identical message is
+    /// released and not yet delivered.
+    fn forget_unreleased<'a>(&mut self, node: NodeId, emits: impl IntoIterator<Item = &'a Emit>) {
+        for emit in emits {
+            if let (Emitted::Send { to, .. }, Some(envelope)) = (&emit.item, &emit.envelope) {
+                if !self
+                    .released
+                    .contains_key(&released_key(node, *to, emit.content))
+                {
+                    self.state.forget(envelope);
+                }
+            }
+        }
+    }
+
     /// Whether `from` released `message` to `to`: always, if `from`'s trace
     /// records no releases (before version 3).
     fn was_released(&self, from: NodeId, to: NodeId, message: &RaftMsg) -> bool {
         match self.index_of(from) {
             Some(i) if self.records[i] => {
                 self.released
-                    .contains(&released_key(from, to, message.content_hash()))
+                    .contains_key(&released_key(from, to, message.content_hash()))
             }
             _ => true,
         }
@@ -421,12 +475,18 @@ impl Replayer {
                 },
             ));
         }
+        if let (true, TraceInput::Message { from, message }) = (self.fifo, &step.input) {
+            self.delivered(*from, node, message);
+        }
         if records {
-            let batch = &mut self.batches[index];
             if step.input == TraceInput::Restart {
                 // What the node held back before it went down never left.
-                *batch = OpenBatch::default();
+                let unreleased = std::mem::take(&mut self.batches[index]);
+                if self.fifo {
+                    self.forget_unreleased(node, &unreleased.pending);
+                }
             }
+            let batch = &mut self.batches[index];
             batch.unsynced |= emits
                 .iter()
                 .any(|e| matches!(e.item, Emitted::Persist { .. }));
@@ -500,10 +560,30 @@ impl Replayer {
             Ok(matched) => matched,
             Err(reason) => return Err(bad(self, DivergenceKind::ReleaseMismatch { reason })),
         };
+        if self.fifo {
+            // The sends the node did not release never leave.
+            let unreleased: Vec<&Emit> = batch
+                .pending
+                .iter()
+                .filter(|e| !matched.iter().any(|m| std::ptr::eq(*m, *e)))
+                .collect();
+            self.forget_unreleased(node, unreleased);
+        }
         for emit in matched {
             match &emit.item {
                 Emitted::Send { to, .. } => {
-                    self.released.insert(released_key(node, *to, emit.content));
+                    let key = released_key(node, *to, emit.content);
+                    *self.released.entry(key).or_insert(0) += 1;
+                    if let (true, Some(envelope)) = (self.fifo, &emit.envelope) {
+                        // In flight from now on, even if an identical copy
+                        // released before was delivered (and forgotten)
+                        // since this one was sent.
+                        self.state.send(envelope.clone());
+                        self.links
+                            .entry((node, *to))
+                            .or_default()
+                            .push_back((key, envelope.clone()));
+                    }
                 }
                 Emitted::Reply {
                     client_id,
@@ -729,6 +809,7 @@ impl Replayer {
             restarts: self.restarts,
             acknowledged: self.history.acknowledged() as u64,
             elapsed: Duration::ZERO,
+            torn_tails: Vec::new(),
         }
     }
 }
@@ -845,10 +926,12 @@ pub(super) fn run(
     let (mut traces, max_append_entries) = open(inputs)?;
     let servers: Vec<NodeId> = traces.iter().map(|t| t.server).collect();
     let records = traces.iter().map(Trace::records_outputs).collect();
+    let fifo = traces.iter().all(|t| t.fifo_links);
     let mut replayer = Replayer::new(
         ReplayModel::new(&servers, max_append_entries),
         options,
         records,
+        fifo,
     );
     let stop = window.map(|(_, end)| end);
     replayer.capture = window.map(|(start, end)| Capture {
@@ -909,5 +992,12 @@ pub(super) fn run(
     }
     let mut summary = replayer.summary(servers.len());
     summary.elapsed = started.elapsed();
+    summary.torn_tails = traces
+        .iter()
+        .filter_map(|t| {
+            t.torn_tail
+                .map(|(line, bytes)| (t.file().to_string(), line, bytes))
+        })
+        .collect();
     Ok((summary, replayer))
 }
