@@ -120,8 +120,8 @@ fn bad_input_exits_2_naming_the_file_and_line() {
             ":1: empty trace, no header line".into(),
         ),
         (
-            "truncated",
-            format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..20]),
+            "truncated-mid-file",
+            format!("{}\n{}\n{}\n{}\n", lines[0], lines[1], &lines[2][..20], lines[3]),
             ":3: malformed trace line".into(),
         ),
         (
@@ -167,6 +167,21 @@ fn bad_input_exits_2_naming_the_file_and_line() {
             ":2: a step of server 2 in the trace recorded by server 1".into(),
         ),
     ];
+    // A last line cut short (no newline: its node was killed while writing
+    // it) ends the trace, and the summary says so.
+    let f = d.write(
+        "truncated.ndjson",
+        &format!("{}\n{}\n{}", lines[0], lines[1], &lines[2][..20]),
+    );
+    let o = raft_model(&["replay", &f]);
+    assert_eq!(o.status.code(), Some(0), "truncated: {}", text(&o));
+    assert!(
+        text(&o).contains(&format!(
+            "note: {f} ends in a line cut short (line 3, 20 bytes)"
+        )),
+        "truncated: {}",
+        text(&o)
+    );
     for (name, content, expected) in cases {
         let f = d.write(&format!("{name}.ndjson"), &content);
         let o = raft_model(&["replay", &f]);

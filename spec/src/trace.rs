@@ -1712,6 +1712,24 @@ mod tests {
     }
 
     #[test]
+    fn a_last_line_cut_short_ends_the_trace_and_is_reported() {
+        let mut text = serde_json::to_string(&header()).unwrap();
+        text.push('\n');
+        text.push_str("{\"seq\":1,\"ser");
+        let mut r = TraceReader::new("t.ndjson", text.as_bytes()).unwrap();
+        assert!(r.next_record::<KvCommand, KvOutput>().is_none());
+        assert_eq!(r.torn_tail(), Some((2, 13)));
+        // The same bytes followed by a newline are a malformed line.
+        text.push('\n');
+        let mut r = TraceReader::new("t.ndjson", text.as_bytes()).unwrap();
+        assert!(matches!(
+            r.next_record::<KvCommand, KvOutput>(),
+            Some(Err(TraceError::Parse { line: 2, .. }))
+        ));
+        assert_eq!(r.torn_tail(), None);
+    }
+
+    #[test]
     fn reader_errors_name_the_file_and_line() {
         let err = TraceReader::new("t.ndjson", "".as_bytes()).unwrap_err();
         assert_eq!(err.to_string(), "t.ndjson:1: empty trace, no header line");

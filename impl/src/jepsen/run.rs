@@ -343,23 +343,31 @@ pub fn run(options: &JepsenOptions) -> Result<JepsenReport, String> {
         o.attempt_timeout = Duration::from_secs(2);
         Client::new(o)
     };
-    while started.elapsed() < options.time {
-        let round = options.fault_interval.min(options.time - started.elapsed());
-        match options.nemesis.pick(&mut rng) {
-            None => thread::sleep(round),
-            Some(kind) => {
-                let fault = Fault::inject(kind, &mut cluster, &mut control, &ids, &mut rng)?;
-                *faults.entry(kind.name()).or_insert(0) += 1;
-                thread::sleep(round / 2);
-                fault.heal(&mut cluster, &mut control)?;
-                thread::sleep(round - round / 2);
+    let mut nemesis = || -> Result<(), String> {
+        while started.elapsed() < options.time {
+            let round = options
+                .fault_interval
+                .min(options.time.saturating_sub(started.elapsed()));
+            match options.nemesis.pick(&mut rng) {
+                None => thread::sleep(round),
+                Some(kind) => {
+                    let fault = Fault::inject(kind, &mut cluster, &mut control, &ids, &mut rng)?;
+                    *faults.entry(kind.name()).or_insert(0) += 1;
+                    thread::sleep(round / 2);
+                    fault.heal(&mut cluster, &mut control)?;
+                    thread::sleep(round - round / 2);
+                }
             }
         }
-    }
+        Ok(())
+    };
+    let injected = nemesis();
+    // The clients stop whatever the nemesis did.
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().map_err(|_| "a client thread panicked")?;
     }
+    injected?;
     let ran = started.elapsed();
 
     // Every node up and connected; then the final reads.
