@@ -37,6 +37,9 @@ use std::thread;
 use std::time::Duration;
 use tracing::{debug, error, info, warn};
 
+/// The most messages queued for one peer; more are dropped.
+pub const PEER_QUEUE: usize = 256;
+
 /// How long an accepted connection may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
@@ -171,7 +174,7 @@ fn sleep_or_wake(waker: &Waker, seen: u64, backoff: Duration) -> bool {
 /// The running transport; the event loop's [`Io`].
 #[derive(Debug)]
 pub struct Transport {
-    peers: HashMap<NodeId, mpsc::Sender<Message<KvCommand>>>,
+    peers: HashMap<NodeId, mpsc::SyncSender<Message<KvCommand>>>,
     clients: ClientMap,
     blocked: Arc<RwLock<BTreeSet<NodeId>>>,
 }
@@ -182,9 +185,13 @@ impl Io for Transport {
             return;
         }
         if let Some(tx) = self.peers.get(&to) {
-            // A closed channel means the peer's thread ended; the node is
-            // stopping.
-            let _ = tx.send(message);
+            // A full queue (the peer is not reading: paused, or far behind)
+            // drops the message, as a lossy network would; Raft
+            // retransmits what matters. A closed channel means the peer's
+            // thread ended; the node is stopping.
+            if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(message) {
+                debug!(peer = to.0, "send queue full: message dropped");
+            }
         }
     }
 
@@ -226,7 +233,7 @@ pub fn start(
         if peer == options.id {
             continue;
         }
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(PEER_QUEUE);
         peers.insert(peer, tx);
         let opts = options.clone();
         let addr = addr.clone();
