@@ -95,13 +95,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let mut copts = ClusterOptions::new(options.exe.clone(), options.data_dir.clone());
     copts.timing = options.timing;
     copts.max_append_entries = options.max_append_entries;
-    // The nodes log warnings only, unless RUST_LOG says otherwise.
-    copts.rust_log = Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
-    let mut cluster =
-        LocalCluster::start(copts).map_err(|e| format!("cannot start the cluster: {e}"))?;
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .ok_or("no leader elected within 10 s")?;
+    let (mut cluster, leader) = LocalCluster::start_and_elect(copts)?;
     eprintln!(
         "cluster {} up, leader node {}",
         cluster.peers_arg(),

@@ -110,6 +110,21 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// Starts every node, their logs at warnings unless `options.rust_log`
+    /// or `RUST_LOG` says otherwise, and waits up to 10 s for a leader:
+    /// how `bench` and `jepsen` begin.
+    pub fn start_and_elect(mut options: ClusterOptions) -> Result<(Self, StatusInfo), String> {
+        if options.rust_log.is_none() {
+            options.rust_log = Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
+        }
+        let cluster =
+            LocalCluster::start(options).map_err(|e| format!("cannot start the cluster: {e}"))?;
+        let leader = cluster
+            .wait_for_leader(Duration::from_secs(10))
+            .ok_or("no leader elected within 10 s")?;
+        Ok((cluster, leader))
+    }
+
     /// The `--peers` argument of this cluster.
     pub fn peers_arg(&self) -> String {
         self.peers

@@ -263,20 +263,26 @@ fn parse_nemesis(s: &str) -> Result<Nemesis, String> {
     s.parse()
 }
 
-/// `dir`, or a fresh temporary directory named `prefix...` (removed when
-/// the returned guard drops).
-fn data_dir_or_temp(
+/// What a command that starts a local cluster of this executable needs:
+/// the timing, the executable, and `dir` or a fresh temporary directory
+/// named `prefix...` (removed when the returned guard drops). Bad timing
+/// exits 2, the rest 1.
+fn local_run(
+    timing: &TimingArgs,
     dir: Option<PathBuf>,
     prefix: &str,
-) -> Result<(PathBuf, Option<tempfile::TempDir>), String> {
+) -> Result<(Timing, PathBuf, PathBuf, Option<tempfile::TempDir>), ExitCode> {
+    let timing = timing.timing().map_err(usage)?;
+    let exe = std::env::current_exe()
+        .map_err(|e| failed(format!("cannot find the raft-node executable: {e}")))?;
     match dir {
-        Some(d) => Ok((d, None)),
+        Some(d) => Ok((timing, exe, d, None)),
         None => {
             let tmp = tempfile::Builder::new()
                 .prefix(prefix)
                 .tempdir()
-                .map_err(|e| format!("cannot create a temporary data directory: {e}"))?;
-            Ok((tmp.path().to_path_buf(), Some(tmp)))
+                .map_err(|e| failed(format!("cannot create a temporary data directory: {e}")))?;
+            Ok((timing, exe, tmp.path().to_path_buf(), Some(tmp)))
         }
     }
 }
@@ -558,18 +564,11 @@ fn main() -> ExitCode {
             append,
         } => {
             init_logging(cli.log_format, "warn");
-            let timing = match timing.timing() {
-                Ok(t) => t,
-                Err(e) => return usage(e),
-            };
-            let exe = match std::env::current_exe() {
-                Ok(e) => e,
-                Err(e) => return failed(format!("cannot find the raft-node executable: {e}")),
-            };
-            let (data_dir, _tmp) = match data_dir_or_temp(data_dir, "raft-node-bench-") {
-                Ok(d) => d,
-                Err(e) => return failed(e),
-            };
+            let (timing, exe, data_dir, _tmp) =
+                match local_run(&timing, data_dir, "raft-node-bench-") {
+                    Ok(r) => r,
+                    Err(code) => return code,
+                };
             let options = BenchOptions {
                 exe,
                 data_dir,
@@ -627,18 +626,11 @@ fn main() -> ExitCode {
             timing,
         } => {
             init_logging(cli.log_format, "warn");
-            let timing = match timing.timing() {
-                Ok(t) => t,
-                Err(e) => return usage(e),
-            };
-            let exe = match std::env::current_exe() {
-                Ok(e) => e,
-                Err(e) => return failed(format!("cannot find the raft-node executable: {e}")),
-            };
-            let (data_dir, _tmp) = match data_dir_or_temp(data_dir, "raft-node-jepsen-") {
-                Ok(d) => d,
-                Err(e) => return failed(e),
-            };
+            let (timing, exe, data_dir, _tmp) =
+                match local_run(&timing, data_dir, "raft-node-jepsen-") {
+                    Ok(r) => r,
+                    Err(code) => return code,
+                };
             let mut options = JepsenOptions::new(exe, data_dir);
             options.time = Duration::from_secs(time);
             options.nemesis = nemesis;

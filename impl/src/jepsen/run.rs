@@ -271,12 +271,7 @@ pub fn run(options: &JepsenOptions) -> Result<JepsenReport, String> {
     copts.timing = options.timing;
     copts.trace_dir = options.trace_dir.clone();
     copts.test_control = true;
-    copts.rust_log = Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()));
-    let mut cluster =
-        LocalCluster::start(copts).map_err(|e| format!("cannot start the cluster: {e}"))?;
-    let leader = cluster
-        .wait_for_leader(Duration::from_secs(10))
-        .ok_or("no leader elected within 10 s")?;
+    let (mut cluster, leader) = LocalCluster::start_and_elect(copts)?;
     eprintln!(
         "cluster {} up, leader node {}; {} clients on {} keys for {} s, nemesis {}",
         cluster.peers_arg(),

@@ -806,7 +806,7 @@ fn peak_rss() -> String {
 /// unknown outcomes in at most 10 s and 1 GB (release mode). Run with
 /// `cargo test --release -p raft-node --lib check_throughput -- --ignored --nocapture`.
 #[test]
-#[ignore]
+#[ignore = "benchmark: cargo test --release -p raft-node --lib check_throughput -- --ignored --nocapture"]
 fn check_throughput() {
     let workload = Workload {
         seed: 60_000,
