@@ -50,7 +50,7 @@ impl Impl {
             timing: Timing::default(),
             seed: id.0,
             trace: None,
-            max_append_entries: None,
+            replication: raft_spec::Replication::default(),
             fifo_links: false,
         }
     }
@@ -126,7 +126,7 @@ enum Choice {
 
 fn walk(seed: u64, steps: usize) -> (usize, u64) {
     let ids: Vec<NodeId> = (1..=3).map(NodeId).collect();
-    let model = ReplayModel::new(&ids, None);
+    let model = ReplayModel::new(&ids, raft_spec::Replication::default());
     let mut state = model.init().clone();
     let (mut imp, _) = Impl::start(&ids);
     let mut rng = SplitMix64::new(seed);

@@ -13,6 +13,7 @@ use raft_model::check::{self, CheckOptions, CheckReport, Outcome, Strategy};
 use raft_model::model::names;
 use raft_model::{ModelConfig, NetworkKind, RaftModel};
 use raft_spec::safety::{AUXILIARY_PROPERTY_NAMES, PROPERTY_NAMES};
+use raft_spec::Replication;
 use stateright::{Expectation, Model};
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -192,21 +193,25 @@ fn two_servers_two_terms_one_request() {
 #[test]
 fn three_servers_one_term_two_requests_with_each_replication_option() {
     let one = std::num::NonZeroUsize::new(1);
+    let with = |replication| ModelConfig {
+        replication,
+        ..config(3, 1, 2, 0)
+    };
     for (cfg, states) in [
         (config(3, 1, 2, 0), 87_563),
         (
-            ModelConfig {
+            with(Replication {
                 max_append_entries: one,
-                ..config(3, 1, 2, 0)
-            },
+                ..Replication::default()
+            }),
             22_043,
         ),
         (
-            ModelConfig {
+            with(Replication {
                 max_append_entries: one,
                 empty_heartbeats: true,
-                ..config(3, 1, 2, 0)
-            },
+                ..Replication::default()
+            }),
             23_363,
         ),
     ] {
@@ -214,6 +219,56 @@ fn three_servers_one_term_two_requests_with_each_replication_option() {
         assert_clean(&report, &[ELECTION_ONLY, &[names::CLIENT_REPLY]].concat());
         assert_eq!(report.unique_states, states, "{cfg}");
     }
+}
+
+/// Flow control (`raft_spec::flow`): followers in probe and replicate,
+/// a window of unacknowledged batches, empty heartbeats in replicate, and
+/// rejections that tell the follower's end of log. 3 servers, 1 term, 1
+/// request and a crash with a window of one; 2 servers, 2 terms, 2 requests
+/// with a window of two batches of one entry, where the leader pipelines.
+#[test]
+fn flow_control_holds_every_property() {
+    let window = |n| Replication {
+        window: std::num::NonZeroUsize::new(n),
+        ..Replication::default()
+    };
+    let one_crash = ModelConfig {
+        replication: window(1),
+        ..config(3, 1, 1, 1)
+    };
+    let report = clean_run(one_crash);
+    assert_clean(
+        &report,
+        &[
+            ELECTION_ONLY,
+            &[names::CLIENT_REPLY, names::CRASHED_SERVER_REJOINS],
+        ]
+        .concat(),
+    );
+    assert_eq!(report.unique_states, 185_309, "{one_crash}");
+
+    let pipelined = ModelConfig {
+        replication: Replication {
+            max_append_entries: std::num::NonZeroUsize::new(1),
+            ..window(2)
+        },
+        ..config(2, 2, 2, 0)
+    };
+    let report = clean_run(pipelined);
+    assert_clean(
+        &report,
+        &[
+            ELECTION_ONLY,
+            &[
+                names::LEADER_REPLACED,
+                names::LEADER_STEPS_DOWN_ON_RESPONSE,
+                names::CLIENT_REPLY,
+                names::PIPELINED,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(report.unique_states, 161_221, "{pipelined}");
 }
 
 /// The default configuration: 3 servers, 1 term, 1 request, 1 crash, here
@@ -381,13 +436,27 @@ fn dead_message_collection_preserves_reachable_server_states() {
         with_bug(config(2, 1, 1, 0), raft_spec::bugs::Bug::MatchIndexRegress),
         with_bug(config(2, 2, 1, 0), raft_spec::bugs::Bug::Figure8),
         ModelConfig {
-            empty_heartbeats: true,
+            replication: Replication {
+                empty_heartbeats: true,
+                ..Replication::default()
+            },
             ..with_bug(config(2, 1, 1, 1), raft_spec::bugs::Bug::CommitWithoutMin)
         },
         ModelConfig {
-            max_append_entries: std::num::NonZeroUsize::new(1),
-            empty_heartbeats: true,
+            replication: Replication {
+                max_append_entries: std::num::NonZeroUsize::new(1),
+                empty_heartbeats: true,
+                ..Replication::default()
+            },
             ..config(2, 1, 2, 0)
+        },
+        ModelConfig {
+            replication: Replication {
+                max_append_entries: std::num::NonZeroUsize::new(1),
+                window: std::num::NonZeroUsize::new(1),
+                ..Replication::default()
+            },
+            ..config(2, 2, 1, 1)
         },
     ] {
         let with = reachable_projections(&RaftModel::new(cfg));

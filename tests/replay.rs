@@ -310,7 +310,10 @@ fn capped_run(seed: u64) -> BTreeMap<NodeId, String> {
     let mut s = Sim::new(SimConfig {
         seed,
         trace: true,
-        max_append_entries: std::num::NonZeroUsize::new(1),
+        replication: raft_spec::Replication {
+            max_append_entries: std::num::NonZeroUsize::new(1),
+            ..raft_spec::Replication::default()
+        },
         ..SimConfig::default()
     });
     s.run_for_millis(600);
@@ -360,7 +363,10 @@ fn traces_recorded_with_a_cap_of_one_replay_clean_and_need_the_cap() {
                 .unwrap()
                 .header()
                 .clone();
-            assert_eq!(header.max_append_entries.map(|n| n.get()), Some(1));
+            assert_eq!(
+                header.replication.max_append_entries.map(|n| n.get()),
+                Some(1)
+            );
             assert!(text.starts_with(&format!(
                 r#"{{"format":"raft-trace","version":3,"cluster_id":"sim","servers":[1,2,3],"state_machine":"kv","recorded_by":{},"max_append_entries":1}}"#,
                 header.recorded_by.0
@@ -409,7 +415,7 @@ fn traces_recorded_with_a_cap_of_one_replay_clean_and_need_the_cap() {
         };
         assert_eq!(
             e.to_string(),
-            "node-2.ndjson:1: max_append_entries absent (no cap), but node-1.ndjson records max_append_entries 1: the traces of one cluster must agree on the cap"
+            "node-2.ndjson:1: replication settings absent (Figure 2's pacing), but node-1.ndjson records {\"max_append_entries\":1}: the traces of one cluster must agree on them"
         );
     }
 }

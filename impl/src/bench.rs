@@ -37,8 +37,8 @@ pub struct BenchOptions {
     pub trials: u32,
     /// Node timing.
     pub timing: Timing,
-    /// The nodes' `--max-append-entries` (`None`: no cap).
-    pub max_append_entries: Option<std::num::NonZeroUsize>,
+    /// How the nodes pace AppendEntries.
+    pub replication: raft_spec::Replication,
     /// Value size in bytes.
     pub value_size: usize,
 }
@@ -94,7 +94,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     let mut copts = ClusterOptions::new(options.exe.clone(), options.data_dir.clone());
     copts.timing = options.timing;
-    copts.max_append_entries = options.max_append_entries;
+    copts.replication = options.replication;
     let (mut cluster, leader) = LocalCluster::start_and_elect(copts)?;
     eprintln!(
         "cluster {} up, leader node {}",

@@ -5,12 +5,11 @@
 use crate::client::{Client, ClientOptions};
 use crate::config::{Peers, Timing};
 use crate::wire::StatusInfo;
-use raft_spec::{NodeId, Role};
+use raft_spec::{NodeId, Replication, Role};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::net::TcpListener;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread;
@@ -33,9 +32,9 @@ pub struct ClusterOptions {
     pub cluster_id: String,
     /// Timer durations.
     pub timing: Timing,
-    /// The most entries one AppendEntries carries (`--max-append-entries`;
-    /// `None`: no cap).
-    pub max_append_entries: Option<NonZeroUsize>,
+    /// How the nodes pace AppendEntries (passed as `--max-append-entries`,
+    /// `--max-append-bytes` and `--window`).
+    pub replication: Replication,
     /// Let nodes inherit stdout/stderr (else each logs to `DIR/node-N.log`).
     pub inherit_output: bool,
     /// `RUST_LOG` for the nodes (`None`: inherit the environment's).
@@ -57,7 +56,7 @@ impl ClusterOptions {
             base_port: None,
             cluster_id: "local".into(),
             timing: Timing::default(),
-            max_append_entries: None,
+            replication: Replication::runtime(),
             inherit_output: false,
             rust_log: None,
             test_control: false,
@@ -192,9 +191,7 @@ impl LocalCluster {
             ))
             .arg("--heartbeat-ms")
             .arg(o.timing.heartbeat.as_millis().to_string());
-        if let Some(n) = o.max_append_entries {
-            cmd.arg("--max-append-entries").arg(n.to_string());
-        }
+        cmd.args(crate::config::replication_args(&o.replication));
         if o.test_control {
             cmd.arg("--test-control");
         }

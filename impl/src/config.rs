@@ -1,7 +1,7 @@
 //! Configuration: cluster membership, timing, the AppendEntries cap, and
 //! their parsing from the command line.
 
-use raft_spec::NodeId;
+use raft_spec::{NodeId, Replication};
 use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -60,6 +60,18 @@ pub enum ConfigError {
     BadMaxAppendEntries {
         /// The value given.
         value: String,
+    },
+    /// `--max-append-bytes` is 0, or too large for one AppendEntries to fit
+    /// a frame.
+    #[error(
+        "--max-append-bytes {bytes}: expected at least 1 and at most half of --max-frame-bytes \
+         ({max_frame}), so that every AppendEntries fits a frame"
+    )]
+    BadMaxAppendBytes {
+        /// The value given.
+        bytes: u64,
+        /// The frame limit.
+        max_frame: usize,
     },
 }
 
@@ -143,13 +155,82 @@ pub fn check_member(id: NodeId, peers: &Peers) -> Result<(), ConfigError> {
 }
 
 /// Parses `--max-append-entries N`: the most entries one AppendEntries
-/// carries ([`raft_spec::Server::with_max_append_entries`]), `N >= 1`.
+/// carries ([`raft_spec::Replication::max_append_entries`]), `N >= 1`.
 pub fn parse_max_append_entries(s: &str) -> Result<NonZeroUsize, ConfigError> {
     s.trim()
         .parse::<NonZeroUsize>()
         .map_err(|_| ConfigError::BadMaxAppendEntries {
             value: s.to_string(),
         })
+}
+
+/// The replication settings of `serve`'s flags: [`Replication::runtime`]
+/// with `--max-append-entries` (`max_entries`), `--max-append-bytes`
+/// (`max_bytes`, at most half of `max_frame`; by default 1 MiB or half of
+/// `max_frame` if less) and `--window` (`window`; 0: no window, Figure 2's
+/// pacing).
+pub fn replication(
+    max_entries: Option<NonZeroUsize>,
+    max_bytes: Option<u64>,
+    window: Option<usize>,
+    max_frame: usize,
+) -> Result<Replication, ConfigError> {
+    let half = (max_frame / 2) as u64;
+    let bytes = match max_bytes {
+        Some(b) if b == 0 || b > half => {
+            return Err(ConfigError::BadMaxAppendBytes {
+                bytes: b,
+                max_frame,
+            })
+        }
+        Some(b) => b,
+        None => Replication::RUNTIME_MAX_APPEND_BYTES.min(half),
+    };
+    let d = Replication::runtime();
+    Ok(Replication {
+        max_append_entries: max_entries,
+        max_append_bytes: std::num::NonZeroU64::new(bytes),
+        window: window.map_or(d.window, NonZeroUsize::new),
+        empty_heartbeats: false,
+    })
+}
+
+/// The command-line flags that set `r`, as `serve` takes them: each of
+/// `--max-append-entries`, `--max-append-bytes` and `--window` whose value
+/// differs from [`Replication::runtime`]'s (`--window 0`: no window).
+pub fn replication_args(r: &Replication) -> Vec<String> {
+    let d = Replication::runtime();
+    let mut args = Vec::new();
+    if r.max_append_entries != d.max_append_entries {
+        if let Some(n) = r.max_append_entries {
+            args.extend(["--max-append-entries".to_string(), n.to_string()]);
+        }
+    }
+    if r.max_append_bytes != d.max_append_bytes {
+        if let Some(n) = r.max_append_bytes {
+            args.extend(["--max-append-bytes".to_string(), n.to_string()]);
+        }
+    }
+    if r.window != d.window {
+        let n = r.window.map_or(0, NonZeroUsize::get);
+        args.extend(["--window".to_string(), n.to_string()]);
+    }
+    args
+}
+
+/// `r` as the flags that set it, for messages: [`replication_args`] joined
+/// (and "(no byte cap)" if it has none, which no flag sets), or "the
+/// default replication settings".
+pub fn replication_flags(r: &Replication) -> String {
+    let mut args = replication_args(r);
+    if r.max_append_bytes.is_none() {
+        args.push("(no byte cap)".to_string());
+    }
+    if args.is_empty() {
+        "the default replication settings".to_string()
+    } else {
+        args.join(" ")
+    }
 }
 
 /// Timer durations. The election timeout is drawn uniformly from

@@ -9,7 +9,7 @@ use raft_node::config::{self, ConfigError, Peers, Timing};
 use raft_node::jepsen::{self, nemesis::Nemesis, run::JepsenOptions};
 use raft_node::runtime::{self, ServeError, ServeOptions};
 use raft_node::wire::DEFAULT_MAX_FRAME;
-use raft_spec::{KvCommand, NodeId, Role};
+use raft_spec::{KvCommand, NodeId, Replication, Role};
 use std::io::Write as _;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -70,6 +70,30 @@ struct AppendArgs {
     /// trace header.
     #[arg(long, value_name = "N", value_parser = config::parse_max_append_entries)]
     max_append_entries: Option<NonZeroUsize>,
+    /// The most bytes of entries one AppendEntries carries (default: 1 MiB,
+    /// at most half of --max-frame-bytes); an entry larger than that
+    /// travels alone. Recorded in the trace header.
+    #[arg(long, value_name = "BYTES")]
+    max_append_bytes: Option<u64>,
+    /// Flow control: at most N batches of entries unacknowledged per
+    /// follower once it has matched (default: 64); 0 turns flow control off
+    /// (Figure 2's pacing: every AppendEntries and heartbeat carries the
+    /// entries from the follower's next index on). Recorded in the trace
+    /// header.
+    #[arg(long, value_name = "N")]
+    window: Option<usize>,
+}
+
+impl AppendArgs {
+    /// The replication settings, for frames of at most `max_frame` bytes.
+    fn replication(&self, max_frame: usize) -> Result<Replication, config::ConfigError> {
+        config::replication(
+            self.max_append_entries,
+            self.max_append_bytes,
+            self.window,
+            max_frame,
+        )
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -435,6 +459,10 @@ fn main() -> ExitCode {
             {
                 return usage(e);
             }
+            let replication = match append.replication(max_frame_bytes) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
+            };
             let options = ServeOptions {
                 id: NodeId(id),
                 peers,
@@ -442,7 +470,7 @@ fn main() -> ExitCode {
                 data_dir,
                 trace,
                 timing,
-                max_append_entries: append.max_append_entries,
+                replication,
                 listen,
                 max_frame: max_frame_bytes,
                 test_control,
@@ -485,7 +513,10 @@ fn main() -> ExitCode {
             options.base_port = Some(base_port);
             options.cluster_id = cluster_id;
             options.timing = timing;
-            options.max_append_entries = append.max_append_entries;
+            options.replication = match append.replication(DEFAULT_MAX_FRAME) {
+                Ok(r) => r,
+                Err(e) => return usage(e),
+            };
             options.inherit_output = true;
             options.log_json = cli.log_format == LogFormat::Json;
             if std::env::var_os("RUST_LOG").is_none() {
@@ -576,7 +607,10 @@ fn main() -> ExitCode {
                 duration: Duration::from_secs(duration_secs),
                 trials,
                 timing,
-                max_append_entries: append.max_append_entries,
+                replication: match append.replication(DEFAULT_MAX_FRAME) {
+                    Ok(r) => r,
+                    Err(e) => return usage(e),
+                },
                 value_size,
             };
             match bench::run(&options) {

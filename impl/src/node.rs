@@ -80,11 +80,10 @@ use raft_spec::trace::{
 };
 use raft_spec::{
     ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, Message, NodeId, Output,
-    PersistentState, Role, Server, Timer,
+    PersistentState, Replication, Role, Server, Timer,
 };
 use std::collections::HashMap;
 use std::io::Write;
-use std::num::NonZeroUsize;
 use std::time::Duration;
 use thiserror::Error;
 use tracing::{debug, debug_span, info, warn};
@@ -268,11 +267,11 @@ pub struct NodeOptions {
     pub seed: u64,
     /// Where to write the trace, if anywhere.
     pub trace: Option<TraceOut>,
-    /// The most entries one AppendEntries carries (`None`: no cap;
-    /// [`Server::with_max_append_entries`]). Configuration, not persisted
-    /// state: applied at every start and restart, and recorded in a new
-    /// trace's header ([`Header::max_append_entries`]).
-    pub max_append_entries: Option<NonZeroUsize>,
+    /// How the node paces AppendEntries as leader
+    /// ([`Server::with_replication`]). Configuration, not persisted state:
+    /// applied at every start and restart, and recorded in a new trace's
+    /// header ([`Header::replication`]).
+    pub replication: Replication,
     /// Whether the transport delivers each link's messages in order, with
     /// gaps only (recorded in the trace header:
     /// [`raft_spec::trace::Header::fifo_links`]).
@@ -290,8 +289,8 @@ pub struct TraceOut {
 
 impl<St: Storage> Node<St> {
     /// Starts (or restarts) the node from what `storage` recovered
-    /// ([`Server::restart`], with the options' cap on entries per
-    /// AppendEntries), carrying out the restart's outputs.
+    /// ([`Server::restart`], with the options' replication settings),
+    /// carrying out the restart's outputs.
     pub fn start(
         options: NodeOptions,
         persistent: PersistentState<KvCommand>,
@@ -306,7 +305,7 @@ impl<St: Storage> Node<St> {
             timing,
             seed,
             trace,
-            max_append_entries,
+            replication,
             fifo_links,
         } = options;
         let ids: Vec<NodeId> = peers.keys().copied().collect();
@@ -317,7 +316,7 @@ impl<St: Storage> Node<St> {
                     Some(_) => TraceWriter::resume(out),
                     None => {
                         let header = Header::new(cluster_id, ids.clone(), "kv", id)
-                            .with_max_append_entries(max_append_entries)
+                            .with_replication(replication)
                             .with_fifo_links(fifo_links);
                         TraceWriter::new(out, &header).map_err(NodeError::Trace)?
                     }
@@ -331,7 +330,7 @@ impl<St: Storage> Node<St> {
             }
         };
         let (server, outputs) = Server::restart(id, ids, persistent);
-        let server = server.with_max_append_entries(max_append_entries);
+        let server = server.with_replication(replication);
         info!(
             term = server.current_term().0,
             last_log_index = server.log().last_index().0,

@@ -7,11 +7,10 @@ use crate::storage::{FileStorage, KnownPeers, StorageError};
 use crate::transport::{self, TransportOptions};
 use raft_spec::trace::resume_trace;
 use raft_spec::trace::VERSION;
-use raft_spec::{KvCommand, NodeId, PersistentState};
+use raft_spec::{KvCommand, NodeId, PersistentState, Replication};
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::net::TcpListener;
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
@@ -37,9 +36,9 @@ pub struct ServeOptions {
     pub trace: Option<PathBuf>,
     /// Timer durations.
     pub timing: Timing,
-    /// The most entries one AppendEntries carries (`--max-append-entries`;
-    /// `None`: no cap).
-    pub max_append_entries: Option<NonZeroUsize>,
+    /// How the node paces AppendEntries (`--max-append-entries`,
+    /// `--max-append-bytes`, `--window`).
+    pub replication: Replication,
     /// The address to listen on; by default the loopback address with the
     /// port of this node's `--peers` address.
     pub listen: Option<String>,
@@ -167,18 +166,12 @@ pub fn open_trace(
             h.recorded_by.0, h.cluster_id, h.servers, options.id.0, options.cluster_id, servers
         )));
     }
-    if h.max_append_entries != options.max_append_entries {
-        let cap = |c: Option<NonZeroUsize>| {
-            c.map_or_else(
-                || "no --max-append-entries".to_string(),
-                |n| format!("--max-append-entries {n}"),
-            )
-        };
+    if h.replication != options.replication {
         return Err(mismatch(format!(
-            "it was recorded with {}, this node runs with {}: restart with the same cap, \
+            "it was recorded with {}, this node runs with {}: restart with the same settings, \
              or move the trace away to start a new one",
-            cap(h.max_append_entries),
-            cap(options.max_append_entries)
+            crate::config::replication_flags(&h.replication),
+            crate::config::replication_flags(&options.replication)
         )));
     }
     if h.version != VERSION {
@@ -268,7 +261,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             timing: options.timing,
             seed,
             trace,
-            max_append_entries: options.max_append_entries,
+            replication: options.replication,
             // The transport's contract (crate::transport).
             fifo_links: true,
         },
@@ -313,7 +306,7 @@ mod tests {
             data_dir: dir.path().join("data"),
             trace: None,
             timing: Timing::default(),
-            max_append_entries: None,
+            replication: Replication::runtime(),
             listen: None,
             max_frame: DEFAULT_MAX_FRAME,
             test_control: false,
@@ -349,7 +342,8 @@ mod tests {
         drop(fresh);
 
         let header =
-            raft_spec::trace::Header::new("c", vec![NodeId(1), NodeId(2)], "kv", NodeId(1));
+            raft_spec::trace::Header::new("c", vec![NodeId(1), NodeId(2)], "kv", NodeId(1))
+                .with_replication(o.replication);
         let mut text = serde_json::to_string(&header).unwrap();
         text.push('\n');
         let (server, _) = raft_spec::Server::<raft_spec::Kv>::new(NodeId(1), vec![NodeId(2)]);
@@ -381,17 +375,17 @@ mod tests {
             "{err}"
         );
 
-        // The header records the cap for the whole file: a node restarted
-        // with another cap does not continue it.
+        // The header records the replication settings for the whole file: a
+        // node restarted with others does not continue it.
         let mut capped = options(&dir, 1);
-        capped.max_append_entries = std::num::NonZeroUsize::new(2);
+        capped.replication.max_append_entries = std::num::NonZeroUsize::new(2);
         let err = open_trace(&path, &capped, &PersistentState::default())
             .err()
             .unwrap();
         assert!(
             err.to_string().contains(
-                "it was recorded with no --max-append-entries, this node runs with \
-                 --max-append-entries 2: restart with the same cap"
+                "it was recorded with the default replication settings, this node runs with \
+                 --max-append-entries 2: restart with the same settings"
             ),
             "{err}"
         );
@@ -427,7 +421,7 @@ mod tests {
                 timing: o.timing,
                 seed: 1,
                 trace: Some(open_trace(&path, &o, &PersistentState::default()).unwrap()),
-                max_append_entries: None,
+                replication: o.replication,
                 fifo_links: false,
             },
             PersistentState::default(),

@@ -38,9 +38,10 @@ use crate::node::{ConnId, Event, Io, Node, NodeOptions, SplitMix64, Time, TraceO
 use crate::storage::{FileStorage, SimFile, WalFile};
 use crate::wire::{self, Frame, Response};
 use raft_spec::trace::resume_trace;
-use raft_spec::{ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Role};
+use raft_spec::{
+    ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Replication, Role,
+};
 use std::collections::{BTreeMap, BTreeSet};
-use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -53,9 +54,8 @@ pub struct SimConfig {
     pub nodes: u64,
     /// Timer durations.
     pub timing: Timing,
-    /// The most entries one AppendEntries carries, on every node (`None`:
-    /// no cap).
-    pub max_append_entries: Option<NonZeroUsize>,
+    /// How every node paces AppendEntries.
+    pub replication: Replication,
     /// Probability that a message is lost.
     pub loss: f64,
     /// Probability that a message is delivered twice.
@@ -81,7 +81,7 @@ impl Default for SimConfig {
             seed: 0,
             nodes: 3,
             timing: Timing::default(),
-            max_append_entries: None,
+            replication: Replication::runtime(),
             loss: 0.0,
             duplicate: 0.0,
             delay_min: Duration::from_micros(500),
@@ -540,7 +540,7 @@ impl Sim {
             timing: self.config.timing,
             seed: self.rng.next_u64(),
             trace,
-            max_append_entries: self.config.max_append_entries,
+            replication: self.config.replication,
             // The simulated network reorders and duplicates.
             fifo_links: false,
         };

@@ -40,6 +40,91 @@ use tracing::{debug, error, info, warn};
 /// The most messages queued for one peer; more are dropped.
 pub const PEER_QUEUE: usize = 256;
 
+/// The most bytes ([`message_bytes`]) queued for one peer; a message that
+/// would pass it is dropped, unless the queue is empty (so that every
+/// message, however large, can be sent). It holds a full flow-control window
+/// of [`raft_spec::Replication::runtime`] (64 batches of 1 MiB).
+pub const PEER_QUEUE_BYTES: u64 = 64 << 20;
+
+/// The bytes a message takes in a peer's send queue: a fixed 64 for the
+/// message and, for an AppendEntries, each entry's
+/// [`raft_spec::flow::entry_bytes`].
+pub fn message_bytes(message: &Message<KvCommand>) -> u64 {
+    64 + match message {
+        Message::AppendEntries(m) => m
+            .entries
+            .iter()
+            .map(raft_spec::flow::entry_bytes::<raft_spec::Kv>)
+            .sum(),
+        _ => 0,
+    }
+}
+
+/// The sending end of a peer's queue, bounded in messages and bytes.
+#[derive(Debug)]
+struct QueueTx {
+    tx: mpsc::SyncSender<(Message<KvCommand>, u64)>,
+    bytes: Arc<AtomicU64>,
+}
+
+/// The receiving end of a peer's queue.
+struct QueueRx {
+    rx: mpsc::Receiver<(Message<KvCommand>, u64)>,
+    bytes: Arc<AtomicU64>,
+}
+
+fn peer_queue() -> (QueueTx, QueueRx) {
+    let (tx, rx) = mpsc::sync_channel(PEER_QUEUE);
+    let bytes = Arc::new(AtomicU64::new(0));
+    (
+        QueueTx {
+            tx,
+            bytes: bytes.clone(),
+        },
+        QueueRx { rx, bytes },
+    )
+}
+
+impl QueueTx {
+    /// Queues `message`, or drops it if the queue is full (in messages or
+    /// bytes). `Err` if the receiving thread is gone.
+    fn offer(&self, message: Message<KvCommand>) -> Result<bool, ()> {
+        let size = message_bytes(&message);
+        let queued = self.bytes.load(Ordering::Acquire);
+        if queued > 0 && queued.saturating_add(size) > PEER_QUEUE_BYTES {
+            return Ok(false);
+        }
+        self.bytes.fetch_add(size, Ordering::AcqRel);
+        match self.tx.try_send((message, size)) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.bytes.fetch_sub(size, Ordering::AcqRel);
+                match e {
+                    mpsc::TrySendError::Full(_) => Ok(false),
+                    mpsc::TrySendError::Disconnected(_) => Err(()),
+                }
+            }
+        }
+    }
+}
+
+impl QueueRx {
+    fn taken(&self, (message, size): (Message<KvCommand>, u64)) -> Message<KvCommand> {
+        self.bytes.fetch_sub(size, Ordering::AcqRel);
+        message
+    }
+
+    /// The next message, waiting for one; `None` once the node is gone.
+    fn recv(&self) -> Option<Message<KvCommand>> {
+        self.rx.recv().ok().map(|m| self.taken(m))
+    }
+
+    /// The next message if one is queued.
+    fn try_recv(&self) -> Result<Message<KvCommand>, mpsc::TryRecvError> {
+        self.rx.try_recv().map(|m| self.taken(m))
+    }
+}
+
 /// How long an accepted connection may take to say `Hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
 /// Reconnect backoff bounds.
@@ -174,7 +259,7 @@ fn sleep_or_wake(waker: &Waker, seen: u64, backoff: Duration) -> bool {
 /// The running transport; the event loop's [`Io`].
 #[derive(Debug)]
 pub struct Transport {
-    peers: HashMap<NodeId, mpsc::SyncSender<Message<KvCommand>>>,
+    peers: HashMap<NodeId, QueueTx>,
     clients: ClientMap,
     blocked: Arc<RwLock<BTreeSet<NodeId>>>,
 }
@@ -189,7 +274,7 @@ impl Io for Transport {
             // drops the message, as a lossy network would; Raft
             // retransmits what matters. A closed channel means the peer's
             // thread ended; the node is stopping.
-            if let Err(mpsc::TrySendError::Full(_)) = tx.try_send(message) {
+            if let Ok(false) = tx.offer(message) {
                 debug!(peer = to.0, "send queue full: message dropped");
             }
         }
@@ -233,7 +318,7 @@ pub fn start(
         if peer == options.id {
             continue;
         }
-        let (tx, rx) = mpsc::sync_channel(PEER_QUEUE);
+        let (tx, rx) = peer_queue();
         peers.insert(peer, tx);
         let opts = options.clone();
         let addr = addr.clone();
@@ -649,13 +734,7 @@ fn handshake_timeout(addr: &str, timeout: Duration) -> String {
     )
 }
 
-fn dial_peer(
-    options: &TransportOptions,
-    peer: NodeId,
-    addr: &str,
-    rx: &mpsc::Receiver<Message<KvCommand>>,
-    waker: &Waker,
-) {
+fn dial_peer(options: &TransportOptions, peer: NodeId, addr: &str, rx: &QueueRx, waker: &Waker) {
     let mut backoff = BACKOFF_MIN;
     let mut failures = 0u64;
     // A message taken from the queue but not yet written.
@@ -729,7 +808,7 @@ enum Written {
 fn write_messages(
     stream: TcpStream,
     peer: NodeId,
-    rx: &mpsc::Receiver<Message<KvCommand>>,
+    rx: &QueueRx,
     waker: &Waker,
     seen: u64,
     held: &mut Option<Message<KvCommand>>,
@@ -739,8 +818,8 @@ fn write_messages(
         let message = match held.take() {
             Some(m) => m,
             None => match rx.recv() {
-                Ok(m) => m,
-                Err(_) => return Written::Stop,
+                Some(m) => m,
+                None => return Written::Stop,
             },
         };
         if generation(waker) != seen {

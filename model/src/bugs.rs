@@ -9,6 +9,7 @@ use crate::config::ModelConfig;
 use crate::model::names;
 use raft_spec::bugs::Bug;
 use raft_spec::safety;
+use raft_spec::Replication;
 
 /// What the checker must report for a seeded bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +95,10 @@ pub fn seeded(bug: Bug) -> SeededBug {
             (
                 Violates(safety::STATE_MACHINE_SAFETY),
                 ModelConfig {
-                    empty_heartbeats: true,
+                    replication: Replication {
+                        empty_heartbeats: true,
+                        ..Replication::default()
+                    },
                     ..config(3, 2, 1, 0, bug)
                 },
             )

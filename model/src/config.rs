@@ -1,8 +1,8 @@
 //! Bounded configurations: what the checker explores.
 
 use raft_spec::bugs::Bug;
+use raft_spec::Replication;
 use std::fmt;
-use std::num::NonZeroUsize;
 use std::str::FromStr;
 
 /// How the network treats messages in flight.
@@ -85,13 +85,10 @@ pub struct ModelConfig {
     /// A seeded bug the servers run with (`None`: the correct rules). See
     /// [`crate::bugs`].
     pub bug: Option<Bug>,
-    /// The most entries one AppendEntries carries (`None`: every entry from
-    /// the follower's `next_index` on); see
-    /// `raft_spec::Server::with_max_append_entries`.
-    pub max_append_entries: Option<NonZeroUsize>,
-    /// Whether a leader's heartbeats carry no entries (Figure 2's "empty
-    /// AppendEntries"); see `raft_spec::Server::with_empty_heartbeats`.
-    pub empty_heartbeats: bool,
+    /// How leaders pace AppendEntries: a cap on entries per message, empty
+    /// heartbeats, a flow-control window (`raft_spec::Replication`; the
+    /// default is Figure 2 read literally).
+    pub replication: Replication,
 }
 
 /// A configuration that cannot be checked.
@@ -141,8 +138,7 @@ impl ModelConfig {
             network: NetworkKind::UnorderedDuplicating,
             lossy: false,
             bug: None,
-            max_append_entries: None,
-            empty_heartbeats: false,
+            replication: Replication::default(),
         }
     }
 
@@ -186,7 +182,7 @@ impl fmt::Display for ModelConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "servers={} max_term={} requests={} crashes={} network={} lossy={}{}{}{}{}",
+            "servers={} max_term={} requests={} crashes={} network={} lossy={}{}{}{}",
             self.servers,
             self.max_term,
             self.requests,
@@ -198,19 +194,30 @@ impl fmt::Display for ModelConfig {
             } else {
                 ""
             },
-            match self.max_append_entries {
-                Some(n) => format!(" max_append_entries={n}"),
-                None => String::new(),
-            },
-            if self.empty_heartbeats {
-                " empty_heartbeats"
-            } else {
-                ""
-            },
+            replication_flags(&self.replication),
             match self.bug {
                 Some(bug) => format!(" bug={bug}"),
                 None => String::new(),
             }
         )
     }
+}
+
+/// The replication settings as `check`'s report shows them: nothing for
+/// Figure 2's pacing, otherwise ` name=value` per setting in use.
+fn replication_flags(r: &Replication) -> String {
+    let mut out = String::new();
+    if let Some(n) = r.max_append_entries {
+        out.push_str(&format!(" max_append_entries={n}"));
+    }
+    if let Some(n) = r.max_append_bytes {
+        out.push_str(&format!(" max_append_bytes={n}"));
+    }
+    if let Some(n) = r.window {
+        out.push_str(&format!(" window={n}"));
+    }
+    if r.empty_heartbeats {
+        out.push_str(" empty_heartbeats");
+    }
+    out
 }

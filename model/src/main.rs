@@ -5,6 +5,7 @@ use raft_model::bugs::{self, Expected, SeededBug};
 use raft_model::check::{self, CheckOptions, Strategy};
 use raft_model::{ModelConfig, NetworkKind, RaftModel};
 use raft_spec::bugs::{Bug, UnknownBug};
+use raft_spec::Replication;
 use stateright::Model;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
@@ -107,6 +108,11 @@ struct ConfigArgs {
     /// Heartbeats carry no entries (Figure 2's "empty AppendEntries").
     #[arg(long)]
     empty_heartbeats: bool,
+    /// Flow control: followers in probe or replicate state, at most N
+    /// unacknowledged batches per follower (raft_spec::flow) [default:
+    /// Figure 2's pacing].
+    #[arg(long, value_name = "N")]
+    window: Option<NonZeroUsize>,
 }
 
 /// A configuration error of the command line.
@@ -141,8 +147,14 @@ impl ConfigArgs {
             },
             lossy: self.lossy || base.lossy,
             bug: base.bug,
-            max_append_entries: self.max_append_entries.or(base.max_append_entries),
-            empty_heartbeats: self.empty_heartbeats || base.empty_heartbeats,
+            replication: Replication {
+                max_append_entries: self
+                    .max_append_entries
+                    .or(base.replication.max_append_entries),
+                max_append_bytes: base.replication.max_append_bytes,
+                window: self.window.or(base.replication.window),
+                empty_heartbeats: self.empty_heartbeats || base.replication.empty_heartbeats,
+            },
         };
         config.validate()?;
         Ok(config)
@@ -280,7 +292,7 @@ fn list_bugs() -> ExitCode {
             c.max_term,
             c.requests,
             c.crashes,
-            if c.empty_heartbeats {
+            if c.replication.empty_heartbeats {
                 " --empty-heartbeats"
             } else {
                 ""

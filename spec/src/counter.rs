@@ -24,4 +24,8 @@ impl StateMachine for Counter {
         self.0 += 1;
         before
     }
+
+    fn command_bytes(_command: &Increment) -> u64 {
+        0
+    }
 }

@@ -111,6 +111,16 @@ impl StateMachine for Kv {
             KvCommand::Delete { key } => self.map.remove(key),
         }
     }
+
+    /// The key's and value's bytes, plus a varint length for each and the
+    /// command's tag.
+    fn command_bytes(command: &KvCommand) -> u64 {
+        let strings = match command {
+            KvCommand::Put { key, value } => key.len() + value.len() + 20,
+            KvCommand::Get { key } | KvCommand::Delete { key } => key.len() + 10,
+        };
+        strings as u64 + 1
+    }
 }
 
 #[cfg(test)]

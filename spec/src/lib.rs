@@ -61,10 +61,10 @@ pub use kv::{Kv, KvCommand, KvOutput};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };
-pub use server::reduction;
+pub use server::{flow, reduction};
 pub use server::{
-    ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Role,
-    Server, Session, Timer, VolatileState,
+    ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Progress,
+    Replication, Role, Server, Session, Timer, VolatileState,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

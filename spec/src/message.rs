@@ -68,6 +68,14 @@ pub struct AppendEntriesResponse {
     /// (`prev_log_index + entries.len()`), which now matches the leader's log.
     /// On failure: the `prev_log_index` that failed the consistency check.
     pub index: LogIndex,
+    /// On a failed consistency check, with a [`Replication::window`]: the
+    /// follower's last log index, from which the leader probes again (as
+    /// etcd-io/raft's `RejectHint`). `None` otherwise. Another deviation
+    /// from the paper's response, for flow control only.
+    ///
+    /// [`Replication::window`]: crate::Replication::window
+    #[serde(default)]
+    pub last_log_index: Option<LogIndex>,
 }
 
 /// A message between servers.

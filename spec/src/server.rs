@@ -11,9 +11,11 @@ use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::num::NonZeroUsize;
 
+pub mod flow;
 pub mod reduction;
+
+pub use flow::{Progress, Replication};
 
 /// The three roles of Raft §5.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -314,6 +316,10 @@ pub struct VolatileState<S: StateMachine> {
     pub state_machine: S,
     /// For each client, the last request applied and what it returned (Raft §8).
     pub sessions: BTreeMap<ClientId, (u64, S::Output)>,
+    /// Leader with a [`Replication::window`] only: each peer's flow-control
+    /// state (see [`flow`]); empty otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub progress: BTreeMap<NodeId, Progress>,
 }
 
 /// A Raft server: identity, persistent and volatile state.
@@ -336,14 +342,21 @@ pub struct Server<S: StateMachine> {
     #[cfg(feature = "seeded-bugs")]
     #[serde(skip)]
     bug: Option<Bug>,
-    /// The most entries one AppendEntries carries (`None`: no limit); see
-    /// [`Server::with_max_append_entries`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    max_append_entries: Option<NonZeroUsize>,
-    /// Whether heartbeats carry no entries; see
-    /// [`Server::with_empty_heartbeats`].
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    empty_heartbeats: bool,
+    /// How this server paces AppendEntries as leader; see
+    /// [`Server::with_replication`].
+    #[serde(default, skip_serializing_if = "Replication::is_figure_2")]
+    replication: Replication,
+}
+
+/// Why a leader sends AppendEntries ([`Server::replicate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Occasion {
+    /// It has just been elected.
+    Election,
+    /// It has appended entries to its log.
+    Append,
+    /// Its heartbeat timer fired.
+    Heartbeat,
 }
 
 /// The outputs of a step, in the order they must be carried out.
@@ -427,57 +440,13 @@ impl<S: StateMachine> Server<S> {
                 match_index: BTreeMap::new(),
                 state_machine: S::default(),
                 sessions: BTreeMap::new(),
+                progress: BTreeMap::new(),
             },
             #[cfg(feature = "seeded-bugs")]
             bug,
-            max_append_entries: None,
-            empty_heartbeats: false,
+            replication: Replication::default(),
         };
         (server, vec![Output::SetTimer(Timer::Election)])
-    }
-
-    /// Caps the entries one AppendEntries carries at `limit` (`None`, the
-    /// default: every entry from the follower's `next_index` to the end of the
-    /// log), like hashicorp/raft's `MaxAppendEntries` or etcd-io/raft's
-    /// `MaxSizePerMsg`. A leader whose message was cut short sends the next
-    /// batch as soon as the follower acknowledges one (as etcd-io/raft does
-    /// on an append response), and heartbeats resend from `next_index`.
-    ///
-    /// `leader_commit` can then lie beyond the entries a message carries;
-    /// still, with this leader, whose `next_index` follows each follower, the
-    /// checker finds no run where the cap alone makes the follower's `min`
-    /// of AppendEntries receiver rule 5 matter (an empty heartbeat does:
-    /// [`Server::with_empty_heartbeats`]). The setting is configuration, not
-    /// state: set it again after every [`Server::restart`].
-    #[must_use]
-    pub fn with_max_append_entries(mut self, limit: Option<NonZeroUsize>) -> Self {
-        self.max_append_entries = limit;
-        self
-    }
-
-    /// The cap set by [`Server::with_max_append_entries`].
-    pub fn max_append_entries(&self) -> Option<NonZeroUsize> {
-        self.max_append_entries
-    }
-
-    /// Makes heartbeats carry no entries, as Figure 2 words them ("empty
-    /// AppendEntries RPCs (heartbeat)") and as etcd-io/raft's `MsgHeartbeat`
-    /// and hashicorp/raft's heartbeats are: `prev_log_index = next_index - 1`
-    /// and no entries, even for a follower that lacks some. Entries then
-    /// travel only when appended, after a rejection and in the next batch
-    /// after an acknowledgement ([`Server::with_max_append_entries`]). The
-    /// default (`false`) sends every heartbeat with the entries from
-    /// `next_index` on, which also resends what the network lost.
-    ///
-    /// An empty heartbeat is where a follower's `min` in AppendEntries
-    /// receiver rule 5 matters: the follower may hold entries past
-    /// `prev_log_index` that conflict with the leader's committed ones, and
-    /// only the `min` keeps it from committing them. Configuration, not
-    /// state: set it again after every [`Server::restart`].
-    #[must_use]
-    pub fn with_empty_heartbeats(mut self, empty: bool) -> Self {
-        self.empty_heartbeats = empty;
-        self
     }
 
     /// The current role.
@@ -574,6 +543,7 @@ impl<S: StateMachine> Server<S> {
         self.volatile.votes_granted.clear();
         self.volatile.next_index.clear();
         self.volatile.match_index.clear();
+        self.volatile.progress.clear();
     }
 
     /// Fig. 2 (Candidates): on conversion to candidate, increment
@@ -625,9 +595,12 @@ impl<S: StateMachine> Server<S> {
         let next = self.persistent.log.last_index().next();
         self.volatile.next_index = self.peers.iter().map(|&p| (p, next)).collect();
         self.volatile.match_index = self.peers.iter().map(|&p| (p, LogIndex(0))).collect();
+        if self.replication.window.is_some() {
+            self.volatile.progress = self.peers.iter().map(|&p| (p, Progress::Probe)).collect();
+        }
         fx.rest.push(Output::CancelTimer(Timer::Election));
         fx.rest.push(Output::SetTimer(Timer::Heartbeat));
-        self.broadcast(true, fx);
+        self.replicate(Occasion::Election, fx);
         self.advance_commit_index(fx);
     }
 
@@ -777,10 +750,16 @@ impl<S: StateMachine> Server<S> {
         fx.rest.push(Output::SetTimer(Timer::Election));
 
         if self.persistent.log.term_at(m.prev_log_index) != Some(m.prev_log_term) {
-            fx.rest.push(Output::Send {
-                to: from,
-                message: rejection(term, m.prev_log_index),
-            });
+            let mut message = rejection(term, m.prev_log_index);
+            if let Message::AppendEntriesResponse(r) = &mut message {
+                // With a window the leader probes from this server's end of
+                // log (and repairs it if it fell back): see `flow`.
+                r.last_log_index = self
+                    .replication
+                    .window
+                    .map(|_| self.persistent.log.last_index());
+            }
+            fx.rest.push(Output::Send { to: from, message });
             return;
         }
 
@@ -874,6 +853,11 @@ impl<S: StateMachine> Server<S> {
             if m.index > *matched || regress {
                 *matched = m.index;
             }
+            if self.replication.window.is_some() {
+                self.advance_commit_index(fx);
+                self.paced_ack(from, m.index, fx);
+                return;
+            }
             let next = self.volatile.next_index.entry(from).or_insert(LogIndex(1));
             let advanced = m.index.next() > *next;
             if advanced || regress {
@@ -883,12 +867,13 @@ impl<S: StateMachine> Server<S> {
             // With a cap, the entries past the acknowledged batch were never
             // sent: send the next batch now rather than at the next heartbeat.
             // Without one, every entry was sent when it was appended.
-            if advanced
-                && self.max_append_entries.is_some()
-                && m.index < self.persistent.log.last_index()
-            {
+            let capped = self.replication.max_append_entries.is_some()
+                || self.replication.max_append_bytes.is_some();
+            if advanced && capped && m.index < self.persistent.log.last_index() {
                 self.send_append_entries(from, fx);
             }
+        } else if self.replication.window.is_some() {
+            self.paced_reject(from, m.index, m.last_log_index, fx);
         } else {
             if m.index
                 <= self
@@ -973,7 +958,7 @@ impl<S: StateMachine> Server<S> {
             },
             fx,
         );
-        self.broadcast(true, fx);
+        self.replicate(Occasion::Append, fx);
         self.advance_commit_index(fx);
     }
 
@@ -990,23 +975,31 @@ impl<S: StateMachine> Server<S> {
 
     /// Fig. 2 (Leaders): send AppendEntries to each server during idle periods
     /// to prevent election timeouts (Raft §5.2), carrying the entries from the
-    /// follower's `next_index` on, or none with
-    /// [`Server::with_empty_heartbeats`].
+    /// follower's `next_index` on, or as [`Replication`] paces them.
     fn handle_heartbeat_timeout(&mut self, fx: &mut Effects<S::Command, S::Output>) {
         if self.volatile.role != Role::Leader {
             return;
         }
         fx.rest.push(Output::SetTimer(Timer::Heartbeat));
-        self.broadcast(!self.empty_heartbeats, fx);
+        self.replicate(Occasion::Heartbeat, fx);
     }
 
     // ---- Replication and commitment ------------------------------------
 
-    /// AppendEntries to every peer: [`Server::send`] with `with_entries`.
-    fn broadcast(&mut self, with_entries: bool, fx: &mut Effects<S::Command, S::Output>) {
+    /// AppendEntries to every peer on `occasion`: with a window, as the
+    /// peer's [`Progress`] paces it ([`flow`]); without, Figure 2's pacing
+    /// ([`Server::send`]): every message carries the entries from the peer's
+    /// `next_index` on, but for heartbeats with
+    /// [`Replication::empty_heartbeats`].
+    fn replicate(&mut self, occasion: Occasion, fx: &mut Effects<S::Command, S::Output>) {
         for i in 0..self.peers.len() {
             let peer = self.peers[i];
-            self.send(peer, with_entries, fx);
+            if self.replication.window.is_some() {
+                self.pace(peer, occasion != Occasion::Append, fx);
+            } else {
+                let empty = occasion == Occasion::Heartbeat && self.replication.empty_heartbeats;
+                self.send(peer, !empty, fx);
+            }
         }
     }
 
@@ -1015,39 +1008,18 @@ impl<S: StateMachine> Server<S> {
     }
 
     /// AppendEntries to `peer` from its `next_index`: with the entries from
-    /// there on (at most `max_append_entries`), or none if `with_entries` is
-    /// false (an empty heartbeat).
+    /// there on (at most one batch, [`Replication`]), or none if
+    /// `with_entries` is false (an empty heartbeat).
     fn send(&self, peer: NodeId, with_entries: bool, fx: &mut Effects<S::Command, S::Output>) {
-        let log = &self.persistent.log;
-        let next = self
-            .volatile
-            .next_index
-            .get(&peer)
-            .copied()
-            .unwrap_or(LogIndex(1))
-            .max(LogIndex(1))
-            .min(log.last_index().next());
-        let prev_log_index = next.prev();
-        let prev_log_term = log.term_at(prev_log_index).unwrap_or(Term(0));
+        let next = self.next_of(peer);
+        let entries = if with_entries {
+            self.batch_from(next)
+        } else {
+            Vec::new()
+        };
         fx.rest.push(Output::Send {
             to: peer,
-            message: Message::AppendEntries(AppendEntries {
-                term: self.persistent.current_term,
-                leader_id: self.id,
-                prev_log_index,
-                prev_log_term,
-                entries: match self.max_append_entries {
-                    _ if !with_entries => Vec::new(),
-                    Some(limit) => log
-                        .entries_from(next)
-                        .iter()
-                        .take(limit.get())
-                        .cloned()
-                        .collect(),
-                    None => log.entries_from(next).to_vec(),
-                },
-                leader_commit: self.volatile.commit_index,
-            }),
+            message: self.append_entries(next, entries),
         });
     }
 
@@ -1147,6 +1119,11 @@ impl<S: StateMachine> Server<S> {
                 votes_granted: v.votes_granted.iter().map(|&n| nodes(n)).collect(),
                 next_index: v.next_index.iter().map(|(&n, &i)| (nodes(n), i)).collect(),
                 match_index: v.match_index.iter().map(|(&n, &i)| (nodes(n), i)).collect(),
+                progress: v
+                    .progress
+                    .iter()
+                    .map(|(&n, p)| (nodes(n), p.clone()))
+                    .collect(),
                 state_machine: v.state_machine.clone(),
                 sessions: v
                     .sessions
@@ -1156,8 +1133,7 @@ impl<S: StateMachine> Server<S> {
             },
             #[cfg(feature = "seeded-bugs")]
             bug: self.bug,
-            max_append_entries: self.max_append_entries,
-            empty_heartbeats: self.empty_heartbeats,
+            replication: self.replication,
         }
     }
 }
@@ -1168,6 +1144,7 @@ fn accepted<C>(term: Term, index: LogIndex) -> Message<C> {
         term,
         success: true,
         index,
+        last_log_index: None,
     })
 }
 
@@ -1179,5 +1156,6 @@ fn rejection<C>(term: Term, prev_log_index: LogIndex) -> Message<C> {
         term,
         success: false,
         index: prev_log_index,
+        last_log_index: None,
     })
 }

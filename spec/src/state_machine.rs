@@ -20,4 +20,9 @@ pub trait StateMachine:
 
     /// Applies one committed command.
     fn apply(&mut self, command: &Self::Command) -> Self::Output;
+
+    /// A bound on the bytes `command` takes in a message, which
+    /// [`Replication::max_append_bytes`](crate::Replication::max_append_bytes)
+    /// counts.
+    fn command_bytes(command: &Self::Command) -> u64;
 }

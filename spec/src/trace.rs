@@ -152,11 +152,11 @@ use crate::server::{
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Term};
 use crate::Message;
+use crate::Replication;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::{self, BufRead, Write};
-use std::num::NonZeroUsize;
 
 /// The value of [`Header::format`].
 pub const FORMAT: &str = "raft-trace";
@@ -185,12 +185,13 @@ pub struct Header {
     pub state_machine: String,
     /// The server whose steps the file records.
     pub recorded_by: NodeId,
-    /// The cap on the entries one AppendEntries carries that the recorder's
-    /// server ran with ([`crate::Server::with_max_append_entries`]); `None`
-    /// (the field left out of the JSON): no cap. Optional so that traces
-    /// without a cap keep their bytes and version.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_append_entries: Option<NonZeroUsize>,
+    /// The replication settings the recorder's server ran with
+    /// ([`crate::Server::with_replication`]), as the header's own fields
+    /// `max_append_entries`, `max_append_bytes`, `window` and
+    /// `empty_heartbeats`, each left out when unset, so that traces of
+    /// Figure 2's pacing keep their bytes and version.
+    #[serde(flatten)]
+    pub replication: Replication,
     /// Whether the recorder's transport delivers the messages of each link
     /// (one sender to one receiver) in the order they were released, with
     /// gaps (lost messages) but no reordering and no duplicates, as
@@ -219,16 +220,15 @@ impl Header {
             servers,
             state_machine: state_machine.into(),
             recorded_by,
-            max_append_entries: None,
+            replication: Replication::default(),
             fifo_links: false,
         }
     }
 
-    /// The same header, recording the cap `limit` on the entries one
-    /// AppendEntries carries (`None`: no cap, the field is left out).
+    /// The same header, recording the replication settings `replication`.
     #[must_use]
-    pub fn with_max_append_entries(mut self, limit: Option<NonZeroUsize>) -> Self {
-        self.max_append_entries = limit;
+    pub fn with_replication(mut self, replication: Replication) -> Self {
+        self.replication = replication;
         self
     }
 
@@ -1606,11 +1606,11 @@ mod tests {
     }
 
     #[test]
-    fn the_header_round_trips_with_and_without_the_append_entries_cap() {
-        // Without a cap the field is left out: the header's bytes are those
-        // of every trace written before the field existed.
+    fn the_header_round_trips_with_and_without_replication_settings() {
+        // With Figure 2's pacing the fields are left out: the header's bytes
+        // are those of every trace written before the fields existed.
         let plain = header();
-        assert_eq!(plain.max_append_entries, None);
+        assert!(plain.replication.is_figure_2());
         let text = serde_json::to_string(&plain).unwrap();
         assert_eq!(
             text,
@@ -1620,28 +1620,36 @@ mod tests {
         let r = TraceReader::new("plain.ndjson", line.as_bytes()).unwrap();
         assert_eq!(r.header(), &plain);
 
-        // With a cap it is the last field, and reads back.
-        let capped = header().with_max_append_entries(std::num::NonZeroUsize::new(3));
+        // Settings in use are the header's own fields, and read back.
+        let replication = Replication {
+            max_append_entries: std::num::NonZeroUsize::new(3),
+            max_append_bytes: std::num::NonZeroU64::new(4096),
+            window: std::num::NonZeroUsize::new(8),
+            empty_heartbeats: false,
+        };
+        let capped = header().with_replication(replication);
         let mut w = TraceWriter::new(Vec::new(), &capped).unwrap();
         w.flush().unwrap();
         let text = String::from_utf8(w.out.into_inner().unwrap()).unwrap();
         assert_eq!(
             text,
-            "{\"format\":\"raft-trace\",\"version\":3,\"cluster_id\":\"test\",\"servers\":[1,2,3],\"state_machine\":\"kv\",\"recorded_by\":1,\"max_append_entries\":3}\n"
+            "{\"format\":\"raft-trace\",\"version\":3,\"cluster_id\":\"test\",\"servers\":[1,2,3],\"state_machine\":\"kv\",\"recorded_by\":1,\"max_append_entries\":3,\"max_append_bytes\":4096,\"window\":8}\n"
         );
         let r = TraceReader::new("capped.ndjson", text.as_bytes()).unwrap();
         assert_eq!(r.header(), &capped);
-        assert_eq!(r.header().max_append_entries.map(|n| n.get()), Some(3));
+        assert_eq!(r.header().replication, replication);
 
         // A cap of 0 is no cap a server can run with: the header is refused.
-        let zero = text.replace(r#""max_append_entries":3"#, r#""max_append_entries":0"#);
-        let err = TraceReader::new("zero.ndjson", zero.as_bytes()).unwrap_err();
-        assert!(
-            err.to_string()
-                .starts_with("zero.ndjson:1: malformed trace line")
-                && err.to_string().contains("nonzero"),
-            "{err}"
-        );
+        for (field, value) in [("max_append_entries", 3), ("window", 8)] {
+            let zero = text.replace(&format!("\"{field}\":{value}"), &format!("\"{field}\":0"));
+            let err = TraceReader::new("zero.ndjson", zero.as_bytes()).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with("zero.ndjson:1: malformed trace line")
+                    && err.to_string().contains("nonzero"),
+                "{field}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -213,7 +213,7 @@ fn commit_without_min_breaks_state_machine_safety_with_empty_heartbeats() {
         &three_servers_two_terms(),
     );
     let default_heartbeats = ModelConfig {
-        empty_heartbeats: false,
+        replication: raft_spec::Replication::default(),
         ..seeded(Bug::CommitWithoutMin).config
     };
     let report = super::run(default_heartbeats, Strategy::Dfs, true, 1);

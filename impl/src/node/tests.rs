@@ -97,7 +97,7 @@ fn options(n: u64) -> NodeOptions {
         timing: Timing::default(),
         seed: 1,
         trace: None,
-        max_append_entries: None,
+        replication: Replication::default(),
         fifo_links: false,
     }
 }
@@ -232,9 +232,13 @@ fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
         out: Box::new(out.clone()),
         resume_after: None,
     });
-    o.max_append_entries = cap;
+    let replication = Replication {
+        max_append_entries: cap,
+        ..Replication::default()
+    };
+    o.replication = replication;
     let (mut node, j) = leader_given_three_requests(o);
-    assert_eq!(node.server().max_append_entries(), cap);
+    assert_eq!(node.server().replication(), replication);
     // Three appends, one sync, then one AppendEntries per peer holding only
     // the first of the three entries.
     assert_eq!(
@@ -257,6 +261,7 @@ fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
                 term: Term(1),
                 success: true,
                 index: raft_spec::LogIndex(index),
+                last_log_index: None,
             }),
         };
         node.handle(ms(402 + index), vec![ack], &mut j.clone())
@@ -286,7 +291,7 @@ fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
     // The trace header records the cap.
     let text = text(&out);
     let reader = TraceReader::new("mem", text.as_bytes()).unwrap();
-    assert_eq!(reader.header().max_append_entries, cap);
+    assert_eq!(reader.header().replication, replication);
 }
 
 #[test]

@@ -28,6 +28,9 @@ pub mod names {
         "a leader steps down on a response with a higher term";
     /// Sometimes: a client gets a reply.
     pub const CLIENT_REPLY: &str = "a client gets a reply";
+    /// Sometimes (with a flow-control window of at least 2 and at least 2
+    /// requests): a leader has two batches in flight to one follower.
+    pub const PIPELINED: &str = "a leader has two batches in flight to one follower";
     /// Sometimes (with crashes): a server that crashed and recovered later
     /// votes or accepts entries.
     pub const CRASHED_SERVER_REJOINS: &str =
@@ -82,6 +85,15 @@ fn client_reply(_: &RaftModel, s: &State) -> bool {
         .iter()
         .any(|c| matches!(c.status, ClientStatus::Done(_)))
 }
+fn pipelined(model: &RaftModel, s: &State) -> bool {
+    (0..model.config.servers).any(|i| {
+        s.server(i).is_some_and(|server| {
+            server.volatile.progress.values().any(
+                |p| matches!(p, raft_spec::Progress::Replicate { inflight } if inflight.len() >= 2),
+            )
+        })
+    })
+}
 fn crashed_server_rejoins(_: &RaftModel, s: &State) -> bool {
     s.ghost.rejoined
 }
@@ -125,6 +137,10 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
     }
     if cfg.requests > 0 {
         props.push(Property::sometimes(names::CLIENT_REPLY, client_reply));
+    }
+    if cfg.replication.window.is_some_and(|w| w.get() >= 2) && cfg.requests >= 2 && cfg.servers >= 2
+    {
+        props.push(Property::sometimes(names::PIPELINED, pipelined));
     }
     if cfg.crashes > 0 && cfg.servers >= 2 {
         props.push(Property::sometimes(

@@ -213,9 +213,7 @@ impl RaftModel {
         let persistent = stored.map(|s| s.get().clone()).unwrap_or_default();
         let (server, outputs) =
             Server::restart_with_bug(NodeId(i as u64), peers, persistent, self.config.bug);
-        let server = server
-            .with_max_append_entries(self.config.max_append_entries)
-            .with_empty_heartbeats(self.config.empty_heartbeats);
+        let server = server.with_replication(self.config.replication);
         (server, effects_of(outputs))
     }
 

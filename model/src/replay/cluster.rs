@@ -18,6 +18,7 @@
 use crate::model::intern::{content_hash, FixedState};
 use crate::model::state::{timer_bit, TIMERS};
 use raft_spec::trace::{Emitted, LogDigest};
+use raft_spec::Replication;
 use raft_spec::{
     ClientId, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output, PersistentState,
     Role, Server, Term, Timer,
@@ -26,7 +27,6 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 /// A Raft message shared between states, with its hash computed once (the
@@ -417,17 +417,16 @@ pub struct Stepped {
 #[derive(Clone)]
 pub struct ReplayModel {
     ids: Arc<[NodeId]>,
-    max_append_entries: Option<NonZeroUsize>,
+    replication: Replication,
     init: Cluster,
 }
 
 impl ReplayModel {
-    /// The model of a cluster whose servers send at most
-    /// `max_append_entries` entries in one AppendEntries
-    /// ([`Server::with_max_append_entries`]; `None`: no cap), as the trace
+    /// The model of a cluster whose servers pace AppendEntries as
+    /// `replication` says ([`Server::with_replication`]), as the trace
     /// headers record. It starts with every server started with nothing
     /// persisted and no message in flight.
-    pub fn new(servers: &[NodeId], max_append_entries: Option<NonZeroUsize>) -> Self {
+    pub fn new(servers: &[NodeId], replication: Replication) -> Self {
         let mut sorted = servers.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
@@ -439,7 +438,7 @@ impl ReplayModel {
         };
         let mut model = ReplayModel {
             ids,
-            max_append_entries,
+            replication,
             init: init.clone(),
         };
         for &id in model.ids.iter() {
@@ -488,18 +487,16 @@ impl ReplayModel {
             .collect()
     }
 
-    /// Server `id` restarted from `persistent`, with its outputs. The cap is
-    /// configuration, not persisted state: applied at every start.
+    /// Server `id` restarted from `persistent`, with its outputs. The
+    /// replication settings are configuration, not persisted state: applied
+    /// at every start.
     fn restarted(
         &self,
         id: NodeId,
         persistent: PersistentState<KvCommand>,
     ) -> (Server<Kv>, Vec<Output<KvCommand, raft_spec::KvOutput>>) {
         let (server, outputs) = Server::restart(id, self.ids.to_vec(), persistent);
-        (
-            server.with_max_append_entries(self.max_append_entries),
-            outputs,
-        )
+        (server.with_replication(self.replication), outputs)
     }
 
     /// The one step function: carries out `action` on `cluster` in place.

@@ -3,10 +3,10 @@
 
 use super::ReplayError;
 use raft_spec::trace::{Header, Record, Released, Step, TraceError, TraceReader};
+use raft_spec::Replication;
 use raft_spec::{KvCommand, KvOutput, NodeId};
 use std::collections::VecDeque;
 use std::io::BufRead;
-use std::num::NonZeroUsize;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -147,9 +147,9 @@ pub(super) fn open_files<P: AsRef<Path>>(paths: &[P]) -> Result<Inputs, ReplayEr
     Ok(inputs)
 }
 
-/// The traces, in server order, and the cap on the entries one
-/// AppendEntries carries that their headers agree on.
-pub(super) type Opened = (Vec<Trace>, Option<NonZeroUsize>);
+/// The traces, in server order, and the replication settings their headers
+/// agree on.
+pub(super) type Opened = (Vec<Trace>, Replication);
 
 /// Reads and cross-checks the headers.
 pub(super) fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Opened, InputError> {
@@ -187,16 +187,13 @@ pub(super) fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Opened, In
                         ids(&h.servers)
                     )));
                 }
-                // The cap shapes every AppendEntries: the servers of one
-                // replay model share it.
-                if h.max_append_entries != header.max_append_entries {
-                    let cap = |c: Option<NonZeroUsize>| {
-                        c.map_or_else(|| "absent (no cap)".to_string(), |n| n.to_string())
-                    };
+                // The settings shape every AppendEntries: the servers of
+                // one replay model share them.
+                if h.replication != header.replication {
                     return Err(bad(format!(
-                        "max_append_entries {}, but {f} records max_append_entries {}: the traces of one cluster must agree on the cap",
-                        cap(header.max_append_entries),
-                        cap(h.max_append_entries)
+                        "replication settings {}, but {f} records {}: the traces of one cluster must agree on them",
+                        describe(&header.replication),
+                        describe(&h.replication)
                     )));
                 }
             }
@@ -240,7 +237,15 @@ pub(super) fn open(inputs: Vec<(String, Box<dyn BufRead>)>) -> Result<Opened, In
         });
     }
     traces.sort_by_key(|t| t.server);
-    Ok((traces, header.max_append_entries))
+    Ok((traces, header.replication))
+}
+
+/// Replication settings as a trace header spells them.
+fn describe(r: &Replication) -> String {
+    if r.is_figure_2() {
+        return "absent (Figure 2's pacing)".to_string();
+    }
+    serde_json::to_string(r).unwrap_or_else(|e| e.to_string())
 }
 
 fn ids(nodes: &[NodeId]) -> Vec<u64> {

@@ -923,12 +923,12 @@ pub(super) fn run(
     window: Option<(u64, u64)>,
 ) -> Result<(ReplaySummary, Replayer), ReplayError> {
     let started = Instant::now();
-    let (mut traces, max_append_entries) = open(inputs)?;
+    let (mut traces, replication) = open(inputs)?;
     let servers: Vec<NodeId> = traces.iter().map(|t| t.server).collect();
     let records = traces.iter().map(Trace::records_outputs).collect();
     let fifo = traces.iter().all(|t| t.fifo_links);
     let mut replayer = Replayer::new(
-        ReplayModel::new(&servers, max_append_entries),
+        ReplayModel::new(&servers, replication),
         options,
         records,
         fifo,

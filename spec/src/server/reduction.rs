@@ -41,6 +41,16 @@ impl<S: StateMachine> Server<S> {
     ///   stays so: `next_index[from]` can only grow past that index together
     ///   with `match_index[from]`.
     ///
+    /// With a [`Replication::window`](crate::Replication::window)
+    /// ([`crate::flow`]) an AppendEntriesResponse is dead once its index is
+    /// below `match_index[from]`: a success there pops no batch from the
+    /// window (every batch in it ends past `match_index`) and cannot move
+    /// `next_index` (always above `match_index`, as in Figure 2's pacing), and
+    /// a rejection there is stale, for a repair answers only a rejection at
+    /// `next_index - 1 >= match_index`. One at `match_index` may still answer
+    /// a probe, and one above it may still send the peer back to probe once
+    /// the window has moved `next_index` past it.
+    ///
     /// With [`Bug::MatchIndexRegress`] `match_index` can fall back, so only
     /// the term and role decide.
     pub fn ignores_forever(&self, from: NodeId, message: &Message<S::Command>) -> bool {
@@ -63,6 +73,9 @@ impl<S: StateMachine> Server<S> {
             {
                 let matched = self.volatile.match_index.get(&from).copied();
                 let next = self.volatile.next_index.get(&from).copied();
+                if self.replication.window.is_some() {
+                    return matched.is_some_and(|m| r.index < m);
+                }
                 match (matched, next) {
                     (Some(matched), _) if r.index <= matched => true,
                     (_, Some(next)) => !r.success && r.index.max(LogIndex(1)) >= next,

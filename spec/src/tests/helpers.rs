@@ -125,6 +125,7 @@ pub(crate) fn aer(term: u64, success: bool, index: u64) -> Msg {
         term: Term(term),
         success,
         index: LogIndex(index),
+        last_log_index: None,
     })
 }
 

@@ -8,7 +8,10 @@
 //! checks. The model checker's reduction has its tests beside it
 //! (`server/reduction/tests.rs`).
 
-use crate::{ClientId, Counter, Input, Log, LogIndex, Message, NodeId, Output, Role, Server, Term};
+use crate::{
+    ClientId, Counter, Input, Log, LogIndex, Message, NodeId, Output, Replication, Role, Server,
+    Term,
+};
 use std::collections::BTreeMap;
 
 use super::helpers::*;
@@ -609,7 +612,10 @@ fn leader_heartbeat_timeout_sends_append_entries_to_every_peer() {
 /// Fig. 2 (Leaders rule 1: "send initial empty AppendEntries RPCs (heartbeat) to each server")
 #[test]
 fn empty_heartbeats_carry_no_entries() {
-    let mut s = with_peer_3_behind(leader_of_term(1, 3, &[1], 2).with_empty_heartbeats(true));
+    let mut s = with_peer_3_behind(leader_of_term(1, 3, &[1], 2).with_replication(Replication {
+        empty_heartbeats: true,
+        ..Replication::default()
+    }));
 
     let out = s.step(Input::HeartbeatTimeout);
 
@@ -662,8 +668,12 @@ fn empty_heartbeat_does_not_commit_entries_the_follower_was_not_sent() {
 #[test]
 fn capped_append_entries_carry_one_batch_and_the_ack_sends_the_next() {
     let cap = std::num::NonZeroUsize::new(1);
-    let mut s = leader_of_term(1, 3, &[1, 1], 2).with_max_append_entries(cap);
-    assert_eq!(s.max_append_entries(), cap);
+    let replication = Replication {
+        max_append_entries: cap,
+        ..Replication::default()
+    };
+    let mut s = leader_of_term(1, 3, &[1, 1], 2).with_replication(replication);
+    assert_eq!(s.replication(), replication);
     s.step(receive(2, aer(2, false, 2)));
     let out = s.step(receive(2, aer(2, false, 1)));
     assert_eq!(out, vec![send(2, ae(2, 1, 0, 0, vec![entry(1)], 0))]);
