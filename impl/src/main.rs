@@ -188,8 +188,13 @@ enum Cmd {
         client: ClientArgs,
         /// The key.
         key: String,
-        /// The value.
-        value: String,
+        /// The value (or give --value-file).
+        #[arg(required_unless_present = "value_file")]
+        value: Option<String>,
+        /// Read the value from FILE ("-": standard input), for values too
+        /// large for the command line; it must be UTF-8 text.
+        #[arg(long, value_name = "FILE", conflicts_with = "value")]
+        value_file: Option<PathBuf>,
     },
     /// Read KEY (linearizable: the read goes through the log).
     Get {
@@ -335,6 +340,31 @@ fn init_logging(format: LogFormat, default: &str) {
 }
 
 /// Exit code 2: bad arguments.
+/// The value of `put --value-file FILE` ("-": standard input), which must
+/// be UTF-8: the map holds text.
+fn read_value(file: &std::path::Path) -> Result<String, String> {
+    let bytes = if file.as_os_str() == "-" {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut bytes)
+            .map_err(|e| format!("cannot read the value from standard input: {e}"))?;
+        bytes
+    } else {
+        std::fs::read(file)
+            .map_err(|e| format!("cannot read the value file {}: {e}", file.display()))?
+    };
+    String::from_utf8(bytes).map_err(|e| {
+        format!(
+            "{}: not UTF-8 text at byte offset {}: the map holds text values",
+            if file.as_os_str() == "-" {
+                "standard input".to_string()
+            } else {
+                file.display().to_string()
+            },
+            e.utf8_error().valid_up_to()
+        )
+    })
+}
+
 fn usage(msg: impl std::fmt::Display) -> ExitCode {
     let _ = writeln!(std::io::stderr(), "error: {msg}");
     ExitCode::from(2)
@@ -541,8 +571,21 @@ fn main() -> ExitCode {
                 thread::sleep(Duration::from_millis(200));
             }
         }
-        Cmd::Put { client, key, value } => {
+        Cmd::Put {
+            client,
+            key,
+            value,
+            value_file,
+        } => {
             init_logging(cli.log_format, "warn");
+            let value = match (value, value_file) {
+                (Some(v), _) => v,
+                (None, Some(file)) => match read_value(&file) {
+                    Ok(v) => v,
+                    Err(e) => return failed(e),
+                },
+                (None, None) => return usage("put: give VALUE or --value-file FILE"),
+            };
             run_command(&client, KvCommand::Put { key, value })
         }
         Cmd::Get { client, key } => {

@@ -127,6 +127,18 @@ pub enum Event {
         /// The connection.
         conn: ConnId,
     },
+    /// A large frame from a peer is arriving (`bytes` of it so far): if the
+    /// peer is the leader this node follows, its election timer is held
+    /// back by one election timeout. The runtime's policy, not a Raft
+    /// input: timers decide only when a server campaigns, never what is safe,
+    /// and a leader whose entries take longer than an election timeout to
+    /// arrive is alive.
+    Receiving {
+        /// The sender.
+        from: NodeId,
+        /// The bytes of the frame read so far.
+        bytes: usize,
+    },
 }
 
 /// What the event loop does to the outside world (after the batch's fsync).
@@ -413,7 +425,10 @@ impl<St: Storage> Node<St> {
         io: &mut impl Io,
     ) -> Result<(), NodeError> {
         let mut batch = Batch::default();
-        self.fire_timers(now, &mut batch)?;
+        // Events first: they arrived while the node was busy, before `now`,
+        // so a heartbeat waiting in the queue after a long step (a large
+        // entry's write) resets the election timer before it is found
+        // expired, and the node does not campaign against a live leader.
         for event in events {
             match event {
                 Event::Peer { from, message } => {
@@ -446,8 +461,23 @@ impl<St: Storage> Node<St> {
                         .push(Release::Reply(conn, Response::Status(self.status()), None));
                 }
                 Event::ClientGone { conn } => self.pending.retain(|_, c| *c != conn),
+                Event::Receiving { from, bytes } => {
+                    let following = self.server.role() != Role::Leader
+                        && self.server.volatile.leader_hint == Some(from);
+                    if let (true, Some(deadline)) = (following, self.election_deadline) {
+                        let held = now + self.timing.election_min;
+                        if held > deadline {
+                            debug!(
+                                from = from.0,
+                                bytes, "leader's frame arriving: election timer held back"
+                            );
+                            self.election_deadline = Some(held);
+                        }
+                    }
+                }
             }
         }
+        self.fire_timers(now, &mut batch)?;
         self.finish(batch, io)
     }
 

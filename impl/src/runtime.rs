@@ -288,7 +288,16 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         node.handle(origin.elapsed(), batch.drain(..), &mut transport)?;
+        let took = started.elapsed();
+        if took > options.timing.election_min / 2 {
+            tracing::warn!(
+                took_ms = took.as_millis() as u64,
+                election_min_ms = options.timing.election_min.as_millis() as u64,
+                "a batch of steps held the event loop for a large part of an election timeout"
+            );
+        }
     }
 }
 

@@ -545,7 +545,14 @@ fn read_peer(
 ) {
     let mut reader = BufReader::with_capacity(64 << 10, stream);
     loop {
-        match wire::read_frame(&mut reader, options.max_frame) {
+        // A large frame in progress says the peer is alive (the node keeps
+        // its election timer from firing while its leader's entries arrive).
+        let receiving = |bytes: usize| {
+            if !is_blocked(blocked, id) {
+                let _ = events.send(Event::Receiving { from: id, bytes });
+            }
+        };
+        match wire::read_frame_with(&mut reader, options.max_frame, receiving) {
             Ok(Frame::Raft(message)) => {
                 if is_blocked(blocked, id) {
                     continue;

@@ -177,6 +177,20 @@ pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
 
 /// Reads one frame, refusing payloads above `max` bytes.
 pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
+    read_frame_with(r, max, |_| {})
+}
+
+/// The chunk in which [`read_frame_with`] reads a large payload.
+pub const READ_CHUNK: usize = 1 << 20;
+
+/// [`read_frame`], calling `progress(bytes read so far)` before each
+/// [`READ_CHUNK`] of a payload larger than one chunk: a frame that takes a
+/// while to arrive tells its reader that its sender is alive.
+pub fn read_frame_with(
+    r: &mut impl Read,
+    max: usize,
+    mut progress: impl FnMut(usize),
+) -> Result<Frame, FrameError> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len)?;
     let len = u32::from_be_bytes(len) as usize;
@@ -184,7 +198,14 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
         return Err(FrameError::Oversized { len, max });
     }
     let mut payload = vec![0u8; len];
-    r.read_exact(&mut payload)?;
+    if len <= READ_CHUNK {
+        r.read_exact(&mut payload)?;
+    } else {
+        for (i, chunk) in payload.chunks_mut(READ_CHUNK).enumerate() {
+            progress(i * READ_CHUNK);
+            r.read_exact(chunk)?;
+        }
+    }
     postcard::from_bytes(&payload).map_err(|e| FrameError::Malformed {
         len,
         reason: e.to_string(),

@@ -322,6 +322,29 @@ fn bad_arguments_and_unusable_resources_are_clear_errors() {
         );
     }
 
+    for (bad, frame) in [("0", "67108864"), ("2000", "2048")] {
+        let out = serve(&[
+            "--id",
+            "1",
+            "--peers",
+            "1=127.0.0.1:1",
+            "--data-dir",
+            data,
+            "--max-append-bytes",
+            bad,
+            "--max-frame-bytes",
+            frame,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "--max-append-bytes {bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "--max-append-bytes {bad}: expected at least 1 and at most half of --max-frame-bytes ({frame})"
+            )),
+            "{err}"
+        );
+    }
+
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = busy.local_addr().expect("addr").port();
     let peers = format!("1=127.0.0.1:{port}");
@@ -743,4 +766,170 @@ fn a_wiped_node_is_refused_by_itself_and_by_its_peers() {
         .expect("the wiped node answers status");
     assert_eq!(wiped.last_log_index, raft_spec::LogIndex(0), "{wiped:?}");
     assert_ne!(wiped.role, Role::Leader);
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// A follower restored from an older copy of its data directory (its log
+/// went back below what it acknowledged, which Raft's storage assumption
+/// excludes and no check of the node's can see) is repaired by the leader
+/// (`raft_spec::flow`): it catches up, and with the other follower dead the
+/// leader and it still commit. With Figure 2's pacing (`--window 0`, the
+/// negative control) the leader ignores its rejections for good and nothing
+/// commits.
+#[test]
+fn a_follower_restored_from_an_old_copy_is_repaired_by_the_leader() {
+    for windowed in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut o = ClusterOptions::new(PathBuf::from(EXE), dir.path().join("data"));
+        o.rust_log = Some("info".into());
+        if !windowed {
+            o.replication.window = None;
+        }
+        let (mut c, leader) = LocalCluster::start_and_elect(o).unwrap();
+        let mut followers = c.peers().keys().copied().filter(|&n| n != leader.id);
+        let (victim, other) = (followers.next().unwrap(), followers.next().unwrap());
+        let mut client = c.client();
+        for i in 0..5 {
+            client.call(KvCommand::put(format!("k{i}"), "old")).unwrap();
+        }
+        let all_hold = |c: &LocalCluster, n: u64| {
+            statuses(c)
+                .iter()
+                .filter(|s| s.last_log_index >= raft_spec::LogIndex(n))
+                .count()
+                == 3
+        };
+        wait_until(
+            "every node holds 5 entries",
+            Duration::from_secs(10),
+            || all_hold(&c, 5),
+        );
+        // A copy of the victim's directory, taken while it is stopped.
+        let backup = dir.path().join("backup");
+        c.pause(victim).unwrap();
+        copy_dir(&c.node_dir(victim), &backup);
+        c.resume(victim).unwrap();
+        for i in 0..20 {
+            client.call(KvCommand::put(format!("k{i}"), "new")).unwrap();
+        }
+        wait_until(
+            "every node holds 25 entries",
+            Duration::from_secs(10),
+            || all_hold(&c, 25),
+        );
+        let term = statuses(&c).iter().map(|s| s.term).max().unwrap();
+
+        c.kill(victim).unwrap();
+        std::fs::remove_dir_all(c.node_dir(victim)).unwrap();
+        copy_dir(&backup, &c.node_dir(victim));
+        c.start_node(victim).unwrap();
+        let caught_up = Instant::now();
+        let mut repaired = false;
+        while caught_up.elapsed() < Duration::from_secs(3) {
+            let s = statuses(&c);
+            repaired = s
+                .iter()
+                .any(|s| s.id == victim && s.last_log_index >= raft_spec::LogIndex(25));
+            if repaired {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(repaired, windowed, "window {windowed}: {:?}", statuses(&c));
+        let leaders: Vec<StatusInfo> = statuses(&c)
+            .into_iter()
+            .filter(|s| s.role == Role::Leader)
+            .collect();
+        if leaders.iter().any(|l| l.term != term) {
+            // An election moved the term: the new leader probed afresh, and
+            // the case under test did not arise. Nothing to conclude.
+            eprintln!("window {windowed}: the term moved on ({leaders:?}), skipping the rest");
+            continue;
+        }
+
+        c.kill(other).unwrap();
+        let mut o = ClientOptions::new(c.peers().clone());
+        o.timeout = Duration::from_secs(2);
+        let committed = Client::new(o).call(KvCommand::put("after", "x")).is_ok();
+        assert_eq!(committed, windowed, "window {windowed}");
+    }
+}
+
+/// `put --value-file` carries values too large for the command line (here
+/// 3 MiB, larger than one AppendEntries batch: it travels alone) and reads
+/// standard input with `-`; a missing or non-UTF-8 file is a clear error.
+#[test]
+fn put_reads_large_values_from_a_file_or_standard_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = ClusterOptions::new(PathBuf::from(EXE), dir.path().join("data"));
+    let (c, _) = LocalCluster::start_and_elect(o).unwrap();
+    let cluster = c.peers_arg();
+    let value = "v".repeat(3 << 20);
+    let file = dir.path().join("value");
+    std::fs::write(&file, &value).unwrap();
+    let put = Command::new(EXE)
+        .args(["put", "--cluster", &cluster, "big", "--value-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    let mut stdin_put = Command::new(EXE)
+        .args(["put", "--cluster", &cluster, "small", "--value-file", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    stdin_put
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"from stdin")
+        .unwrap();
+    assert!(stdin_put.wait().unwrap().success());
+    let mut client = c.client();
+    assert_eq!(client.call(KvCommand::get("big")), Ok(Some(value)));
+    assert_eq!(
+        client.call(KvCommand::get("small")),
+        Ok(Some("from stdin".to_string()))
+    );
+
+    let missing = Command::new(EXE)
+        .args([
+            "put",
+            "--cluster",
+            &cluster,
+            "k",
+            "--value-file",
+            "/nonexistent/v",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("cannot read the value file /nonexistent/v"),
+        "{err}"
+    );
+    std::fs::write(&file, b"ok\xff").unwrap();
+    let binary = Command::new(EXE)
+        .args(["put", "--cluster", &cluster, "k", "--value-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(binary.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&binary.stderr);
+    assert!(err.contains("not UTF-8 text at byte offset 2"), "{err}");
+    let both = Command::new(EXE)
+        .args(["put", "--cluster", &cluster, "k", "v", "--value-file"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2), "{both:?}");
 }
