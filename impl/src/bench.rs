@@ -6,6 +6,13 @@
 //!   the report gives writes per second and the p50/p99 latency of a write
 //!   (from the request to the leader's reply, which comes after the entry is
 //!   committed: fsynced on the leader and on a follower).
+//! - **Large puts** (`--large-puts-mib`): one put of each size; the time
+//!   until it is acknowledged and the elections meanwhile (how far the
+//!   highest term moved).
+//! - **Catch-up** (`--catch-up-mib N`): a follower is paused (SIGSTOP) while
+//!   N puts of 1 MiB commit, then resumed; the time until its log holds the
+//!   leader's last entry, the elections meanwhile, and the leader's resident
+//!   and peak memory against the data it holds.
 //! - **Failover**: the leader is killed with SIGKILL; the time until a client
 //!   write succeeds is measured, the node is restarted and caught up, and
 //!   this is repeated. The median is compared with the bound of the source
@@ -41,6 +48,37 @@ pub struct BenchOptions {
     pub replication: raft_spec::Replication,
     /// Value size in bytes.
     pub value_size: usize,
+    /// Sizes in MiB of the large puts to measure (none: skip).
+    pub large_puts_mib: Vec<usize>,
+    /// MiB a paused follower falls behind before it catches up (0: skip).
+    pub catch_up_mib: usize,
+}
+
+/// One large put's figures.
+#[derive(Clone, Debug)]
+pub struct LargePut {
+    /// The value's size in MiB.
+    pub mib: usize,
+    /// Until it was acknowledged (`None`: it failed).
+    pub took: Option<Duration>,
+    /// Elections meanwhile: how far the highest term moved.
+    pub elections: u64,
+}
+
+/// The catch-up's figures.
+#[derive(Clone, Debug)]
+pub struct CatchUp {
+    /// MiB the follower fell behind.
+    pub mib: usize,
+    /// From its resumption until its log held the leader's last entry
+    /// (`None`: not within 120 s).
+    pub took: Option<Duration>,
+    /// Elections meanwhile (from the pause on).
+    pub elections: u64,
+    /// The leader's resident memory after the catch-up, MiB.
+    pub leader_rss_mib: f64,
+    /// The leader's peak resident memory, MiB.
+    pub leader_peak_mib: f64,
 }
 
 /// One concurrency's figures.
@@ -80,6 +118,10 @@ pub struct BenchReport {
     pub throughput: Vec<Throughput>,
     /// Failover, if trials were run.
     pub failover: Option<Failover>,
+    /// The large puts.
+    pub large: Vec<LargePut>,
+    /// The catch-up, if measured.
+    pub catch_up: Option<CatchUp>,
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -116,6 +158,19 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
         );
         throughput.push(t);
     }
+    let mut large = Vec::new();
+    for &mib in &options.large_puts_mib {
+        let l = large_put(&cluster, mib);
+        eprintln!("{l:?}");
+        large.push(l);
+    }
+    let catch_up = if options.catch_up_mib > 0 {
+        let c = catch_up(&mut cluster, options.catch_up_mib)?;
+        eprintln!("{c:?}");
+        Some(c)
+    } else {
+        None
+    };
     let failover = if options.trials > 0 {
         Some(failover(&mut cluster, options, &value)?)
     } else {
@@ -124,6 +179,103 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     Ok(BenchReport {
         throughput,
         failover,
+        large,
+        catch_up,
+    })
+}
+
+fn highest_term(cluster: &LocalCluster) -> u64 {
+    cluster
+        .status()
+        .into_iter()
+        .filter_map(|(_, s)| s.ok())
+        .map(|s| s.term.0)
+        .max()
+        .unwrap_or(0)
+}
+
+fn large_put(cluster: &LocalCluster, mib: usize) -> LargePut {
+    let value = "L".repeat(mib << 20);
+    let before = highest_term(cluster);
+    let mut client = cluster.client();
+    let started = Instant::now();
+    let took = client
+        .call(KvCommand::put(format!("large-{mib}"), value))
+        .ok()
+        .map(|_| started.elapsed());
+    LargePut {
+        mib,
+        took,
+        elections: highest_term(cluster).saturating_sub(before),
+    }
+}
+
+/// `VmRSS` and `VmHWM` of process `pid`, in MiB.
+fn memory_mib(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|kb| kb.parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+fn catch_up(cluster: &mut LocalCluster, mib: usize) -> Result<CatchUp, String> {
+    let leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .ok_or("no leader")?;
+    let follower = cluster
+        .peers()
+        .keys()
+        .copied()
+        .find(|&n| n != leader.id)
+        .ok_or("no follower")?;
+    let before = highest_term(cluster);
+    cluster.pause(follower).map_err(|e| e.to_string())?;
+    let value = "C".repeat(1 << 20);
+    let mut client = cluster.client();
+    for i in 0..mib {
+        client
+            .call(KvCommand::put(
+                format!("catch-up-{}", i % 16),
+                value.clone(),
+            ))
+            .map_err(|e| format!("put {i} of the catch-up: {e:?}"))?;
+    }
+    cluster.resume(follower).map_err(|e| e.to_string())?;
+    let resumed = Instant::now();
+    let mut took = None;
+    while resumed.elapsed() < Duration::from_secs(120) {
+        let statuses: Vec<_> = cluster
+            .status()
+            .into_iter()
+            .filter_map(|(_, s)| s.ok())
+            .collect();
+        let last = statuses.iter().map(|s| s.last_log_index).max();
+        let behind = statuses
+            .iter()
+            .find(|s| s.id == follower)
+            .map(|s| s.last_log_index);
+        if last.is_some() && behind == last {
+            took = Some(resumed.elapsed());
+            break;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let now_leader = cluster
+        .wait_for_leader(Duration::from_secs(10))
+        .map_or(leader.id, |s| s.id);
+    let (leader_rss_mib, leader_peak_mib) = cluster.pid(now_leader).map_or((0.0, 0.0), memory_mib);
+    Ok(CatchUp {
+        mib,
+        took,
+        elections: highest_term(cluster).saturating_sub(before),
+        leader_rss_mib,
+        leader_peak_mib,
     })
 }
 

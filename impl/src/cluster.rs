@@ -232,6 +232,11 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// The process id of node `id`, if it runs.
+    pub fn pid(&self, id: NodeId) -> Option<u32> {
+        self.children.get(&id).map(std::process::Child::id)
+    }
+
     /// Stops node `id` with SIGSTOP (a paused process: its sockets stay
     /// open, nothing is answered).
     pub fn pause(&mut self, id: NodeId) -> io::Result<()> {

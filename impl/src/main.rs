@@ -232,6 +232,15 @@ enum Cmd {
         /// Value size in bytes.
         #[arg(long, default_value_t = 16)]
         value_size: usize,
+        /// Also put one value of each of these sizes in MiB (e.g. 16,60)
+        /// and report the time to commit and the elections meanwhile.
+        #[arg(long, value_delimiter = ',', value_name = "MIB")]
+        large_puts_mib: Vec<usize>,
+        /// Also pause a follower while this many 1 MiB puts commit, then
+        /// report its catch-up time, the elections meanwhile and the
+        /// leader's memory.
+        #[arg(long, default_value_t = 0, value_name = "MIB")]
+        catch_up_mib: usize,
         #[command(flatten)]
         timing: TimingArgs,
         #[command(flatten)]
@@ -634,6 +643,8 @@ fn main() -> ExitCode {
             duration_secs,
             trials,
             value_size,
+            large_puts_mib,
+            catch_up_mib,
             timing,
             append,
         } => {
@@ -655,6 +666,8 @@ fn main() -> ExitCode {
                     Err(e) => return usage(e),
                 },
                 value_size,
+                large_puts_mib,
+                catch_up_mib,
             };
             match bench::run(&options) {
                 Ok(report) => {
@@ -667,6 +680,30 @@ fn main() -> ExitCode {
                             t.p50.as_secs_f64() * 1e3,
                             t.p99.as_secs_f64() * 1e3,
                             t.errors
+                        );
+                    }
+                    let ms = |d: Option<Duration>| {
+                        d.map_or("failed".to_string(), |d| {
+                            format!("{:.0} ms", d.as_secs_f64() * 1e3)
+                        })
+                    };
+                    for l in &report.large {
+                        println!(
+                            "large put {} MiB: {}, {} elections",
+                            l.mib,
+                            ms(l.took),
+                            l.elections
+                        );
+                    }
+                    if let Some(c) = &report.catch_up {
+                        println!(
+                            "catch-up of a follower {} MiB behind: {}, {} elections; leader memory {:.0} MiB resident, {:.0} MiB peak ({:.2}x the data)",
+                            c.mib,
+                            ms(c.took),
+                            c.elections,
+                            c.leader_rss_mib,
+                            c.leader_peak_mib,
+                            c.leader_peak_mib / c.mib as f64
                         );
                     }
                     if let Some(f) = &report.failover {

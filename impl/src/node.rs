@@ -481,16 +481,39 @@ impl<St: Storage> Node<St> {
         self.finish(batch, io)
     }
 
+    /// Fires the timers whose deadline has passed. An election deadline
+    /// passed by more than the longest election timeout means the node was
+    /// not running (paused, or a step held its loop): what it missed from
+    /// its leader may still be on its way, so the timer starts again rather
+    /// than the node campaigning at once against a live leader. The
+    /// runtime's policy, like [`Event::Receiving`]: timers decide only when
+    /// a server campaigns.
     fn fire_timers(&mut self, now: Time, batch: &mut Batch) -> Result<(), NodeError> {
-        if self.election_deadline.is_some_and(|d| d <= now) {
-            self.election_deadline = None;
-            self.step(now, Input::ElectionTimeout, batch)?;
+        if let Some(deadline) = self.election_deadline.filter(|&d| d <= now) {
+            if now.saturating_sub(deadline) > self.timing.election_max {
+                let after = self.election_timeout();
+                debug!(
+                    overdue_ms = now.saturating_sub(deadline).as_millis() as u64,
+                    "election timer found long overdue: the node was not running; timer restarted"
+                );
+                self.election_deadline = Some(now + after);
+            } else {
+                self.election_deadline = None;
+                self.step(now, Input::ElectionTimeout, batch)?;
+            }
         }
         if self.heartbeat_deadline.is_some_and(|d| d <= now) {
             self.heartbeat_deadline = None;
             self.step(now, Input::HeartbeatTimeout, batch)?;
         }
         Ok(())
+    }
+
+    /// An election timeout drawn uniformly from the timing's range.
+    fn election_timeout(&mut self) -> Duration {
+        let lo = self.timing.election_min.as_micros() as u64;
+        let hi = self.timing.election_max.as_micros() as u64;
+        Duration::from_micros(self.rng.range(lo, hi))
     }
 
     fn step(
@@ -632,9 +655,7 @@ impl<St: Storage> Node<St> {
                 Output::SetTimer(timer) => {
                     match timer {
                         Timer::Election => {
-                            let lo = self.timing.election_min.as_micros() as u64;
-                            let hi = self.timing.election_max.as_micros() as u64;
-                            let after = Duration::from_micros(self.rng.range(lo, hi));
+                            let after = self.election_timeout();
                             self.election_deadline = Some(now + after);
                         }
                         Timer::Heartbeat => {
