@@ -16,13 +16,15 @@
 //! - `cluster_id` is the cluster id of the handshake, `servers` every server
 //!   of the cluster (sorted), `state_machine` names the [`StateMachine`]
 //!   (`"kv"` for [`crate::Kv`]), `recorded_by` the server whose steps follow;
-//! - `max_append_entries` (optional, omitted when absent) is the cap on the
-//!   entries one AppendEntries carries that the recorder ran its server with
-//!   ([`crate::Server::with_max_append_entries`]); absent means no cap. It is
-//!   configuration, not state, so a replayer must apply it to every server it
-//!   builds (at the start and after every `"Restart"`), and the traces of one
-//!   cluster must agree on it. A trace without it reads, and is written, byte
-//!   for byte as before the field existed.
+//! - `max_append_entries`, `max_append_bytes`, `window` and
+//!   `empty_heartbeats` (each optional, omitted when unset) are the
+//!   replication settings the recorder ran its server with
+//!   ([`crate::Replication`], [`crate::Server::with_replication`]); all
+//!   absent is Figure 2's pacing. They are configuration, not state, so a
+//!   replayer must apply them to every server it builds (at the start and
+//!   after every `"Restart"`), and the traces of one cluster must agree on
+//!   them. A trace without them reads, and is written, byte for byte as
+//!   before the fields existed.
 //!
 //! **Every further line, one step** ([`Step`]): the server, the input it
 //! took, and the server's state *after* the step:

@@ -24,12 +24,11 @@
 //! duplicating network (a message may be delivered late, more than once,
 //! or never), stepped by [`ReplayModel::step`], which runs
 //! [`raft_spec::Server::step`] and carries out its outputs. Every server is
-//! built with the cap on the entries one AppendEntries carries that the
-//! trace headers record
-//! ([`Header::max_append_entries`](raft_spec::trace::Header::max_append_entries),
-//! [`raft_spec::Server::with_max_append_entries`]), at the start and at
-//! every recovery: the cap is configuration, not persisted state. Traces
-//! that disagree on it are refused as bad input. The rules are those of
+//! built with the replication settings that the trace headers record
+//! ([`Header::replication`](raft_spec::trace::Header::replication),
+//! [`raft_spec::Server::with_replication`]), at the start and at every
+//! recovery: they are configuration, not persisted state. Traces that
+//! disagree on them are refused as bad input. The rules are those of
 //! `raft-spec`, which the runtime runs too; the same step function serves
 //! the replayer, the Explorer's window and the two-way conformance test
 //! (`tests/conformance.rs`).
