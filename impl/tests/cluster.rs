@@ -188,7 +188,11 @@ fn replay(path: &std::path::Path, id: NodeId) -> (usize, usize) {
             None => {
                 // A crash keeps the persistent state of the last recorded step.
                 let persistent = server.map(|s| s.persistent).unwrap_or_default();
-                server = Some(Server::restart(id, header.servers.clone(), persistent).0);
+                server = Some(
+                    Server::restart(id, header.servers.clone(), persistent)
+                        .0
+                        .with_replication(header.replication),
+                );
                 restarts += 1;
             }
             Some(input) => {

@@ -25,8 +25,7 @@
 //!     network: NetworkKind::UnorderedNonDuplicating,
 //!     lossy: false,
 //!     bug: None,
-//!     max_append_entries: None,
-//!     empty_heartbeats: false,
+//!     replication: raft_spec::Replication::default(),
 //! };
 //! let checker = RaftModel::new(config).checker().spawn_bfs().join();
 //! assert!(checker.is_done());

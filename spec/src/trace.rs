@@ -134,7 +134,10 @@
 //! The fields, in order: the tag `b"raft-state-v1"`, `id`, `current_term`,
 //! `voted_for`, log length, log digest, `role`, `commit_index`,
 //! `last_applied`, `leader_hint`, `votes_granted`, `next_index`,
-//! `match_index`. The state machine and the session table are left out on
+//! `match_index`, and, only for a leader with a flow-control window, the tag
+//! `b"progress"` and each peer's [`Progress`] (its id, then byte `0` for
+//! probe, or byte `1`, the number of batches in flight and the last index of
+//! each). The state machine and the session table are left out on
 //! purpose: both are a deterministic function of `log[1..=last_applied]`
 //! (a restarted server re-applies its log from [`Default`]), which the log
 //! digest and `last_applied` cover; leaving them out keeps the digest cheap.
@@ -154,7 +157,7 @@ use crate::server::{
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Term};
 use crate::Message;
-use crate::Replication;
+use crate::{Progress, Replication};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -985,6 +988,25 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
         for (n, i) in map {
             h.write_u64(n.0);
             h.write_u64(i.0);
+        }
+    }
+    // Flow control's state, only where it exists (a leader with a window),
+    // so that the digests of Figure 2's pacing are as they always were.
+    if !v.progress.is_empty() {
+        h.write(b"progress");
+        h.write_u64(v.progress.len() as u64);
+        for (n, p) in &v.progress {
+            h.write_u64(n.0);
+            match p {
+                Progress::Probe => h.write(&[0]),
+                Progress::Replicate { inflight } => {
+                    h.write(&[1]);
+                    h.write_u64(inflight.len() as u64);
+                    for i in inflight {
+                        h.write_u64(i.0);
+                    }
+                }
+            }
         }
     }
     Digest(h.finish())
