@@ -31,6 +31,8 @@
 //! a message is what an unreliable network may do anyway (Raft §5.1,
 //! "messages may be lost"), so no rule of the protocol changes. Without it, a batch of `k` client
 //! requests would send each follower `k` AppendEntries holding `k²/2` entries.
+//! With flow control (a [`Replication::window`]) every AppendEntries
+//! carries a batch of its own, each entry once, and none is dropped.
 //!
 //! No Raft rule is written here: the node only decides *when* inputs happen
 //! (timer deadlines, batching) and carries out outputs.
@@ -790,7 +792,7 @@ impl<St: Storage> Node<St> {
                 Release::Reply(..) => None,
             })
             .collect();
-        let mut keep = released_sends(&sends).into_iter();
+        let mut keep = released_sends(&sends, &self.server.replication()).into_iter();
         let release: Vec<Release> = release
             .into_iter()
             .filter(|r| match r {
@@ -830,7 +832,7 @@ impl<St: Storage> Node<St> {
                         _ => None,
                     })
                     .collect();
-                let mut kept = released_sends(&sends).into_iter();
+                let mut kept = released_sends(&sends, &self.server.replication()).into_iter();
                 let expected = recorded.iter().filter(|(e, _)| match e {
                     Emitted::Send { .. } => kept.next().unwrap_or(true),
                     _ => true,

@@ -489,15 +489,20 @@ fn json_into<T: Serialize + ?Sized>(h: &mut Fnv64, value: &T) {
 }
 
 /// The release rule of a batch (version 3): which of the batch's sends,
-/// given in order as `(destination, is an AppendEntries)`, leave the node.
-/// Every send leaves, except an AppendEntries followed, in the same batch,
-/// by another AppendEntries to the same server: the later one carries the
-/// leader's latest view (raft-node's `node` module gives the argument), and
-/// a dropped message is what the network may do anyway. The recorder
-/// applies it when it releases a batch, the replayer when it checks a
-/// [`Released`] marker.
-pub fn released_sends(sends: &[(NodeId, bool)]) -> Vec<bool> {
+/// given in order as `(destination, is an AppendEntries)`, leave the node
+/// whose servers run `replication`. Every send leaves, except, under
+/// Figure 2's pacing (no [`Replication::window`]), an AppendEntries
+/// followed, in the same batch, by another AppendEntries to the same
+/// server: the later one carries the leader's latest view (raft-node's
+/// `node` module gives the argument), and a dropped message is what the
+/// network may do anyway. With a window each AppendEntries carries a batch
+/// of its own and all leave. The recorder applies it when it releases a
+/// batch, the replayer when it checks a [`Released`] marker.
+pub fn released_sends(sends: &[(NodeId, bool)], replication: &Replication) -> Vec<bool> {
     let mut keep = vec![true; sends.len()];
+    if replication.window.is_some() {
+        return keep;
+    }
     let mut later: Vec<NodeId> = Vec::new();
     for (i, (to, append)) in sends.iter().enumerate().rev() {
         if *append {
@@ -2115,10 +2120,21 @@ mod tests {
             (b, true),
         ];
         assert_eq!(
-            released_sends(&sends),
+            released_sends(&sends, &Replication::default()),
             vec![false, true, true, false, true, true]
         );
-        assert_eq!(released_sends(&[]), Vec::<bool>::new());
+        assert_eq!(
+            released_sends(&[], &Replication::default()),
+            Vec::<bool>::new()
+        );
+        let windowed = Replication {
+            window: std::num::NonZeroUsize::new(2),
+            ..Replication::default()
+        };
+        assert_eq!(
+            released_sends(&[(NodeId(2), true), (NodeId(2), true)], &windowed),
+            vec![true, true]
+        );
     }
 
     #[test]

@@ -456,6 +456,11 @@ impl ReplayModel {
         model
     }
 
+    /// The replication settings its servers run.
+    pub fn replication(&self) -> Replication {
+        self.replication
+    }
+
     /// The same model, starting in `init` instead.
     pub fn starting_in(&self, init: Cluster) -> Self {
         ReplayModel {

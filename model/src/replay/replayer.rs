@@ -15,7 +15,9 @@ use super::{ReplayError, ReplayOptions, ReplaySummary};
 use crate::model::intern::{content_hash, FixedState};
 use raft_spec::safety::{self, History, IncrementalSafety, ServerView};
 use raft_spec::trace::{released_sends, Emitted, LogDigest, Released, StepState, TraceInput};
-use raft_spec::{ClientReply, KvCommand, KvOutput, LogIndex, Message, NodeId, Term, Timer};
+use raft_spec::{
+    ClientReply, KvCommand, KvOutput, LogIndex, Message, NodeId, Replication, Term, Timer,
+};
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, Hasher};
@@ -556,7 +558,8 @@ impl Replayer {
             return Err(bad(self, DivergenceKind::ReleasedBeforeSynced));
         }
         let batch = std::mem::take(&mut self.batches[index]);
-        let matched = match check_release(&batch.pending, &released) {
+        let replication = self.model.replication();
+        let matched = match check_release(&batch.pending, &released, &replication) {
             Ok(matched) => matched,
             Err(reason) => return Err(bad(self, DivergenceKind::ReleaseMismatch { reason })),
         };
@@ -822,9 +825,11 @@ impl Replayer {
 fn check_release<'a>(
     pending: &'a Emits,
     released: &Released<KvOutput>,
+    replication: &Replication,
 ) -> Result<Vec<&'a Emit>, String> {
     let superseded = |i: usize, e: &Emit| {
-        e.append
+        replication.window.is_none()
+            && e.append
             && pending[i + 1..]
                 .iter()
                 .any(|l| l.append && same_destination(&l.item, &e.item))
@@ -853,7 +858,7 @@ fn check_release<'a>(
             _ => None,
         })
         .collect();
-    let mut keep = released_sends(&sends).into_iter();
+    let mut keep = released_sends(&sends, replication).into_iter();
     // (output, must it be released)
     let expected: Vec<(&Emit, bool)> = pending
         .iter()
