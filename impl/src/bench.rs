@@ -186,9 +186,8 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
 
 fn highest_term(cluster: &LocalCluster) -> u64 {
     cluster
-        .status()
-        .into_iter()
-        .filter_map(|(_, s)| s.ok())
+        .statuses()
+        .iter()
         .map(|s| s.term.0)
         .max()
         .unwrap_or(0)
@@ -250,11 +249,7 @@ fn catch_up(cluster: &mut LocalCluster, mib: usize) -> Result<CatchUp, String> {
     let resumed = Instant::now();
     let mut took = None;
     while resumed.elapsed() < Duration::from_secs(120) {
-        let statuses: Vec<_> = cluster
-            .status()
-            .into_iter()
-            .filter_map(|(_, s)| s.ok())
-            .collect();
+        let statuses = cluster.statuses();
         let last = statuses.iter().map(|s| s.last_log_index).max();
         let behind = statuses
             .iter()

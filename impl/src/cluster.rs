@@ -305,16 +305,20 @@ impl LocalCluster {
         Client::new(o).cluster_status()
     }
 
+    /// The status of every node that answered.
+    pub fn statuses(&self) -> Vec<StatusInfo> {
+        self.status()
+            .into_iter()
+            .filter_map(|(_, s)| s.ok())
+            .collect()
+    }
+
     /// Waits until exactly one running node says it is the leader of the
     /// highest term seen, and returns it.
     pub fn wait_for_leader(&self, timeout: Duration) -> Option<StatusInfo> {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            let statuses: Vec<StatusInfo> = self
-                .status()
-                .into_iter()
-                .filter_map(|(_, s)| s.ok())
-                .collect();
+            let statuses = self.statuses();
             let max_term = statuses.iter().map(|s| s.term).max();
             let leaders: Vec<&StatusInfo> = statuses
                 .iter()

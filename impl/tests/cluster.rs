@@ -27,7 +27,7 @@ fn cluster(dir: &tempfile::TempDir, traces: bool) -> LocalCluster {
 }
 
 fn statuses(c: &LocalCluster) -> Vec<StatusInfo> {
-    c.status().into_iter().filter_map(|(_, s)| s.ok()).collect()
+    c.statuses()
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -305,48 +305,29 @@ fn bad_arguments_and_unusable_resources_are_clear_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bad peer \"1=nonsense\""));
 
-    for bad in ["0", "many"] {
-        let out = serve(&[
-            "--id",
-            "1",
-            "--peers",
-            "1=127.0.0.1:1",
-            "--data-dir",
-            data,
-            "--max-append-entries",
-            bad,
-        ]);
-        assert_eq!(out.status.code(), Some(2), "--max-append-entries {bad}");
+    let entries = |bad: &str| {
+        format!("--max-append-entries {bad:?}: expected a whole number of entries, at least 1")
+    };
+    let bytes = |bad: &str, frame: &str| {
+        format!(
+            "--max-append-bytes {bad}: expected at least 1 and at most half of --max-frame-bytes ({frame})"
+        )
+    };
+    for (flags, expected) in [
+        (vec!["--max-append-entries", "0"], entries("0")),
+        (vec!["--max-append-entries", "many"], entries("many")),
+        (vec!["--max-append-bytes", "0"], bytes("0", "67108864")),
+        (
+            vec!["--max-append-bytes", "2000", "--max-frame-bytes", "2048"],
+            bytes("2000", "2048"),
+        ),
+    ] {
+        let mut args = vec!["--id", "1", "--peers", "1=127.0.0.1:1", "--data-dir", data];
+        args.extend(&flags);
+        let out = serve(&args);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(&format!(
-                "--max-append-entries {bad:?}: expected a whole number of entries, at least 1"
-            )),
-            "{err}"
-        );
-    }
-
-    for (bad, frame) in [("0", "67108864"), ("2000", "2048")] {
-        let out = serve(&[
-            "--id",
-            "1",
-            "--peers",
-            "1=127.0.0.1:1",
-            "--data-dir",
-            data,
-            "--max-append-bytes",
-            bad,
-            "--max-frame-bytes",
-            frame,
-        ]);
-        assert_eq!(out.status.code(), Some(2), "--max-append-bytes {bad}");
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(&format!(
-                "--max-append-bytes {bad}: expected at least 1 and at most half of --max-frame-bytes ({frame})"
-            )),
-            "{err}"
-        );
+        assert!(err.contains(&expected), "{flags:?}: {err}");
     }
 
     let busy = TcpListener::bind("127.0.0.1:0").expect("bind");

@@ -26,6 +26,18 @@ fn leader(terms: &[u64], term: u64, replication: Replication) -> Server<Counter>
     s
 }
 
+/// Server 1, leader of term 1 with an empty log running `replication`,
+/// whose peer 2 answered the first probe (so is in replicate), after
+/// `requests` client requests of client 7.
+fn replicating(replication: Replication, requests: u64) -> Server<Counter> {
+    let mut s = leader(&[], 1, replication);
+    s.step(receive(2, aer(1, true, 0)));
+    for n in 1..=requests {
+        s.step(client_request(7, n));
+    }
+    s
+}
+
 fn rejection(term: u64, index: u64, last_log_index: u64) -> Msg {
     Message::AppendEntriesResponse(crate::AppendEntriesResponse {
         term: crate::Term(term),
@@ -139,11 +151,7 @@ fn the_window_bounds_unacknowledged_batches() {
 /// leader probes again from the follower's end of log.
 #[test]
 fn a_rejected_heartbeat_sends_the_follower_back_to_probe_from_its_end_of_log() {
-    let mut s = leader(&[], 1, windowed(4, Some(1)));
-    s.step(receive(2, aer(1, true, 0)));
-    for n in 1..=3 {
-        s.step(client_request(7, n));
-    }
+    let mut s = replicating(windowed(4, Some(1)), 3);
     let out = s.step(Input::HeartbeatTimeout);
     assert!(sends(&out).contains(&send(2, ae(1, 1, 3, 1, vec![], 0))));
 
@@ -183,11 +191,7 @@ fn a_follower_tells_its_last_log_index_in_a_rejection_only_with_a_window() {
 /// pacing ignores that rejection (at or below match_index) for good.
 #[test]
 fn a_follower_that_fell_back_below_its_match_index_is_repaired() {
-    let mut s = leader(&[], 1, windowed(4, Some(2)));
-    s.step(receive(2, aer(1, true, 0)));
-    for n in 1..=4 {
-        s.step(client_request(7, n));
-    }
+    let mut s = replicating(windowed(4, Some(2)), 4);
     s.step(receive(2, aer(1, true, 2)));
     s.step(receive(2, aer(1, true, 4)));
     assert_eq!(s.volatile.match_index.get(&NodeId(2)), Some(&LogIndex(4)));
@@ -221,11 +225,7 @@ fn a_follower_that_fell_back_below_its_match_index_is_repaired() {
 /// one at match_index is not (it may answer a probe).
 #[test]
 fn with_a_window_responses_below_match_index_are_dead() {
-    let mut s = leader(&[], 1, windowed(4, Some(1)));
-    s.step(receive(2, aer(1, true, 0)));
-    for n in 1..=2 {
-        s.step(client_request(7, n));
-    }
+    let mut s = replicating(windowed(4, Some(1)), 2);
     s.step(receive(2, aer(1, true, 2)));
     for (message, dead) in [
         (aer(1, true, 1), true),
