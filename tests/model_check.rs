@@ -271,6 +271,58 @@ fn flow_control_holds_every_property() {
     assert_eq!(report.unique_states, 161_221, "{pipelined}");
 }
 
+/// The leader's write in parallel with replicating it (Raft thesis
+/// §10.2.1): its entries become durable one at a time (`Action::Sync`), a
+/// crash loses those that are not, and it counts itself toward a majority
+/// only for those that are. Every property holds on 3 servers, 1 term, 1
+/// request, 1 crash (the seeded bug's configuration), and on 2 terms, where
+/// the leader that lost its entry can vote for a new one; a leader commits
+/// on its followers' copies before its own is durable.
+#[test]
+fn parallel_write_holds_every_property() {
+    let parallel = |cfg: ModelConfig| ModelConfig {
+        replication: Replication {
+            parallel_write: true,
+            ..Replication::default()
+        },
+        ..cfg
+    };
+    let one_term = parallel(config(3, 1, 1, 1));
+    let report = clean_run(one_term);
+    assert_clean(
+        &report,
+        &[
+            ELECTION_ONLY,
+            &[
+                names::CLIENT_REPLY,
+                names::COMMITTED_BEFORE_OWN_SYNC,
+                names::CRASHED_SERVER_REJOINS,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(report.unique_states, 17_852, "{one_term}");
+
+    let two_terms = parallel(config(3, 2, 1, 1));
+    let report = clean_run(two_terms);
+    assert_clean(
+        &report,
+        &[
+            ELECTION_ONLY,
+            &[
+                names::LEADER_REPLACED,
+                names::LEADER_STEPS_DOWN_ON_RESPONSE,
+                names::CONFLICT_OVERWRITTEN,
+                names::CLIENT_REPLY,
+                names::COMMITTED_BEFORE_OWN_SYNC,
+                names::CRASHED_SERVER_REJOINS,
+            ],
+        ]
+        .concat(),
+    );
+    assert_eq!(report.unique_states, 1_198_886, "{two_terms}");
+}
+
 /// The default configuration: 3 servers, 1 term, 1 request, 1 crash, here
 /// with a lossy network (the default check's count: loss is explored as
 /// delay on this network).
@@ -457,6 +509,20 @@ fn dead_message_collection_preserves_reachable_server_states() {
                 ..Replication::default()
             },
             ..config(2, 2, 1, 1)
+        },
+        ModelConfig {
+            replication: Replication {
+                parallel_write: true,
+                ..Replication::default()
+            },
+            ..config(2, 2, 1, 1)
+        },
+        ModelConfig {
+            replication: Replication {
+                parallel_write: true,
+                ..Replication::default()
+            },
+            ..config(3, 1, 1, 1)
         },
     ] {
         let with = reachable_projections(&RaftModel::new(cfg));

@@ -167,12 +167,14 @@ pub fn parse_max_append_entries(s: &str) -> Result<NonZeroUsize, ConfigError> {
 /// The replication settings of `serve`'s flags: [`Replication::runtime`]
 /// with `--max-append-entries` (`max_entries`), `--max-append-bytes`
 /// (`max_bytes`, at most half of `max_frame`; by default 1 MiB or half of
-/// `max_frame` if less) and `--window` (`window`; 0: no window, Figure 2's
-/// pacing).
+/// `max_frame` if less), `--window` (`window`; 0: no window, Figure 2's
+/// pacing) and `--serial-write` (`serial_write`: the leader's own write is
+/// durable before it sends its entries).
 pub fn replication(
     max_entries: Option<NonZeroUsize>,
     max_bytes: Option<u64>,
     window: Option<usize>,
+    serial_write: bool,
     max_frame: usize,
 ) -> Result<Replication, ConfigError> {
     let half = (max_frame / 2) as u64;
@@ -192,12 +194,14 @@ pub fn replication(
         max_append_bytes: std::num::NonZeroU64::new(bytes),
         window: window.map_or(d.window, NonZeroUsize::new),
         empty_heartbeats: false,
+        parallel_write: !serial_write,
     })
 }
 
 /// The command-line flags that set `r`, as `serve` takes them: each of
-/// `--max-append-entries`, `--max-append-bytes` and `--window` whose value
-/// differs from [`Replication::runtime`]'s (`--window 0`: no window).
+/// `--max-append-entries`, `--max-append-bytes`, `--window` and
+/// `--serial-write` whose value differs from [`Replication::runtime`]'s
+/// (`--window 0`: no window).
 pub fn replication_args(r: &Replication) -> Vec<String> {
     let d = Replication::runtime();
     let mut args = Vec::new();
@@ -214,6 +218,9 @@ pub fn replication_args(r: &Replication) -> Vec<String> {
     if r.window != d.window {
         let n = r.window.map_or(0, NonZeroUsize::get);
         args.extend(["--window".to_string(), n.to_string()]);
+    }
+    if !r.parallel_write {
+        args.push("--serial-write".to_string());
     }
     args
 }

@@ -82,6 +82,12 @@ struct AppendArgs {
     /// header.
     #[arg(long, value_name = "N")]
     window: Option<usize>,
+    /// The leader makes its own new entries durable before sending them
+    /// (default: it writes them in parallel with sending them and counts
+    /// itself toward a majority once they are durable, Raft thesis
+    /// §10.2.1). Recorded in the trace header.
+    #[arg(long)]
+    serial_write: bool,
 }
 
 impl AppendArgs {
@@ -91,6 +97,7 @@ impl AppendArgs {
             self.max_append_entries,
             self.max_append_bytes,
             self.window,
+            self.serial_write,
             max_frame,
         )
     }

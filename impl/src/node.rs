@@ -16,10 +16,19 @@
 //!                    5. if the batch persisted anything: the trace's synced
 //!                       marker {"synced":S}, S the batch's last step, handed to the kernel
 //!                    6. release the held-back sends and replies, in order
+//!                    7. after a leader's writes in parallel: step Synced
+//!                       (a batch of its own)
 //! ```
 //!
+//! A batch whose only writes are the leader's own new entries
+//! ([`raft_spec::Persist::parallel`], Raft thesis §10.2.1) releases (6)
+//! before its fsync (4, 5): the followers write the entries while the
+//! leader does. Once the fsync returns, the server is told
+//! ([`Input::Synced`]) and only then counts its own copy toward a majority.
+//!
 //! The ordering contract of [`raft_spec::Output`] holds: a step's `Persist`
-//! is durable before any of its sends or replies leaves, and the sends of
+//! is durable before any of its sends or replies leaves (but for the
+//! contract's one exception, a leader's write in parallel), and the sends of
 //! every step of a batch wait for the batch's fsync. Outputs are carried out
 //! in the order the server produced them.
 //!
@@ -208,6 +217,13 @@ struct Tracer {
 #[derive(Default)]
 struct Batch {
     persisted: bool,
+    /// Whether a step persisted something that must be durable before the
+    /// batch's sends leave (every persist but a leader's write in parallel).
+    synchronous: bool,
+    /// The leader's writes in parallel ([`raft_spec::Persist::parallel`]):
+    /// the term they were written in and the last index, reported with
+    /// [`Input::Synced`] once the batch's fsync returns.
+    parallel: Option<(raft_spec::Term, raft_spec::LogIndex)>,
     release: Vec<Release>,
     /// With a trace: the sends and replies its steps recorded, each send
     /// with whether it is an AppendEntries (what the released marker is
@@ -367,7 +383,7 @@ impl<St: Storage> Node<St> {
         let mut batch = Batch::default();
         let out = node.carry_out(now, outputs, &mut batch)?;
         node.record(TraceInput::Restart, out);
-        node.finish(batch, io)?;
+        node.finish(now, batch, io)?;
         Ok(node)
     }
 
@@ -480,7 +496,7 @@ impl<St: Storage> Node<St> {
             }
         }
         self.fire_timers(now, &mut batch)?;
-        self.finish(batch, io)
+        self.finish(now, batch, io)
     }
 
     /// Fires the timers whose deadline has passed. An election deadline
@@ -628,9 +644,21 @@ impl<St: Storage> Node<St> {
                     }
                     self.storage.append(&p)?;
                     batch.persisted = true;
+                    match &p.log {
+                        Some(w) if p.parallel => {
+                            let last = raft_spec::LogIndex(w.from.0 + w.entries.len() as u64 - 1);
+                            let term = self.server.current_term();
+                            batch.parallel = Some(match batch.parallel {
+                                Some((t, i)) if t == term => (t, i.max(last)),
+                                _ => (term, last),
+                            });
+                        }
+                        _ => batch.synchronous = true,
+                    }
                     emit(Emitted::Persist {
                         hard_state: p.hard_state,
                         log: p.log.as_ref().map(|w| (w.from, w.entries.len() as u64)),
+                        parallel: p.parallel,
                     });
                 }
                 Output::Send { to, message } => {
@@ -732,7 +760,22 @@ impl<St: Storage> Node<St> {
     }
 
     /// Trace, group commit, marker, then release in order (module docs).
-    fn finish(&mut self, batch: Batch, io: &mut impl Io) -> Result<(), NodeError> {
+    /// A batch whose only writes are the leader's writes in parallel
+    /// releases first and syncs after (Raft thesis §10.2.1); once its
+    /// fsync returns, the server is told ([`Input::Synced`]) in a batch of
+    /// its own, which persists nothing.
+    fn finish(&mut self, now: Time, batch: Batch, io: &mut impl Io) -> Result<(), NodeError> {
+        let parallel = batch.parallel;
+        self.finish_batch(batch, io)?;
+        if let Some((term, index)) = parallel {
+            let mut synced = Batch::default();
+            self.step(now, Input::Synced { term, index }, &mut synced)?;
+            self.finish_batch(synced, io)?;
+        }
+        Ok(())
+    }
+
+    fn finish_batch(&mut self, batch: Batch, io: &mut impl Io) -> Result<(), NodeError> {
         self.counters.batches += 1;
         // The batch's steps reach the kernel before their writes reach the
         // storage: a kill at any instant leaves a trace that holds every
@@ -745,10 +788,13 @@ impl<St: Storage> Node<St> {
                 t.writer.flush().map_err(NodeError::Trace)?;
             }
         }
-        #[allow(unused_mut)]
         let mut release = Some((batch.release, batch.recorded));
+        // The leader's own writes in parallel need not be durable first;
+        // anything else must.
+        let early = !batch.synchronous;
         #[cfg(feature = "fault-injection")]
-        if self.send_before_sync {
+        let early = early || self.send_before_sync;
+        if early {
             if let Some((r, recorded)) = release.take() {
                 self.release(r, &recorded, io)?;
             }

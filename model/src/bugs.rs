@@ -121,6 +121,24 @@ pub fn seeded(bug: Bug) -> SeededBug {
                 config(2, 2, 1, 0, bug),
             )
         }
+        Bug::CountsUnsyncedEntry => {
+            note = "needs the leader's write in parallel (--parallel-write): caught when the \
+                    leader commits its entry on one follower's acknowledgement while its own \
+                    copy is not durable, then crashes and loses it, so a server without the \
+                    entry could be elected; the report then carries the counterexample on, \
+                    with a second term, to that election, which the recovered leader votes \
+                    for, where Leader Completeness breaks (11 steps)";
+            (
+                Violates(safety::COMMITTED_ENTRIES_SURVIVE_ELECTIONS),
+                ModelConfig {
+                    replication: Replication {
+                        parallel_write: true,
+                        ..Replication::default()
+                    },
+                    ..config(3, 1, 1, 1, bug)
+                },
+            )
+        }
     };
     SeededBug {
         bug,

@@ -219,5 +219,8 @@ fn replication_flags(r: &Replication) -> String {
     if r.empty_heartbeats {
         out.push_str(" empty_heartbeats");
     }
+    if r.parallel_write {
+        out.push_str(" parallel_write");
+    }
     out
 }

@@ -113,6 +113,11 @@ struct ConfigArgs {
     /// Figure 2's pacing].
     #[arg(long, value_name = "N")]
     window: Option<NonZeroUsize>,
+    /// A leader writes its own entries in parallel with sending them and
+    /// counts itself only once they are durable (Raft thesis §10.2.1); a
+    /// crash loses what is not durable yet.
+    #[arg(long)]
+    parallel_write: bool,
 }
 
 /// A configuration error of the command line.
@@ -154,6 +159,7 @@ impl ConfigArgs {
                 max_append_bytes: base.replication.max_append_bytes,
                 window: self.window.or(base.replication.window),
                 empty_heartbeats: self.empty_heartbeats || base.replication.empty_heartbeats,
+                parallel_write: self.parallel_write || base.replication.parallel_write,
             },
         };
         config.validate()?;

@@ -106,6 +106,7 @@ pub fn action(action: &Action) -> String {
         Action::Timeout(id, timer) => format!("{} {:?} timeout", actor(*id), timer),
         Action::Crash(id) => format!("{} crashes", actor(*id)),
         Action::Recover(id) => format!("{} recovers", actor(*id)),
+        Action::Sync(id) => format!("{} syncs its log", actor(*id)),
     }
 }
 
@@ -437,6 +438,7 @@ pub fn sequence_diagram(model: &RaftModel, path: &Path<State, Action>) -> String
             }
             Action::Crash(_) => labels.push((i, time, "Crash".to_string())),
             Action::Recover(_) => labels.push((i, time, "Recover".to_string())),
+            Action::Sync(_) => labels.push((i, time, "Sync".to_string())),
             Action::Drop(_) => {}
         }
         if !matches!(action, Action::Deliver { .. }) {

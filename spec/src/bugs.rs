@@ -57,11 +57,15 @@ pub enum Bug {
     NoTermAdoptionOnVoteRequest,
     /// A leader does not step down on a response carrying a higher term.
     LeaderIgnoresHigherTerm,
+    /// A leader that writes its own log in parallel with replicating it
+    /// (Raft thesis §10.2.1) counts itself toward a majority before its
+    /// write is durable.
+    CountsUnsyncedEntry,
 }
 
 impl Bug {
     /// Every bug, in catalogue order.
-    pub const ALL: [Bug; 13] = [
+    pub const ALL: [Bug; 14] = [
         Bug::Figure8,
         Bug::StaleVoteResponse,
         Bug::VoteNotPersisted,
@@ -75,6 +79,7 @@ impl Bug {
         Bug::NoUpToDateCheck,
         Bug::NoTermAdoptionOnVoteRequest,
         Bug::LeaderIgnoresHigherTerm,
+        Bug::CountsUnsyncedEntry,
     ];
 
     /// The bug's name: lowercase words joined by dashes.
@@ -93,6 +98,7 @@ impl Bug {
             Bug::NoUpToDateCheck => "no-up-to-date-check",
             Bug::NoTermAdoptionOnVoteRequest => "no-term-adoption-on-vote-request",
             Bug::LeaderIgnoresHigherTerm => "leader-ignores-higher-term",
+            Bug::CountsUnsyncedEntry => "counts-unsynced-entry",
         }
     }
 
@@ -130,6 +136,9 @@ impl Bug {
             Bug::LeaderIgnoresHigherTerm => {
                 "a leader does not step down on a response with a higher term"
             }
+            Bug::CountsUnsyncedEntry => {
+                "a leader writing its log in parallel counts its own entry before the write is durable"
+            }
         }
     }
 
@@ -151,6 +160,7 @@ impl Bug {
             Bug::NoUpToDateCheck => "Raft §5.4.1",
             Bug::NoTermAdoptionOnVoteRequest => "the RequestVote pseudo-code of the Japanese explainer \"分散合意アルゴリズム Raft を理解する\" (Understanding Raft)",
             Bug::LeaderIgnoresHigherTerm => "Raft Fig. 2 (Rules for Servers)",
+            Bug::CountsUnsyncedEntry => "dragonboat PR 224, d-engine issues 444 and 446 (Raft thesis §10.2.1)",
         }
     }
 }

@@ -192,6 +192,16 @@ pub enum Input<C> {
     ElectionTimeout,
     /// The heartbeat timer fired.
     HeartbeatTimeout,
+    /// The runtime made this server's log durable up to `index`, written
+    /// while it led `term`: the answer to a [`Persist::parallel`] write
+    /// (Raft thesis §10.2.1). Only the leader of `term` takes note; any
+    /// other server, and the leader of another term, ignores it.
+    Synced {
+        /// The term in which the server wrote the entries, as leader.
+        term: Term,
+        /// The last index now durable.
+        index: LogIndex,
+    },
 }
 
 impl<C> Input<C> {
@@ -211,6 +221,7 @@ impl<C> Input<C> {
             Input::ClientRequest { .. } => "ClientRequest",
             Input::ElectionTimeout => "ElectionTimeout",
             Input::HeartbeatTimeout => "HeartbeatTimeout",
+            Input::Synced { .. } => "Synced",
         }
     }
 }
@@ -243,6 +254,13 @@ pub struct Persist<C> {
     pub hard_state: Option<HardState>,
     /// A change to the log, if any.
     pub log: Option<LogWrite<C>>,
+    /// Whether this is a leader's write of its own new entries, which may
+    /// become durable in parallel with the step's sends (Raft thesis
+    /// §10.2.1; [`Replication::parallel_write`]): then it holds a log
+    /// write and no hard state, and the runtime answers it with
+    /// [`Input::Synced`] once it is durable.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parallel: bool,
 }
 
 /// One effect of a step.
@@ -257,6 +275,15 @@ pub struct Persist<C> {
 /// "Updated on stable storage before responding to RPCs"). A runtime may batch
 /// the persistence of several steps under one fsync (group commit) as long as
 /// the sends of those steps wait for it.
+///
+/// One exception, [`Persist::parallel`]: a leader's write of its own new
+/// entries need not be durable before the step's sends leave (Raft thesis
+/// §10.2.1). The leader does not count itself toward a majority for those
+/// entries until the runtime reports them durable ([`Input::Synced`]), so
+/// nothing is committed on the strength of a write a crash can undo.
+/// Votes, responses and terms are still durable before they are sent. Since
+/// a log is written in order, a later persist that is not parallel is
+/// durable only once every earlier write is.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Output<C, R> {
     /// Make this durable first.
@@ -320,6 +347,11 @@ pub struct VolatileState<S: StateMachine> {
     /// state (see [`flow`]); empty otherwise.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub progress: BTreeMap<NodeId, Progress>,
+    /// Leader with [`Replication::parallel_write`] only: the last index of
+    /// its own log known durable; it counts itself toward a majority only up
+    /// to here (Raft thesis §10.2.1). `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub durable_index: Option<LogIndex>,
 }
 
 /// A Raft server: identity, persistent and volatile state.
@@ -366,6 +398,8 @@ pub type Outputs<S> = Vec<Output<<S as StateMachine>::Command, <S as StateMachin
 struct Effects<C, R> {
     hard_state_dirty: bool,
     log_dirty_from: Option<LogIndex>,
+    /// The log changed only by the leader appending to it.
+    own_append: bool,
     rest: Vec<Output<C, R>>,
 }
 
@@ -374,6 +408,7 @@ impl<C, R> Effects<C, R> {
         Effects {
             hard_state_dirty: false,
             log_dirty_from: None,
+            own_append: false,
             rest: Vec::new(),
         }
     }
@@ -441,6 +476,7 @@ impl<S: StateMachine> Server<S> {
                 state_machine: S::default(),
                 sessions: BTreeMap::new(),
                 progress: BTreeMap::new(),
+                durable_index: None,
             },
             #[cfg(feature = "seeded-bugs")]
             bug,
@@ -504,6 +540,7 @@ impl<S: StateMachine> Server<S> {
             } => self.handle_client_request(client_id, request_no, command, &mut fx),
             Input::ElectionTimeout => self.handle_election_timeout(&mut fx),
             Input::HeartbeatTimeout => self.handle_heartbeat_timeout(&mut fx),
+            Input::Synced { term, index } => self.handle_synced(term, index, &mut fx),
         }
         self.finish(fx)
     }
@@ -517,8 +554,18 @@ impl<S: StateMachine> Server<S> {
         if hard_state.is_none() && log.is_none() {
             return fx.rest;
         }
+        // Only a leader appends to its own log, and only entries of its own
+        // term; its hard state does not change while it leads.
+        let parallel = fx.own_append
+            && self.replication.parallel_write
+            && hard_state.is_none()
+            && self.volatile.role == Role::Leader;
         let mut out = Vec::with_capacity(fx.rest.len() + 1);
-        out.push(Output::Persist(Persist { hard_state, log }));
+        out.push(Output::Persist(Persist {
+            hard_state,
+            log,
+            parallel,
+        }));
         out.extend(fx.rest);
         out
     }
@@ -544,6 +591,7 @@ impl<S: StateMachine> Server<S> {
         self.volatile.next_index.clear();
         self.volatile.match_index.clear();
         self.volatile.progress.clear();
+        self.volatile.durable_index = None;
     }
 
     /// Fig. 2 (Candidates): on conversion to candidate, increment
@@ -598,6 +646,11 @@ impl<S: StateMachine> Server<S> {
         if self.replication.window.is_some() {
             self.volatile.progress = self.peers.iter().map(|&p| (p, Progress::Probe)).collect();
         }
+        if self.replication.parallel_write {
+            // Its log is durable: becoming a candidate persisted its term,
+            // and a log is written in order, so every earlier write too.
+            self.volatile.durable_index = Some(self.persistent.log.last_index());
+        }
         fx.rest.push(Output::CancelTimer(Timer::Election));
         fx.rest.push(Output::SetTimer(Timer::Heartbeat));
         self.replicate(Occasion::Election, fx);
@@ -614,7 +667,34 @@ impl<S: StateMachine> Server<S> {
             term: self.persistent.current_term,
             payload,
         });
+        if fx.log_dirty_from.is_none() {
+            fx.own_append = true;
+        }
         fx.log_changed_from(index);
+    }
+
+    /// Raft thesis §10.2.1: the leader's own write is durable up to
+    /// `index`, so it now counts itself toward a majority up to there. A
+    /// report for another term, or to a server that no longer leads, is
+    /// late and changes nothing: everything it covers was made durable by
+    /// the persist of the term change since, which a log writes after it.
+    fn handle_synced(
+        &mut self,
+        term: Term,
+        index: LogIndex,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        if self.volatile.role != Role::Leader || term != self.persistent.current_term {
+            return;
+        }
+        let Some(durable) = self.volatile.durable_index else {
+            return;
+        };
+        let index = index.min(self.persistent.log.last_index());
+        if index > durable {
+            self.volatile.durable_index = Some(index);
+            self.advance_commit_index(fx);
+        }
     }
 
     // ---- Inputs ----------------------------------------------------------
@@ -1034,7 +1114,14 @@ impl<S: StateMachine> Server<S> {
             if log.term_at(n) != Some(self.persistent.current_term) && !self.has_bug(Bug::Figure8) {
                 break;
             }
-            let replicas = 1 + self
+            // The leader counts itself once its own copy is durable (Raft
+            // thesis §10.2.1); without a parallel write it always is.
+            let own = match self.volatile.durable_index {
+                Some(durable) if !self.has_bug(Bug::CountsUnsyncedEntry) => durable >= n,
+                _ => true,
+            };
+            let replicas = usize::from(own)
+                + self
                 .volatile
                 .match_index
                 .values()
@@ -1124,6 +1211,7 @@ impl<S: StateMachine> Server<S> {
                     .iter()
                     .map(|(&n, p)| (nodes(n), p.clone()))
                     .collect(),
+                durable_index: v.durable_index,
                 state_machine: v.state_machine.clone(),
                 sessions: v
                     .sessions

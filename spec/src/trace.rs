@@ -137,7 +137,8 @@
 //! `match_index`, and, only for a leader with a flow-control window, the tag
 //! `b"progress"` and each peer's [`Progress`] (its id, then byte `0` for
 //! probe, or byte `1`, the number of batches in flight and the last index of
-//! each). The state machine and the session table are left out on
+//! each), and, only for a leader writing its log in parallel, the tag
+//! `b"durable"` and its `durable_index`. The state machine and the session table are left out on
 //! purpose: both are a deterministic function of `log[1..=last_applied]`
 //! (a restarted server re-applies its log from [`Default`]), which the log
 //! digest and `last_applied` cover; leaving them out keeps the digest cheap.
@@ -272,6 +273,13 @@ pub enum TraceInput<C> {
     ElectionTimeout,
     /// The heartbeat timer fired.
     HeartbeatTimeout,
+    /// The leader's own write is durable ([`Input::Synced`]).
+    Synced {
+        /// The term in which it wrote the entries.
+        term: Term,
+        /// The last index now durable.
+        index: LogIndex,
+    },
 }
 
 impl<C> From<Input<C>> for TraceInput<C> {
@@ -289,6 +297,7 @@ impl<C> From<Input<C>> for TraceInput<C> {
             },
             Input::ElectionTimeout => TraceInput::ElectionTimeout,
             Input::HeartbeatTimeout => TraceInput::HeartbeatTimeout,
+            Input::Synced { term, index } => TraceInput::Synced { term, index },
         }
     }
 }
@@ -311,6 +320,7 @@ impl<C> TraceInput<C> {
             }),
             TraceInput::ElectionTimeout => Some(Input::ElectionTimeout),
             TraceInput::HeartbeatTimeout => Some(Input::HeartbeatTimeout),
+            TraceInput::Synced { term, index } => Some(Input::Synced { term, index }),
         }
     }
 
@@ -322,6 +332,7 @@ impl<C> TraceInput<C> {
             TraceInput::ClientRequest { .. } => "ClientRequest",
             TraceInput::ElectionTimeout => "ElectionTimeout",
             TraceInput::HeartbeatTimeout => "HeartbeatTimeout",
+            TraceInput::Synced { .. } => "Synced",
         }
     }
 }
@@ -341,6 +352,10 @@ pub enum Emitted<R> {
         /// `(from, entries)` of the log write.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         log: Option<(LogIndex, u64)>,
+        /// Whether the write was made durable in parallel with the step's
+        /// sends ([`Persist::parallel`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        parallel: bool,
     },
     /// [`Output::Send`], held back for the batch's release: the destination
     /// and the [`message_digest`] of the message.
@@ -379,6 +394,7 @@ impl<R> Emitted<R> {
             Output::Persist(p) => Emitted::Persist {
                 hard_state: p.hard_state,
                 log: p.log.as_ref().map(|w| (w.from, w.entries.len() as u64)),
+                parallel: p.parallel,
             },
             Output::Send { to, message } => Emitted::Send {
                 to: *to,
@@ -1013,6 +1029,10 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
                 }
             }
         }
+    }
+    if let Some(durable) = v.durable_index {
+        h.write(b"durable");
+        h.write_u64(durable.0);
     }
     Digest(h.finish())
 }
@@ -1655,6 +1675,7 @@ mod tests {
             max_append_bytes: std::num::NonZeroU64::new(4096),
             window: std::num::NonZeroUsize::new(8),
             empty_heartbeats: false,
+            parallel_write: false,
         };
         let capped = header().with_replication(replication);
         let mut w = TraceWriter::new(Vec::new(), &capped).unwrap();

@@ -243,6 +243,30 @@ fn ack_own_last_index_breaks_committed_entries_survive_elections() {
     assert_one_more_election_breaks_leader_completeness(&report, 10, 13);
 }
 
+/// The leader counts its own entry before its write in parallel is durable:
+/// it commits on one follower's acknowledgement, crashes and loses the
+/// entry, and the server without it could be elected (7 steps); with one
+/// more term the recovered leader votes for it (Leader Completeness, 11).
+#[test]
+fn counts_unsynced_entry_breaks_committed_entries_survive_elections() {
+    assert_caught(
+        Bug::CountsUnsyncedEntry,
+        7,
+        17_852,
+        &[
+            ELECTION_ONLY,
+            &[
+                names::CLIENT_REPLY,
+                names::COMMITTED_BEFORE_OWN_SYNC,
+                names::CRASHED_SERVER_REJOINS,
+            ],
+        ]
+        .concat(),
+    );
+    let report = check_bug(&seeded(Bug::CountsUnsyncedEntry));
+    assert_one_more_election_breaks_leader_completeness(&report, 7, 11);
+}
+
 /// The report's follow-up ([`check::one_more_election`]) continues the
 /// `from`-step counterexample to Committed Entries Survive Elections, with
 /// one more term, to a state of step `to` where Leader Completeness fails.

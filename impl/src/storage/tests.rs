@@ -17,6 +17,7 @@ fn entry(term: u64, key: &str) -> Entry<KvCommand> {
 
 fn persist(term: u64, from: u64, keys: &[&str]) -> Persist<KvCommand> {
     Persist {
+        parallel: false,
         hard_state: Some(HardState {
             current_term: Term(term),
             voted_for: Some(NodeId(2)),
@@ -53,6 +54,7 @@ fn restart_recovers_exactly_what_was_persisted() {
             // Truncation of a conflicting suffix, then a vote-only record.
             persist(2, 2, &["x"]),
             Persist {
+        parallel: false,
                 hard_state: Some(HardState {
                     current_term: Term(3),
                     voted_for: None,
@@ -557,6 +559,7 @@ mod against_the_spec {
                     Op::Persist { hard, write } if !run.dead => {
                         let len = run.state.log.len();
                         let p = Persist {
+        parallel: false,
                             hard_state: hard.map(|(t, v)| HardState {
                                 current_term: Term(run.state.current_term.0.max(t)),
                                 voted_for: v.map(NodeId),
@@ -617,6 +620,7 @@ mod against_the_spec {
                 vec![
                     persist(1, 1, &["a"]),
                     Persist {
+        parallel: false,
                         hard_state: Some(hs(4, None)),
                         log: None,
                     },
@@ -627,6 +631,7 @@ mod against_the_spec {
                 vec![
                     persist(1, 1, &["a", "b", "c"]),
                     Persist {
+        parallel: false,
                         hard_state: None,
                         log: Some(LogWrite {
                             from: LogIndex(2),

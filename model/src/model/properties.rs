@@ -31,6 +31,11 @@ pub mod names {
     /// Sometimes (with a flow-control window of at least 2 and at least 2
     /// requests): a leader has two batches in flight to one follower.
     pub const PIPELINED: &str = "a leader has two batches in flight to one follower";
+    /// Sometimes (with the leader's write in parallel, at least 3 servers and
+    /// a request): a leader commits an entry before its own copy is
+    /// durable, on the followers' copies alone.
+    pub const COMMITTED_BEFORE_OWN_SYNC: &str =
+        "a leader commits an entry before its own copy is durable";
     /// Sometimes (with crashes): a server that crashed and recovered later
     /// votes or accepts entries.
     pub const CRASHED_SERVER_REJOINS: &str =
@@ -94,6 +99,16 @@ fn pipelined(model: &RaftModel, s: &State) -> bool {
         })
     })
 }
+fn committed_before_own_sync(model: &RaftModel, s: &State) -> bool {
+    (0..model.config.servers).any(|i| {
+        s.server(i).is_some_and(|server| {
+            server
+                .volatile
+                .durable_index
+                .is_some_and(|durable| server.volatile.commit_index > durable)
+        })
+    })
+}
 fn crashed_server_rejoins(_: &RaftModel, s: &State) -> bool {
     s.ghost.rejoined
 }
@@ -141,6 +156,12 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
     if cfg.replication.window.is_some_and(|w| w.get() >= 2) && cfg.requests >= 2 && cfg.servers >= 2
     {
         props.push(Property::sometimes(names::PIPELINED, pipelined));
+    }
+    if cfg.replication.parallel_write && cfg.requests >= 1 && cfg.servers >= 3 {
+        props.push(Property::sometimes(
+            names::COMMITTED_BEFORE_OWN_SYNC,
+            committed_before_own_sync,
+        ));
     }
     if cfg.crashes > 0 && cfg.servers >= 2 {
         props.push(Property::sometimes(

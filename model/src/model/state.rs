@@ -159,6 +159,31 @@ impl ServerSlot {
         }
     }
 
+    /// The length of its stored log.
+    pub fn synced_len(&self) -> u64 {
+        self.persisted().log.len() as u64
+    }
+
+    /// Whether its log holds entries it wrote in parallel
+    /// (`raft_spec::Persist::parallel`) that are not durable yet. Only a
+    /// leader has them: any other persist is stored whole, and a log is
+    /// written in order, so the stored log is then a prefix of its log and
+    /// the hard state is the same.
+    pub fn unsynced(&self) -> bool {
+        self.server().log().len() as u64 > self.synced_len()
+    }
+
+    /// What it stores once its log is durable through `index`: its hard
+    /// state and the first `index` entries of its log.
+    pub fn synced_through(&self, index: u64) -> Stored {
+        let server = self.server();
+        let mut persistent = server.persistent.clone();
+        persistent
+            .log
+            .truncate_from(raft_spec::LogIndex(index).next());
+        Ref::new(persistent)
+    }
+
     fn hash_into<H: Hasher>(&self, h: &mut H) {
         h.write_u64(self.server.hash_value());
         h.write_u64(self.stored.map_or(0, Ref::hash_value));

@@ -55,6 +55,11 @@ pub enum Action {
     Crash(Id),
     /// A crashed server restarts from what it persisted.
     Recover(Id),
+    /// The next entry a leader wrote in parallel with sending it
+    /// (`raft_spec::Persist::parallel`) becomes durable, and the leader is
+    /// told (`Input::Synced`). Its entries become durable one at a time, in
+    /// log order, so a crash can lose any suffix of them.
+    Sync(Id),
 }
 
 impl Action {
@@ -62,9 +67,10 @@ impl Action {
     pub fn actor(&self) -> Option<usize> {
         match self {
             Action::Deliver { dst, .. } => Some(usize::from(*dst)),
-            Action::Timeout(id, _) | Action::Crash(id) | Action::Recover(id) => {
-                Some(usize::from(*id))
-            }
+            Action::Timeout(id, _)
+            | Action::Crash(id)
+            | Action::Recover(id)
+            | Action::Sync(id) => Some(usize::from(*id)),
             Action::Drop(_) => None,
         }
     }
@@ -121,6 +127,9 @@ pub fn effects_of(outputs: Vec<Output<Cmd, u64>>) -> Effects {
     outputs
         .into_iter()
         .filter_map(|output| match output {
+            // A write in parallel is not durable yet: `Action::Sync` stores
+            // it.
+            Output::Persist(p) if p.parallel => None,
             Output::Persist(_) => Some(Effect::Save),
             Output::Send { to, message } => {
                 Some(Effect::Send(actor_id(to), Ref::new(Msg::Raft(message))))
@@ -158,6 +167,7 @@ fn step_key(server: ServerRef, input: &StepInput) -> (u32, u64) {
     let input = match *input {
         StepInput::Deliver(src, msg) => (1 << 48) | ((src as u64) << 32) | u64::from(msg.index()),
         StepInput::Timeout(timer) => (2 << 48) | u64::from(timer_bit(timer)),
+        StepInput::Synced(index) => (3 << 48) | index,
     };
     (server.index(), input)
 }
@@ -167,6 +177,9 @@ fn step_key(server: ServerRef, input: &StepInput) -> (u32, u64) {
 enum StepInput {
     Deliver(usize, MsgRef),
     Timeout(Timer),
+    /// The server's own log is durable up to this index, written in its
+    /// current term.
+    Synced(u64),
 }
 
 /// Steps `server` with `input`: the server after (`None` when unchanged) and
@@ -194,6 +207,10 @@ fn compute_step(server: ServerRef, input: StepInput) -> Reaction {
             Msg::Reply(_) => return Reaction::none(),
         },
         StepInput::Timeout(timer) => Input::timeout(timer),
+        StepInput::Synced(index) => Input::Synced {
+            term: server.get().current_term(),
+            index: raft_spec::LogIndex(index),
+        },
     };
     let before = server.get();
     let mut next = before.clone();
@@ -285,6 +302,13 @@ impl RaftModel {
                 actions.push(Action::Recover(Id::from(i)));
             }
         }
+        if self.config.replication.parallel_write {
+            for (i, slot) in state.servers.iter().enumerate() {
+                if !slot.crashed && slot.unsynced() {
+                    actions.push(Action::Sync(Id::from(i)));
+                }
+            }
+        }
     }
 
     /// What actor `i` does when `msg` from `src` is delivered to it.
@@ -340,6 +364,10 @@ impl RaftModel {
                 let stored = state.servers.get(i).and_then(|s| s.stored);
                 return self.restarted(i, stored).1;
             }
+            Action::Sync(id) => match state.servers.get(usize::from(*id)) {
+                Some(slot) => step_server(slot.server, StepInput::Synced(slot.synced_len() + 1)),
+                None => Rc::new(Reaction::none()),
+            },
             Action::Crash(_) | Action::Drop(_) => Rc::new(Reaction::none()),
         }
         .effects
@@ -458,6 +486,19 @@ impl RaftModel {
                 let mut next = last.clone();
                 next.network.remove(&envelope);
                 self.settle(last, next, None, &[])?
+            }
+            Action::Sync(id) => {
+                let i = usize::from(id);
+                let slot = last.servers.get(i)?;
+                if slot.crashed || !slot.unsynced() {
+                    return None;
+                }
+                let index = slot.synced_len() + 1;
+                let reaction = step_server(slot.server, StepInput::Synced(index));
+                let mut next = last.clone();
+                next.servers[i].stored = Some(slot.synced_through(index));
+                let sent = self.apply(&mut next, i, &reaction);
+                self.settle(last, next, Some(id), &sent)?
             }
         };
         // The examples' flags mark only the step that shows them (see

@@ -191,6 +191,19 @@ pub enum ReplayAction {
     Crash(NodeId),
     /// A crashed server restarts from what it persisted.
     Recover(NodeId),
+    /// The leader's own log is durable through `index`, written in `term`
+    /// (`Input::Synced`, the answer to its writes in parallel).
+    Synced {
+        /// The server.
+        node: NodeId,
+        /// The term the entries were written in.
+        term: Term,
+        /// The last index now durable.
+        index: LogIndex,
+    },
+    /// A crashed server's writes in parallel past `keep` are lost: they
+    /// had not become durable when it went down (`Persist::parallel`).
+    LoseUnsynced(NodeId, LogIndex),
 }
 
 impl ReplayAction {
@@ -198,7 +211,11 @@ impl ReplayAction {
     pub fn server(&self) -> NodeId {
         match self {
             ReplayAction::Deliver(e) => e.dst,
-            ReplayAction::Timeout(n, _) | ReplayAction::Crash(n) | ReplayAction::Recover(n) => *n,
+            ReplayAction::Timeout(n, _)
+            | ReplayAction::Crash(n)
+            | ReplayAction::Recover(n)
+            | ReplayAction::Synced { node: n, .. }
+            | ReplayAction::LoseUnsynced(n, _) => *n,
         }
     }
 }
@@ -211,6 +228,14 @@ impl fmt::Debug for ReplayAction {
             ReplayAction::Timeout(n, t) => write!(f, "{} {t:?} timeout", n.0),
             ReplayAction::Crash(n) => write!(f, "{} crashes", n.0),
             ReplayAction::Recover(n) => write!(f, "{} recovers", n.0),
+            ReplayAction::Synced { node, term, index } => write!(
+                f,
+                "{} synced its log through {} (term {})",
+                node.0, index.0, term.0
+            ),
+            ReplayAction::LoseUnsynced(n, keep) => {
+                write!(f, "{} loses its unsynced writes after {}", n.0, keep.0)
+            }
         }
     }
 }
@@ -226,6 +251,11 @@ pub struct Slot {
     pub timers: u8,
     /// Whether it is down.
     pub crashed: bool,
+    /// The first index of the writes in parallel (`Persist::parallel`) not
+    /// known durable yet, if any: a crash may lose the stored log from here
+    /// on. Any other persist makes every earlier write durable (a log is
+    /// written in order).
+    pub unsynced_from: Option<LogIndex>,
 }
 
 impl Slot {
@@ -448,6 +478,7 @@ impl ReplayModel {
                 stored: Arc::new(PersistentState::default()),
                 timers: 0,
                 crashed: false,
+                unsynced_from: None,
             });
             let i = init.slots.len() - 1;
             carry_out(&mut init, i, outputs, None, None);
@@ -562,6 +593,32 @@ impl ReplayModel {
                 cluster.slots[i].timers &= !timer_bit(*timer);
                 Input::timeout(*timer)
             }
+            ReplayAction::Synced { term, index, .. } => {
+                if slot.crashed {
+                    return None;
+                }
+                let slot = &mut cluster.slots[i];
+                if slot.unsynced_from.is_some_and(|from| from <= *index) {
+                    let next = index.next();
+                    slot.unsynced_from = (next <= slot.stored.log.last_index()).then_some(next);
+                }
+                Input::Synced {
+                    term: *term,
+                    index: *index,
+                }
+            }
+            ReplayAction::LoseUnsynced(_, keep) => {
+                let from = slot.unsynced_from?;
+                if !slot.crashed || keep.next() < from || *keep >= slot.stored.log.last_index() {
+                    return None;
+                }
+                let slot = &mut cluster.slots[i];
+                Arc::make_mut(&mut slot.stored)
+                    .log
+                    .truncate_from(keep.next());
+                slot.unsynced_from = None;
+                return Some(Stepped::nothing_to(&slot.server));
+            }
             ReplayAction::Crash(_) => {
                 if slot.crashed {
                     return None;
@@ -641,6 +698,19 @@ impl ReplayModel {
                 ReplayAction::Crash(id)
             });
         }
+        for (id, slot) in cluster.slots() {
+            if let Some(from) = slot.unsynced_from {
+                actions.push(if slot.crashed {
+                    ReplayAction::LoseUnsynced(id, from.prev())
+                } else {
+                    ReplayAction::Synced {
+                        node: id,
+                        term: slot.server.current_term(),
+                        index: slot.stored.log.last_index(),
+                    }
+                });
+            }
+        }
         actions
     }
 }
@@ -700,6 +770,13 @@ fn carry_out(
         }
         match output {
             Output::Persist(persist) => {
+                slot.unsynced_from = match (&persist.log, persist.parallel) {
+                    (Some(write), true) => {
+                        Some(slot.unsynced_from.map_or(write.from, |f| f.min(write.from)))
+                    }
+                    (_, true) => slot.unsynced_from,
+                    (_, false) => None,
+                };
                 let stored = Arc::make_mut(&mut slot.stored);
                 if let Some(write) = &persist.log {
                     // The stored log is the log before the step.

@@ -148,6 +148,11 @@ pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<Repl
         TraceInput::Restart => ReplayAction::Crash(node),
         TraceInput::ElectionTimeout => ReplayAction::Timeout(node, Timer::Election),
         TraceInput::HeartbeatTimeout => ReplayAction::Timeout(node, Timer::Heartbeat),
+        TraceInput::Synced { term, index } => ReplayAction::Synced {
+            node,
+            term: *term,
+            index: *index,
+        },
         TraceInput::ClientRequest {
             client_id,
             request_no,
@@ -289,7 +294,20 @@ impl Replayer {
             TraceInput::Restart if first => Vec::new(),
             // The history sees the crash and the recovery as one step, as
             // the checker records a recovery (from the persisted state).
-            TraceInput::Restart => vec![ReplayAction::Crash(node), ReplayAction::Recover(node)],
+            // Writes in parallel that were not durable yet may be lost: as
+            // many as the recovered log lacks, if they were that far back.
+            TraceInput::Restart => {
+                let lost = self.state.slot(node).and_then(|slot| {
+                    let from = slot.unsynced_from?;
+                    let keep = step.last_log_index;
+                    (keep.next() >= from && keep < slot.stored.log.last_index()).then_some(keep)
+                });
+                let mut actions = vec![ReplayAction::Crash(node)];
+                actions.extend(lost.map(|keep| ReplayAction::LoseUnsynced(node, keep)));
+                actions.push(ReplayAction::Recover(node));
+                actions
+            }
+            TraceInput::Synced { .. } => action_of(node, step, first).into_iter().collect(),
             TraceInput::ElectionTimeout | TraceInput::HeartbeatTimeout => {
                 let Some(action @ ReplayAction::Timeout(_, timer)) = action_of(node, step, first)
                 else {
@@ -489,9 +507,16 @@ impl Replayer {
                 }
             }
             let batch = &mut self.batches[index];
-            batch.unsynced |= emits
-                .iter()
-                .any(|e| matches!(e.item, Emitted::Persist { .. }));
+            // A write in parallel may still be under way at the release.
+            batch.unsynced |= emits.iter().any(|e| {
+                matches!(
+                    e.item,
+                    Emitted::Persist {
+                        parallel: false,
+                        ..
+                    }
+                )
+            });
             batch
                 .pending
                 .extend(emits.into_iter().filter(|e| e.item.is_released()));

@@ -88,18 +88,29 @@ pub struct Replication {
     /// only the `min` keeps it from committing them.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub empty_heartbeats: bool,
+    /// Whether a leader writes its own new entries to its disk in parallel
+    /// with sending them (Raft thesis §10.2.1). Its [`crate::Persist`] of
+    /// them is then marked [`crate::Persist::parallel`]: the step's sends
+    /// need not wait for it. The leader counts itself toward a majority only
+    /// up to its [`crate::VolatileState::durable_index`], which the runtime
+    /// moves with [`crate::Input::Synced`] once the write is durable. With
+    /// `false` (Figure 2) every persist is durable before the step's sends
+    /// leave, and a leader's own log counts at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub parallel_write: bool,
 }
 
 impl Replication {
     /// What raft-node runs by default: batches of at most 1 MiB
     /// ([`Replication::RUNTIME_MAX_APPEND_BYTES`]), a window of 64 batches
-    /// per follower, no entry cap.
+    /// per follower, no entry cap, the leader's own write in parallel.
     pub fn runtime() -> Self {
         Replication {
             max_append_entries: None,
             max_append_bytes: NonZeroU64::new(Self::RUNTIME_MAX_APPEND_BYTES),
             window: NonZeroUsize::new(64),
             empty_heartbeats: false,
+            parallel_write: true,
         }
     }
 

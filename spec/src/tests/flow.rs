@@ -12,7 +12,7 @@ fn windowed(window: usize, max_entries: Option<usize>) -> Replication {
         max_append_entries: max_entries.and_then(NonZeroUsize::new),
         max_append_bytes: None,
         window: NonZeroUsize::new(window),
-        empty_heartbeats: false,
+        ..Replication::default()
     }
 }
 

@@ -141,6 +141,7 @@ pub(crate) fn persist(
     log: Option<(u64, Vec<Entry<Increment>>)>,
 ) -> Out {
     Output::Persist(Persist {
+        parallel: false,
         hard_state: hard_state.map(|(term, voted_for)| HardState {
             current_term: Term(term),
             voted_for: voted_for.map(NodeId),

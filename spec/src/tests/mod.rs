@@ -1,6 +1,7 @@
 //! Paper tests: one test per rule of Figure 2 and §5.
 
 mod flow;
+mod parallel;
 pub(crate) mod helpers;
 mod incremental_safety;
 mod paper;
