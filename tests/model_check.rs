@@ -522,7 +522,7 @@ fn dead_message_collection_preserves_reachable_server_states() {
                 parallel_write: true,
                 ..Replication::default()
             },
-            ..config(3, 1, 1, 1)
+            ..config(3, 1, 1, 0)
         },
     ] {
         let with = reachable_projections(&RaftModel::new(cfg));

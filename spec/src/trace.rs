@@ -42,16 +42,19 @@
 //! - `input` is a [`TraceInput`]: `"Restart"` (the server (re)started from
 //!   what it had persisted: [`crate::Server::restart`]), `"ElectionTimeout"`,
 //!   `"HeartbeatTimeout"`, `{"Message":{"from":N,"message":M}}` with `M` a
-//!   [`crate::Message`] in serde's externally tagged JSON form, or
-//!   `{"ClientRequest":{"client_id":C,"request_no":R,"command":X}}`;
+//!   [`crate::Message`] in serde's externally tagged JSON form,
+//!   `{"ClientRequest":{"client_id":C,"request_no":R,"command":X}}`, or
+//!   `{"Synced":{"term":T,"index":I}}` (the leader's own write in parallel
+//!   is durable through `I`: [`crate::Input::Synced`]);
 //! - `digest` is [`state_digest`] of the server after the step, as 16
 //!   lowercase hex digits; `term`, `role`, `voted_for`, `commit_index`,
 //!   `last_applied`, `last_log_index` and `last_log_term` are readable copies
 //!   of a few fields, for people, for error messages, and for the recorder's
 //!   reconciliation at restart (below);
 //! - `out` (version 3) is what the step emitted, as the recorder carried it
-//!   out, in order: a list of [`Emitted`] (`Persist` with the hard state and
-//!   the log write's first index and length, `Send` with the destination
+//!   out, in order: a list of [`Emitted`] (`Persist` with the hard state,
+//!   the log write's first index and length, and `"parallel":true` for a
+//!   leader's write in parallel with its sends, `Send` with the destination
 //!   and the [`message_digest`], `SetTimer`, `CancelTimer`, `Reply` with the
 //!   client, the request number and the answer). [`Output::Applied`] is
 //!   left out.
@@ -193,8 +196,8 @@ pub struct Header {
     pub recorded_by: NodeId,
     /// The replication settings the recorder's server ran with
     /// ([`crate::Server::with_replication`]), as the header's own fields
-    /// `max_append_entries`, `max_append_bytes`, `window` and
-    /// `empty_heartbeats`, each left out when unset, so that traces of
+    /// `max_append_entries`, `max_append_bytes`, `window`,
+    /// `empty_heartbeats` and `parallel_write`, each left out when unset, so that traces of
     /// Figure 2's pacing keep their bytes and version.
     #[serde(flatten)]
     pub replication: Replication,
