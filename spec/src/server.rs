@@ -1122,11 +1122,11 @@ impl<S: StateMachine> Server<S> {
             };
             let replicas = usize::from(own)
                 + self
-                .volatile
-                .match_index
-                .values()
-                .filter(|&&m| m >= n)
-                .count();
+                    .volatile
+                    .match_index
+                    .values()
+                    .filter(|&&m| m >= n)
+                    .count();
             if self.is_majority(replicas) {
                 self.volatile.commit_index = n;
                 self.apply_committed(fx);

@@ -54,7 +54,7 @@ fn restart_recovers_exactly_what_was_persisted() {
             // Truncation of a conflicting suffix, then a vote-only record.
             persist(2, 2, &["x"]),
             Persist {
-        parallel: false,
+                parallel: false,
                 hard_state: Some(HardState {
                     current_term: Term(3),
                     voted_for: None,
@@ -620,7 +620,7 @@ mod against_the_spec {
                 vec![
                     persist(1, 1, &["a"]),
                     Persist {
-        parallel: false,
+                        parallel: false,
                         hard_state: Some(hs(4, None)),
                         log: None,
                     },
@@ -631,7 +631,7 @@ mod against_the_spec {
                 vec![
                     persist(1, 1, &["a", "b", "c"]),
                     Persist {
-        parallel: false,
+                        parallel: false,
                         hard_state: None,
                         log: Some(LogWrite {
                             from: LogIndex(2),

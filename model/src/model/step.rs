@@ -67,10 +67,9 @@ impl Action {
     pub fn actor(&self) -> Option<usize> {
         match self {
             Action::Deliver { dst, .. } => Some(usize::from(*dst)),
-            Action::Timeout(id, _)
-            | Action::Crash(id)
-            | Action::Recover(id)
-            | Action::Sync(id) => Some(usize::from(*id)),
+            Action::Timeout(id, _) | Action::Crash(id) | Action::Recover(id) | Action::Sync(id) => {
+                Some(usize::from(*id))
+            }
             Action::Drop(_) => None,
         }
     }

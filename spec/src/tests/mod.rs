@@ -1,10 +1,10 @@
 //! Paper tests: one test per rule of Figure 2 and §5.
 
 mod flow;
-mod parallel;
 pub(crate) mod helpers;
 mod incremental_safety;
 mod paper;
+mod parallel;
 mod safety_predicates;
 
 use crate::{ClientId, Entry, Increment, Payload, Term};

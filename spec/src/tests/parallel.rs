@@ -121,7 +121,11 @@ fn a_report_for_another_term_or_server_changes_nothing() {
     assert_eq!(s.step(synced(2, 1)), vec![]);
     assert_eq!(s, before, "a report of another term");
     s.step(synced(1, 9));
-    assert_eq!(s.volatile.durable_index, Some(LogIndex(1)), "clamped to the log");
+    assert_eq!(
+        s.volatile.durable_index,
+        Some(LogIndex(1)),
+        "clamped to the log"
+    );
     s.step(synced(1, 0));
     assert_eq!(s.volatile.durable_index, Some(LogIndex(1)), "never back");
 
