@@ -27,7 +27,8 @@
 //! - `raft.wal`: an 8-byte magic `RAFTWAL1`, then records. A record is a
 //!   12-byte header (`len: u32 LE`, `len_crc: u32 LE` = CRC-32 of the four
 //!   length bytes, `crc: u32 LE` = CRC-32 of the payload), then `len` bytes of
-//!   payload: one [`Persist`] encoded with postcard. Recovery folds the records
+//!   payload: one [`Persist`]'s hard state and log write, encoded with
+//!   postcard as the pair `(Option<HardState>, Option<LogWrite>)`. Recovery folds the records
 //!   with [`PersistentState::apply_persist`], so a restart recovers exactly
 //!   what was persisted.
 //!
@@ -784,10 +785,13 @@ impl<F: WalFile> FileStorage<F> {
     }
 }
 
-/// Encodes one record (header and payload).
+/// Encodes one record (header and payload). The payload is what the
+/// persist makes durable, its hard state and its log write;
+/// [`Persist::parallel`] says when it may become durable, which a
+/// recovery has no use for.
 pub fn encode_record(persist: &Persist<KvCommand>, out: &mut Vec<u8>) -> Result<(), StorageError> {
-    let payload =
-        postcard::to_allocvec(persist).map_err(|e| StorageError::Encode(e.to_string()))?;
+    let payload = postcard::to_allocvec(&(&persist.hard_state, &persist.log))
+        .map_err(|e| StorageError::Encode(e.to_string()))?;
     let len = u32::try_from(payload.len())
         .ok()
         .filter(|&l| (l as usize) <= MAX_RECORD)
@@ -869,8 +873,13 @@ pub fn recover(
         };
         match check_record(bytes, at) {
             Ok(Some((start, end))) => {
-                let persist: Persist<KvCommand> = postcard::from_bytes(&bytes[start..end])
+                let (hard_state, log) = postcard::from_bytes(&bytes[start..end])
                     .map_err(|e| corrupt(format!("record does not decode: {e}")))?;
+                let persist: Persist<KvCommand> = Persist {
+                    hard_state,
+                    log,
+                    parallel: false,
+                };
                 state.apply_persist(&persist);
                 recovery.records += 1;
                 at = end;
