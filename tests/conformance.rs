@@ -191,7 +191,7 @@ fn walk(seed: u64, steps: usize) -> (usize, u64) {
                 requests = no;
                 let command = KvCommand::Put {
                     key: format!("k{}", no % 3),
-                    value: format!("v{no}"),
+                    value: format!("v{no}").into(),
                 };
                 let now = imp.clocks[&id];
                 let event = Event::Request {

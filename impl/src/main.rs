@@ -602,7 +602,7 @@ fn main() -> ExitCode {
                 },
                 (None, None) => return usage("put: give VALUE or --value-file FILE"),
             };
-            run_command(&client, KvCommand::Put { key, value })
+            run_command(&client, KvCommand::put(key, value))
         }
         Cmd::Get { client, key } => {
             init_logging(cli.log_format, "warn");

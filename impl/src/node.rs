@@ -263,6 +263,9 @@ pub struct Node<St: Storage> {
     rng: SplitMix64,
     election_deadline: Option<Time>,
     heartbeat_deadline: Option<Time>,
+    /// Whether the batch being handled (or the last one) started the
+    /// election timer ([`Node::batch_took`]).
+    election_started: bool,
     /// Clients waiting for the reply to `(client id, request number)`.
     pending: HashMap<(ClientId, u64), ConnId>,
     addresses: Peers,
@@ -373,6 +376,7 @@ impl<St: Storage> Node<St> {
             rng: SplitMix64::new(seed),
             election_deadline: None,
             heartbeat_deadline: None,
+            election_started: false,
             pending: HashMap::new(),
             addresses: peers,
             trace,
@@ -443,6 +447,7 @@ impl<St: Storage> Node<St> {
         io: &mut impl Io,
     ) -> Result<(), NodeError> {
         let mut batch = Batch::default();
+        self.election_started = false;
         // Events first: they arrived while the node was busy, before `now`,
         // so a heartbeat waiting in the queue after a long step (a large
         // entry's write) resets the election timer before it is found
@@ -497,6 +502,24 @@ impl<St: Storage> Node<St> {
         }
         self.fire_timers(now, &mut batch)?;
         self.finish(now, batch, io)
+    }
+
+    /// Tells the node that the batch [`Node::handle`] just handled took
+    /// `took` of wall time (its steps, its writes and their fsync): an
+    /// election timer that batch started counts from the end of that work,
+    /// not from its start. A follower that spent long writing what its
+    /// leader sent (a large entry) is then not found past its timeout the
+    /// moment it is done, while its leader, busy writing the same entries,
+    /// has not yet sent the next heartbeat: the counterpart of a tick-driven
+    /// clock whose ticks stop while the node works (etcd-io/raft's
+    /// `Tick`). The runtime's policy, like [`Event::Receiving`]; a
+    /// simulation whose steps take no time never calls it.
+    pub fn batch_took(&mut self, took: Duration) {
+        if self.election_started {
+            if let Some(deadline) = &mut self.election_deadline {
+                *deadline += took;
+            }
+        }
     }
 
     /// Fires the timers whose deadline has passed. An election deadline
@@ -687,6 +710,7 @@ impl<St: Storage> Node<St> {
                         Timer::Election => {
                             let after = self.election_timeout();
                             self.election_deadline = Some(now + after);
+                            self.election_started = true;
                         }
                         Timer::Heartbeat => {
                             self.heartbeat_deadline = Some(now + self.timing.heartbeat);

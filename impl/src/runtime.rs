@@ -291,6 +291,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let started = Instant::now();
         node.handle(origin.elapsed(), batch.drain(..), &mut transport)?;
         let took = started.elapsed();
+        node.batch_took(took);
         if took > options.timing.election_min / 2 {
             tracing::warn!(
                 took_ms = took.as_millis() as u64,

@@ -790,17 +790,30 @@ impl<F: WalFile> FileStorage<F> {
 /// [`Persist::parallel`] says when it may become durable, which a
 /// recovery has no use for.
 pub fn encode_record(persist: &Persist<KvCommand>, out: &mut Vec<u8>) -> Result<(), StorageError> {
-    let payload = postcard::to_allocvec(&(&persist.hard_state, &persist.log))
-        .map_err(|e| StorageError::Encode(e.to_string()))?;
-    let len = u32::try_from(payload.len())
+    let record = (&persist.hard_state, &persist.log);
+    let encode = |e: postcard::Error| StorageError::Encode(e.to_string());
+    // The payload is serialized in place, after a header filled in once
+    // its length and CRC are known: a large entry is copied once.
+    let header = out.len();
+    out.reserve(12 + crate::wire::serialized_len(&record).map_err(encode)?);
+    out.extend_from_slice(&[0; 12]);
+    if let Err(e) = postcard::to_io(&record, &mut *out) {
+        out.truncate(header);
+        return Err(encode(e));
+    }
+    let size = out.len() - header - 12;
+    let Some(len) = u32::try_from(size)
         .ok()
         .filter(|&l| (l as usize) <= MAX_RECORD)
-        .ok_or_else(|| StorageError::Encode(format!("record of {} bytes", payload.len())))?;
+    else {
+        out.truncate(header);
+        return Err(StorageError::Encode(format!("record of {size} bytes")));
+    };
     let len_bytes = len.to_le_bytes();
-    out.extend_from_slice(&len_bytes);
-    out.extend_from_slice(&crc32fast::hash(&len_bytes).to_le_bytes());
-    out.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    out.extend_from_slice(&payload);
+    let crc = crc32fast::hash(&out[header + 12..]);
+    out[header..header + 4].copy_from_slice(&len_bytes);
+    out[header + 4..header + 8].copy_from_slice(&crc32fast::hash(&len_bytes).to_le_bytes());
+    out[header + 8..header + 12].copy_from_slice(&crc.to_le_bytes());
     Ok(())
 }
 

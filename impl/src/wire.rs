@@ -160,19 +160,47 @@ impl FrameError {
     }
 }
 
-/// Encodes `frame` with its length prefix.
+/// Encodes `frame` with its length prefix, in a buffer sized for it: the
+/// payload is copied once, however large its entries.
 pub fn encode(frame: &Frame) -> io::Result<Vec<u8>> {
-    let payload = postcard::to_allocvec(frame).map_err(io::Error::other)?;
-    let len = u32::try_from(payload.len()).map_err(|_| io::Error::other("frame above 4 GiB"))?;
-    let mut framed = Vec::with_capacity(payload.len() + 4);
+    let len = payload_len(frame)?;
+    let mut framed = Vec::with_capacity(len as usize + 4);
     framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(&payload);
-    Ok(framed)
+    postcard::to_extend(frame, framed).map_err(io::Error::other)
 }
 
-/// Writes one frame (the caller flushes).
+/// The length of `frame`'s payload, which its prefix carries.
+fn payload_len(frame: &Frame) -> io::Result<u32> {
+    let len = serialized_len(frame).map_err(io::Error::other)?;
+    u32::try_from(len).map_err(|_| io::Error::other("frame above 4 GiB"))
+}
+
+/// The length of `value`'s postcard encoding, counted by the encoder
+/// itself writing nowhere (strings and byte strings are counted, not
+/// copied).
+pub fn serialized_len(value: &impl Serialize) -> postcard::Result<usize> {
+    /// A writer that keeps only the count of bytes written.
+    struct Count(usize);
+    impl Write for Count {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    postcard::to_io(value, Count(0)).map(|c| c.0)
+}
+
+/// Writes one frame (the caller flushes), serialized straight into `w`
+/// after its length prefix, with no buffer of its own: a large
+/// AppendEntries leaves without being copied first.
 pub fn write_frame(w: &mut impl Write, frame: &Frame) -> io::Result<()> {
-    w.write_all(&encode(frame)?)
+    let len = payload_len(frame)?;
+    w.write_all(&len.to_be_bytes())?;
+    postcard::to_io(frame, w).map_err(io::Error::other)?;
+    Ok(())
 }
 
 /// Reads one frame, refusing payloads above `max` bytes.
@@ -184,7 +212,8 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> Result<Frame, FrameError> {
 pub const READ_CHUNK: usize = 1 << 20;
 
 /// [`read_frame`], calling `progress(bytes read so far)` before each
-/// [`READ_CHUNK`] of a payload larger than one chunk: a frame that takes a
+/// [`READ_CHUNK`] of a payload larger than one chunk and before decoding
+/// it: a frame that takes a
 /// while to arrive tells its reader that its sender is alive.
 pub fn read_frame_with(
     r: &mut impl Read,
@@ -205,6 +234,8 @@ pub fn read_frame_with(
             progress(i * READ_CHUNK);
             r.read_exact(chunk)?;
         }
+        // Once more as it is decoded, which takes a while too.
+        progress(len);
     }
     postcard::from_bytes(&payload).map_err(|e| FrameError::Malformed {
         len,
@@ -255,7 +286,12 @@ mod tests {
         ];
         let mut buf = Vec::new();
         for f in &frames {
+            let at = buf.len();
             write_frame(&mut buf, f).unwrap();
+            // Written in place or encoded in a buffer: the same bytes, the
+            // prefix counting exactly the payload.
+            assert_eq!(buf[at..], encode(f).unwrap()[..]);
+            assert_eq!(buf.len() - at - 4, postcard::to_allocvec(f).unwrap().len());
         }
         let mut r = &buf[..];
         for f in &frames {

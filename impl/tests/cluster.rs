@@ -95,7 +95,7 @@ fn a_cluster_of_processes_elects_replicates_survives_kill_9_and_catches_up() {
     for i in 0..20 {
         assert_eq!(
             client.call(KvCommand::get(format!("k{i}"))),
-            Ok(Some(format!("v{i}"))),
+            Ok(Some(format!("v{i}").into())),
             "key k{i}"
         );
     }
@@ -879,10 +879,10 @@ fn put_reads_large_values_from_a_file_or_standard_input() {
         .unwrap();
     assert!(stdin_put.wait().unwrap().success());
     let mut client = c.client();
-    assert_eq!(client.call(KvCommand::get("big")), Ok(Some(value)));
+    assert_eq!(client.call(KvCommand::get("big")), Ok(Some(value.into())));
     assert_eq!(
         client.call(KvCommand::get("small")),
-        Ok(Some("from stdin".to_string()))
+        Ok(Some("from stdin".into()))
     );
 
     let missing = Command::new(EXE)

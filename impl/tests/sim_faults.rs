@@ -36,7 +36,7 @@ fn puts(client: usize, n: usize) -> Vec<KvCommand> {
     (0..n)
         .map(|i| KvCommand::Put {
             key: format!("c{client}-{i}"),
-            value: format!("v{i}"),
+            value: format!("v{i}").into(),
         })
         .collect()
 }

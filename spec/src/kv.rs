@@ -12,6 +12,98 @@ use crate::state_machine::StateMachine;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
+
+/// A value of the map: text shared, not copied, by the log entry, the
+/// messages that carry it, the write that persists it and the map that
+/// holds it, so that a large value costs one copy however many times a
+/// step clones its entry. It compares, orders, hashes and serializes as
+/// its text (a JSON string, a postcard string), exactly as a `String`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Value(Arc<str>);
+
+impl Value {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for Value {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value(s.into())
+    }
+}
+
+impl From<&String> for Value {
+    fn from(s: &String) -> Self {
+        Value(s.as_str().into())
+    }
+}
+
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value(s.into())
+    }
+}
+
+impl PartialEq<str> for Value {
+    fn eq(&self, other: &str) -> bool {
+        &*self.0 == other
+    }
+}
+
+impl PartialEq<&str> for Value {
+    fn eq(&self, other: &&str) -> bool {
+        &*self.0 == *other
+    }
+}
+
+impl fmt::Debug for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for Value {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Serialize for Value {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Value {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        /// Builds the shared text straight from the decoder's string, in
+        /// one copy (a `String` first would be two).
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = Value;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Value, E> {
+                Ok(Value::from(s))
+            }
+            fn visit_string<E: serde::de::Error>(self, s: String) -> Result<Value, E> {
+                Ok(Value::from(s))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
 
 /// A client command on the map.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -21,7 +113,7 @@ pub enum KvCommand {
         /// The key.
         key: String,
         /// The new value.
-        value: String,
+        value: Value,
     },
     /// Reads `key`; returns its value.
     Get {
@@ -37,7 +129,7 @@ pub enum KvCommand {
 
 impl KvCommand {
     /// `Put { key, value }`.
-    pub fn put(key: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn put(key: impl Into<String>, value: impl Into<Value>) -> Self {
         KvCommand::Put {
             key: key.into(),
             value: value.into(),
@@ -69,19 +161,19 @@ impl fmt::Display for KvCommand {
 
 /// What applying a [`KvCommand`] returns: the value the key held before the
 /// command (for `Get`, the value it holds), `None` if it was absent.
-pub type KvOutput = Option<String>;
+pub type KvOutput = Option<Value>;
 
 /// The replicated map. Keys are ordered, so its serialization, hash and
 /// comparison are canonical.
 #[derive(Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Kv {
-    map: BTreeMap<String, String>,
+    map: BTreeMap<String, Value>,
 }
 
 impl Kv {
     /// The value of `key`, if any.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.map.get(key).map(String::as_str)
+        self.map.get(key).map(Value::as_str)
     }
 
     /// The number of keys.

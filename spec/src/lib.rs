@@ -57,7 +57,7 @@ pub mod trace;
 mod types;
 
 pub use counter::{Counter, Increment};
-pub use kv::{Kv, KvCommand, KvOutput};
+pub use kv::{Kv, KvCommand, KvOutput, Value};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };

@@ -46,7 +46,7 @@
 //! complete at `invoke_ns`.
 
 use crate::jepsen::history::{DisplayValue, Op, Outcome};
-use raft_spec::KvCommand;
+use raft_spec::{KvCommand, KvOutput};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 
@@ -138,7 +138,7 @@ pub struct Violation {
     /// for the explanation.
     pub prefix_tail: Vec<Op>,
     /// The register's value after `prefix`.
-    pub register: Option<String>,
+    pub register: KvOutput,
     /// The `Ok` operations that could come next in real time (invoked
     /// before the first of the remaining ones completed), none of which
     /// agrees with `register`.
@@ -873,7 +873,7 @@ fn explain(
             .iter()
             .map(|&op| ops[op].op.clone())
             .collect(),
-        register: names[state].map(str::to_string),
+        register: names[state].map(raft_spec::Value::from),
         stuck,
     }
 }

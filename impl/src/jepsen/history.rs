@@ -320,7 +320,7 @@ impl LineIn {
         let command = match (f, self.value) {
             (Function::Put, Some(value)) => KvCommand::Put {
                 key: self.key,
-                value,
+                value: value.into(),
             },
             (Function::Put, None) => return Err(HistoryError::MissingValue { line, id }),
             (Function::Get, None) => KvCommand::Get { key: self.key },
@@ -334,7 +334,7 @@ impl LineIn {
             }
         };
         let outcome = match (self.outcome.as_str(), self.output) {
-            ("ok", Some(output)) => Outcome::Ok(output),
+            ("ok", Some(output)) => Outcome::Ok(output.map(Into::into)),
             ("ok", None) => return Err(HistoryError::MissingOutput { line, id }),
             ("unknown", None) => Outcome::Unknown,
             ("unknown", Some(_)) => return Err(HistoryError::UnexpectedOutput { line, id }),

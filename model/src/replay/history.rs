@@ -160,7 +160,7 @@ mod tests {
         Ack {
             client_id: ClientId(client),
             request_no,
-            value: value.map(str::to_string),
+            value: value.map(Into::into),
             server: NodeId(1),
             file: Arc::from("n1"),
             line: 7,

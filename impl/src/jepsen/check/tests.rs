@@ -8,7 +8,7 @@ use std::time::Instant;
 // checker).
 
 fn ok(output: Option<&str>) -> Outcome {
-    Outcome::Ok(output.map(str::to_string))
+    Outcome::Ok(output.map(Into::into))
 }
 
 fn op(id: u64, command: KvCommand, [invoke_ns, complete_ns]: [u64; 2], outcome: Outcome) -> Op {
@@ -684,8 +684,8 @@ fn stale_value(history: &[Op], target: impl Fn(&Op) -> bool) -> (usize, String) 
         for w in same_key_ok_writes().filter(|w| w.complete_ns < op.invoke_ns) {
             for p in same_key_ok_writes().filter(|p| p.complete_ns < w.invoke_ns) {
                 if let KvCommand::Put { value, .. } = &p.command {
-                    if op.outcome != ok(Some(value)) {
-                        return (i, value.clone());
+                    if op.outcome != ok(Some(value.as_str())) {
+                        return (i, value.to_string());
                     }
                 }
             }
