@@ -44,7 +44,7 @@
 //! let put = KvCommand::Put { key: "k".into(), value: "v".into() };
 //! assert_eq!(sim.call(put, 5_000), Some(None));
 //! let get = KvCommand::Get { key: "k".into() };
-//! assert_eq!(sim.call(get, 5_000), Some(Some("v".to_string())));
+//! assert_eq!(sim.call(get, 5_000), Some(Some("v".into())));
 //! ```
 
 pub mod bench;
