@@ -669,7 +669,7 @@ impl<St: Storage> Node<St> {
                     batch.persisted = true;
                     match &p.log {
                         Some(w) if p.parallel => {
-                            let last = raft_spec::LogIndex(w.from.0 + w.entries.len() as u64 - 1);
+                            let last = w.last_index();
                             let term = self.server.current_term();
                             batch.parallel = Some(match batch.parallel {
                                 Some((t, i)) if t == term => (t, i.max(last)),

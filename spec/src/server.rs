@@ -236,6 +236,14 @@ pub struct LogWrite<C> {
     pub entries: Vec<Entry<C>>,
 }
 
+impl<C> LogWrite<C> {
+    /// The index of the write's last entry; `from - 1` when it only
+    /// deletes (the log then ends there).
+    pub fn last_index(&self) -> LogIndex {
+        LogIndex((self.from.0 + self.entries.len() as u64).saturating_sub(1))
+    }
+}
+
 impl<C: PartialEq> LogWrite<C> {
     /// Whether this write, applied to `log`, deletes or changes an entry
     /// `log` holds: the log after it does not extend `log` (what
