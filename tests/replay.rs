@@ -359,10 +359,10 @@ fn received_append_entries(text: &str) -> Vec<usize> {
     steps_of(text)
         .into_iter()
         .filter_map(|step| match step.input {
-            TraceInput::Message {
+            TraceInput::Step(Input::Message {
                 message: Message::AppendEntries(m),
                 ..
-            } => Some(m.entries.len()),
+            }) => Some(m.entries.len()),
             _ => None,
         })
         .collect()

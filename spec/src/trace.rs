@@ -250,58 +250,24 @@ impl Header {
     }
 }
 
-/// The input of a recorded step: [`Input`] plus the restart.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// The input of a recorded step: the restart, or an [`Input`] given to
+/// [`crate::Server::step`].
+///
+/// It is written as its [`Input`] is in serde's externally tagged form
+/// (`{"Message":{...}}`, `"ElectionTimeout"`, ...), with `"Restart"` beside
+/// them: a trace line names the input itself, not a wrapper around it.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TraceInput<C> {
     /// The server (re)started from its persisted state
     /// ([`crate::Server::restart`]); the first step of every run.
     Restart,
-    /// A message from a peer.
-    Message {
-        /// The sender.
-        from: NodeId,
-        /// The message.
-        message: Message<C>,
-    },
-    /// A client request.
-    ClientRequest {
-        /// The client session.
-        client_id: ClientId,
-        /// The client's request number.
-        request_no: u64,
-        /// The command.
-        command: C,
-    },
-    /// The election timer fired.
-    ElectionTimeout,
-    /// The heartbeat timer fired.
-    HeartbeatTimeout,
-    /// The leader's own write is durable ([`Input::Synced`]).
-    Synced {
-        /// The term in which it wrote the entries.
-        term: Term,
-        /// The last index now durable.
-        index: LogIndex,
-    },
+    /// An input to [`crate::Server::step`].
+    Step(Input<C>),
 }
 
 impl<C> From<Input<C>> for TraceInput<C> {
     fn from(input: Input<C>) -> Self {
-        match input {
-            Input::Message { from, message } => TraceInput::Message { from, message },
-            Input::ClientRequest {
-                client_id,
-                request_no,
-                command,
-            } => TraceInput::ClientRequest {
-                client_id,
-                request_no,
-                command,
-            },
-            Input::ElectionTimeout => TraceInput::ElectionTimeout,
-            Input::HeartbeatTimeout => TraceInput::HeartbeatTimeout,
-            Input::Synced { term, index } => TraceInput::Synced { term, index },
-        }
+        TraceInput::Step(input)
     }
 }
 
@@ -311,31 +277,131 @@ impl<C> TraceInput<C> {
     pub fn into_input(self) -> Option<Input<C>> {
         match self {
             TraceInput::Restart => None,
-            TraceInput::Message { from, message } => Some(Input::Message { from, message }),
-            TraceInput::ClientRequest {
-                client_id,
-                request_no,
-                command,
-            } => Some(Input::ClientRequest {
-                client_id,
-                request_no,
-                command,
-            }),
-            TraceInput::ElectionTimeout => Some(Input::ElectionTimeout),
-            TraceInput::HeartbeatTimeout => Some(Input::HeartbeatTimeout),
-            TraceInput::Synced { term, index } => Some(Input::Synced { term, index }),
+            TraceInput::Step(input) => Some(input),
+        }
+    }
+
+    /// The [`Input`], if this is not the restart.
+    pub fn input(&self) -> Option<&Input<C>> {
+        match self {
+            TraceInput::Restart => None,
+            TraceInput::Step(input) => Some(input),
         }
     }
 
     /// A short name: `Restart`, or the input's as [`Input::name`] gives it.
     pub fn name(&self) -> &'static str {
         match self {
-            TraceInput::Restart => "Restart",
-            TraceInput::Message { message, .. } => message.name(),
-            TraceInput::ClientRequest { .. } => "ClientRequest",
-            TraceInput::ElectionTimeout => "ElectionTimeout",
-            TraceInput::HeartbeatTimeout => "HeartbeatTimeout",
-            TraceInput::Synced { .. } => "Synced",
+            TraceInput::Restart => RESTART,
+            TraceInput::Step(input) => input.name(),
+        }
+    }
+}
+
+/// The restart's name in a trace line.
+const RESTART: &str = "Restart";
+
+impl<C: Serialize> Serialize for TraceInput<C> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TraceInput::Restart => serializer.serialize_unit_variant("TraceInput", 0, RESTART),
+            TraceInput::Step(input) => input.serialize(serializer),
+        }
+    }
+}
+
+impl<'de, C: Deserialize<'de>> Deserialize<'de> for TraceInput<C> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_enum("TraceInput", &[RESTART], input_de::TraceInputVisitor::new())
+    }
+}
+
+/// [`TraceInput`]'s reader: it reads the variant's name, takes `"Restart"`
+/// itself and hands any other name, with the rest of the value unread, to
+/// [`Input`]'s own deserializer. Nothing is buffered or parsed twice.
+mod input_de {
+    use super::{Input, TraceInput, RESTART};
+    use serde::de::{self, DeserializeSeed, EnumAccess, IntoDeserializer, VariantAccess, Visitor};
+    use serde::Deserialize;
+    use std::borrow::Cow;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    pub(super) struct TraceInputVisitor<C>(PhantomData<C>);
+
+    impl<C> TraceInputVisitor<C> {
+        pub(super) fn new() -> Self {
+            TraceInputVisitor(PhantomData)
+        }
+    }
+
+    impl<'de, C: Deserialize<'de>> Visitor<'de> for TraceInputVisitor<C> {
+        type Value = TraceInput<C>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a step's input: \"Restart\" or a server input")
+        }
+
+        fn visit_enum<A: EnumAccess<'de>>(self, data: A) -> Result<Self::Value, A::Error> {
+            let (Name(name), variant) = data.variant::<Name<'de>>()?;
+            if name == RESTART {
+                variant.unit_variant()?;
+                return Ok(TraceInput::Restart);
+            }
+            Input::deserialize(NameRead { name, variant }).map(TraceInput::Step)
+        }
+    }
+
+    /// A variant's name, borrowed from the input where it can be.
+    struct Name<'de>(Cow<'de, str>);
+
+    impl<'de> Deserialize<'de> for Name<'de> {
+        fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct NameVisitor;
+            impl<'de> Visitor<'de> for NameVisitor {
+                type Value = Name<'de>;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("an input's name")
+                }
+                fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Name<'de>, E> {
+                    Ok(Name(Cow::Borrowed(v)))
+                }
+                fn visit_str<E>(self, v: &str) -> Result<Name<'de>, E> {
+                    Ok(Name(Cow::Owned(v.to_owned())))
+                }
+            }
+            deserializer.deserialize_identifier(NameVisitor)
+        }
+    }
+
+    /// An enum whose variant's name is already read: the deserializer
+    /// [`Input`] reads itself from.
+    struct NameRead<'de, A> {
+        name: Cow<'de, str>,
+        variant: A,
+    }
+
+    impl<'de, A: VariantAccess<'de>> de::Deserializer<'de> for NameRead<'de, A> {
+        type Error = A::Error;
+
+        fn deserialize_any<W: Visitor<'de>>(self, visitor: W) -> Result<W::Value, A::Error> {
+            visitor.visit_enum(self)
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map struct enum identifier ignored_any
+        }
+    }
+
+    impl<'de, A: VariantAccess<'de>> EnumAccess<'de> for NameRead<'de, A> {
+        type Error = A::Error;
+        type Variant = A;
+
+        fn variant_seed<S: DeserializeSeed<'de>>(self, seed: S) -> Result<(S::Value, A), A::Error> {
+            let name: de::value::CowStrDeserializer<'de, A::Error> = self.name.into_deserializer();
+            Ok((seed.deserialize(name)?, self.variant))
         }
     }
 }
@@ -1657,6 +1723,66 @@ mod tests {
         assert_eq!(back[0].input.clone().into_input(), None);
     }
 
+    /// A step's input is written exactly as the server's [`Input`] is, with
+    /// `"Restart"` beside its variants, and read back through [`Input`]'s
+    /// own deserializer; a name that is neither is an error naming it.
+    #[test]
+    fn inputs_are_written_as_the_server_input_is() {
+        let cases: Vec<(TraceInput<KvCommand>, &str)> = vec![
+            (TraceInput::Restart, r#""Restart""#),
+            (Input::ElectionTimeout.into(), r#""ElectionTimeout""#),
+            (Input::HeartbeatTimeout.into(), r#""HeartbeatTimeout""#),
+            (
+                Input::Synced {
+                    term: Term(2),
+                    index: LogIndex(5),
+                }
+                .into(),
+                r#"{"Synced":{"term":2,"index":5}}"#,
+            ),
+            (
+                Input::ClientRequest {
+                    client_id: ClientId(9),
+                    request_no: 1,
+                    command: put("a"),
+                }
+                .into(),
+                r#"{"ClientRequest":{"client_id":9,"request_no":1,"command":{"Put":{"key":"a","value":"v"}}}}"#,
+            ),
+            (
+                Input::Message {
+                    from: NodeId(2),
+                    message: Message::RequestVoteResponse(crate::RequestVoteResponse {
+                        term: Term(1),
+                        vote_granted: true,
+                    }),
+                }
+                .into(),
+                r#"{"Message":{"from":2,"message":{"RequestVoteResponse":{"term":1,"vote_granted":true}}}}"#,
+            ),
+        ];
+        for (input, json) in cases {
+            assert_eq!(serde_json::to_string(&input).unwrap(), json);
+            let back: TraceInput<KvCommand> = serde_json::from_str(json).unwrap();
+            assert_eq!(back, input, "{json}");
+            // Read from an owned string too (no borrowed variant name).
+            let value: serde_json::Value = serde_json::from_str(json).unwrap();
+            let back: TraceInput<KvCommand> = serde_json::from_value(value).unwrap();
+            assert_eq!(back, input, "{json}");
+        }
+        for bad in [
+            r#""Reboot""#,
+            r#"{"Restart":{}}"#,
+            r#"{"Synced":{"term":2}}"#,
+            "7",
+        ] {
+            let err = serde_json::from_str::<TraceInput<KvCommand>>(bad).unwrap_err();
+            assert!(!err.to_string().is_empty(), "{bad}");
+        }
+        let err = serde_json::from_str::<TraceInput<KvCommand>>(r#""Reboot""#).unwrap_err();
+        assert!(err.to_string().contains("Reboot"), "{err}");
+    }
+
     #[test]
     fn the_header_round_trips_with_and_without_replication_settings() {
         // With Figure 2's pacing the fields are left out: the header's bytes
@@ -1816,7 +1942,7 @@ mod tests {
         let step = Step::<KvCommand, KvOutput> {
             seq: 1,
             server: NodeId(1),
-            input: TraceInput::Message {
+            input: TraceInput::Step(Input::Message {
                 from: NodeId(2),
                 message: Message::RequestVote(RequestVote {
                     term: Term(1),
@@ -1824,7 +1950,7 @@ mod tests {
                     last_log_index: LogIndex(0),
                     last_log_term: Term(0),
                 }),
-            },
+            }),
             digest: Digest(1),
             term: Term(1),
             role: Role::Follower,

@@ -16,7 +16,7 @@ use crate::model::intern::{content_hash, FixedState};
 use raft_spec::safety::{self, History, IncrementalSafety, ServerView};
 use raft_spec::trace::{released_sends, Emitted, LogDigest, Released, StepState, TraceInput};
 use raft_spec::{
-    ClientReply, KvCommand, KvOutput, LogIndex, Message, NodeId, Replication, Term, Timer,
+    ClientReply, Input, KvCommand, KvOutput, LogIndex, Message, NodeId, Replication, Term, Timer,
 };
 use std::collections::{HashMap, VecDeque};
 use std::fmt::{self, Write as _};
@@ -146,18 +146,18 @@ pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<Repl
     Some(match &step.input {
         TraceInput::Restart if first => return None,
         TraceInput::Restart => ReplayAction::Crash(node),
-        TraceInput::ElectionTimeout => ReplayAction::Timeout(node, Timer::Election),
-        TraceInput::HeartbeatTimeout => ReplayAction::Timeout(node, Timer::Heartbeat),
-        TraceInput::Synced { term, index } => ReplayAction::Synced {
+        TraceInput::Step(Input::ElectionTimeout) => ReplayAction::Timeout(node, Timer::Election),
+        TraceInput::Step(Input::HeartbeatTimeout) => ReplayAction::Timeout(node, Timer::Heartbeat),
+        TraceInput::Step(Input::Synced { term, index }) => ReplayAction::Synced {
             node,
             term: *term,
             index: *index,
         },
-        TraceInput::ClientRequest {
+        TraceInput::Step(Input::ClientRequest {
             client_id,
             request_no,
             command,
-        } => ReplayAction::Deliver(Envelope {
+        }) => ReplayAction::Deliver(Envelope {
             dst: node,
             msg: ReplayMsg::Request {
                 client_id: *client_id,
@@ -165,7 +165,7 @@ pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<Repl
                 command: command.clone(),
             },
         }),
-        TraceInput::Message { from, message } => ReplayAction::Deliver(Envelope {
+        TraceInput::Step(Input::Message { from, message }) => ReplayAction::Deliver(Envelope {
             dst: node,
             msg: ReplayMsg::raft(*from, message.clone()),
         }),
@@ -307,8 +307,10 @@ impl Replayer {
                 actions.push(ReplayAction::Recover(node));
                 actions
             }
-            TraceInput::Synced { .. } => action_of(node, step, first).into_iter().collect(),
-            TraceInput::ElectionTimeout | TraceInput::HeartbeatTimeout => {
+            TraceInput::Step(Input::Synced { .. }) => {
+                action_of(node, step, first).into_iter().collect()
+            }
+            TraceInput::Step(Input::ElectionTimeout | Input::HeartbeatTimeout) => {
                 let Some(action @ ReplayAction::Timeout(_, timer)) = action_of(node, step, first)
                 else {
                     return Ok(Vec::new());
@@ -334,8 +336,10 @@ impl Replayer {
             // The environment sends the request and the model delivers it
             // at once; the environment does not send it again (a retry is
             // another recorded request).
-            TraceInput::ClientRequest { .. } => action_of(node, step, first).into_iter().collect(),
-            TraceInput::Message { from, message } => {
+            TraceInput::Step(Input::ClientRequest { .. }) => {
+                action_of(node, step, first).into_iter().collect()
+            }
+            TraceInput::Step(Input::Message { from, message }) => {
                 let wrapped = RaftMsg::new(message.clone());
                 let in_flight = self.state.in_flight_msg(*from, node, &wrapped);
                 // The real sender must have let it out too (version 3): the
@@ -495,7 +499,8 @@ impl Replayer {
                 },
             ));
         }
-        if let (true, TraceInput::Message { from, message }) = (self.fifo, &step.input) {
+        if let (true, TraceInput::Step(Input::Message { from, message })) = (self.fifo, &step.input)
+        {
             self.delivered(*from, node, message);
         }
         if records {

@@ -16,7 +16,8 @@
 //!
 //! Nothing here is a rule a server runs: `Server::step` never calls these.
 
-use super::{accepted, rejection, Server};
+use super::replication::{accepted, rejection};
+use super::Server;
 use crate::bugs::Bug;
 use crate::message::{AppendEntries, RequestVoteResponse};
 use crate::{LogIndex, Message, NodeId, Role, StateMachine, Term};

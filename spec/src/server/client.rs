@@ -1,0 +1,122 @@
+//! Client interaction (Raft §8): a request appended by the leader, a
+//! session per client so that a command is applied at most once, and the
+//! apply loop that answers the client.
+
+use super::{ClientReply, Effects, Occasion, Output, Role, Server, Session};
+use crate::state_machine::StateMachine;
+use crate::types::{ClientId, Payload};
+
+impl<S: StateMachine> Server<S> {
+    /// Raft §8: a leader appends the command and replies once it is committed
+    /// and applied; other servers redirect the client to the leader they know.
+    /// A request already applied is answered from the session table (an
+    /// older one than the client's latest applied is answered
+    /// [`ClientReply::Superseded`]), and one already appended in the current
+    /// term is not appended twice.
+    pub(super) fn handle_client_request(
+        &mut self,
+        client_id: ClientId,
+        request_no: u64,
+        command: S::Command,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        if self.volatile.role != Role::Leader {
+            fx.rest.push(Output::ClientReply {
+                client_id,
+                request_no,
+                reply: ClientReply::NotLeader {
+                    leader_hint: self.volatile.leader_hint,
+                },
+            });
+            return;
+        }
+        let session = self.volatile.sessions.get(&client_id);
+        let reply = match Session::of(session.map(|(n, _)| *n), request_no) {
+            Session::New => None,
+            Session::Applied => session.map(|(_, output)| ClientReply::Ok(output.clone())),
+            Session::Superseded { applied } => Some(ClientReply::Superseded { applied }),
+        };
+        if let Some(reply) = reply {
+            fx.rest.push(Output::ClientReply {
+                client_id,
+                request_no,
+                reply,
+            });
+            return;
+        }
+        // Already appended in this term: it will be answered once applied.
+        // A copy from an earlier term is not enough, since only an entry of
+        // the current term can commit it (Raft §5.4.2).
+        let term = self.persistent.current_term;
+        let pending = self
+            .persistent
+            .log
+            .entries_from(self.volatile.last_applied.next())
+            .iter()
+            .any(|e| {
+                e.term == term
+                    && matches!(&e.payload, Payload::Command { client_id: c, request_no: r, .. }
+                    if *c == client_id && *r == request_no)
+            });
+        if pending {
+            return;
+        }
+        self.append_to_own_log(
+            Payload::Command {
+                client_id,
+                request_no,
+                command,
+            },
+            fx,
+        );
+        self.replicate(Occasion::Append, fx);
+        self.advance_commit_index(fx);
+    }
+
+    /// Fig. 2 (All servers): "If commitIndex > lastApplied: increment
+    /// lastApplied, apply log[lastApplied] to state machine". A command whose
+    /// (client id, request number) was applied before is not applied again
+    /// (Raft §8). The leader answers the client.
+    pub(super) fn apply_committed(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        while self.volatile.last_applied < self.volatile.commit_index {
+            let index = self.volatile.last_applied.next();
+            let Some(entry) = self.persistent.log.get(index) else {
+                // commit_index never passes the end of the log (see the
+                // invariant on `commit_index`), so this cannot happen.
+                break;
+            };
+            self.volatile.last_applied = index;
+            fx.rest.push(Output::Applied {
+                index,
+                term: entry.term,
+            });
+            let Payload::Command {
+                client_id,
+                request_no,
+                command,
+            } = &entry.payload
+            else {
+                continue;
+            };
+            let session = self.volatile.sessions.get(client_id);
+            let output = match (Session::of(session.map(|(n, _)| *n), *request_no), session) {
+                (Session::Applied, Some((_, output))) => output.clone(),
+                (Session::Superseded { .. }, _) => continue,
+                _ => {
+                    let output = self.volatile.state_machine.apply(command);
+                    self.volatile
+                        .sessions
+                        .insert(*client_id, (*request_no, output.clone()));
+                    output
+                }
+            };
+            if self.volatile.role == Role::Leader {
+                fx.rest.push(Output::ClientReply {
+                    client_id: *client_id,
+                    request_no: *request_no,
+                    reply: ClientReply::Ok(output),
+                });
+            }
+        }
+    }
+}
