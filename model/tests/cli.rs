@@ -1,5 +1,8 @@
 //! The `raft-model` command line: exit statuses and what it prints.
 
+mod common;
+
+use common::PAPER_PROPERTIES;
 use std::process::{Command, Output};
 
 fn raft_model(args: &[&str]) -> Output {
@@ -28,14 +31,7 @@ fn check_passes_and_reports_every_property() {
     );
     assert!(out.contains("Completed after"), "{out}");
     assert!(out.contains("unique states=321 "), "{out}");
-    for name in [
-        "Election Safety",
-        "Leader Append-Only",
-        "Log Matching",
-        "Leader Completeness",
-        "State Machine Safety",
-        "Linearizability",
-    ] {
+    for name in PAPER_PROPERTIES {
         assert!(
             out.lines().any(|l| l.contains(name) && l.ends_with("held")),
             "{name}: {out}"

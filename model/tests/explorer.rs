@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{state_at, Explorer};
+use common::{state_at, Explorer, PAPER_PROPERTIES};
 use raft_model::check::{self, CheckOptions, Outcome};
 use raft_model::model::names;
 use raft_model::{ModelConfig, RaftModel};
@@ -50,14 +50,7 @@ fn explore_serves_the_page_properties_and_readable_states() {
         .iter()
         .filter_map(|p| p[1].as_str())
         .collect();
-    for name in [
-        "Election Safety",
-        "Leader Append-Only",
-        "Log Matching",
-        "Leader Completeness",
-        "State Machine Safety",
-        "Linearizability",
-    ] {
+    for name in PAPER_PROPERTIES {
         assert!(properties.contains(&name), "{name}: {properties:?}");
     }
 

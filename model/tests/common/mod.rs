@@ -1,6 +1,7 @@
-//! Shared by the Explorer tests: a running `raft-model explore`, and a
-//! minimal HTTP/1.1 client for it and for ChromeDriver (std only; every
-//! request goes to 127.0.0.1).
+//! Shared by the command-line and Explorer tests: the properties every
+//! check reports, a running `raft-model explore`, and a minimal HTTP/1.1
+//! client for it and for ChromeDriver (std only; every request goes to
+//! 127.0.0.1).
 
 #![allow(dead_code)] // each test file uses a different part
 
@@ -8,6 +9,17 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+
+/// The `always` properties every configuration checks, by their names in
+/// the paper (Figure 3's five) and the client history's.
+pub const PAPER_PROPERTIES: [&str; 6] = [
+    "Election Safety",
+    "Leader Append-Only",
+    "Log Matching",
+    "Leader Completeness",
+    "State Machine Safety",
+    "Linearizability",
+];
 
 /// A `raft-model explore` process on a free port, killed when dropped.
 pub struct Explorer {

@@ -704,102 +704,103 @@ fn non_leaders_ignore_heartbeat_timeout() {
     assert_eq!(candidate, before);
 }
 
-// ---- AppendEntries: consistency check ----------------------------------------
+// ---- AppendEntries: consistency check and conflicts ---------------------------
 
-/// A follower without an entry at prev_log_index rejects the request, and
-/// the failure names the rejected prev_log_index. The request still comes from
-/// the current leader: the election timer is reset and the leader recorded.
+/// The AppendEntries receiver's log rules, as a table: a follower of server
+/// 2 with the given log terms receives an AppendEntries from server 2 (the
+/// leader of its current term or a later one) and answers. It rejects when
+/// it has no entry at `prev_log_index` or one of another term, naming the
+/// rejected `prev_log_index` and keeping its log; otherwise it deletes the
+/// first conflicting entry and all that follow, appends what it lacks,
+/// persists that before it answers, and names the last entry the request
+/// covered. Either way the request comes from the current leader: the
+/// election timer is reset and the leader recorded.
 ///
-/// Fig. 2 (AppendEntries RPC, receiver rule 2)
+/// Fig. 2 (AppendEntries RPC, receiver rules 2, 3 and 4), Raft §5.3
 #[test]
-fn append_entries_rejected_when_no_entry_at_prev_log_index() {
-    let mut s = server_with_log(1, 3, &[1, 1], 2);
+fn append_entries_receiver_checks_and_repairs_the_log() {
+    /// Log terms are listed from index 1; the request is from server 2.
+    struct Case {
+        why: &'static str,
+        /// The follower's log and term.
+        log: &'static [u64],
+        term: u64,
+        /// The request: its term, prev_log_index, prev_log_term, entries.
+        request: (u64, u64, u64, &'static [u64]),
+        /// What it persists (first index, entries), and its answer
+        /// (success, index).
+        persists: Option<(u64, &'static [u64])>,
+        answer: (bool, u64),
+        after: &'static [u64],
+    }
+    let cases = [
+        Case {
+            why: "no entry at prev_log_index",
+            log: &[1, 1],
+            term: 2,
+            request: (2, 3, 1, &[2]),
+            persists: None,
+            answer: (false, 3),
+            after: &[1, 1],
+        },
+        Case {
+            why: "another term at prev_log_index",
+            log: &[1, 1],
+            term: 2,
+            request: (2, 2, 2, &[2]),
+            persists: None,
+            answer: (false, 2),
+            after: &[1, 1],
+        },
+        Case {
+            why: "the entry at prev_log_index matches",
+            log: &[1, 1],
+            term: 2,
+            request: (2, 2, 1, &[2, 2]),
+            persists: Some((3, &[2, 2])),
+            answer: (true, 4),
+            after: &[1, 1, 2, 2],
+        },
+        Case {
+            why: "a conflicting entry and all that follow are replaced",
+            log: &[1, 1, 2, 2],
+            term: 3,
+            request: (3, 2, 1, &[3]),
+            persists: Some((3, &[3])),
+            answer: (true, 3),
+            after: &[1, 1, 3],
+        },
+        Case {
+            why: "the log is rewritten only from the first conflict",
+            log: &[1, 1, 2, 2],
+            term: 3,
+            request: (3, 1, 1, &[1, 3]),
+            persists: Some((3, &[3])),
+            answer: (true, 3),
+            after: &[1, 1, 3],
+        },
+    ];
+    let entries = |terms: &[u64]| terms.iter().map(|&t| entry(t)).collect::<Vec<_>>();
+    for c in cases {
+        let (term, prev_index, prev_term, sent) = c.request;
+        let mut s = server_with_log(1, 3, c.log, c.term);
 
-    let out = s.step(receive(2, ae(2, 2, 3, 1, vec![entry(2)], 0)));
+        let out = s.step(receive(
+            2,
+            ae(term, 2, prev_index, prev_term, entries(sent), 0),
+        ));
 
-    assert_eq!(out, vec![SET_ELECTION, send(2, aer(2, false, 3))]);
-    assert_eq!(s.persistent.log, log_of(&[1, 1]));
-    assert_eq!(s.volatile.leader_hint, Some(NodeId(2)));
-}
-
-/// A follower whose entry at prev_log_index has another term rejects the
-/// request and keeps its log.
-///
-/// Fig. 2 (AppendEntries RPC, receiver rule 2)
-#[test]
-fn append_entries_rejected_when_term_at_prev_log_index_differs() {
-    let mut s = server_with_log(1, 3, &[1, 1], 2);
-
-    let out = s.step(receive(2, ae(2, 2, 2, 2, vec![entry(2)], 0)));
-
-    assert_eq!(out, vec![SET_ELECTION, send(2, aer(2, false, 2))]);
-    assert_eq!(s.persistent.log, log_of(&[1, 1]));
-}
-
-/// When the entry at prev_log_index matches, the new entries are appended and
-/// persisted before the success response, which names the last entry covered.
-///
-/// Fig. 2 (AppendEntries RPC, receiver rules 2 and 4)
-#[test]
-fn append_entries_accepted_when_prev_log_entry_matches() {
-    let mut s = server_with_log(1, 3, &[1, 1], 2);
-
-    let out = s.step(receive(2, ae(2, 2, 2, 1, vec![entry(2), entry(2)], 0)));
-
-    assert_eq!(
-        out,
-        vec![
-            persist_log(3, vec![entry(2), entry(2)]),
-            SET_ELECTION,
-            send(2, aer(2, true, 4)),
-        ]
-    );
-    assert_eq!(s.persistent.log, log_of(&[1, 1, 2, 2]));
-    assert_eq!(s.volatile.leader_hint, Some(NodeId(2)));
-}
-
-// ---- AppendEntries: conflicts ------------------------------------------------
-
-/// An existing entry that conflicts with a new one is deleted with all that
-/// follow it, and the leader's entries take their place.
-///
-/// Fig. 2 (AppendEntries RPC, receiver rule 3), Raft §5.3
-#[test]
-fn conflicting_entry_and_all_that_follow_are_replaced() {
-    let mut s = server_with_log(1, 3, &[1, 1, 2, 2], 3);
-
-    let out = s.step(receive(2, ae(3, 2, 2, 1, vec![entry(3)], 0)));
-
-    assert_eq!(
-        out,
-        vec![
-            persist_log(3, vec![entry(3)]),
-            SET_ELECTION,
-            send(2, aer(3, true, 3)),
-        ]
-    );
-    assert_eq!(s.persistent.log, log_of(&[1, 1, 3]));
-}
-
-/// Matching entries at the front of the request are kept; the log is
-/// rewritten only from the first conflicting index.
-///
-/// Fig. 2 (AppendEntries RPC, receiver rules 3 and 4), Raft §5.3
-#[test]
-fn log_is_rewritten_only_from_the_first_conflict() {
-    let mut s = server_with_log(1, 3, &[1, 1, 2, 2], 3);
-
-    let out = s.step(receive(2, ae(3, 2, 1, 1, vec![entry(1), entry(3)], 0)));
-
-    assert_eq!(
-        out,
-        vec![
-            persist_log(3, vec![entry(3)]),
-            SET_ELECTION,
-            send(2, aer(3, true, 3)),
-        ]
-    );
-    assert_eq!(s.persistent.log, log_of(&[1, 1, 3]));
+        let mut expected = Vec::new();
+        expected.extend(
+            c.persists
+                .map(|(from, terms)| persist_log(from, entries(terms))),
+        );
+        expected.push(SET_ELECTION);
+        expected.push(send(2, aer(term, c.answer.0, c.answer.1)));
+        assert_eq!(out, expected, "{}", c.why);
+        assert_eq!(s.persistent.log, log_of(c.after), "{}", c.why);
+        assert_eq!(s.volatile.leader_hint, Some(NodeId(2)), "{}", c.why);
+    }
 }
 
 /// An AppendEntries whose entries all match existing ones changes nothing: a
@@ -830,51 +831,37 @@ fn append_entries_whose_entries_all_match_never_truncates() {
 
 // ---- AppendEntries: commit index ---------------------------------------------
 
-/// The follower's commit index follows the leader's, and the newly committed
-/// entries are applied in order.
+/// The follower's commit index follows the leader's up to the last new
+/// entry of the request, and the newly committed entries are applied in
+/// order before the answer: a table of `leader_commit` for a request
+/// carrying two entries of term 1 to an empty follower.
 ///
-/// Fig. 2 (AppendEntries RPC, receiver rule 5; All Servers rule 1)
+/// Fig. 2 (AppendEntries RPC, receiver rule 5: commitIndex =
+/// min(leaderCommit, index of last new entry); All Servers rule 1)
 #[test]
-fn follower_commit_follows_leader_commit() {
-    let mut s = server_with_log(1, 3, &[], 1);
+fn follower_commit_follows_leader_commit_up_to_the_last_new_entry() {
+    // (leader_commit, the follower's commit index after, why)
+    let cases = [
+        (0, 0, "nothing committed yet"),
+        (1, 1, "the leader's commit index"),
+        (2, 2, "the leader's commit index, the whole request"),
+        (5, 2, "capped by the last new entry"),
+    ];
+    for (leader_commit, commit, why) in cases {
+        let mut s = server_with_log(1, 3, &[], 1);
 
-    let out = s.step(receive(2, ae(1, 2, 0, 0, vec![entry(1), entry(1)], 1)));
+        let out = s.step(receive(
+            2,
+            ae(1, 2, 0, 0, vec![entry(1), entry(1)], leader_commit),
+        ));
 
-    assert_eq!(
-        out,
-        vec![
-            persist_log(1, vec![entry(1), entry(1)]),
-            SET_ELECTION,
-            applied(1, 1),
-            send(2, aer(1, true, 2)),
-        ]
-    );
-    assert_eq!(s.volatile.commit_index, LogIndex(1));
-    assert_eq!(s.volatile.last_applied, LogIndex(1));
-}
-
-/// When leader_commit is beyond the last new entry, the follower commits up
-/// to the last new entry only.
-///
-/// Fig. 2 (AppendEntries RPC, receiver rule 5: commitIndex = min(leaderCommit, index of last new entry))
-#[test]
-fn follower_commit_is_capped_by_last_new_entry() {
-    let mut s = server_with_log(1, 3, &[], 1);
-
-    let out = s.step(receive(2, ae(1, 2, 0, 0, vec![entry(1), entry(1)], 5)));
-
-    assert_eq!(
-        out,
-        vec![
-            persist_log(1, vec![entry(1), entry(1)]),
-            SET_ELECTION,
-            applied(1, 1),
-            applied(2, 1),
-            send(2, aer(1, true, 2)),
-        ]
-    );
-    assert_eq!(s.volatile.commit_index, LogIndex(2));
-    assert_eq!(s.volatile.last_applied, LogIndex(2));
+        let mut expected = vec![persist_log(1, vec![entry(1), entry(1)]), SET_ELECTION];
+        expected.extend((1..=commit).map(|i| applied(i, 1)));
+        expected.push(send(2, aer(1, true, 2)));
+        assert_eq!(out, expected, "{why}");
+        assert_eq!(s.volatile.commit_index, LogIndex(commit), "{why}");
+        assert_eq!(s.volatile.last_applied, LogIndex(commit), "{why}");
+    }
 }
 
 /// Entries that the follower holds beyond the last new entry of the request
