@@ -207,6 +207,7 @@ fn walk(seed: u64, steps: usize) -> (usize, u64) {
                         client_id: ClientId(7),
                         request_no: no,
                         command,
+                        ack: raft_spec::Ack::Applied,
                     },
                 });
                 (id, vec![action], out)

@@ -12,8 +12,8 @@
 use raft_model::check::{self, CheckOptions, CheckReport, Outcome, Strategy};
 use raft_model::model::names;
 use raft_model::{ModelConfig, NetworkKind, RaftModel};
-use raft_spec::safety::{AUXILIARY_PROPERTY_NAMES, PROPERTY_NAMES};
-use raft_spec::Replication;
+use raft_spec::safety::{ACKNOWLEDGED_WRITES_SURVIVE, AUXILIARY_PROPERTY_NAMES, PROPERTY_NAMES};
+use raft_spec::{Ack, Replication};
 use stateright::{Expectation, Model};
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -90,7 +90,7 @@ fn assert_clean(report: &CheckReport, expected_sometimes: &[&str]) {
     for name in PROPERTY_NAMES
         .iter()
         .chain(&AUXILIARY_PROPERTY_NAMES)
-        .chain([&names::LINEARIZABILITY])
+        .chain([&names::LINEARIZABILITY, &ACKNOWLEDGED_WRITES_SURVIVE])
     {
         let v = report
             .verdict(name)
@@ -321,6 +321,56 @@ fn parallel_write_holds_every_property() {
         .concat(),
     );
     assert_eq!(report.unique_states, 1_198_886, "{two_terms}");
+}
+
+/// The acknowledgement levels (the seed article's consistency levels) on
+/// 3 servers, 2 terms, 1 request: a write answered once it is committed, or
+/// once every server stores it, is in the log of every later leader, and
+/// every reply stays linearizable; a write answered once the leader alone
+/// stores it is not. That is a demonstration, not a failure: the shortest
+/// counterexample has 8 steps and no crash (the leader answers, a second
+/// server is elected in term 2 by the third, and neither has the entry).
+#[test]
+fn acknowledgement_levels_hold_from_committed_and_fail_when_only_stored() {
+    let at = |ack| ModelConfig {
+        ack,
+        ..config(3, 2, 1, 0)
+    };
+    let examples = [three_two_one_examples(), vec![names::ACKNOWLEDGED_EARLY]].concat();
+    for (ack, states) in [(Ack::Committed, 64_836), (Ack::Replicated, 55_122)] {
+        let report = clean_run(at(ack));
+        assert_clean(&report, &examples);
+        assert_eq!(report.unique_states, states, "{}", at(ack));
+    }
+
+    let options = CheckOptions {
+        strategy: Strategy::Bfs,
+        symmetry: true,
+        threads: 2,
+        progress_every: None,
+        stop_at: Some(ACKNOWLEDGED_WRITES_SURVIVE),
+        time_limit: None,
+        shortest_examples: false,
+    };
+    let report = check::run(at(Ack::Stored), options, &mut std::io::sink());
+    assert!(!report.panicked && !report.success());
+    let Some(Outcome::Violated(path)) = report
+        .verdict(ACKNOWLEDGED_WRITES_SURVIVE)
+        .map(|v| &v.outcome)
+    else {
+        panic!("no counterexample: {report:?}");
+    };
+    let model = RaftModel::new(at(Ack::Stored));
+    let text = check::format_path(&model, path);
+    assert_eq!(path.clone().into_actions().len(), 8, "{text}");
+    assert!(text.contains("accepted at 1@1"), "{text}");
+    for name in PROPERTY_NAMES.iter().chain([&names::LINEARIZABILITY]) {
+        let held = report.verdict(name).map(|v| &v.outcome);
+        assert!(
+            !matches!(held, Some(Outcome::Violated(_))),
+            "{name} fails too"
+        );
+    }
 }
 
 /// The default configuration: 3 servers, 1 term, 1 request, 1 crash, here

@@ -675,6 +675,7 @@ fn drive(h: &mut Harness) {
             client_id: ClientId(5),
             request_no: 1,
             command: KvCommand::put("a", "1"),
+            ack: raft_spec::Ack::Applied,
         },
     );
     h.step(leader, Input::HeartbeatTimeout);

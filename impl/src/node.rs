@@ -90,7 +90,7 @@ use raft_spec::trace::{
     message_digest, released_sends, Emitted, Header, LogDigest, Step, TraceInput, TraceWriter,
 };
 use raft_spec::{
-    ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, Message, NodeId, Output,
+    Ack, ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, Message, NodeId, Output,
     PersistentState, Replication, Role, Server, Timer,
 };
 use std::collections::HashMap;
@@ -475,6 +475,7 @@ impl<St: Storage> Node<St> {
                         client_id,
                         request_no,
                         command,
+                        ack: Ack::Applied,
                     };
                     self.step(now, input, &mut batch)?;
                 }
@@ -754,6 +755,7 @@ impl<St: Storage> Node<St> {
                             address: leader_hint.and_then(|n| self.addresses.get(&n).cloned()),
                         },
                         ClientReply::Superseded { applied } => Response::Superseded { applied },
+                        ClientReply::Accepted { index, term } => Response::Accepted { index, term },
                     };
                     if let Some(reply) = client_reply_of(&response).filter(|_| tracing) {
                         let e = Emitted::Reply {
@@ -936,6 +938,10 @@ fn client_reply_of(response: &Response) -> Option<ClientReply<KvOutput>> {
             leader_hint: *leader,
         }),
         Response::Superseded { applied } => Some(ClientReply::Superseded { applied: *applied }),
+        Response::Accepted { index, term } => Some(ClientReply::Accepted {
+            index: *index,
+            term: *term,
+        }),
         Response::Status(_) => None,
     }
 }

@@ -926,8 +926,10 @@ impl Sim {
             }
             // A request older than its session's latest applied one: its
             // answer is gone; the client moves on (the harness's clients
-            // number their requests in order, so this does not happen).
-            Response::Status(_) | Response::Superseded { .. } => {}
+            // number their requests in order, so this does not happen). The
+            // harness's clients ask for the paper's acknowledgement, so
+            // they are never answered before the write is applied.
+            Response::Status(_) | Response::Superseded { .. } | Response::Accepted { .. } => {}
         }
     }
 

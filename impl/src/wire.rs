@@ -84,6 +84,15 @@ pub enum Response {
         /// The number of the client's latest applied request.
         applied: u64,
     },
+    /// The write reached the acknowledgement point the request asked for
+    /// before it was applied ([`raft_spec::ClientReply::Accepted`]); it is
+    /// at `index` of the leader's log.
+    Accepted {
+        /// Where the leader appended it.
+        index: LogIndex,
+        /// The term of the leader that answered.
+        term: Term,
+    },
 }
 
 /// Everything that travels on a connection.

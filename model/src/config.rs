@@ -1,7 +1,7 @@
 //! Bounded configurations: what the checker explores.
 
 use raft_spec::bugs::Bug;
-use raft_spec::Replication;
+use raft_spec::{Ack, Replication};
 use std::fmt;
 use std::str::FromStr;
 
@@ -89,6 +89,9 @@ pub struct ModelConfig {
     /// heartbeats, a flow-control window (`raft_spec::Replication`; the
     /// default is Figure 2 read literally).
     pub replication: Replication,
+    /// When leaders answer the clients' writes ([`Ack`]; the default is the
+    /// paper's, once applied).
+    pub ack: Ack,
 }
 
 /// A configuration that cannot be checked.
@@ -139,6 +142,7 @@ impl ModelConfig {
             lossy: false,
             bug: None,
             replication: Replication::default(),
+            ack: Ack::Applied,
         }
     }
 
@@ -194,7 +198,12 @@ impl fmt::Display for ModelConfig {
             } else {
                 ""
             },
-            replication_flags(&self.replication),
+            replication_flags(&self.replication)
+                + &if self.ack.is_applied() {
+                    String::new()
+                } else {
+                    format!(" ack={}", self.ack.name())
+                },
             match self.bug {
                 Some(bug) => format!(" bug={bug}"),
                 None => String::new(),

@@ -26,6 +26,7 @@
 //!     lossy: false,
 //!     bug: None,
 //!     replication: raft_spec::Replication::default(),
+//!     ack: raft_spec::Ack::Applied,
 //! };
 //! let checker = RaftModel::new(config).checker().spawn_bfs().join();
 //! assert!(checker.is_done());

@@ -5,7 +5,7 @@ use raft_model::bugs::{self, Expected, SeededBug};
 use raft_model::check::{self, CheckOptions, Strategy};
 use raft_model::{ModelConfig, NetworkKind, RaftModel};
 use raft_spec::bugs::{Bug, UnknownBug};
-use raft_spec::Replication;
+use raft_spec::{Ack, Replication};
 use stateright::Model;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
@@ -118,6 +118,21 @@ struct ConfigArgs {
     /// crash loses what is not durable yet.
     #[arg(long)]
     parallel_write: bool,
+    /// When a leader answers a write: stored (in its own log), committed,
+    /// replicated (on every server) or applied (the paper's) [default:
+    /// applied].
+    #[arg(long, value_name = "LEVEL", value_parser = parse_ack)]
+    ack: Option<Ack>,
+}
+
+fn parse_ack(name: &str) -> Result<Ack, String> {
+    Ack::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Ack::ALL.iter().map(|a| a.name()).collect();
+        format!(
+            "unknown level '{name}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
 }
 
 /// A configuration error of the command line.
@@ -161,6 +176,7 @@ impl ConfigArgs {
                 empty_heartbeats: self.empty_heartbeats || base.replication.empty_heartbeats,
                 parallel_write: self.parallel_write || base.replication.parallel_write,
             },
+            ack: self.ack.unwrap_or(base.ack),
         };
         config.validate()?;
         Ok(config)

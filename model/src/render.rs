@@ -69,9 +69,18 @@ pub fn raft_message_with<C>(
 pub fn message(msg: &Msg) -> String {
     match msg {
         Msg::Raft(m) => raft_message(m),
-        Msg::Request { request_no } => format!("ClientRequest #{request_no}"),
+        Msg::Request { request_no, ack } if ack.is_applied() => {
+            format!("ClientRequest #{request_no}")
+        }
+        Msg::Request { request_no, ack } => {
+            format!("ClientRequest #{request_no} (ack {})", ack.name())
+        }
         Msg::Reply(answer) => match answer.reply {
             ClientReply::Ok(v) => format!("ClientReply #{} ok {v}", answer.request_no),
+            ClientReply::Accepted { index, term } => format!(
+                "ClientReply #{} accepted at {}@{}",
+                answer.request_no, term.0, index.0
+            ),
             ClientReply::NotLeader { leader_hint } => {
                 let request_no = answer.request_no;
                 match leader_hint {
@@ -140,6 +149,7 @@ fn client(c: &ClientState) -> String {
     let status = match c.status {
         ClientStatus::Pending => "pending".to_string(),
         ClientStatus::Done(v) => format!("done, got {v}"),
+        ClientStatus::Accepted { term } => format!("acknowledged in term {}", term.0),
     };
     format!("client {} request #{} {}", c.index, c.request_no, status)
 }

@@ -68,6 +68,7 @@ fn one_node_trace(cluster: &str) -> String {
                 key: "k".into(),
                 value: "v".into(),
             },
+            ack: raft_spec::Ack::Applied,
         },
     ];
     for (i, input) in inputs.into_iter().enumerate() {

@@ -24,7 +24,7 @@
 //! ## Example: a one-server cluster elects itself and commits a command
 //!
 //! ```
-//! use raft_spec::{ClientId, ClientReply, Counter, Increment, Input, NodeId, Output, Role, Server};
+//! use raft_spec::{Ack, ClientId, ClientReply, Counter, Increment, Input, NodeId, Output, Role, Server};
 //!
 //! let (mut server, outputs) = Server::<Counter>::new(NodeId(1), vec![]);
 //! assert_eq!(outputs, vec![Output::SetTimer(raft_spec::Timer::Election)]);
@@ -36,6 +36,7 @@
 //!     client_id: ClientId(7),
 //!     request_no: 1,
 //!     command: Increment,
+//!     ack: Ack::Applied,
 //! });
 //! // The entry is persisted first, then applied, then the client is answered.
 //! assert!(matches!(outputs.first(), Some(Output::Persist(_))));
@@ -63,8 +64,8 @@ pub use message::{
 };
 pub use server::{flow, reduction};
 pub use server::{
-    ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState, Progress,
-    Replication, Role, Server, Session, Timer, VolatileState,
+    Ack, ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState,
+    Progress, Replication, Role, Server, Session, Timer, VolatileState,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

@@ -60,6 +60,32 @@ pub const MATCH_INDEX_MONOTONIC: &str = "Match Index Monotonic";
 /// only once the terms for the next election are within the bounds.
 pub const COMMITTED_ENTRIES_SURVIVE_ELECTIONS: &str = "Committed Entries Survive Elections";
 
+/// A write acknowledged before it was applied ([`crate::ClientReply::Accepted`])
+/// by the leader of term `T` is in the log of every leader of a term above
+/// `T` elected after the client received the acknowledgement: the
+/// guarantee a client relies on when it takes an early answer as
+/// "written", in the form Leader Completeness gives it to committed
+/// entries. Not one of Figure 3's five; it is what separates the
+/// acknowledgement levels (a write answered once the leader alone stores it
+/// can be missing from the next leader's log). An applied write's answer
+/// carries its result, and its survival is State Machine Safety's.
+pub const ACKNOWLEDGED_WRITES_SURVIVE: &str = "Acknowledged Writes Survive";
+
+/// Whether `log` holds a command entry of each `(client, request number)`
+/// in `writes`: [`ACKNOWLEDGED_WRITES_SURVIVE`] for one newly elected
+/// leader.
+pub fn log_holds_writes<C>(
+    log: &Log<C>,
+    mut writes: impl Iterator<Item = (ClientId, u64)>,
+) -> bool {
+    writes.all(|(client, request_no)| {
+        log.entries().iter().any(|e| {
+            matches!(&e.payload, crate::Payload::Command { client_id, request_no: r, .. }
+                if *client_id == client && *r == request_no)
+        })
+    })
+}
+
 /// The three auxiliary invariants, checked beside the five.
 pub const AUXILIARY_PROPERTY_NAMES: [&str; 3] = [
     ONE_VOTE_PER_TERM,

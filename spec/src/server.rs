@@ -125,11 +125,71 @@ impl<C> PersistentState<C> {
     }
 }
 
+/// When a leader answers a write: the points of the seed article's
+/// consistency levels (一貫性レベル) at which the leader may acknowledge it.
+/// [`Ack::Applied`] is the paper's (Raft §8) and the default. An earlier
+/// point answers sooner but not with the command's result
+/// ([`ClientReply::Accepted`]); whether the write then survives a change
+/// of leader is what the model checker decides for each level.
+///
+/// The levels that count followers' applied entries (a quorum, or every
+/// server, applied it) are not offered: a leader does not learn a
+/// follower's applied index from Figure 2's messages.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ack {
+    /// Level 1: the entry is durable in the leader's own log.
+    Stored,
+    /// Level 2: the entry is committed (a majority stores it, Raft §5.3).
+    Committed,
+    /// Level 3: every server of the cluster stores the entry.
+    Replicated,
+    /// Level 4: the leader applied the entry; the reply carries the result.
+    #[default]
+    Applied,
+}
+
+impl Ack {
+    /// Every level, in order.
+    pub const ALL: [Ack; 4] = [Ack::Stored, Ack::Committed, Ack::Replicated, Ack::Applied];
+
+    /// The level's name, as `--ack` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Ack::Stored => "stored",
+            Ack::Committed => "committed",
+            Ack::Replicated => "replicated",
+            Ack::Applied => "applied",
+        }
+    }
+
+    /// The level named `name` ([`Ack::name`]).
+    pub fn parse(name: &str) -> Option<Ack> {
+        Ack::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// Whether this is the default, [`Ack::Applied`].
+    pub fn is_applied(&self) -> bool {
+        *self == Ack::Applied
+    }
+}
+
 /// A client's answer for one request.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ClientReply<R> {
     /// The command was committed and applied; this is what it returned.
     Ok(R),
+    /// The write reached the point its [`Ack`] names, before it was
+    /// applied: it is at `index` of the log of the leader of `term`, and its
+    /// result is not known yet.
+    Accepted {
+        /// Where the leader appended it.
+        index: LogIndex,
+        /// The term of the leader that answered.
+        term: Term,
+    },
     /// This server is not the leader; try the leader it knows of, if any
     /// (Raft §8: "a follower rejects the request and supplies the leader").
     NotLeader {
@@ -196,6 +256,10 @@ pub enum Input<C> {
         request_no: u64,
         /// The command to replicate and apply.
         command: C,
+        /// When the leader answers ([`Ack::Applied`] unless the client asks
+        /// for an earlier point; a trace leaves the default out).
+        #[serde(default, skip_serializing_if = "Ack::is_applied")]
+        ack: Ack,
     },
     /// The election timer fired.
     ElectionTimeout,
@@ -369,6 +433,12 @@ pub struct VolatileState<S: StateMachine> {
     /// to here (Raft thesis §10.2.1). `None` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durable_index: Option<LogIndex>,
+    /// Leader only: the writes it answers before applying them, by their
+    /// index: the client, its request number and the [`Ack`] asked for.
+    /// Empty unless a client asked for an earlier point than
+    /// [`Ack::Applied`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pending_acks: BTreeMap<LogIndex, (ClientId, u64, Ack)>,
 }
 
 /// A Raft server: identity, persistent and volatile state.
@@ -494,6 +564,7 @@ impl<S: StateMachine> Server<S> {
                 sessions: BTreeMap::new(),
                 progress: BTreeMap::new(),
                 durable_index: None,
+                pending_acks: BTreeMap::new(),
             },
             #[cfg(feature = "seeded-bugs")]
             bug,
@@ -554,10 +625,14 @@ impl<S: StateMachine> Server<S> {
                 client_id,
                 request_no,
                 command,
-            } => self.handle_client_request(client_id, request_no, command, &mut fx),
+                ack,
+            } => self.handle_client_request(client_id, request_no, command, ack, &mut fx),
             Input::ElectionTimeout => self.handle_election_timeout(&mut fx),
             Input::HeartbeatTimeout => self.handle_heartbeat_timeout(&mut fx),
             Input::Synced { term, index } => self.handle_synced(term, index, &mut fx),
+        }
+        if !self.volatile.pending_acks.is_empty() {
+            self.answer_early_acks(&mut fx);
         }
         self.finish(fx)
     }
@@ -609,6 +684,7 @@ impl<S: StateMachine> Server<S> {
         self.volatile.match_index.clear();
         self.volatile.progress.clear();
         self.volatile.durable_index = None;
+        self.volatile.pending_acks.clear();
     }
 
     // ---- Messages (election.rs: RequestVote; replication.rs: AppendEntries;
@@ -668,6 +744,11 @@ impl<S: StateMachine> Server<S> {
                     .map(|(&n, p)| (nodes(n), p.clone()))
                     .collect(),
                 durable_index: v.durable_index,
+                pending_acks: v
+                    .pending_acks
+                    .iter()
+                    .map(|(&i, &(c, n, ack))| (i, (clients(c), n, ack)))
+                    .collect(),
                 state_machine: v.state_machine.clone(),
                 sessions: v
                     .sessions

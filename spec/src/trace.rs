@@ -141,7 +141,10 @@
 //! `b"progress"` and each peer's [`Progress`] (its id, then byte `0` for
 //! probe, or byte `1`, the number of batches in flight and the last index of
 //! each), and, only for a leader writing its log in parallel, the tag
-//! `b"durable"` and its `durable_index`. The state machine and the session table are left out on
+//! `b"durable"` and its `durable_index`, and, only for a leader with writes
+//! to answer before applying them, the tag `b"acks"`, their number and each
+//! one's index, client, request number and [`crate::Ack`] as one byte
+//! (stored 0, committed 1, replicated 2). The state machine and the session table are left out on
 //! purpose: both are a deterministic function of `log[1..=last_applied]`
 //! (a restarted server re-applies its log from [`Default`]), which the log
 //! digest and `last_applied` cover; leaving them out keeps the digest cheap.
@@ -1103,6 +1106,16 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
         h.write(b"durable");
         h.write_u64(durable.0);
     }
+    if !v.pending_acks.is_empty() {
+        h.write(b"acks");
+        h.write_u64(v.pending_acks.len() as u64);
+        for (index, (client, request_no, ack)) in &v.pending_acks {
+            h.write_u64(index.0);
+            h.write_u64(client.0);
+            h.write_u64(*request_no);
+            h.write(&[*ack as u8]);
+        }
+    }
     Digest(h.finish())
 }
 
@@ -1658,7 +1671,7 @@ mod tests {
         assert!(d[0].0.starts_with("digest (log entries"), "{d:?}");
         assert_eq!(d[0].1, state.digest.to_string());
     }
-    use crate::{Kv, KvCommand, KvOutput, Payload, RequestVote};
+    use crate::{Ack, Kv, KvCommand, KvOutput, Payload, RequestVote};
 
     fn header() -> Header {
         Header::new(
@@ -1692,6 +1705,7 @@ mod tests {
                 client_id: ClientId(9),
                 request_no: 1,
                 command: put("a"),
+                ack: Ack::Applied,
             },
             Input::HeartbeatTimeout,
         ];
@@ -1745,6 +1759,7 @@ mod tests {
                     client_id: ClientId(9),
                     request_no: 1,
                     command: put("a"),
+                    ack: Ack::Applied,
                 }
                 .into(),
                 r#"{"ClientRequest":{"client_id":9,"request_no":1,"command":{"Put":{"key":"a","value":"v"}}}}"#,
@@ -1849,6 +1864,7 @@ mod tests {
             client_id: ClientId(1),
             request_no: 1,
             command: put("k"),
+            ack: Ack::Applied,
         });
         assert_eq!(state_digest(&server).to_string(), "fddef7913bdff165");
     }
@@ -1985,6 +2001,7 @@ mod tests {
                 client_id: ClientId(9),
                 request_no: 1,
                 command: put("a"),
+                ack: Ack::Applied,
             },
         ];
         recorded_steps(&mut server, inputs)

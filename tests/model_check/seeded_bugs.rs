@@ -398,7 +398,7 @@ fn figure_8_configuration_without_the_bug_is_clean_to_the_bugs_depth() {
         .filter(|p| p.expectation == Expectation::Always)
         .map(|p| p.condition)
         .collect();
-    assert_eq!(always.len(), 9);
+    assert_eq!(always.len(), 10);
     let broken =
         |m: &RaftModel, s: &raft_model::model::State| always.iter().any(|holds| !holds(m, s));
     match check::within_depth(&model, broken, 16, 5_000_000) {

@@ -93,7 +93,7 @@ impl RaftModel {
             let Msg::Reply(answer) = e.msg.get() else {
                 return false;
             };
-            let done = matches!(c.status, ClientStatus::Done(_));
+            let done = c.status != ClientStatus::Pending;
             // A redirect only makes the client resend its request to the
             // hinted leader. On a duplicating network that request is
             // already deliverable (the client sent it to every server at
@@ -104,7 +104,7 @@ impl RaftModel {
                 ClientReply::NotLeader { .. } => {
                     self.config.network == NetworkKind::UnorderedDuplicating
                 }
-                ClientReply::Ok(_) => false,
+                ClientReply::Ok(_) | ClientReply::Accepted { .. } => false,
                 // Never sent to a model client (each sends one request);
                 // a client would ignore it.
                 ClientReply::Superseded { .. } => true,

@@ -36,6 +36,11 @@ pub mod names {
     /// durable, on the followers' copies alone.
     pub const COMMITTED_BEFORE_OWN_SYNC: &str =
         "a leader commits an entry before its own copy is durable";
+    /// Sometimes (with an acknowledgement level below `applied` and a
+    /// request): a client is told its write is written before it learns
+    /// the write's result.
+    pub const ACKNOWLEDGED_EARLY: &str =
+        "a write is acknowledged before the client learns its result";
     /// Sometimes (with crashes): a server that crashed and recovered later
     /// votes or accepts entries.
     pub const CRASHED_SERVER_REJOINS: &str =
@@ -65,6 +70,14 @@ fn match_index_monotonic(_: &RaftModel, s: &State) -> bool {
 }
 fn committed_entries_survive_elections(_: &RaftModel, s: &State) -> bool {
     safety::committed_entries_survive_elections(&s.views(), &s.ghost.raft)
+}
+fn acknowledged_writes_survive(_: &RaftModel, s: &State) -> bool {
+    !s.ghost.ack_lost
+}
+fn acknowledged_early(_: &RaftModel, s: &State) -> bool {
+    s.clients
+        .iter()
+        .any(|c| matches!(c.status, ClientStatus::Accepted { .. }))
 }
 fn linearizability(_: &RaftModel, s: &State) -> bool {
     s.ghost.clients.serialized_history().is_some()
@@ -129,6 +142,10 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
             committed_entries_survive_elections,
         ),
         Property::always(names::LINEARIZABILITY, linearizability),
+        Property::always(
+            safety::ACKNOWLEDGED_WRITES_SURVIVE,
+            acknowledged_writes_survive,
+        ),
         Property::sometimes(names::LEADER_ELECTED, leader_elected),
         // Registered even without client requests: then no entry can exist,
         // and the missing example tells the user the check is vacuous.
@@ -161,6 +178,12 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
         props.push(Property::sometimes(
             names::COMMITTED_BEFORE_OWN_SYNC,
             committed_before_own_sync,
+        ));
+    }
+    if !cfg.ack.is_applied() && cfg.requests >= 1 {
+        props.push(Property::sometimes(
+            names::ACKNOWLEDGED_EARLY,
+            acknowledged_early,
         ));
     }
     if cfg.crashes > 0 && cfg.servers >= 2 {

@@ -15,7 +15,8 @@ use super::intern::{interned, Ref};
 use crate::config::NetworkKind;
 use raft_spec::safety::{History, ServerView};
 use raft_spec::{
-    ClientReply, Counter, Increment, Message, NodeId, PersistentState, Server, StateMachine, Timer,
+    Ack, ClientReply, Counter, Increment, Message, NodeId, PersistentState, Server, StateMachine,
+    Term, Timer,
 };
 use smallvec::SmallVec;
 use stateright::actor::Id;
@@ -59,6 +60,8 @@ pub enum Msg {
     Request {
         /// The client's request number.
         request_no: u64,
+        /// When the leader answers it (the configuration's level).
+        ack: Ack,
     },
     /// A server answers a client.
     Reply(Answer),
@@ -214,6 +217,13 @@ pub enum ClientStatus {
     Pending,
     /// Answered: the counter's value before this request's increment.
     Done(u64),
+    /// Answered before it was applied ([`raft_spec::Ack`] below `applied`):
+    /// the write is acknowledged, its result unknown. The ghost's history
+    /// keeps the operation open: it may have taken effect or not.
+    Accepted {
+        /// The term of the leader that answered.
+        term: Term,
+    },
 }
 
 /// A client's state. Clients are never renamed by symmetry reduction (only
@@ -516,6 +526,9 @@ pub struct Ghost {
     /// from a response and stepping down (Fig. 2, Rules for Servers: "RPC
     /// request *or response*").
     pub stepped_down_on_response: bool,
+    /// Whether a server became leader without a write a client had been
+    /// told was written (Acknowledged Writes Survive fails from then on).
+    pub ack_lost: bool,
     /// Client invocations and replies, checked for linearizability.
     /// Clients are never renamed by symmetry reduction, so this needs no
     /// rewrite.
@@ -531,6 +544,7 @@ impl Ghost {
             recovered: 0,
             rejoined: false,
             stepped_down_on_response: false,
+            ack_lost: false,
             clients: Ref::new(LinearizabilityTester::new(CounterSpec::default())),
         }
     }

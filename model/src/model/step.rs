@@ -198,10 +198,11 @@ fn compute_step(server: ServerRef, input: StepInput) -> Reaction {
                 from: NodeId(src as u64),
                 message: m.clone(),
             },
-            Msg::Request { request_no } => Input::ClientRequest {
+            Msg::Request { request_no, ack } => Input::ClientRequest {
                 client_id: ClientId(src as u64),
                 request_no: *request_no,
                 command: Increment,
+                ack: *ack,
             },
             Msg::Reply(_) => return Reaction::none(),
         },
@@ -261,7 +262,10 @@ impl RaftModel {
             self.carry_out(&mut state, i, &effects);
         }
         for c in 0..self.config.requests {
-            let request = Ref::new(Msg::Request { request_no: 1 });
+            let request = Ref::new(Msg::Request {
+                request_no: 1,
+                ack: self.config.ack,
+            });
             let effects: Effects = (0..self.config.servers)
                 .map(|s| Effect::Send(Id::from(s), request))
                 .collect();
@@ -330,6 +334,14 @@ impl RaftModel {
                 }),
                 effects: Effects::new(),
             },
+            ClientReply::Accepted { term, .. } => Reaction {
+                server: None,
+                client: Some(ClientState {
+                    status: ClientStatus::Accepted { term },
+                    ..client.clone()
+                }),
+                effects: Effects::new(),
+            },
             // A client follows a redirect to the leader it names.
             ClientReply::NotLeader {
                 leader_hint: Some(leader),
@@ -340,6 +352,7 @@ impl RaftModel {
                     actor_id(leader),
                     Ref::new(Msg::Request {
                         request_no: answer.request_no,
+                        ack: self.config.ack,
                     }),
                 )]
                 .into_iter()
@@ -681,6 +694,14 @@ impl RaftModel {
         }
         after.ghost.raft = raft;
         after.ghost.rejoined = rejoined;
+        if !after.ghost.ack_lost && b.role != Role::Leader && a.role == Role::Leader {
+            let acknowledged = after
+                .clients
+                .iter()
+                .filter(|c| matches!(c.status, ClientStatus::Accepted { term } if term < a.current_term))
+                .map(|c| (ClientId(c.index as u64), c.request_no));
+            after.ghost.ack_lost = !raft_spec::safety::log_holds_writes(a.log, acknowledged);
+        }
     }
 }
 

@@ -18,7 +18,7 @@
 use crate::model::intern::{content_hash, FixedState};
 use crate::model::state::{timer_bit, TIMERS};
 use raft_spec::trace::{Emitted, LogDigest};
-use raft_spec::Replication;
+use raft_spec::{Ack, Replication};
 use raft_spec::{
     ClientId, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output, PersistentState,
     Role, Server, Term, Timer,
@@ -99,6 +99,8 @@ pub enum ReplayMsg {
         request_no: u64,
         /// The command.
         command: KvCommand,
+        /// When the leader answers it.
+        ack: Ack,
     },
 }
 
@@ -122,10 +124,12 @@ impl ReplayMsg {
                 client_id,
                 request_no,
                 command,
+                ack,
             } => Input::ClientRequest {
                 client_id: *client_id,
                 request_no: *request_no,
                 command: command.clone(),
+                ack: *ack,
             },
         }
     }
@@ -145,6 +149,7 @@ impl ReplayMsg {
                 client_id,
                 request_no,
                 command,
+                ..
             } => (
                 format!("client {}", client_id.0),
                 format!("ClientRequest #{request_no} {command:?}"),

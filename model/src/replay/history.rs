@@ -229,6 +229,7 @@ mod tests {
             client_id: ClientId(3),
             request_no: 1,
             command: KvCommand::put("k", "v"),
+            ack: raft_spec::Ack::Applied,
         });
         assert_eq!(server.volatile.commit_index, LogIndex(1));
         let mut h = ClientHistory::default();

@@ -371,6 +371,7 @@ mod tests {
                     key: "k".into(),
                     value: "v".into(),
                 },
+                ack: raft_spec::Ack::Applied,
             },
         ];
         for (i, input) in inputs.into_iter().enumerate() {

@@ -157,9 +157,11 @@ pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<Repl
             client_id,
             request_no,
             command,
+            ack,
         }) => ReplayAction::Deliver(Envelope {
             dst: node,
             msg: ReplayMsg::Request {
+                ack: *ack,
                 client_id: *client_id,
                 request_no: *request_no,
                 command: command.clone(),

@@ -2,9 +2,9 @@
 //! session per client so that a command is applied at most once, and the
 //! apply loop that answers the client.
 
-use super::{ClientReply, Effects, Occasion, Output, Role, Server, Session};
+use super::{Ack, ClientReply, Effects, Occasion, Output, Role, Server, Session};
 use crate::state_machine::StateMachine;
-use crate::types::{ClientId, Payload};
+use crate::types::{ClientId, LogIndex, Payload};
 
 impl<S: StateMachine> Server<S> {
     /// Raft §8: a leader appends the command and replies once it is committed
@@ -18,6 +18,7 @@ impl<S: StateMachine> Server<S> {
         client_id: ClientId,
         request_no: u64,
         command: S::Command,
+        ack: Ack,
         fx: &mut Effects<S::Command, S::Output>,
     ) {
         if self.volatile.role != Role::Leader {
@@ -48,18 +49,26 @@ impl<S: StateMachine> Server<S> {
         // A copy from an earlier term is not enough, since only an entry of
         // the current term can commit it (Raft §5.4.2).
         let term = self.persistent.current_term;
-        let pending = self
-            .persistent
-            .log
-            .entries_from(self.volatile.last_applied.next())
-            .iter()
-            .any(|e| {
-                e.term == term
-                    && matches!(&e.payload, Payload::Command { client_id: c, request_no: r, .. }
+        let from = self.volatile.last_applied.next();
+        let pending = self.persistent.log.entries_from(from).iter().position(|e| {
+            e.term == term
+                && matches!(&e.payload, Payload::Command { client_id: c, request_no: r, .. }
                     if *c == client_id && *r == request_no)
-            });
-        if pending {
+        });
+        if let Some(offset) = pending {
+            if !ack.is_applied() {
+                let index = LogIndex(from.0 + offset as u64);
+                self.volatile
+                    .pending_acks
+                    .insert(index, (client_id, request_no, ack));
+            }
             return;
+        }
+        if !ack.is_applied() {
+            let index = self.persistent.log.last_index().next();
+            self.volatile
+                .pending_acks
+                .insert(index, (client_id, request_no, ack));
         }
         self.append_to_own_log(
             Payload::Command {
@@ -71,6 +80,48 @@ impl<S: StateMachine> Server<S> {
         );
         self.replicate(Occasion::Append, fx);
         self.advance_commit_index(fx);
+    }
+
+    /// The writes whose [`Ack`] point is reached are answered
+    /// [`ClientReply::Accepted`]; called at the end of every step of a
+    /// leader with writes pending. The step's persist comes before its
+    /// replies ([`Output`]), so a write answered at [`Ack::Stored`] in the
+    /// step that appends it is durable before the answer leaves; with the
+    /// leader's write in parallel, it waits for [`Input::Synced`].
+    pub(super) fn answer_early_acks(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        let own = match self.volatile.durable_index {
+            Some(durable) => durable,
+            None => self.persistent.log.last_index(),
+        };
+        let commit = self.volatile.commit_index;
+        let everywhere = self
+            .volatile
+            .match_index
+            .values()
+            .copied()
+            .fold(own, LogIndex::min);
+        let reached: Vec<LogIndex> = self
+            .volatile
+            .pending_acks
+            .iter()
+            .filter(|(&index, (_, _, ack))| match ack {
+                Ack::Stored => index <= own,
+                Ack::Committed => index <= commit,
+                Ack::Replicated => index <= everywhere,
+                Ack::Applied => false,
+            })
+            .map(|(&index, _)| index)
+            .collect();
+        let term = self.persistent.current_term;
+        for index in reached {
+            if let Some((client_id, request_no, _)) = self.volatile.pending_acks.remove(&index) {
+                fx.rest.push(Output::ClientReply {
+                    client_id,
+                    request_no,
+                    reply: ClientReply::Accepted { index, term },
+                });
+            }
+        }
     }
 
     /// Fig. 2 (All servers): "If commitIndex > lastApplied: increment

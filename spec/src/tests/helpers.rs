@@ -83,6 +83,7 @@ pub(crate) fn client_request(client: u64, request_no: u64) -> Input<Increment> {
         client_id: ClientId(client),
         request_no,
         command: Increment,
+        ack: crate::Ack::Applied,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Paper tests: one test per rule of Figure 2 and §5.
 
+mod acks;
 mod flow;
 pub(crate) mod helpers;
 mod incremental_safety;
