@@ -4,24 +4,8 @@
 
 use super::helpers::*;
 use crate::{
-    Ack, ClientId, ClientReply, Counter, Increment, Input, LogIndex, Output, Replication, Role,
-    Server, Term,
+    Ack, ClientId, ClientReply, Increment, Input, LogIndex, Output, Replication, Role, Term,
 };
-
-/// Server 1, leader of term 1 of a cluster of `cluster` with an empty log,
-/// elected by server 2's vote (and server 3's with 5 servers).
-fn leader(cluster: u64, replication: Replication) -> Server<Counter> {
-    let mut s = server_with_log(1, cluster, &[], 0).with_replication(replication);
-    s.step(Input::ElectionTimeout);
-    for peer in 2..=cluster {
-        if s.role() == Role::Leader {
-            break;
-        }
-        s.step(receive(peer, rvr(1, true)));
-    }
-    assert_eq!(s.role(), Role::Leader);
-    s
-}
 
 fn write(client: u64, request_no: u64, ack: Ack) -> Input<Increment> {
     Input::ClientRequest {

@@ -202,3 +202,19 @@ pub(crate) fn indices(pairs: &[(u64, u64)]) -> BTreeMap<NodeId, LogIndex> {
 pub(crate) fn nodes(ids: &[u64]) -> BTreeSet<NodeId> {
     ids.iter().copied().map(NodeId).collect()
 }
+
+/// Server 1, leader of term 1 in a cluster of `cluster` with an empty log,
+/// running `replication` since before its election (the vote of server 2
+/// elected it; with 5 servers, also server 3's).
+pub(crate) fn leader(cluster: u64, replication: crate::Replication) -> Server<Counter> {
+    let mut s = server_with_log(1, cluster, &[], 0).with_replication(replication);
+    s.step(Input::ElectionTimeout);
+    for peer in 2..=cluster {
+        if s.role() == Role::Leader {
+            break;
+        }
+        s.step(receive(peer, rvr(1, true)));
+    }
+    assert_eq!(s.role(), Role::Leader);
+    s
+}

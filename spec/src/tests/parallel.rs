@@ -4,29 +4,13 @@
 
 use super::command;
 use super::helpers::*;
-use crate::{Counter, Input, LogIndex, Output, Persist, Replication, Role, Server, Term};
+use crate::{Input, LogIndex, Output, Persist, Replication, Role, Term};
 
 fn parallel() -> Replication {
     Replication {
         parallel_write: true,
         ..Replication::default()
     }
-}
-
-/// Server 1, leader of term 1 in a cluster of `cluster` with an empty log,
-/// running `replication` since before its election (the vote of server 2
-/// elected it; with 5 servers, also server 3's).
-fn leader(cluster: u64, replication: Replication) -> Server<Counter> {
-    let mut s = server_with_log(1, cluster, &[], 0).with_replication(replication);
-    s.step(Input::ElectionTimeout);
-    for peer in 2..=cluster {
-        if s.role() == Role::Leader {
-            break;
-        }
-        s.step(receive(peer, rvr(1, true)));
-    }
-    assert_eq!(s.role(), Role::Leader);
-    s
 }
 
 fn synced(term: u64, index: u64) -> Input<crate::Increment> {
