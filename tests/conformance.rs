@@ -208,6 +208,7 @@ fn walk(seed: u64, steps: usize) -> (usize, u64) {
                         request_no: no,
                         command,
                         ack: raft_spec::Ack::Applied,
+                        read: None,
                     },
                 });
                 (id, vec![action], out)

@@ -20,7 +20,7 @@ use std::io::{self, Read, Write};
 use thiserror::Error;
 
 /// The protocol version of [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 /// The default limit on a frame's payload: 64 MiB (an AppendEntries that
 /// carries a lagging follower's missing entries can be large).
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
@@ -287,6 +287,7 @@ mod tests {
                     },
                 }],
                 leader_commit: LogIndex(4),
+                read_round: 2,
             })),
             Frame::Response(Response::NotLeader {
                 leader: Some(NodeId(2)),

@@ -9,7 +9,7 @@ use crate::config::ModelConfig;
 use crate::model::names;
 use raft_spec::bugs::Bug;
 use raft_spec::safety;
-use raft_spec::Replication;
+use raft_spec::{ReadMode, Replication};
 
 /// What the checker must report for a seeded bug.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +48,15 @@ fn config(servers: usize, max_term: u64, requests: usize, crashes: usize, bug: B
     ModelConfig {
         bug: Some(bug),
         ..ModelConfig::bounded(servers, max_term, requests, crashes)
+    }
+}
+
+/// `config` with one ReadIndex read.
+fn reads(config: ModelConfig) -> ModelConfig {
+    ModelConfig {
+        reads: 1,
+        read: ReadMode::ReadIndex,
+        ..config
     }
 }
 
@@ -137,6 +146,25 @@ pub fn seeded(bug: Bug) -> SeededBug {
                     },
                     ..config(3, 1, 1, 1, bug)
                 },
+            )
+        }
+        Bug::ReadIndexBeforeTermCommit => {
+            note = "needs ReadIndex reads (--reads 1 --read read-index): the term-2 leader \
+                    holds the write the term-1 leader committed and answered, but has not \
+                    committed it yet, and answers a read issued after the write returned \
+                    with the count before it";
+            (
+                Violates(names::LINEARIZABILITY),
+                reads(config(3, 2, 1, 0, bug)),
+            )
+        }
+        Bug::LocalLeaderRead => {
+            note = "needs ReadIndex reads (--reads 1 --read read-index): the term-1 leader, \
+                    deposed without knowing it, answers a read issued after the term-2 \
+                    leader's write returned with the count before it";
+            (
+                Violates(names::LINEARIZABILITY),
+                reads(config(3, 2, 1, 0, bug)),
             )
         }
     };

@@ -1,7 +1,7 @@
 //! Bounded configurations: what the checker explores.
 
 use raft_spec::bugs::Bug;
-use raft_spec::{Ack, Replication};
+use raft_spec::{Ack, ReadMode, Replication};
 use std::fmt;
 use std::str::FromStr;
 
@@ -66,7 +66,7 @@ pub struct ModelConfig {
     /// No server's `current_term` may exceed this.
     pub max_term: u64,
     /// Number of client requests: one client actor per request, each issuing
-    /// one `Increment`.
+    /// one `CounterCommand::Increment`.
     pub requests: usize,
     /// Total number of server crashes over a whole execution (each crash may
     /// be followed by a recovery).
@@ -92,6 +92,13 @@ pub struct ModelConfig {
     /// When leaders answer the clients' writes ([`Ack`]; the default is the
     /// paper's, once applied).
     pub ack: Ack,
+    /// Number of reads: one client actor per read, each reading the counter
+    /// once, at a moment of the checker's choosing (so a read can start
+    /// after a write has returned).
+    pub reads: usize,
+    /// How the reads are served ([`ReadMode`]; the default goes through
+    /// the log).
+    pub read: ReadMode,
 }
 
 /// A configuration that cannot be checked.
@@ -112,6 +119,9 @@ pub enum ConfigError {
     /// `--crashes` is too large.
     #[error("--crashes must be at most 5, got {0}")]
     Crashes(usize),
+    /// `--reads` is too large.
+    #[error("--reads must be at most 3, got {0}")]
+    Reads(usize),
     /// `--network` names no known semantics.
     #[error("--network: unknown network '{0}' (expected one of: unordered-duplicating, unordered-nonduplicating, ordered)")]
     UnknownNetwork(String),
@@ -143,6 +153,8 @@ impl ModelConfig {
             bug: None,
             replication: Replication::default(),
             ack: Ack::Applied,
+            reads: 0,
+            read: ReadMode::Log,
         }
     }
 
@@ -168,6 +180,9 @@ impl ModelConfig {
         }
         if self.requests > 5 {
             return Err(ConfigError::Requests(self.requests));
+        }
+        if self.reads > 3 {
+            return Err(ConfigError::Reads(self.reads));
         }
         if self.crashes > 5 {
             return Err(ConfigError::Crashes(self.crashes));
@@ -203,6 +218,11 @@ impl fmt::Display for ModelConfig {
                     String::new()
                 } else {
                     format!(" ack={}", self.ack.name())
+                }
+                + &if self.reads == 0 {
+                    String::new()
+                } else {
+                    format!(" reads={} read={}", self.reads, self.read.name())
                 },
             match self.bug {
                 Some(bug) => format!(" bug={bug}"),

@@ -27,6 +27,8 @@
 //!     bug: None,
 //!     replication: raft_spec::Replication::default(),
 //!     ack: raft_spec::Ack::Applied,
+//!     reads: 0,
+//!     read: raft_spec::ReadMode::Log,
 //! };
 //! let checker = RaftModel::new(config).checker().spawn_bfs().join();
 //! assert!(checker.is_done());

@@ -5,7 +5,7 @@ use raft_model::bugs::{self, Expected, SeededBug};
 use raft_model::check::{self, CheckOptions, Strategy};
 use raft_model::{ModelConfig, NetworkKind, RaftModel};
 use raft_spec::bugs::{Bug, UnknownBug};
-use raft_spec::{Ack, Replication};
+use raft_spec::{Ack, ReadMode, Replication};
 use stateright::Model;
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
@@ -123,6 +123,25 @@ struct ConfigArgs {
     /// applied].
     #[arg(long, value_name = "LEVEL", value_parser = parse_ack)]
     ack: Option<Ack>,
+    /// Client reads (one client per read, each sent when the checker
+    /// chooses) [default: 0].
+    #[arg(long)]
+    reads: Option<usize>,
+    /// How reads are served: log (as a write, the paper's), read-index (the
+    /// leader confirms it still leads; Raft thesis §6.4) or follower (the
+    /// server asked answers from its own state) [default: log].
+    #[arg(long, value_name = "MODE", value_parser = parse_read)]
+    read: Option<ReadMode>,
+}
+
+fn parse_read(name: &str) -> Result<ReadMode, String> {
+    ReadMode::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = ReadMode::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown read mode '{name}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
 }
 
 fn parse_ack(name: &str) -> Result<Ack, String> {
@@ -177,6 +196,8 @@ impl ConfigArgs {
                 parallel_write: self.parallel_write || base.replication.parallel_write,
             },
             ack: self.ack.unwrap_or(base.ack),
+            reads: self.reads.unwrap_or(base.reads),
+            read: self.read.unwrap_or(base.read),
         };
         config.validate()?;
         Ok(config)

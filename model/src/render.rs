@@ -48,20 +48,31 @@ pub fn raft_message_with<C>(
             if m.vote_granted { "granted" } else { "refused" }
         ),
         Message::AppendEntries(m) => format!(
-            "AppendEntries t{} from {} prev {}@{} {} commit {}",
+            "AppendEntries t{} from {} prev {}@{} {} commit {}{}",
             m.term.0,
             m.leader_id,
             m.prev_log_term.0,
             m.prev_log_index.0,
             entries(&m.entries, m.prev_log_index.0 + 1),
-            m.leader_commit.0
+            m.leader_commit.0,
+            read_round(m.read_round)
         ),
         Message::AppendEntriesResponse(m) => format!(
-            "AppendEntriesResponse t{} {} index {}",
+            "AppendEntriesResponse t{} {} index {}{}",
             m.term.0,
             if m.success { "ok" } else { "rejected" },
-            m.index.0
+            m.index.0,
+            read_round(m.read_round)
         ),
+    }
+}
+
+/// ` read round R` for a round of ReadIndex reads, nothing for none.
+fn read_round(round: u64) -> String {
+    if round == 0 {
+        String::new()
+    } else {
+        format!(" read round {round}")
     }
 }
 
@@ -75,6 +86,7 @@ pub fn message(msg: &Msg) -> String {
         Msg::Request { request_no, ack } => {
             format!("ClientRequest #{request_no} (ack {})", ack.name())
         }
+        Msg::Read { request_no, mode } => format!("ClientRead #{request_no} ({})", mode.name()),
         Msg::Reply(answer) => match answer.reply {
             ClientReply::Ok(v) => format!("ClientReply #{} ok {v}", answer.request_no),
             ClientReply::Accepted { index, term } => format!(
@@ -116,6 +128,7 @@ pub fn action(action: &Action) -> String {
         Action::Crash(id) => format!("{} crashes", actor(*id)),
         Action::Recover(id) => format!("{} recovers", actor(*id)),
         Action::Sync(id) => format!("{} syncs its log", actor(*id)),
+        Action::Invoke(id, to) => format!("{} sends its read to {}", actor(*id), actor(*to)),
     }
 }
 
@@ -150,6 +163,7 @@ fn client(c: &ClientState) -> String {
         ClientStatus::Pending => "pending".to_string(),
         ClientStatus::Done(v) => format!("done, got {v}"),
         ClientStatus::Accepted { term } => format!("acknowledged in term {}", term.0),
+        ClientStatus::Idle => "not sent yet".to_string(),
     };
     format!("client {} request #{} {}", c.index, c.request_no, status)
 }
@@ -449,6 +463,7 @@ pub fn sequence_diagram(model: &RaftModel, path: &Path<State, Action>) -> String
             Action::Crash(_) => labels.push((i, time, "Crash".to_string())),
             Action::Recover(_) => labels.push((i, time, "Recover".to_string())),
             Action::Sync(_) => labels.push((i, time, "Sync".to_string())),
+            Action::Invoke(..) => labels.push((i, time, "Invoke".to_string())),
             Action::Drop(_) => {}
         }
         if !matches!(action, Action::Deliver { .. }) {

@@ -61,11 +61,20 @@ pub enum Bug {
     /// (Raft thesis §10.2.1) counts itself toward a majority before its
     /// write is durable.
     CountsUnsyncedEntry,
+    /// A leader takes its commit index as a ReadIndex read's read index
+    /// before it has committed an entry of its own term (Raft thesis §6.4,
+    /// step 1), so the index can miss writes a previous leader committed.
+    ReadIndexBeforeTermCommit,
+    /// A leader answers a ReadIndex read at once from its own state
+    /// machine, as if it surely still led: no round of AppendEntries
+    /// confirms it, and it does not wait for a commit of its term. A
+    /// deposed leader that does not know it answers stale data.
+    LocalLeaderRead,
 }
 
 impl Bug {
     /// Every bug, in catalogue order.
-    pub const ALL: [Bug; 14] = [
+    pub const ALL: [Bug; 16] = [
         Bug::Figure8,
         Bug::StaleVoteResponse,
         Bug::VoteNotPersisted,
@@ -80,6 +89,8 @@ impl Bug {
         Bug::NoTermAdoptionOnVoteRequest,
         Bug::LeaderIgnoresHigherTerm,
         Bug::CountsUnsyncedEntry,
+        Bug::ReadIndexBeforeTermCommit,
+        Bug::LocalLeaderRead,
     ];
 
     /// The bug's name: lowercase words joined by dashes.
@@ -99,6 +110,8 @@ impl Bug {
             Bug::NoTermAdoptionOnVoteRequest => "no-term-adoption-on-vote-request",
             Bug::LeaderIgnoresHigherTerm => "leader-ignores-higher-term",
             Bug::CountsUnsyncedEntry => "counts-unsynced-entry",
+            Bug::ReadIndexBeforeTermCommit => "read-index-before-term-commit",
+            Bug::LocalLeaderRead => "local-leader-read",
         }
     }
 
@@ -139,6 +152,12 @@ impl Bug {
             Bug::CountsUnsyncedEntry => {
                 "a leader writing its log in parallel counts its own entry before the write is durable"
             }
+            Bug::ReadIndexBeforeTermCommit => {
+                "a leader serves a ReadIndex read before it has committed an entry of its own term"
+            }
+            Bug::LocalLeaderRead => {
+                "a leader serves a ReadIndex read from its own state at once, without confirming it still leads"
+            }
         }
     }
 
@@ -161,6 +180,10 @@ impl Bug {
             Bug::NoTermAdoptionOnVoteRequest => "the RequestVote pseudo-code of the Japanese explainer \"分散合意アルゴリズム Raft を理解する\" (Understanding Raft)",
             Bug::LeaderIgnoresHigherTerm => "Raft Fig. 2 (Rules for Servers)",
             Bug::CountsUnsyncedEntry => "dragonboat PR 224, d-engine issues 444 and 446 (Raft thesis §10.2.1)",
+            Bug::ReadIndexBeforeTermCommit => "etcd issue 7331 (Raft thesis §6.4)",
+            Bug::LocalLeaderRead => {
+                "etcd 0.4 and Consul 0.5 stale reads from a deposed leader (Jepsen); Raft thesis §6.4"
+            }
         }
     }
 }

@@ -204,6 +204,13 @@ impl StateMachine for Kv {
         }
     }
 
+    fn read(&self, command: &KvCommand) -> Option<KvOutput> {
+        match command {
+            KvCommand::Get { key } => Some(self.map.get(key).cloned()),
+            KvCommand::Put { .. } | KvCommand::Delete { .. } => None,
+        }
+    }
+
     /// The key's and value's bytes, plus a varint length for each and the
     /// command's tag.
     fn command_bytes(command: &KvCommand) -> u64 {

@@ -24,7 +24,7 @@
 //! ## Example: a one-server cluster elects itself and commits a command
 //!
 //! ```
-//! use raft_spec::{Ack, ClientId, ClientReply, Counter, Increment, Input, NodeId, Output, Role, Server};
+//! use raft_spec::{Ack, ClientId, ClientReply, Counter, CounterCommand, Input, NodeId, Output, Role, Server};
 //!
 //! let (mut server, outputs) = Server::<Counter>::new(NodeId(1), vec![]);
 //! assert_eq!(outputs, vec![Output::SetTimer(raft_spec::Timer::Election)]);
@@ -35,7 +35,7 @@
 //! let outputs = server.step(Input::ClientRequest {
 //!     client_id: ClientId(7),
 //!     request_no: 1,
-//!     command: Increment,
+//!     command: CounterCommand::Increment,
 //!     ack: Ack::Applied,
 //! });
 //! // The entry is persisted first, then applied, then the client is answered.
@@ -57,15 +57,15 @@ mod state_machine;
 pub mod trace;
 mod types;
 
-pub use counter::{Counter, Increment};
+pub use counter::{Counter, CounterCommand};
 pub use kv::{Kv, KvCommand, KvOutput, Value};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };
 pub use server::{flow, reduction};
 pub use server::{
-    Ack, ClientReply, HardState, Input, LogWrite, Output, Outputs, Persist, PersistentState,
-    Progress, Replication, Role, Server, Session, Timer, VolatileState,
+    Ack, ClientReply, HardState, Input, LogWrite, Output, Outputs, PendingRead, Persist,
+    PersistentState, Progress, ReadMode, Replication, Role, Server, Session, Timer, VolatileState,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

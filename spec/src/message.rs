@@ -2,6 +2,7 @@
 
 use crate::types::{Entry, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
+use std::hash::{Hash, Hasher};
 
 /// Invoked by candidates to gather votes (Fig. 2, RequestVote RPC).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -27,7 +28,7 @@ pub struct RequestVoteResponse {
 
 /// Invoked by the leader to replicate log entries; also the heartbeat
 /// (Fig. 2, AppendEntries RPC).
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AppendEntries<C> {
     /// Leader's term.
     pub term: Term,
@@ -41,6 +42,11 @@ pub struct AppendEntries<C> {
     pub entries: Vec<Entry<C>>,
     /// Leader's `commit_index`.
     pub leader_commit: LogIndex,
+    /// The leader's latest round for ReadIndex reads (Raft thesis §6.4;
+    /// [`crate::ReadMode::ReadIndex`]), 0 if none: a deviation from the
+    /// paper's message, which only reads use.
+    #[serde(default)]
+    pub read_round: u64,
 }
 
 impl<C> AppendEntries<C> {
@@ -57,7 +63,7 @@ impl<C> AppendEntries<C> {
 /// network that reorders and duplicates messages the leader cannot tell which
 /// request a response answers, so, like the TLA+ specification's
 /// `mmatchIndex`, the response says which prefix it is about.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct AppendEntriesResponse {
     /// The follower's current term, for the leader to update itself.
     pub term: Term,
@@ -76,6 +82,41 @@ pub struct AppendEntriesResponse {
     /// [`Replication::window`]: crate::Replication::window
     #[serde(default)]
     pub last_log_index: Option<LogIndex>,
+    /// The `read_round` of the AppendEntries this answers, which tells the
+    /// leader which round of reads the follower has seen.
+    #[serde(default)]
+    pub read_round: u64,
+}
+
+// The two messages hash their fields in order, as a derived `Hash` does,
+// and the read round only when there is one: messages without reads hash
+// as they do without the field, so the model checker's order of
+// exploration (and with it what a depth-first search with symmetry keeps)
+// does not depend on reads existing.
+impl<C: Hash> Hash for AppendEntries<C> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.term.hash(state);
+        self.leader_id.hash(state);
+        self.prev_log_index.hash(state);
+        self.prev_log_term.hash(state);
+        self.entries.hash(state);
+        self.leader_commit.hash(state);
+        if self.read_round != 0 {
+            self.read_round.hash(state);
+        }
+    }
+}
+
+impl Hash for AppendEntriesResponse {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.term.hash(state);
+        self.success.hash(state);
+        self.index.hash(state);
+        self.last_log_index.hash(state);
+        if self.read_round != 0 {
+            self.read_round.hash(state);
+        }
+    }
 }
 
 /// A message between servers.
@@ -139,6 +180,7 @@ impl<C> Message<C> {
                     .map(|e| e.map_client_ids(clients))
                     .collect(),
                 leader_commit: m.leader_commit,
+                read_round: m.read_round,
             }),
             Message::AppendEntriesResponse(m) => Message::AppendEntriesResponse(m.clone()),
         }

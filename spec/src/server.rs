@@ -21,10 +21,12 @@ use std::collections::{BTreeMap, BTreeSet};
 mod client;
 mod election;
 pub mod flow;
+mod read;
 pub mod reduction;
 mod replication;
 
 pub use flow::{Progress, Replication};
+pub use read::{PendingRead, ReadMode};
 
 /// The three roles of Raft §5.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -261,6 +263,19 @@ pub enum Input<C> {
         #[serde(default, skip_serializing_if = "Ack::is_applied")]
         ack: Ack,
     },
+    /// A client reads: `command` is a read ([`StateMachine::read`]),
+    /// served as `mode` says (see [`ReadMode`]). A command that writes goes
+    /// through the log whatever the mode.
+    ClientRead {
+        /// The client session.
+        client_id: ClientId,
+        /// The client's request number.
+        request_no: u64,
+        /// The read.
+        command: C,
+        /// How it is served.
+        mode: ReadMode,
+    },
     /// The election timer fired.
     ElectionTimeout,
     /// The heartbeat timer fired.
@@ -292,6 +307,7 @@ impl<C> Input<C> {
         match self {
             Input::Message { message, .. } => message.name(),
             Input::ClientRequest { .. } => "ClientRequest",
+            Input::ClientRead { .. } => "ClientRead",
             Input::ElectionTimeout => "ElectionTimeout",
             Input::HeartbeatTimeout => "HeartbeatTimeout",
             Input::Synced { .. } => "Synced",
@@ -439,6 +455,22 @@ pub struct VolatileState<S: StateMachine> {
     /// [`Ack::Applied`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending_acks: BTreeMap<LogIndex, (ClientId, u64, Ack)>,
+    /// Leader only: the number of its latest round of AppendEntries for
+    /// ReadIndex reads in this term (0: none yet); every AppendEntries it
+    /// sends carries it ([`ReadMode::ReadIndex`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub read_round: u64,
+    /// Leader only: for each peer, the latest round it has answered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub read_acks: BTreeMap<NodeId, u64>,
+    /// Leader only: the ReadIndex reads it has not answered yet, in the
+    /// order they came.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_reads: Vec<PendingRead<S::Command>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A Raft server: identity, persistent and volatile state.
@@ -565,6 +597,9 @@ impl<S: StateMachine> Server<S> {
                 progress: BTreeMap::new(),
                 durable_index: None,
                 pending_acks: BTreeMap::new(),
+                read_round: 0,
+                read_acks: BTreeMap::new(),
+                pending_reads: Vec::new(),
             },
             #[cfg(feature = "seeded-bugs")]
             bug,
@@ -627,12 +662,21 @@ impl<S: StateMachine> Server<S> {
                 command,
                 ack,
             } => self.handle_client_request(client_id, request_no, command, ack, &mut fx),
+            Input::ClientRead {
+                client_id,
+                request_no,
+                command,
+                mode,
+            } => self.handle_client_read(client_id, request_no, command, mode, &mut fx),
             Input::ElectionTimeout => self.handle_election_timeout(&mut fx),
             Input::HeartbeatTimeout => self.handle_heartbeat_timeout(&mut fx),
             Input::Synced { term, index } => self.handle_synced(term, index, &mut fx),
         }
         if !self.volatile.pending_acks.is_empty() {
             self.answer_early_acks(&mut fx);
+        }
+        if !self.volatile.pending_reads.is_empty() {
+            self.serve_reads(&mut fx);
         }
         self.finish(fx)
     }
@@ -685,6 +729,9 @@ impl<S: StateMachine> Server<S> {
         self.volatile.progress.clear();
         self.volatile.durable_index = None;
         self.volatile.pending_acks.clear();
+        self.volatile.read_round = 0;
+        self.volatile.read_acks.clear();
+        self.volatile.pending_reads.clear();
     }
 
     // ---- Messages (election.rs: RequestVote; replication.rs: AppendEntries;
@@ -748,6 +795,16 @@ impl<S: StateMachine> Server<S> {
                     .pending_acks
                     .iter()
                     .map(|(&i, &(c, n, ack))| (i, (clients(c), n, ack)))
+                    .collect(),
+                read_round: v.read_round,
+                read_acks: v.read_acks.iter().map(|(&n, &r)| (nodes(n), r)).collect(),
+                pending_reads: v
+                    .pending_reads
+                    .iter()
+                    .map(|r| PendingRead {
+                        client_id: clients(r.client_id),
+                        ..r.clone()
+                    })
                     .collect(),
                 state_machine: v.state_machine.clone(),
                 sessions: v

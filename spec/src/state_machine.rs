@@ -21,6 +21,16 @@ pub trait StateMachine:
     /// Applies one committed command.
     fn apply(&mut self, command: &Self::Command) -> Self::Output;
 
+    /// What `command` returns if it only reads: its output, computed without
+    /// changing the state machine; `None` for a command that writes. A
+    /// server answers a read this way when it serves it without the log
+    /// ([`crate::ReadMode`]); a command for which this is `None` always
+    /// goes through the log.
+    fn read(&self, command: &Self::Command) -> Option<Self::Output> {
+        let _ = command;
+        None
+    }
+
     /// A bound on the bytes `command` takes in a message, which
     /// [`Replication::max_append_bytes`](crate::Replication::max_append_bytes)
     /// counts.

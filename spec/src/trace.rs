@@ -517,7 +517,9 @@ impl<R> Emitted<R> {
 ///   entries sent (they are the sender's entries at those indices) and the
 ///   prefix they extend. Should the sender's log not reach that index
 ///   (`Server` never sends so), the byte `0xff` follows instead, then each
-///   entry's term and the compact `serde_json` encoding of its payload.
+///   entry's term and the compact `serde_json` encoding of its payload;
+/// - a `read_round` other than 0 (of an AppendEntries or its response):
+///   the bytes `read`, then the round.
 pub fn message_digest<C: Serialize>(message: &Message<C>, sender_log: &LogDigest) -> Digest {
     let mut h = Fnv64::new();
     match message {
@@ -559,12 +561,20 @@ pub fn message_digest<C: Serialize>(message: &Message<C>, sender_log: &LogDigest
                     }
                 }
             }
+            if m.read_round != 0 {
+                h.write(b"read");
+                h.write_u64(m.read_round);
+            }
         }
         Message::AppendEntriesResponse(m) => {
             h.write(&[3]);
             h.write_u64(m.term.0);
             h.write(&[u8::from(m.success)]);
             h.write_u64(m.index.0);
+            if m.read_round != 0 {
+                h.write(b"read");
+                h.write_u64(m.read_round);
+            }
         }
     }
     Digest(h.finish())
@@ -1105,6 +1115,24 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
     if let Some(durable) = v.durable_index {
         h.write(b"durable");
         h.write_u64(durable.0);
+    }
+    // The state of reads, only where there is some, as for flow control.
+    if v.read_round != 0 || !v.read_acks.is_empty() || !v.pending_reads.is_empty() {
+        h.write(b"reads");
+        h.write_u64(v.read_round);
+        h.write_u64(v.read_acks.len() as u64);
+        for (n, r) in &v.read_acks {
+            h.write_u64(n.0);
+            h.write_u64(*r);
+        }
+        h.write_u64(v.pending_reads.len() as u64);
+        for r in &v.pending_reads {
+            h.write_u64(r.client_id.0);
+            h.write_u64(r.request_no);
+            h.write_u64(r.round);
+            h.write_opt(r.index.map(|i| i.0));
+            json_into(&mut h, &r.command);
+        }
     }
     if !v.pending_acks.is_empty() {
         h.write(b"acks");
@@ -2256,6 +2284,7 @@ mod tests {
                 prev_log_term: Term(0),
                 entries,
                 leader_commit: LogIndex(0),
+                read_round: 0,
             })
         };
         let (a, b) = (

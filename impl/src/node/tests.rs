@@ -262,6 +262,7 @@ fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
                 success: true,
                 index: raft_spec::LogIndex(index),
                 last_log_index: None,
+                read_round: 0,
             }),
         };
         node.handle(ms(402 + index), vec![ack], &mut j.clone())
@@ -362,6 +363,7 @@ fn a_follower_redirects_with_the_leaders_address_and_status_reports() {
             prev_log_term: Term(0),
             entries: vec![],
             leader_commit: raft_spec::LogIndex(0),
+            read_round: 0,
         }),
     };
     let req = Event::Request {

@@ -96,13 +96,25 @@ impl RaftModel {
             let done = c.status != ClientStatus::Pending;
             // A redirect only makes the client resend its request to the
             // hinted leader. On a duplicating network that request is
-            // already deliverable (the client sent it to every server at
-            // start; a copy that was dropped is indistinguishable from one
-            // that is delayed), so the redirect adds no behaviour.
+            // already deliverable if the client sent it there before (a
+            // writer sent it to every server at start; a copy that was
+            // dropped is indistinguishable from one that is delayed), so
+            // the redirect adds no behaviour. A reader sent its read to one
+            // server: its redirect is moot once the read to the hinted
+            // leader is in flight (requests to servers are never dead, so
+            // it stays so).
             let redirect_is_moot = match answer.reply {
                 ClientReply::NotLeader { leader_hint: None } => true,
-                ClientReply::NotLeader { .. } => {
+                ClientReply::NotLeader {
+                    leader_hint: Some(leader),
+                } => {
                     self.config.network == NetworkKind::UnorderedDuplicating
+                        && (!self.is_reader(i - self.config.servers)
+                            || state.network.contains(&Envelope::new(
+                                Id::from(i),
+                                Id::from(leader.0 as usize),
+                                self.request(i, answer.request_no),
+                            )))
                 }
                 ClientReply::Ok(_) | ClientReply::Accepted { .. } => false,
                 // Never sent to a model client (each sends one request);

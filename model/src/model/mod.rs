@@ -137,11 +137,16 @@ impl Model for RaftModel {
         properties::properties(self)
     }
 
+    /// Terms are bounded by `max_term`, and a leader's rounds of ReadIndex
+    /// reads in a term by the number of reads: a round serves every read
+    /// waiting, so each read needs at most one round per term; more come
+    /// only from a read delivered again after it was answered.
     fn within_boundary(&self, state: &State) -> bool {
-        state
-            .servers
-            .iter()
-            .all(|s| s.server().current_term().0 <= self.config.max_term)
+        let rounds = self.config.reads as u64;
+        state.servers.iter().all(|s| {
+            let server = s.server();
+            server.current_term().0 <= self.config.max_term && server.volatile.read_round <= rounds
+        })
     }
 
     fn format_action(&self, action: &Action) -> String {

@@ -41,6 +41,9 @@ pub mod names {
     /// the write's result.
     pub const ACKNOWLEDGED_EARLY: &str =
         "a write is acknowledged before the client learns its result";
+    /// Sometimes (with reads and a write): a read returns the count after
+    /// a write, in whichever mode reads are served.
+    pub const READ_SEES_WRITE: &str = "a read returns a write's effect";
     /// Sometimes (with crashes): a server that crashed and recovered later
     /// votes or accepts entries.
     pub const CRASHED_SERVER_REJOINS: &str =
@@ -78,6 +81,12 @@ fn acknowledged_early(_: &RaftModel, s: &State) -> bool {
     s.clients
         .iter()
         .any(|c| matches!(c.status, ClientStatus::Accepted { .. }))
+}
+fn read_sees_write(model: &RaftModel, s: &State) -> bool {
+    s.clients.iter().any(|c| {
+        model.is_reader(c.index - model.config.servers)
+            && matches!(c.status, ClientStatus::Done(v) if v > 0)
+    })
 }
 fn linearizability(_: &RaftModel, s: &State) -> bool {
     s.ghost.clients.serialized_history().is_some()
@@ -185,6 +194,9 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
             names::ACKNOWLEDGED_EARLY,
             acknowledged_early,
         ));
+    }
+    if cfg.reads > 0 && cfg.requests > 0 {
+        props.push(Property::sometimes(names::READ_SEES_WRITE, read_sees_write));
     }
     if cfg.crashes > 0 && cfg.servers >= 2 {
         props.push(Property::sometimes(

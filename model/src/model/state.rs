@@ -15,8 +15,8 @@ use super::intern::{interned, Ref};
 use crate::config::NetworkKind;
 use raft_spec::safety::{History, ServerView};
 use raft_spec::{
-    Ack, ClientReply, Counter, Increment, Message, NodeId, PersistentState, Server, StateMachine,
-    Term, Timer,
+    Ack, ClientReply, Counter, CounterCommand, Message, NodeId, PersistentState, ReadMode, Server,
+    StateMachine, Term, Timer,
 };
 use smallvec::SmallVec;
 use stateright::actor::Id;
@@ -27,7 +27,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 /// The state machine the model replicates.
 pub type Sm = Counter;
 /// The command the model's clients submit.
-pub type Cmd = Increment;
+pub type Cmd = CounterCommand;
 
 /// Converts a server's actor id into its Raft id (they are equal).
 pub fn node_id(id: Id) -> NodeId {
@@ -65,6 +65,14 @@ pub enum Msg {
     },
     /// A server answers a client.
     Reply(Answer),
+    /// A client asks a server to read the counter (the client is the
+    /// sender).
+    Read {
+        /// The client's request number.
+        request_no: u64,
+        /// How the read is to be served (the configuration's mode).
+        mode: ReadMode,
+    },
 }
 
 interned!(Msg);
@@ -88,7 +96,7 @@ impl Msg {
     pub fn renamed(&self, nodes: &dyn Fn(NodeId) -> NodeId) -> Msg {
         match self {
             Msg::Raft(m) => Msg::Raft(m.map_ids(nodes, &|c| c)),
-            Msg::Request { .. } => self.clone(),
+            Msg::Request { .. } | Msg::Read { .. } => self.clone(),
             Msg::Reply(answer) => match answer.reply {
                 ClientReply::NotLeader {
                     leader_hint: Some(leader),
@@ -215,7 +223,8 @@ fn nothing_persisted() -> &'static PersistentState<Cmd> {
 pub enum ClientStatus {
     /// Sent, not answered yet.
     Pending,
-    /// Answered: the counter's value before this request's increment.
+    /// Answered: the counter's value before this request's increment (a
+    /// write), or the value read (a read).
     Done(u64),
     /// Answered before it was applied ([`raft_spec::Ack`] below `applied`):
     /// the write is acknowledged, its result unknown. The ghost's history
@@ -224,6 +233,8 @@ pub enum ClientStatus {
         /// The term of the leader that answered.
         term: Term,
     },
+    /// A reader that has not sent its read yet.
+    Idle,
 }
 
 /// A client's state. Clients are never renamed by symmetry reduction (only

@@ -22,7 +22,7 @@ use super::RaftModel;
 use crate::config::NetworkKind;
 use raft_spec::safety::History;
 use raft_spec::{
-    ClientId, ClientReply, Increment, Input, Message, NodeId, Output, Role, Server, Timer,
+    ClientId, ClientReply, CounterCommand, Input, Message, NodeId, Output, Role, Server, Timer,
 };
 use smallvec::SmallVec;
 use stateright::actor::Id;
@@ -55,6 +55,10 @@ pub enum Action {
     Crash(Id),
     /// A crashed server restarts from what it persisted.
     Recover(Id),
+    /// A reader sends its read to one server (the first field), of the
+    /// checker's choosing (the second): to the leader, or to a server that
+    /// redirects it or answers it itself.
+    Invoke(Id, Id),
     /// The next entry a leader wrote in parallel with sending it
     /// (`raft_spec::Persist::parallel`) becomes durable, and the leader is
     /// told (`Input::Synced`). Its entries become durable one at a time, in
@@ -67,9 +71,11 @@ impl Action {
     pub fn actor(&self) -> Option<usize> {
         match self {
             Action::Deliver { dst, .. } => Some(usize::from(*dst)),
-            Action::Timeout(id, _) | Action::Crash(id) | Action::Recover(id) | Action::Sync(id) => {
-                Some(usize::from(*id))
-            }
+            Action::Timeout(id, _)
+            | Action::Crash(id)
+            | Action::Recover(id)
+            | Action::Sync(id)
+            | Action::Invoke(id, _) => Some(usize::from(*id)),
             Action::Drop(_) => None,
         }
     }
@@ -201,8 +207,14 @@ fn compute_step(server: ServerRef, input: StepInput) -> Reaction {
             Msg::Request { request_no, ack } => Input::ClientRequest {
                 client_id: ClientId(src as u64),
                 request_no: *request_no,
-                command: Increment,
+                command: CounterCommand::Increment,
                 ack: *ack,
+            },
+            Msg::Read { request_no, mode } => Input::ClientRead {
+                client_id: ClientId(src as u64),
+                request_no: *request_no,
+                command: CounterCommand::Read,
+                mode: *mode,
             },
             Msg::Reply(_) => return Reaction::none(),
         },
@@ -234,17 +246,43 @@ impl RaftModel {
         (server, effects_of(outputs))
     }
 
+    /// Whether client `c` (counted from 0) is a reader: the writers come
+    /// first.
+    pub(crate) fn is_reader(&self, c: usize) -> bool {
+        c >= self.config.requests
+    }
+
+    /// What client actor `i` sends when it sends its request `request_no`.
+    pub(crate) fn request(&self, i: usize, request_no: u64) -> MsgRef {
+        Ref::new(if self.is_reader(i - self.config.servers) {
+            Msg::Read {
+                request_no,
+                mode: self.config.read,
+            }
+        } else {
+            Msg::Request {
+                request_no,
+                ack: self.config.ack,
+            }
+        })
+    }
+
     /// The initial state: every server started with nothing persisted, every
-    /// client's request sent to every server (it does not know the leader).
+    /// writer's request sent to every server (it does not know the leader);
+    /// the readers have not sent theirs ([`Action::Invoke`]).
     pub(crate) fn initial_state(&self) -> State {
         let mut state = State {
             servers: SmallVec::new(),
             clients: Ref::new(
-                (0..self.config.requests)
+                (0..self.config.requests + self.config.reads)
                     .map(|c| ClientState {
                         index: self.config.servers + c,
                         request_no: 1,
-                        status: ClientStatus::Pending,
+                        status: if self.is_reader(c) {
+                            ClientStatus::Idle
+                        } else {
+                            ClientStatus::Pending
+                        },
                     })
                     .collect(),
             ),
@@ -262,16 +300,19 @@ impl RaftModel {
             self.carry_out(&mut state, i, &effects);
         }
         for c in 0..self.config.requests {
-            let request = Ref::new(Msg::Request {
-                request_no: 1,
-                ack: self.config.ack,
-            });
-            let effects: Effects = (0..self.config.servers)
-                .map(|s| Effect::Send(Id::from(s), request))
-                .collect();
-            self.carry_out(&mut state, self.config.servers + c, &effects);
+            let i = self.config.servers + c;
+            let effects = self.invocation(i);
+            self.carry_out(&mut state, i, &effects);
         }
         state
+    }
+
+    /// Client actor `i` sends its request to every server.
+    fn invocation(&self, i: usize) -> Effects {
+        let request = self.request(i, 1);
+        (0..self.config.servers)
+            .map(|s| Effect::Send(Id::from(s), request))
+            .collect()
     }
 
     /// The actions enabled in `state`, in the order [`Action`] gives.
@@ -309,6 +350,20 @@ impl RaftModel {
             for (i, slot) in state.servers.iter().enumerate() {
                 if !slot.crashed && slot.unsynced() {
                     actions.push(Action::Sync(Id::from(i)));
+                }
+            }
+        }
+        // A reader sends its read once every writer has its answer: the
+        // case where a stale answer shows (each client does one operation,
+        // so a read concurrent with a write may return either value).
+        let writes_answered = state
+            .clients
+            .iter()
+            .all(|c| !matches!(c.status, ClientStatus::Pending));
+        for c in state.clients.iter() {
+            if writes_answered && c.status == ClientStatus::Idle {
+                for s in 0..state.servers.len() {
+                    actions.push(Action::Invoke(Id::from(c.index), Id::from(s)));
                 }
             }
         }
@@ -350,10 +405,7 @@ impl RaftModel {
                 client: None,
                 effects: [Effect::Send(
                     actor_id(leader),
-                    Ref::new(Msg::Request {
-                        request_no: answer.request_no,
-                        ack: self.config.ack,
-                    }),
+                    self.request(i, answer.request_no),
                 )]
                 .into_iter()
                 .collect(),
@@ -380,6 +432,10 @@ impl RaftModel {
                 Some(slot) => step_server(slot.server, StepInput::Synced(slot.synced_len() + 1)),
                 None => Rc::new(Reaction::none()),
             },
+            Action::Invoke(id, to) => {
+                let request = self.request(usize::from(*id), 1);
+                return [Effect::Send(*to, request)].into_iter().collect();
+            }
             Action::Crash(_) | Action::Drop(_) => Rc::new(Reaction::none()),
         }
         .effects
@@ -395,11 +451,16 @@ impl RaftModel {
         for &effect in effects {
             match effect {
                 Effect::Send(dst, msg) => {
-                    if matches!(msg.get(), Msg::Request { .. }) && i >= self.config.servers {
+                    let op = match msg.get() {
+                        Msg::Request { .. } => Some(CounterCommand::Increment),
+                        Msg::Read { .. } => Some(CounterCommand::Read),
+                        Msg::Raft(_) | Msg::Reply(_) => None,
+                    };
+                    if let (Some(op), true) = (op, i >= self.config.servers) {
                         // An invocation while one is in flight is a retry:
                         // the tester refuses it and is left as it was.
                         let mut tester: ClientHistory = state.ghost.clients.get().clone();
-                        if tester.on_invoke(src, Increment).is_ok() {
+                        if tester.on_invoke(src, op).is_ok() {
                             state.ghost.clients = Ref::new(tester);
                         }
                     }
@@ -498,6 +559,20 @@ impl RaftModel {
                 let mut next = last.clone();
                 next.network.remove(&envelope);
                 self.settle(last, next, None, &[])?
+            }
+            Action::Invoke(id, to) => {
+                let i = usize::from(id);
+                let c = i.checked_sub(self.config.servers)?;
+                if last.client(i)?.status != ClientStatus::Idle {
+                    return None;
+                }
+                let mut next = last.clone();
+                next.clients = next
+                    .clients
+                    .updated(|clients| clients[c].status = ClientStatus::Pending);
+                let effects: Effects = [Effect::Send(to, self.request(i, 1))].into_iter().collect();
+                let sent = self.carry_out(&mut next, i, &effects);
+                self.settle(last, next, Some(id), &sent)?
             }
             Action::Sync(id) => {
                 let i = usize::from(id);
@@ -622,7 +697,7 @@ impl RaftModel {
             }
             let this = match *effect {
                 Effect::Send(to, m) => {
-                    if matches!(m.get(), Msg::Request { .. }) {
+                    if matches!(m.get(), Msg::Request { .. } | Msg::Read { .. }) {
                         None
                     } else {
                         let e = Envelope::new(Id::from(i), to, m);

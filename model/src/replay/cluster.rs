@@ -18,7 +18,7 @@
 use crate::model::intern::{content_hash, FixedState};
 use crate::model::state::{timer_bit, TIMERS};
 use raft_spec::trace::{Emitted, LogDigest};
-use raft_spec::{Ack, Replication};
+use raft_spec::{Ack, ReadMode, Replication};
 use raft_spec::{
     ClientId, Input, Kv, KvCommand, KvOutput, LogIndex, Message, NodeId, Output, PersistentState,
     Role, Server, Term, Timer,
@@ -101,6 +101,8 @@ pub enum ReplayMsg {
         command: KvCommand,
         /// When the leader answers it.
         ack: Ack,
+        /// How it is served, if it is a read ([`Input::ClientRead`]).
+        read: Option<ReadMode>,
     },
 }
 
@@ -125,11 +127,20 @@ impl ReplayMsg {
                 request_no,
                 command,
                 ack,
-            } => Input::ClientRequest {
-                client_id: *client_id,
-                request_no: *request_no,
-                command: command.clone(),
-                ack: *ack,
+                read,
+            } => match read {
+                Some(mode) => Input::ClientRead {
+                    client_id: *client_id,
+                    request_no: *request_no,
+                    command: command.clone(),
+                    mode: *mode,
+                },
+                None => Input::ClientRequest {
+                    client_id: *client_id,
+                    request_no: *request_no,
+                    command: command.clone(),
+                    ack: *ack,
+                },
             },
         }
     }

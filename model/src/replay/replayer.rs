@@ -165,6 +165,22 @@ pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<Repl
                 client_id: *client_id,
                 request_no: *request_no,
                 command: command.clone(),
+                read: None,
+            },
+        }),
+        TraceInput::Step(Input::ClientRead {
+            client_id,
+            request_no,
+            command,
+            mode,
+        }) => ReplayAction::Deliver(Envelope {
+            dst: node,
+            msg: ReplayMsg::Request {
+                ack: raft_spec::Ack::Applied,
+                client_id: *client_id,
+                request_no: *request_no,
+                command: command.clone(),
+                read: Some(*mode),
             },
         }),
         TraceInput::Step(Input::Message { from, message }) => ReplayAction::Deliver(Envelope {
@@ -338,7 +354,7 @@ impl Replayer {
             // The environment sends the request and the model delivers it
             // at once; the environment does not send it again (a retry is
             // another recorded request).
-            TraceInput::Step(Input::ClientRequest { .. }) => {
+            TraceInput::Step(Input::ClientRequest { .. } | Input::ClientRead { .. }) => {
                 action_of(node, step, first).into_iter().collect()
             }
             TraceInput::Step(Input::Message { from, message }) => {

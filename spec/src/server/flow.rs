@@ -211,6 +211,7 @@ impl<S: StateMachine> Server<S> {
                 .unwrap_or(Term(0)),
             entries,
             leader_commit: self.volatile.commit_index,
+            read_round: self.current_read_round(),
         })
     }
 

@@ -72,6 +72,10 @@ impl<S: StateMachine> Server<S> {
                     && r.term == term
                     && self.bug() != Some(Bug::MatchIndexRegress) =>
             {
+                // It may still confirm a read ([`Server::read_ack_matters`]).
+                if self.read_ack_matters(from, r.read_round) {
+                    return false;
+                }
                 let matched = self.volatile.match_index.get(&from).copied();
                 let next = self.volatile.next_index.get(&from).copied();
                 if self.replication.window.is_some() {
@@ -210,7 +214,7 @@ pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>
             term: current_term,
             vote_granted: false,
         })),
-        Message::AppendEntries(m) => Some(rejection(current_term, m.prev_log_index)),
+        Message::AppendEntries(m) => Some(rejection(current_term, m.prev_log_index, m.read_round)),
         Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => None,
     }
 }
@@ -220,7 +224,7 @@ pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>
 /// AppendEntries receiver; see
 /// [`AppendEntriesResponse::index`](crate::AppendEntriesResponse::index)).
 pub fn acceptance<C>(m: &AppendEntries<C>) -> Message<C> {
-    accepted(m.term, m.last_index())
+    accepted(m.term, m.last_index(), m.read_round)
 }
 
 /// [`ignores_forever`] for a server running the seeded bug `bug` (`None`:

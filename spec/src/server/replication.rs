@@ -76,7 +76,7 @@ impl<S: StateMachine> Server<S> {
         if m.term < term {
             fx.rest.push(Output::Send {
                 to: from,
-                message: rejection(term, m.prev_log_index),
+                message: rejection(term, m.prev_log_index, m.read_round),
             });
             return;
         }
@@ -97,7 +97,7 @@ impl<S: StateMachine> Server<S> {
         fx.rest.push(Output::SetTimer(Timer::Election));
 
         if self.persistent.log.term_at(m.prev_log_index) != Some(m.prev_log_term) {
-            let mut message = rejection(term, m.prev_log_index);
+            let mut message = rejection(term, m.prev_log_index, m.read_round);
             if let Message::AppendEntriesResponse(r) = &mut message {
                 // With a window the leader probes from this server's end of
                 // log (and repairs it if it fell back): see `flow`.
@@ -138,6 +138,7 @@ impl<S: StateMachine> Server<S> {
             }
         }
         let last_new_entry = index;
+        let read_round = m.read_round;
 
         if m.leader_commit > self.volatile.commit_index {
             let new_commit = self.follower_commit(m.leader_commit, last_new_entry);
@@ -155,6 +156,7 @@ impl<S: StateMachine> Server<S> {
                 } else {
                     last_new_entry
                 },
+                read_round,
             ),
         });
     }
@@ -198,6 +200,7 @@ impl<S: StateMachine> Server<S> {
         if !self.peers.contains(&from) {
             return;
         }
+        self.note_read_ack(from, m.read_round);
         if m.success {
             let regress = self.has_bug(Bug::MatchIndexRegress);
             let matched = self.volatile.match_index.entry(from).or_default();
@@ -342,24 +345,28 @@ impl<S: StateMachine> Server<S> {
     }
 }
 
-/// An AppendEntries success of `term` up to `index`.
-pub(super) fn accepted<C>(term: Term, index: LogIndex) -> Message<C> {
+/// An AppendEntries success of `term` up to `index`, answering a request
+/// of `read_round`.
+pub(super) fn accepted<C>(term: Term, index: LogIndex, read_round: u64) -> Message<C> {
     Message::AppendEntriesResponse(AppendEntriesResponse {
         term,
         success: true,
         index,
         last_log_index: None,
+        read_round,
     })
 }
 
-/// An AppendEntries rejection of `term` at `prev_log_index`: the answer to a
+/// An AppendEntries rejection of `term` at `prev_log_index` (answering a
+/// request of `read_round`): the answer to a
 /// request of an earlier term and to one that fails the consistency check
 /// (Fig. 2, AppendEntries receiver rules 1 and 2).
-pub(super) fn rejection<C>(term: Term, prev_log_index: LogIndex) -> Message<C> {
+pub(super) fn rejection<C>(term: Term, prev_log_index: LogIndex, read_round: u64) -> Message<C> {
     Message::AppendEntriesResponse(AppendEntriesResponse {
         term,
         success: false,
         index: prev_log_index,
         last_log_index: None,
+        read_round,
     })
 }

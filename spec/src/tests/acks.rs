@@ -4,14 +4,14 @@
 
 use super::helpers::*;
 use crate::{
-    Ack, ClientId, ClientReply, Increment, Input, LogIndex, Output, Replication, Role, Term,
+    Ack, ClientId, ClientReply, CounterCommand, Input, LogIndex, Output, Replication, Role, Term,
 };
 
-fn write(client: u64, request_no: u64, ack: Ack) -> Input<Increment> {
+fn write(client: u64, request_no: u64, ack: Ack) -> Input<CounterCommand> {
     Input::ClientRequest {
         client_id: ClientId(client),
         request_no,
-        command: Increment,
+        command: CounterCommand::Increment,
         ack,
     }
 }

@@ -2,19 +2,19 @@
 //! given role and log, messages, and expected outputs.
 
 use crate::{
-    AppendEntries, AppendEntriesResponse, ClientId, ClientReply, Counter, Entry, HardState,
-    Increment, Input, Log, LogIndex, LogWrite, Message, NodeId, Output, Persist, PersistentState,
+    AppendEntries, AppendEntriesResponse, ClientId, ClientReply, Counter, CounterCommand, Entry,
+    HardState, Input, Log, LogIndex, LogWrite, Message, NodeId, Output, Persist, PersistentState,
     RequestVote, RequestVoteResponse, Role, Server, Term, Timer,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
-pub(crate) type Out = Output<Increment, u64>;
-pub(crate) type Msg = Message<Increment>;
+pub(crate) type Out = Output<CounterCommand, u64>;
+pub(crate) type Msg = Message<CounterCommand>;
 
 pub(crate) use super::{command, entry};
 
 /// A log of entries without commands with the given terms at indices 1, 2, ...
-pub(crate) fn log_of(terms: &[u64]) -> Log<Increment> {
+pub(crate) fn log_of(terms: &[u64]) -> Log<CounterCommand> {
     Log::from_entries(terms.iter().map(|&t| entry(t)).collect())
 }
 
@@ -71,18 +71,18 @@ pub(crate) fn leader_of_term(id: u64, cluster: u64, terms: &[u64], term: u64) ->
     s
 }
 
-pub(crate) fn receive(from: u64, message: Msg) -> Input<Increment> {
+pub(crate) fn receive(from: u64, message: Msg) -> Input<CounterCommand> {
     Input::Message {
         from: NodeId(from),
         message,
     }
 }
 
-pub(crate) fn client_request(client: u64, request_no: u64) -> Input<Increment> {
+pub(crate) fn client_request(client: u64, request_no: u64) -> Input<CounterCommand> {
     Input::ClientRequest {
         client_id: ClientId(client),
         request_no,
-        command: Increment,
+        command: CounterCommand::Increment,
         ack: crate::Ack::Applied,
     }
 }
@@ -108,7 +108,7 @@ pub(crate) fn ae(
     leader: u64,
     prev_log_index: u64,
     prev_log_term: u64,
-    entries: Vec<Entry<Increment>>,
+    entries: Vec<Entry<CounterCommand>>,
     leader_commit: u64,
 ) -> Msg {
     Message::AppendEntries(AppendEntries {
@@ -118,6 +118,7 @@ pub(crate) fn ae(
         prev_log_term: Term(prev_log_term),
         entries,
         leader_commit: LogIndex(leader_commit),
+        read_round: 0,
     })
 }
 
@@ -127,6 +128,7 @@ pub(crate) fn aer(term: u64, success: bool, index: u64) -> Msg {
         success,
         index: LogIndex(index),
         last_log_index: None,
+        read_round: 0,
     })
 }
 
@@ -139,7 +141,7 @@ pub(crate) fn send(to: u64, message: Msg) -> Out {
 
 pub(crate) fn persist(
     hard_state: Option<(u64, Option<u64>)>,
-    log: Option<(u64, Vec<Entry<Increment>>)>,
+    log: Option<(u64, Vec<Entry<CounterCommand>>)>,
 ) -> Out {
     Output::Persist(Persist {
         parallel: false,
@@ -158,7 +160,7 @@ pub(crate) fn persist_hard_state(term: u64, voted_for: Option<u64>) -> Out {
     persist(Some((term, voted_for)), None)
 }
 
-pub(crate) fn persist_log(from: u64, entries: Vec<Entry<Increment>>) -> Out {
+pub(crate) fn persist_log(from: u64, entries: Vec<Entry<CounterCommand>>) -> Out {
     persist(None, Some((from, entries)))
 }
 

@@ -6,7 +6,7 @@
 //! fails in some of them.
 
 use crate::safety::{violated_properties, Before, History, IncrementalSafety, ServerView};
-use crate::{Increment, Log, LogIndex, NodeId, Role, Term};
+use crate::{CounterCommand, Log, LogIndex, NodeId, Role, Term};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 
@@ -18,14 +18,14 @@ struct Sim {
     crashed: bool,
     role: Role,
     term: Term,
-    log: Log<Increment>,
+    log: Log<CounterCommand>,
     last_applied: LogIndex,
     voted_for: Option<NodeId>,
     match_index: BTreeMap<NodeId, LogIndex>,
 }
 
 impl Sim {
-    fn view(&self) -> ServerView<'_, Increment> {
+    fn view(&self) -> ServerView<'_, CounterCommand> {
         ServerView {
             id: self.id,
             crashed: self.crashed,
@@ -164,7 +164,7 @@ proptest! {
         from in 1u64..8,
         new_terms in proptest::collection::vec(1u64..4, 0..6),
     ) {
-        let entries = |ts: &[u64]| -> Vec<crate::Entry<Increment>> {
+        let entries = |ts: &[u64]| -> Vec<crate::Entry<CounterCommand>> {
             ts.iter().map(|&t| command(t, 1, t)).collect()
         };
         let before = Log::from_entries(entries(&terms));

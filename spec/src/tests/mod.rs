@@ -6,14 +6,15 @@ pub(crate) mod helpers;
 mod incremental_safety;
 mod paper;
 mod parallel;
+mod reads;
 mod safety_predicates;
 
-use crate::{ClientId, Entry, Increment, Payload, Term};
+use crate::{ClientId, CounterCommand, Entry, Payload, Term};
 
 /// An entry of `term` without a command (the payload does not matter to most
 /// rules). Leaders do not append such entries themselves (see
 /// `paper::new_leader_appends_no_entry_on_election`); tests put them in logs.
-pub(crate) fn entry(term: u64) -> Entry<Increment> {
+pub(crate) fn entry(term: u64) -> Entry<CounterCommand> {
     Entry {
         term: Term(term),
         payload: Payload::Noop,
@@ -21,13 +22,13 @@ pub(crate) fn entry(term: u64) -> Entry<Increment> {
 }
 
 /// A client command entry of `term`.
-pub(crate) fn command(term: u64, client: u64, request_no: u64) -> Entry<Increment> {
+pub(crate) fn command(term: u64, client: u64, request_no: u64) -> Entry<CounterCommand> {
     Entry {
         term: Term(term),
         payload: Payload::Command {
             client_id: ClientId(client),
             request_no,
-            command: Increment,
+            command: CounterCommand::Increment,
         },
     }
 }
@@ -38,7 +39,7 @@ pub(crate) fn command(term: u64, client: u64, request_no: u64) -> Entry<Incremen
 #[test]
 fn log_copies_share_entries_until_one_writes() {
     use crate::{Log, LogIndex};
-    let shared = |x: &Log<Increment>, y: &Log<Increment>| {
+    let shared = |x: &Log<CounterCommand>, y: &Log<CounterCommand>| {
         std::ptr::eq(x.entries().as_ptr(), y.entries().as_ptr())
     };
     let original = Log::from_entries(vec![command(1, 7, 1), entry(1)]);

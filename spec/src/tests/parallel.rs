@@ -13,14 +13,14 @@ fn parallel() -> Replication {
     }
 }
 
-fn synced(term: u64, index: u64) -> Input<crate::Increment> {
+fn synced(term: u64, index: u64) -> Input<crate::CounterCommand> {
     Input::Synced {
         term: Term(term),
         index: LogIndex(index),
     }
 }
 
-fn persist_of(out: &[Out]) -> Option<&Persist<crate::Increment>> {
+fn persist_of(out: &[Out]) -> Option<&Persist<crate::CounterCommand>> {
     out.iter().find_map(|o| match o {
         Output::Persist(p) => Some(p),
         _ => None,

@@ -7,19 +7,19 @@ use crate::safety::{
     COMMITTED_ENTRIES_SURVIVE_ELECTIONS, ELECTION_SAFETY, LEADER_COMPLETENESS, LOG_MATCHING,
     STATE_MACHINE_SAFETY,
 };
-use crate::{Increment, Log, LogIndex, NodeId, Role, Term};
+use crate::{CounterCommand, Log, LogIndex, NodeId, Role, Term};
 use std::collections::BTreeSet;
 
-type View<'a> = ServerView<'a, Increment>;
+type View<'a> = ServerView<'a, CounterCommand>;
 
 use super::{command, entry};
 
-fn log_of(terms: &[u64]) -> Log<Increment> {
+fn log_of(terms: &[u64]) -> Log<CounterCommand> {
     Log::from_entries(terms.iter().map(|&t| entry(t)).collect())
 }
 
 /// A live server whose commit index equals its last applied index.
-fn view(id: u64, role: Role, term: u64, log: &Log<Increment>, last_applied: u64) -> View<'_> {
+fn view(id: u64, role: Role, term: u64, log: &Log<CounterCommand>, last_applied: u64) -> View<'_> {
     ServerView {
         id: NodeId(id),
         crashed: false,
@@ -41,7 +41,7 @@ fn crashed(view: View<'_>) -> View<'_> {
 }
 
 /// Records that server `id` was elected leader of `term` (candidate -> leader).
-fn record_election(history: &mut History<Increment>, id: u64, term: u64) {
+fn record_election(history: &mut History<CounterCommand>, id: u64, term: u64) {
     let log = Log::new();
     history.record_step(
         &view(id, Role::Candidate, term, &log, 0),
@@ -51,10 +51,10 @@ fn record_election(history: &mut History<Increment>, id: u64, term: u64) {
 
 /// Records that server `id` applied `log` up to `to` (from `from`) in `term`.
 fn record_apply(
-    history: &mut History<Increment>,
+    history: &mut History<CounterCommand>,
     id: u64,
     term: u64,
-    log: &Log<Increment>,
+    log: &Log<CounterCommand>,
     from: u64,
     to: u64,
 ) {

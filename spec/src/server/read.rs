@@ -1,0 +1,260 @@
+//! Reads (Raft thesis §6.4; Raft §8): the ways a server may answer a
+//! command that only reads ([`StateMachine::read`]).
+//!
+//! - [`ReadMode::Log`]: the read is a command like any other, appended,
+//!   committed and applied, and answered once applied (Raft §8). The
+//!   paper's way and the default.
+//! - [`ReadMode::ReadIndex`]: the leader answers without writing the log
+//!   (thesis §6.4): (1) once it has committed an entry of its own term, it
+//!   takes its commit index as the read's *read index*; (2) it confirms it
+//!   still leads with a round of AppendEntries that a majority answers;
+//!   (3) once it has applied the read index, it answers from its state
+//!   machine. Reads that arrive while a round is out wait for the next one,
+//!   which the leader starts as soon as that round is confirmed: one round
+//!   serves every read that came in meanwhile.
+//! - [`ReadMode::Follower`]: the server the client asks answers from its
+//!   own state machine at once, whatever its role: the seed article's
+//!   follower reads, for spreading load. Not linearizable: the server may
+//!   be behind, or a leader deposed without knowing.
+//!
+//! A round is numbered per term ([`VolatileState::read_round`]): every
+//! AppendEntries a leader sends carries the number of its latest round, and
+//! every answer echoes the number of the request it answers, so the leader
+//! learns which round each follower has seen (`read_acks`). A follower's
+//! answer of the leader's term to a round started after the read arrived
+//! shows that the follower had not moved to a later term when it answered,
+//! so no later leader could have committed anything it had not seen
+//! (Leader Completeness, §5.4): the leader's commit index at the read's
+//! arrival covers every write answered before.
+//!
+//! Decision: a new leader does not append a no-op entry (Figure 2 has none,
+//! and the model's state space would grow about tenfold: docs/model.md). A
+//! ReadIndex read that reaches a leader which has not committed an entry of
+//! its own term waits for one: the next write commits it.
+//!
+//! [`VolatileState::read_round`]: super::VolatileState::read_round
+
+use super::{ClientReply, Effects, Occasion, Output, Role, Server};
+use crate::bugs::Bug;
+use crate::state_machine::StateMachine;
+use crate::types::{ClientId, LogIndex, NodeId};
+use serde::{Deserialize, Serialize};
+
+/// How a client asks for a read to be served (see the module docs).
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReadMode {
+    /// Through the log, as a write (Raft §8).
+    #[default]
+    Log,
+    /// By the leader, at its read index once a majority confirmed it still
+    /// leads (Raft thesis §6.4).
+    ReadIndex,
+    /// By the server asked, from its own state machine at once.
+    Follower,
+}
+
+impl ReadMode {
+    /// Every mode, in order.
+    pub const ALL: [ReadMode; 3] = [ReadMode::Log, ReadMode::ReadIndex, ReadMode::Follower];
+
+    /// The mode's name, as `--read` takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadMode::Log => "log",
+            ReadMode::ReadIndex => "read-index",
+            ReadMode::Follower => "follower",
+        }
+    }
+
+    /// The mode named `name` ([`ReadMode::name`]).
+    pub fn parse(name: &str) -> Option<ReadMode> {
+        ReadMode::ALL.into_iter().find(|m| m.name() == name)
+    }
+}
+
+/// A ReadIndex read the leader holds until it can answer it.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PendingRead<C> {
+    /// The client.
+    pub client_id: ClientId,
+    /// The client's request number.
+    pub request_no: u64,
+    /// The read.
+    pub command: C,
+    /// The round of AppendEntries that must be confirmed first: one
+    /// started after the read arrived.
+    pub round: u64,
+    /// The read index, once the leader has committed an entry of its term
+    /// (`None` until then).
+    pub index: Option<LogIndex>,
+}
+
+impl<S: StateMachine> Server<S> {
+    /// A client's read of `command` in `mode` (see the module docs). A
+    /// command that writes, and every read in [`ReadMode::Log`], is a
+    /// client request.
+    pub(super) fn handle_client_read(
+        &mut self,
+        client_id: ClientId,
+        request_no: u64,
+        command: S::Command,
+        mode: ReadMode,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        let read = self.volatile.state_machine.read(&command);
+        let (Some(value), false) = (read, mode == ReadMode::Log) else {
+            return self.handle_client_request(
+                client_id,
+                request_no,
+                command,
+                Default::default(),
+                fx,
+            );
+        };
+        if mode == ReadMode::Follower {
+            fx.rest.push(Output::ClientReply {
+                client_id,
+                request_no,
+                reply: ClientReply::Ok(value),
+            });
+            return;
+        }
+        if self.volatile.role != Role::Leader {
+            fx.rest.push(Output::ClientReply {
+                client_id,
+                request_no,
+                reply: ClientReply::NotLeader {
+                    leader_hint: self.volatile.leader_hint,
+                },
+            });
+            return;
+        }
+        let v = &mut self.volatile;
+        // A retry of a read already waiting changes nothing.
+        if v.pending_reads
+            .iter()
+            .any(|r| r.client_id == client_id && r.request_no == request_no)
+        {
+            return;
+        }
+        let index = self.term_committed().then_some(self.volatile.commit_index);
+        let round = self.volatile.read_round + 1;
+        self.volatile.pending_reads.push(PendingRead {
+            client_id,
+            request_no,
+            command,
+            round,
+            index,
+        });
+    }
+
+    /// Whether the leader has committed an entry of its current term, so
+    /// that its commit index covers every entry committed before it was
+    /// elected (thesis §6.4, step 1). Under
+    /// [`Bug::ReadIndexBeforeTermCommit`] and [`Bug::LocalLeaderRead`] it
+    /// does not wait.
+    fn term_committed(&self) -> bool {
+        self.has_bug(Bug::ReadIndexBeforeTermCommit)
+            || self.has_bug(Bug::LocalLeaderRead)
+            || self.persistent.log.term_at(self.volatile.commit_index)
+                == Some(self.persistent.current_term)
+    }
+
+    /// The round an AppendEntries carries: the latest while reads wait,
+    /// 0 (none) while none does, since an answer to it could confirm only
+    /// reads that have arrived already (a later read waits for a later
+    /// round).
+    pub(super) fn current_read_round(&self) -> u64 {
+        if self.volatile.pending_reads.is_empty() {
+            0
+        } else {
+            self.volatile.read_round
+        }
+    }
+
+    /// Whether an answer to a request of `round` from `from` would confirm
+    /// anything: some read waits for a round at most `round`, and `from`
+    /// has not answered one that late yet. It stays false once false while
+    /// the server leads its term: `read_acks` only grows while reads wait,
+    /// and a read that arrives later waits for a later round.
+    pub fn read_ack_matters(&self, from: NodeId, round: u64) -> bool {
+        let acked = self.volatile.read_acks.get(&from).copied().unwrap_or(0);
+        round > acked && self.volatile.pending_reads.iter().any(|r| r.round <= round)
+    }
+
+    /// A leader learns that `from` has answered an AppendEntries of `round`.
+    pub(super) fn note_read_ack(&mut self, from: NodeId, round: u64) {
+        if self.read_ack_matters(from, round) {
+            self.volatile.read_acks.insert(from, round);
+        }
+    }
+
+    /// The latest round a majority has answered (the leader counts itself
+    /// for every round it started).
+    fn confirmed_round(&self) -> u64 {
+        let own = self.volatile.read_round;
+        if self.has_bug(Bug::LocalLeaderRead) {
+            return u64::MAX;
+        }
+        let mut rounds: Vec<u64> = self
+            .peers
+            .iter()
+            .map(|p| self.volatile.read_acks.get(p).copied().unwrap_or(0))
+            .collect();
+        rounds.push(own);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        // The largest r that at least a majority has reached: the
+        // majority-th largest.
+        let majority = (1..=rounds.len())
+            .find(|&k| self.is_majority(k))
+            .unwrap_or(rounds.len());
+        rounds[majority - 1]
+    }
+
+    /// Starts the next round if reads wait for it and no round is out, then
+    /// answers the ReadIndex reads that can be answered; called at the end
+    /// of every step of a leader with reads pending.
+    pub(super) fn serve_reads(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        if self.volatile.role != Role::Leader {
+            return;
+        }
+        if self.term_committed() {
+            let commit = self.volatile.commit_index;
+            for read in &mut self.volatile.pending_reads {
+                read.index.get_or_insert(commit);
+            }
+        }
+        // The next round starts once no read waits for the one out.
+        let round = self.volatile.read_round;
+        let v = &self.volatile;
+        let waits = v.pending_reads.iter().any(|r| r.round > round);
+        let out = v.pending_reads.iter().any(|r| r.round <= round);
+        if waits && (!out || self.confirmed_round() >= round) {
+            self.volatile.read_round += 1;
+            self.replicate(Occasion::Heartbeat, fx);
+        }
+        let confirmed = self.confirmed_round();
+        let applied = self.volatile.last_applied;
+        let v = &mut self.volatile;
+        let mut waiting = Vec::with_capacity(v.pending_reads.len());
+        for read in std::mem::take(&mut v.pending_reads) {
+            let ready = read.round <= confirmed && read.index.is_some_and(|i| i <= applied);
+            match ready.then(|| v.state_machine.read(&read.command)).flatten() {
+                Some(value) => fx.rest.push(Output::ClientReply {
+                    client_id: read.client_id,
+                    request_no: read.request_no,
+                    reply: ClientReply::Ok(value),
+                }),
+                None => waiting.push(read),
+            }
+        }
+        if waiting.is_empty() {
+            // What followers answered matters to no later read.
+            v.read_acks.clear();
+        }
+        v.pending_reads = waiting;
+    }
+}
