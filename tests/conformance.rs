@@ -199,6 +199,8 @@ fn walk(seed: u64, steps: usize) -> (usize, u64) {
                     client_id: ClientId(7),
                     request_no: no,
                     command: command.clone(),
+                    ack: raft_spec::Ack::Applied,
+                    read: None,
                 };
                 let out = imp.handle(id, vec![event], now);
                 let action = ReplayAction::Deliver(Envelope {

@@ -13,7 +13,7 @@ use raft_model::check::{self, CheckOptions, CheckReport, Outcome, Strategy};
 use raft_model::model::names;
 use raft_model::{ModelConfig, NetworkKind, RaftModel};
 use raft_spec::safety::{ACKNOWLEDGED_WRITES_SURVIVE, AUXILIARY_PROPERTY_NAMES, PROPERTY_NAMES};
-use raft_spec::{Ack, Replication};
+use raft_spec::{Ack, ReadMode, Replication};
 use stateright::{Expectation, Model};
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
@@ -365,6 +365,76 @@ fn acknowledgement_levels_hold_from_committed_and_fail_when_only_stored() {
     assert_eq!(path.clone().into_actions().len(), 8, "{text}");
     assert!(text.contains("accepted at 1@1"), "{text}");
     for name in PROPERTY_NAMES.iter().chain([&names::LINEARIZABILITY]) {
+        let held = report.verdict(name).map(|v| &v.outcome);
+        assert!(
+            !matches!(held, Some(Outcome::Violated(_))),
+            "{name} fails too"
+        );
+    }
+}
+
+/// Reads (`raft_spec::ReadMode`): one write, then one read sent to a server
+/// of the checker's choosing once the write is answered. Through the log and
+/// by ReadIndex every property holds, Linearizability of the read included,
+/// and a read sees the write; a follower answering from its own state
+/// returns the count before the write: a counterexample of 10 steps with no
+/// change of leader (the follower holds the entry but has not learnt that
+/// it is committed). That is a demonstration, not a failure.
+#[test]
+fn reads_through_the_log_and_by_read_index_hold_and_follower_reads_are_stale() {
+    let reading = |servers, max_term, read| ModelConfig {
+        reads: 1,
+        read,
+        ..config(servers, max_term, 1, 0)
+    };
+    let two_terms = [
+        ELECTION_ONLY,
+        &[
+            names::LEADER_REPLACED,
+            names::LEADER_STEPS_DOWN_ON_RESPONSE,
+            names::CLIENT_REPLY,
+            names::READ_SEES_WRITE,
+        ],
+    ]
+    .concat();
+    let one_term = [
+        ELECTION_ONLY,
+        &[names::CLIENT_REPLY, names::READ_SEES_WRITE],
+    ]
+    .concat();
+    for (servers, max_term, read, states) in [
+        (2, 2, ReadMode::Log, 2_601),
+        (2, 2, ReadMode::ReadIndex, 2_141),
+        (3, 1, ReadMode::Log, 31_817),
+        (3, 1, ReadMode::ReadIndex, 17_093),
+    ] {
+        let cfg = reading(servers, max_term, read);
+        let report = clean_run(cfg);
+        let examples = if max_term == 2 { &two_terms } else { &one_term };
+        assert_clean(&report, examples);
+        assert_eq!(report.unique_states, states, "{cfg}");
+    }
+
+    let cfg = reading(3, 1, ReadMode::Follower);
+    let options = CheckOptions {
+        strategy: Strategy::Bfs,
+        symmetry: true,
+        threads: 2,
+        progress_every: None,
+        stop_at: Some(names::LINEARIZABILITY),
+        time_limit: None,
+        shortest_examples: false,
+    };
+    let report = check::run(cfg, options, &mut std::io::sink());
+    assert!(!report.panicked && !report.success());
+    let Some(Outcome::Violated(path)) = report.verdict(names::LINEARIZABILITY).map(|v| &v.outcome)
+    else {
+        panic!("no counterexample: {report:?}");
+    };
+    let text = check::format_path(&RaftModel::new(cfg), path);
+    assert_eq!(path.clone().into_actions().len(), 10, "{text}");
+    assert!(text.contains("ClientRead #1 (follower)"), "{text}");
+    for name in PROPERTY_NAMES {
         let held = report.verdict(name).map(|v| &v.outcome);
         assert!(
             !matches!(held, Some(Outcome::Violated(_))),

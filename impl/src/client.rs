@@ -16,7 +16,7 @@ use crate::config::Peers;
 use crate::node::SplitMix64;
 use crate::transport;
 use crate::wire::{self, Frame, Response, Sender, StatusInfo, DEFAULT_MAX_FRAME};
-use raft_spec::{ClientId, KvCommand, KvOutput, NodeId};
+use raft_spec::{Ack, ClientId, KvCommand, KvOutput, LogIndex, NodeId, ReadMode, Term};
 use std::io::{BufReader, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -53,6 +53,21 @@ pub enum ClientError {
         node: u64,
         /// What it said.
         answer: String,
+    },
+}
+
+/// What a node answered a request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// The command was applied (or the read served): its result.
+    Done(KvOutput),
+    /// The write reached the point its [`Ack`] names, before it was
+    /// applied: at `index` of the log of the leader of `term`.
+    Accepted {
+        /// Where the leader appended it.
+        index: LogIndex,
+        /// The term of the leader that answered.
+        term: Term,
     },
 }
 
@@ -153,11 +168,25 @@ impl Client {
         self.leader = Some(node);
     }
 
-    /// Runs `command` under the next request number.
+    /// Runs `command` under the next request number, answered once applied
+    /// (reads through the log).
     pub fn call(&mut self, command: KvCommand) -> Result<KvOutput, ClientError> {
         let no = self.next_request_no;
         self.next_request_no += 1;
         self.call_numbered(no, command)
+    }
+
+    /// Runs `command` under the next request number, a write answered at
+    /// `ack` and a read served as `read` says (`None`: through the log).
+    pub fn call_as(
+        &mut self,
+        command: KvCommand,
+        ack: Ack,
+        read: Option<ReadMode>,
+    ) -> Result<Answer, ClientError> {
+        let no = self.next_request_no;
+        self.next_request_no += 1;
+        self.request(no, command, ack, read)
     }
 
     /// Runs `command` as request `request_no` (a retry reuses the number).
@@ -166,6 +195,22 @@ impl Client {
         request_no: u64,
         command: KvCommand,
     ) -> Result<KvOutput, ClientError> {
+        match self.request(request_no, command, Ack::Applied, None)? {
+            Answer::Done(output) => Ok(output),
+            accepted @ Answer::Accepted { .. } => Err(ClientError::Unexpected {
+                node: self.leader.map_or(0, |n| n.0),
+                answer: format!("{accepted:?}"),
+            }),
+        }
+    }
+
+    fn request(
+        &mut self,
+        request_no: u64,
+        command: KvCommand,
+        ack: Ack,
+        read: Option<ReadMode>,
+    ) -> Result<Answer, ClientError> {
         let started = Instant::now();
         let ids: Vec<NodeId> = self.options.cluster.keys().copied().collect();
         let mut target = self
@@ -178,12 +223,18 @@ impl Client {
             client_id: self.client_id,
             request_no,
             command,
+            ack,
+            read,
         };
         while started.elapsed() < self.options.timeout {
             match self.attempt(target, &request) {
                 Ok(Response::Ok(output)) => {
                     self.leader = Some(target);
-                    return Ok(output);
+                    return Ok(Answer::Done(output));
+                }
+                Ok(Response::Accepted { index, term }) => {
+                    self.leader = Some(target);
+                    return Ok(Answer::Accepted { index, term });
                 }
                 Ok(Response::NotLeader { leader, address }) => {
                     if let (Some(l), Some(a)) = (leader, &address) {

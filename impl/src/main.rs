@@ -3,13 +3,13 @@
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use raft_node::bench::{self, BenchOptions};
-use raft_node::client::{Client, ClientOptions};
+use raft_node::client::{Answer, Client, ClientOptions};
 use raft_node::cluster::{ClusterOptions, LocalCluster};
 use raft_node::config::{self, ConfigError, Peers, Timing};
 use raft_node::jepsen::{self, nemesis::Nemesis, run::JepsenOptions};
 use raft_node::runtime::{self, ServeError, ServeOptions};
 use raft_node::wire::DEFAULT_MAX_FRAME;
-use raft_spec::{KvCommand, NodeId, Replication, Role};
+use raft_spec::{Ack, KvCommand, NodeId, ReadMode, Replication, Role};
 use std::io::Write as _;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
@@ -202,13 +202,26 @@ enum Cmd {
         /// large for the command line; it must be UTF-8 text.
         #[arg(long, value_name = "FILE", conflicts_with = "value")]
         value_file: Option<PathBuf>,
+        /// When the leader answers: stored (in its own log; not fault
+        /// tolerant), committed, replicated (on every node) or applied
+        /// (with the previous value).
+        #[arg(long, value_name = "LEVEL", default_value = "applied", value_parser = parse_ack)]
+        ack: Ack,
     },
-    /// Read KEY (linearizable: the read goes through the log).
+    /// Read KEY: through the log (linearizable), by the leader's read index
+    /// (linearizable, no log write), or from the node asked (may be stale).
     Get {
         #[command(flatten)]
         client: ClientArgs,
         /// The key.
         key: String,
+        /// How the read is served: log, read-index or follower.
+        #[arg(long, value_name = "MODE", default_value = "log", value_parser = parse_read)]
+        read: ReadMode,
+        /// Ask this node first (with --read follower, the node that
+        /// answers).
+        #[arg(long, value_name = "ID")]
+        node: Option<u64>,
     },
     /// Remove KEY.
     Delete {
@@ -400,7 +413,36 @@ fn client_options(args: &ClientArgs) -> Result<ClientOptions, ConfigError> {
     Ok(o)
 }
 
-fn run_command(args: &ClientArgs, command: KvCommand) -> ExitCode {
+fn parse_ack(name: &str) -> Result<Ack, String> {
+    Ack::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = Ack::ALL.iter().map(|a| a.name()).collect();
+        format!(
+            "unknown level '{name}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}
+
+fn parse_read(name: &str) -> Result<ReadMode, String> {
+    ReadMode::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = ReadMode::ALL.iter().map(|m| m.name()).collect();
+        format!(
+            "unknown read mode '{name}' (expected one of: {})",
+            names.join(", ")
+        )
+    })
+}
+
+/// How a command asks to be answered: a write's level, a read's mode, the
+/// node to ask first.
+#[derive(Clone, Copy, Default)]
+struct Ask {
+    ack: Ack,
+    read: Option<ReadMode>,
+    node: Option<u64>,
+}
+
+fn run_command(args: &ClientArgs, command: KvCommand, ask: Ask) -> ExitCode {
     let options = match client_options(args) {
         Ok(o) => o,
         Err(e) => return usage(e),
@@ -408,6 +450,9 @@ fn run_command(args: &ClientArgs, command: KvCommand) -> ExitCode {
     let is_get = matches!(command, KvCommand::Get { .. });
     let timeout = options.timeout;
     let mut client = Client::new(options);
+    if let Some(node) = ask.node {
+        client.prefer(NodeId(node));
+    }
     // After a second without an answer, say what the client is doing.
     let (answered, waiting) = std::sync::mpsc::channel::<()>();
     let notice = thread::spawn(move || {
@@ -421,9 +466,22 @@ fn run_command(args: &ClientArgs, command: KvCommand) -> ExitCode {
             );
         }
     });
-    let result = client.call(command);
+    let result = client.call_as(command, ask.ack, ask.read);
     let _ = answered.send(());
     let _ = notice.join();
+    let result = match result {
+        Ok(Answer::Accepted { index, term }) => {
+            println!(
+                "OK ({}: at index {}, written by the leader of term {})",
+                ask.ack.name(),
+                index.0,
+                term.0
+            );
+            return ExitCode::SUCCESS;
+        }
+        Ok(Answer::Done(output)) => Ok(output),
+        Err(e) => Err(e),
+    };
     match result {
         Ok(Some(v)) if is_get => {
             println!("{v}");
@@ -592,6 +650,7 @@ fn main() -> ExitCode {
             key,
             value,
             value_file,
+            ack,
         } => {
             init_logging(cli.log_format, "warn");
             let value = match (value, value_file) {
@@ -602,15 +661,29 @@ fn main() -> ExitCode {
                 },
                 (None, None) => return usage("put: give VALUE or --value-file FILE"),
             };
-            run_command(&client, KvCommand::put(key, value))
+            let ask = Ask {
+                ack,
+                ..Ask::default()
+            };
+            run_command(&client, KvCommand::put(key, value), ask)
         }
-        Cmd::Get { client, key } => {
+        Cmd::Get {
+            client,
+            key,
+            read,
+            node,
+        } => {
             init_logging(cli.log_format, "warn");
-            run_command(&client, KvCommand::Get { key })
+            let ask = Ask {
+                read: (read != ReadMode::Log).then_some(read),
+                node,
+                ..Ask::default()
+            };
+            run_command(&client, KvCommand::Get { key }, ask)
         }
         Cmd::Delete { client, key } => {
             init_logging(cli.log_format, "warn");
-            run_command(&client, KvCommand::Delete { key })
+            run_command(&client, KvCommand::Delete { key }, Ask::default())
         }
         Cmd::Status { client } => {
             init_logging(cli.log_format, "warn");

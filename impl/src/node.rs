@@ -91,7 +91,7 @@ use raft_spec::trace::{
 };
 use raft_spec::{
     Ack, ClientId, ClientReply, Input, Kv, KvCommand, KvOutput, Message, NodeId, Output,
-    PersistentState, Replication, Role, Server, Timer,
+    PersistentState, ReadMode, Replication, Role, Server, Timer,
 };
 use std::collections::HashMap;
 use std::io::Write;
@@ -127,6 +127,10 @@ pub enum Event {
         request_no: u64,
         /// The command.
         command: KvCommand,
+        /// When the leader answers a write.
+        ack: Ack,
+        /// How a read is served (`None`: through the log).
+        read: Option<ReadMode>,
     },
     /// A client asks for the status.
     Status {
@@ -469,13 +473,23 @@ impl<St: Storage> Node<St> {
                     client_id,
                     request_no,
                     command,
+                    ack,
+                    read,
                 } => {
                     self.pending.insert((client_id, request_no), conn);
-                    let input = Input::ClientRequest {
-                        client_id,
-                        request_no,
-                        command,
-                        ack: Ack::Applied,
+                    let input = match read {
+                        Some(mode) => Input::ClientRead {
+                            client_id,
+                            request_no,
+                            command,
+                            mode,
+                        },
+                        None => Input::ClientRequest {
+                            client_id,
+                            request_no,
+                            command,
+                            ack,
+                        },
                     };
                     self.step(now, input, &mut batch)?;
                 }

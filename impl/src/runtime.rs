@@ -457,6 +457,8 @@ mod tests {
             client_id: ClientId(1),
             request_no: 1,
             command: KvCommand::Get { key: "k".into() },
+            ack: raft_spec::Ack::Applied,
+            read: None,
         };
         assert!(node.handle(ms(402), vec![request], &mut Nowhere).is_err());
         let mut storage = node.into_storage();

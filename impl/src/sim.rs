@@ -39,7 +39,7 @@ use crate::storage::{FileStorage, SimFile, WalFile};
 use crate::wire::{self, Frame, Response};
 use raft_spec::trace::resume_trace;
 use raft_spec::{
-    ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Replication, Role,
+    Ack, ClientId, Kv, KvCommand, KvOutput, Message, NodeId, PersistentState, Replication, Role,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -805,6 +805,8 @@ impl Sim {
                     client_id,
                     request_no,
                     command,
+                    ack: Ack::Applied,
+                    read: None,
                 }),
                 Delivery::Reply { conn, response } => self.client_reply(conn, response),
             }
@@ -862,12 +864,15 @@ impl Sim {
             client_id,
             request_no,
             command: command.clone(),
+            ack: Ack::Applied,
+            read: None,
         };
         // The client's frame, as the node's connection reads it.
         if let Some(Frame::Request {
             client_id,
             request_no,
             command,
+            ..
         }) = through_the_wire(&frame)
         {
             self.schedule(

@@ -618,11 +618,15 @@ fn read_client(
                 client_id,
                 request_no,
                 command,
+                ack,
+                read,
             }) => Event::Request {
                 conn,
                 client_id,
                 request_no,
                 command,
+                ack,
+                read,
             },
             Ok(Frame::Status) => Event::Status { conn },
             Ok(Frame::Partition { blocked: peers }) if options.test_control => {

@@ -14,7 +14,9 @@
 //! - client connections carry [`Frame::Request`] / [`Frame::Status`] from the
 //!   client and [`Frame::Response`] back.
 
-use raft_spec::{ClientId, KvCommand, KvOutput, LogIndex, Message, NodeId, Role, Term};
+use raft_spec::{
+    Ack, ClientId, KvCommand, KvOutput, LogIndex, Message, NodeId, ReadMode, Role, Term,
+};
 use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use thiserror::Error;
@@ -124,6 +126,11 @@ pub enum Frame {
         request_no: u64,
         /// The command.
         command: KvCommand,
+        /// When the leader answers a write ([`Ack::Applied`]: with its
+        /// result).
+        ack: Ack,
+        /// How a read is served (`None`: as a write, through the log).
+        read: Option<ReadMode>,
     },
     /// A client asks for the node's status.
     Status,

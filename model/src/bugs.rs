@@ -155,7 +155,7 @@ pub fn seeded(bug: Bug) -> SeededBug {
                     with the count before it";
             (
                 Violates(names::LINEARIZABILITY),
-                reads(config(3, 2, 1, 0, bug)),
+                reads(config(2, 2, 1, 0, bug)),
             )
         }
         Bug::LocalLeaderRead => {

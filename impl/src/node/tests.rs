@@ -199,6 +199,8 @@ fn leader_given_three_requests(o: NodeOptions) -> (Node<JournalStorage>, Journal
         client_id: ClientId(5),
         request_no: i,
         command: put(&format!("k{i}")),
+        ack: raft_spec::Ack::Applied,
+        read: None,
     });
     node.handle(ms(402), requests, &mut j.clone()).unwrap();
     (node, j)
@@ -314,6 +316,8 @@ fn a_single_node_answers_the_client_after_the_sync() {
         client_id: ClientId(1),
         request_no: no,
         command,
+        ack: raft_spec::Ack::Applied,
+        read: None,
     };
     node.handle(ms(401), vec![req(1, put("a"))], &mut j.clone())
         .unwrap();
@@ -371,6 +375,8 @@ fn a_follower_redirects_with_the_leaders_address_and_status_reports() {
         client_id: ClientId(1),
         request_no: 1,
         command: put("a"),
+        ack: raft_spec::Ack::Applied,
+        read: None,
     };
     node.handle(
         ms(5),
@@ -418,6 +424,8 @@ fn the_trace_records_each_step() {
             client_id: ClientId(3),
             request_no: 1,
             command: put("k"),
+            ack: raft_spec::Ack::Applied,
+            read: None,
         }],
         &mut j.clone(),
     )
@@ -501,6 +509,8 @@ fn request(no: u64) -> Event {
         client_id: ClientId(3),
         request_no: no,
         command: put(&format!("k{no}")),
+        ack: raft_spec::Ack::Applied,
+        read: None,
     }
 }
 

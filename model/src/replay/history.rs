@@ -16,6 +16,14 @@
 //! grows (memory: one outcome per request, not the log), checks each
 //! acknowledgement when it is released, and at the end those whose request
 //! was not committed yet when they were.
+//!
+//! A read served without the log (`raft_spec::ReadMode::ReadIndex` or
+//! `Follower`) has no place in the log. It is linearizable when its value
+//! is the key's at some index of the committed log from the last write
+//! answered before the read arrived to what is committed when its answer is
+//! released: it must see every write that had completed before it began,
+//! and may see any committed since. The check keeps each key's values by
+//! index for that.
 
 use raft_spec::{ClientId, Kv, KvOutput, NodeId, Payload, Server, Session, StateMachine};
 use std::collections::HashMap;
@@ -57,6 +65,13 @@ pub(super) struct ClientHistory {
     /// were released.
     waiting: Vec<Ack>,
     acknowledged: u64,
+    /// The highest log index of a write whose answer has been released.
+    completed: u64,
+    /// Each key's values from the committed log: `(index, value after)`.
+    versions: HashMap<String, Vec<(u64, KvOutput)>>,
+    /// Reads served without the log: the key and `completed` when each
+    /// arrived.
+    reads: HashMap<(ClientId, u64), (String, u64)>,
 }
 
 impl ClientHistory {
@@ -84,6 +99,14 @@ impl ClientHistory {
             self.sessions.insert(*client_id, *request_no);
             let output = self.map.apply(command);
             let index = (from + i + 1) as u64;
+            if !matches!(command, raft_spec::KvCommand::Get { .. }) {
+                let key = command.key();
+                let now = self.map.get(key).map(raft_spec::Value::from);
+                self.versions
+                    .entry(key.to_string())
+                    .or_default()
+                    .push((index, now));
+            }
             self.outcomes
                 .insert((*client_id, *request_no), (index, output));
         }
@@ -107,10 +130,59 @@ impl ClientHistory {
         }
     }
 
+    /// A read of `key` served without the log arrives at a server.
+    pub(super) fn read_arrives(&mut self, client_id: ClientId, request_no: u64, key: &str) {
+        let completed = self.completed;
+        self.reads
+            .entry((client_id, request_no))
+            .or_insert_with(|| (key.to_string(), completed));
+    }
+
+    /// The key's value at index `at` of the committed log.
+    fn value_at(&self, key: &str, at: u64) -> KvOutput {
+        let versions = self
+            .versions
+            .get(key)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let before = versions.partition_point(|(i, _)| *i <= at);
+        before
+            .checked_sub(1)
+            .and_then(|k| versions.get(k))
+            .and_then(|(_, v)| v.clone())
+    }
+
+    /// What is wrong with the answer `ack` to a read of `key` that arrived
+    /// when the writes through index `from` had been answered, if anything.
+    fn judge_read(&self, ack: &Ack, key: &str, from: u64) -> Option<String> {
+        let mut seen = vec![self.value_at(key, from)];
+        if let Some(versions) = self.versions.get(key) {
+            seen.extend(
+                versions
+                    .iter()
+                    .filter(|(i, _)| *i > from && *i <= self.applied)
+                    .map(|(_, v)| v.clone()),
+            );
+        }
+        (!seen.contains(&ack.value)).then(|| {
+            format!(
+                "server {} answered read {} of client {} (key {key:?}) with {:?}, but from index {from} (the last write answered before the read arrived) to index {} (committed when it was answered) the key held only {seen:?}: a stale read, the history is not linearizable",
+                ack.server.0, ack.request_no, ack.client_id.0, ack.value, self.applied
+            )
+        })
+    }
+
     /// Records an acknowledgement as it is released; the violation, if its
     /// request is in the committed log with another outcome.
     pub(super) fn acknowledge(&mut self, ack: Ack) -> Option<Violation> {
         self.acknowledged += 1;
+        if let Some((key, from)) = self.reads.get(&(ack.client_id, ack.request_no)) {
+            let reason = self.judge_read(&ack, key, *from);
+            return reason.map(|reason| Violation { ack, reason });
+        }
+        if let Some((index, _)) = self.outcomes.get(&(ack.client_id, ack.request_no)) {
+            self.completed = self.completed.max(*index);
+        }
         if let Some(reason) = self.judge(&ack, false) {
             return Some(Violation { ack, reason });
         }
@@ -186,6 +258,34 @@ mod tests {
         h.observe(&committed(entries));
         let now = acks.into_iter().find_map(|a| h.acknowledge(a));
         now.or_else(|| h.check())
+    }
+
+    /// A read served without the log passes with any value the key held
+    /// from the last write answered before it arrived to what is committed
+    /// when it is answered, and is named stale with an older one.
+    #[test]
+    fn a_read_outside_the_log_must_see_the_writes_answered_before_it() {
+        let log = vec![
+            entry(1, 1, KvCommand::put("a", "1")),
+            entry(1, 2, KvCommand::put("a", "2")),
+        ];
+        let mut h = ClientHistory::default();
+        h.observe(&committed(log[..1].to_vec()));
+        assert!(h.acknowledge(ack(1, 1, None)).is_none());
+        // Arrives after the first write's answer, before the second's.
+        h.read_arrives(ClientId(9), 1, "a");
+        h.observe(&committed(log.clone()));
+        assert!(h.acknowledge(ack(9, 1, Some("1"))).is_none());
+        assert!(h.acknowledge(ack(1, 2, Some("1"))).is_none());
+        h.read_arrives(ClientId(9), 2, "a");
+        assert!(h.acknowledge(ack(9, 2, Some("2"))).is_none());
+        h.read_arrives(ClientId(9), 3, "a");
+        let v = h.acknowledge(ack(9, 3, Some("1"))).unwrap();
+        assert!(v.reason.contains("stale read"), "{}", v.reason);
+        h.read_arrives(ClientId(9), 4, "a");
+        let v = h.acknowledge(ack(9, 4, None)).unwrap();
+        assert!(v.reason.contains("from index 2"), "{}", v.reason);
+        assert!(h.check().is_none());
     }
 
     #[test]

@@ -497,6 +497,17 @@ impl Replayer {
             }
         }
         self.history.observe(after);
+        if let TraceInput::Step(Input::ClientRead {
+            client_id,
+            request_no,
+            command: KvCommand::Get { key },
+            mode,
+        }) = &step.input
+        {
+            if *mode != raft_spec::ReadMode::Log {
+                self.history.read_arrives(*client_id, *request_no, key);
+            }
+        }
         let (term, commit) = (after.current_term(), after.volatile.commit_index);
         let views = server_views(&self.state);
         let violated = self
