@@ -644,6 +644,13 @@ fn dead_message_collection_preserves_reachable_server_states() {
             },
             ..config(3, 1, 1, 0)
         },
+        // Reads: answers that may still confirm a round stay alive, and a
+        // reader's redirect is moot only once its read is in flight.
+        ModelConfig {
+            reads: 1,
+            read: ReadMode::ReadIndex,
+            ..config(2, 1, 1, 0)
+        },
     ] {
         let with = reachable_projections(&RaftModel::new(cfg));
         let without = reachable_projections(&RaftModel::new(cfg).without_garbage_collection());

@@ -6,6 +6,11 @@
 //!   the report gives writes per second and the p50/p99 latency of a write
 //!   (from the request to the leader's reply, which comes after the entry is
 //!   committed: fsynced on the leader and on a follower).
+//! - **Reads** (`--reads MODE,...`): the same, with `get`s of one key
+//!   served in each mode (`raft_spec::ReadMode`: through the log, by the
+//!   leader's read index, from the node asked); and **acknowledgement
+//!   levels** (`--acks LEVEL,...`): `put`s answered at each level
+//!   (`raft_spec::Ack`).
 //! - **Large puts** (`--large-puts-mib`): one put of each size; the time
 //!   until it is acknowledged and the elections meanwhile (how far the
 //!   highest term moved).
@@ -22,7 +27,7 @@
 use crate::client::ClientOptions;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::config::Timing;
-use raft_spec::{KvCommand, NodeId};
+use raft_spec::{Ack, KvCommand, NodeId, ReadMode};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -52,6 +57,31 @@ pub struct BenchOptions {
     pub large_puts_mib: Vec<usize>,
     /// MiB a paused follower falls behind before it catches up (0: skip).
     pub catch_up_mib: usize,
+    /// The read modes to measure at each concurrency (none: skip).
+    pub reads: Vec<ReadMode>,
+    /// The acknowledgement levels to measure writes at, beside the
+    /// default's (none: skip).
+    pub acks: Vec<Ack>,
+}
+
+/// What each client of a measurement does, back to back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// Puts answered at this level.
+    Write(Ack),
+    /// Gets of one key served in this mode.
+    Read(ReadMode),
+}
+
+impl Op {
+    /// `writes` (the default level), `writes ack=LEVEL` or `reads MODE`.
+    pub fn label(self) -> String {
+        match self {
+            Op::Write(Ack::Applied) => "writes".to_string(),
+            Op::Write(ack) => format!("writes ack={}", ack.name()),
+            Op::Read(mode) => format!("reads {}", mode.name()),
+        }
+    }
 }
 
 /// One large put's figures.
@@ -84,13 +114,15 @@ pub struct CatchUp {
 /// One concurrency's figures.
 #[derive(Clone, Debug)]
 pub struct Throughput {
+    /// What was measured.
+    pub op: Op,
     /// Concurrent clients.
     pub clients: usize,
-    /// Successful writes.
+    /// Successful operations.
     pub writes: u64,
-    /// Failed writes (timeouts).
+    /// Failed operations (timeouts).
     pub errors: u64,
-    /// Writes per second.
+    /// Operations per second.
     pub per_sec: f64,
     /// Median latency.
     pub p50: Duration,
@@ -145,18 +177,37 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     );
     let value = "x".repeat(options.value_size);
     let mut throughput = Vec::new();
-    for &c in &options.clients {
-        let t = measure(&cluster, c, options.duration, &value);
-        eprintln!(
-            "{:>3} clients: {:>8.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes, {} errors)",
-            t.clients,
-            t.per_sec,
-            t.p50.as_secs_f64() * 1e3,
-            t.p99.as_secs_f64() * 1e3,
-            t.writes,
-            t.errors
-        );
-        throughput.push(t);
+    let ops: Vec<Op> = std::iter::once(Op::Write(Ack::Applied))
+        .chain(
+            options
+                .acks
+                .iter()
+                .filter(|a| !a.is_applied())
+                .map(|&a| Op::Write(a)),
+        )
+        .chain(options.reads.iter().map(|&m| Op::Read(m)))
+        .collect();
+    if !options.reads.is_empty() {
+        let mut client = cluster.client();
+        client
+            .call(KvCommand::put("read-key", &value))
+            .map_err(|e| format!("the key to read: {e}"))?;
+    }
+    for op in ops {
+        for &c in &options.clients {
+            let t = measure(&cluster, op, c, options.duration, &value);
+            eprintln!(
+                "{:>3} clients, {}: {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} done, {} errors)",
+                t.clients,
+                op.label(),
+                t.per_sec,
+                t.p50.as_secs_f64() * 1e3,
+                t.p99.as_secs_f64() * 1e3,
+                t.writes,
+                t.errors
+            );
+            throughput.push(t);
+        }
     }
     let mut large = Vec::new();
     for &mib in &options.large_puts_mib {
@@ -274,7 +325,13 @@ fn catch_up(cluster: &mut LocalCluster, mib: usize) -> Result<CatchUp, String> {
     })
 }
 
-fn measure(cluster: &LocalCluster, clients: usize, duration: Duration, value: &str) -> Throughput {
+fn measure(
+    cluster: &LocalCluster,
+    op: Op,
+    clients: usize,
+    duration: Duration,
+    value: &str,
+) -> Throughput {
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .map(|s| s.id);
@@ -295,7 +352,19 @@ fn measure(cluster: &LocalCluster, clients: usize, duration: Duration, value: &s
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                match client.call(KvCommand::put(format!("b{clients}-{t}-{i}"), &value)) {
+                let result = match op {
+                    Op::Write(ack) => {
+                        let key = format!("b{clients}-{t}-{i}-{}", ack.name());
+                        client.call_as(KvCommand::put(key, &value), ack, None)
+                    }
+                    Op::Read(ReadMode::Log) => {
+                        client.call_as(KvCommand::get("read-key"), Ack::Applied, None)
+                    }
+                    Op::Read(mode) => {
+                        client.call_as(KvCommand::get("read-key"), Ack::Applied, Some(mode))
+                    }
+                };
+                match result {
                     Ok(_) => lat.push(started.elapsed()),
                     Err(_) => errors += 1,
                 }
@@ -320,6 +389,7 @@ fn measure(cluster: &LocalCluster, clients: usize, duration: Duration, value: &s
     }
     all.sort();
     Throughput {
+        op,
         clients,
         writes: all.len() as u64,
         errors,

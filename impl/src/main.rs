@@ -261,6 +261,14 @@ enum Cmd {
         /// leader's memory.
         #[arg(long, default_value_t = 0, value_name = "MIB")]
         catch_up_mib: usize,
+        /// Also measure reads of one key in these modes (log, read-index,
+        /// follower), at each concurrency.
+        #[arg(long, value_delimiter = ',', value_name = "MODE", value_parser = parse_read)]
+        reads: Vec<ReadMode>,
+        /// Also measure writes answered at these levels (stored, committed,
+        /// replicated), at each concurrency.
+        #[arg(long, value_delimiter = ',', value_name = "LEVEL", value_parser = parse_ack)]
+        acks: Vec<Ack>,
         #[command(flatten)]
         timing: TimingArgs,
         #[command(flatten)]
@@ -725,6 +733,8 @@ fn main() -> ExitCode {
             value_size,
             large_puts_mib,
             catch_up_mib,
+            reads,
+            acks,
             timing,
             append,
         } => {
@@ -748,13 +758,18 @@ fn main() -> ExitCode {
                 value_size,
                 large_puts_mib,
                 catch_up_mib,
+                reads,
+                acks,
             };
             match bench::run(&options) {
                 Ok(report) => {
-                    println!("clients  writes/s   p50 ms   p99 ms  errors");
+                    println!(
+                        "operation                clients      ops/s   p50 ms   p99 ms  errors"
+                    );
                     for t in &report.throughput {
                         println!(
-                            "{:>7} {:>9.0} {:>8.2} {:>8.2} {:>7}",
+                            "{:<24} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>7}",
+                            t.op.label(),
                             t.clients,
                             t.per_sec,
                             t.p50.as_secs_f64() * 1e3,

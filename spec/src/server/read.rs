@@ -10,15 +10,17 @@
 //!   still leads with a round of AppendEntries that a majority answers;
 //!   (3) once it has applied the read index, it answers from its state
 //!   machine. Reads that arrive while a round is out wait for the next one,
-//!   which the leader starts as soon as that round is confirmed: one round
-//!   serves every read that came in meanwhile.
+//!   which the leader starts as soon as no read waits for the one out (it
+//!   is confirmed, or its reads were answered): one round serves every read
+//!   that came in meanwhile.
 //! - [`ReadMode::Follower`]: the server the client asks answers from its
 //!   own state machine at once, whatever its role: the seed article's
 //!   follower reads, for spreading load. Not linearizable: the server may
 //!   be behind, or a leader deposed without knowing.
 //!
 //! A round is numbered per term ([`VolatileState::read_round`]): every
-//! AppendEntries a leader sends carries the number of its latest round, and
+//! AppendEntries a leader sends while reads wait carries the number of its
+//! latest round (0 otherwise), and
 //! every answer echoes the number of the request it answers, so the leader
 //! learns which round each follower has seen (`read_acks`). A follower's
 //! answer of the leader's term to a round started after the read arrived
