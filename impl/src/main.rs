@@ -205,7 +205,7 @@ enum Cmd {
         /// When the leader answers: stored (in its own log; not fault
         /// tolerant), committed, replicated (on every node) or applied
         /// (with the previous value).
-        #[arg(long, value_name = "LEVEL", default_value = "applied", value_parser = parse_ack)]
+        #[arg(long, value_name = "LEVEL", default_value = "applied")]
         ack: Ack,
     },
     /// Read KEY: through the log (linearizable), by the leader's read index
@@ -216,7 +216,7 @@ enum Cmd {
         /// The key.
         key: String,
         /// How the read is served: log, read-index or follower.
-        #[arg(long, value_name = "MODE", default_value = "log", value_parser = parse_read)]
+        #[arg(long, value_name = "MODE", default_value = "log")]
         read: ReadMode,
         /// Ask this node first (with --read follower, the node that
         /// answers).
@@ -263,11 +263,11 @@ enum Cmd {
         catch_up_mib: usize,
         /// Also measure reads of one key in these modes (log, read-index,
         /// follower), at each concurrency.
-        #[arg(long, value_delimiter = ',', value_name = "MODE", value_parser = parse_read)]
+        #[arg(long, value_delimiter = ',', value_name = "MODE")]
         reads: Vec<ReadMode>,
         /// Also measure writes answered at these levels (stored, committed,
         /// replicated), at each concurrency.
-        #[arg(long, value_delimiter = ',', value_name = "LEVEL", value_parser = parse_ack)]
+        #[arg(long, value_delimiter = ',', value_name = "LEVEL")]
         acks: Vec<Ack>,
         #[command(flatten)]
         timing: TimingArgs,
@@ -419,26 +419,6 @@ fn client_options(args: &ClientArgs) -> Result<ClientOptions, ConfigError> {
     o.cluster_id = args.cluster_id.clone();
     o.timeout = Duration::from_millis(args.timeout_ms);
     Ok(o)
-}
-
-fn parse_ack(name: &str) -> Result<Ack, String> {
-    Ack::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = Ack::ALL.iter().map(|a| a.name()).collect();
-        format!(
-            "unknown level '{name}' (expected one of: {})",
-            names.join(", ")
-        )
-    })
-}
-
-fn parse_read(name: &str) -> Result<ReadMode, String> {
-    ReadMode::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = ReadMode::ALL.iter().map(|m| m.name()).collect();
-        format!(
-            "unknown read mode '{name}' (expected one of: {})",
-            names.join(", ")
-        )
-    })
 }
 
 /// How a command asks to be answered: a write's level, a read's mode, the

@@ -121,7 +121,7 @@ struct ConfigArgs {
     /// When a leader answers a write: stored (in its own log), committed,
     /// replicated (on every server) or applied (the paper's) [default:
     /// applied].
-    #[arg(long, value_name = "LEVEL", value_parser = parse_ack)]
+    #[arg(long, value_name = "LEVEL")]
     ack: Option<Ack>,
     /// Client reads (one client per read, each sent when the checker
     /// chooses) [default: 0].
@@ -130,28 +130,8 @@ struct ConfigArgs {
     /// How reads are served: log (as a write, the paper's), read-index (the
     /// leader confirms it still leads; Raft thesis §6.4) or follower (the
     /// server asked answers from its own state) [default: log].
-    #[arg(long, value_name = "MODE", value_parser = parse_read)]
+    #[arg(long, value_name = "MODE")]
     read: Option<ReadMode>,
-}
-
-fn parse_read(name: &str) -> Result<ReadMode, String> {
-    ReadMode::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = ReadMode::ALL.iter().map(|m| m.name()).collect();
-        format!(
-            "unknown read mode '{name}' (expected one of: {})",
-            names.join(", ")
-        )
-    })
-}
-
-fn parse_ack(name: &str) -> Result<Ack, String> {
-    Ack::parse(name).ok_or_else(|| {
-        let names: Vec<&str> = Ack::ALL.iter().map(|a| a.name()).collect();
-        format!(
-            "unknown level '{name}' (expected one of: {})",
-            names.join(", ")
-        )
-    })
 }
 
 /// A configuration error of the command line.

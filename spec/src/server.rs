@@ -178,6 +178,28 @@ impl Ack {
     }
 }
 
+/// Parses a level's name ([`Ack::name`]); the error lists the names.
+impl std::str::FromStr for Ack {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        Ack::parse(name).ok_or_else(|| unknown_name("level", name, Ack::ALL.map(Ack::name)))
+    }
+}
+
+/// The error of a name that is none of `names`.
+pub(crate) fn unknown_name(
+    what: &str,
+    name: &str,
+    names: impl IntoIterator<Item = &'static str>,
+) -> String {
+    let names: Vec<&str> = names.into_iter().collect();
+    format!(
+        "unknown {what} '{name}' (expected one of: {})",
+        names.join(", ")
+    )
+}
+
 /// A client's answer for one request.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum ClientReply<R> {

@@ -22,14 +22,7 @@ impl<S: StateMachine> Server<S> {
         fx: &mut Effects<S::Command, S::Output>,
     ) {
         if self.volatile.role != Role::Leader {
-            fx.rest.push(Output::ClientReply {
-                client_id,
-                request_no,
-                reply: ClientReply::NotLeader {
-                    leader_hint: self.volatile.leader_hint,
-                },
-            });
-            return;
+            return self.redirect(client_id, request_no, fx);
         }
         let session = self.volatile.sessions.get(&client_id);
         let reply = match Session::of(session.map(|(n, _)| *n), request_no) {
@@ -80,6 +73,23 @@ impl<S: StateMachine> Server<S> {
         );
         self.replicate(Occasion::Append, fx);
         self.advance_commit_index(fx);
+    }
+
+    /// A server that does not lead answers a request with the leader it
+    /// knows (Raft §8).
+    pub(super) fn redirect(
+        &self,
+        client_id: ClientId,
+        request_no: u64,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        fx.rest.push(Output::ClientReply {
+            client_id,
+            request_no,
+            reply: ClientReply::NotLeader {
+                leader_hint: self.volatile.leader_hint,
+            },
+        });
     }
 
     /// The writes whose [`Ack`] point is reached are answered

@@ -77,6 +77,17 @@ impl ReadMode {
     }
 }
 
+/// Parses a mode's name ([`ReadMode::name`]); the error lists the names.
+impl std::str::FromStr for ReadMode {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        ReadMode::parse(name).ok_or_else(|| {
+            super::unknown_name("read mode", name, ReadMode::ALL.map(ReadMode::name))
+        })
+    }
+}
+
 /// A ReadIndex read the leader holds until it can answer it.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct PendingRead<C> {
@@ -125,14 +136,7 @@ impl<S: StateMachine> Server<S> {
             return;
         }
         if self.volatile.role != Role::Leader {
-            fx.rest.push(Output::ClientReply {
-                client_id,
-                request_no,
-                reply: ClientReply::NotLeader {
-                    leader_hint: self.volatile.leader_hint,
-                },
-            });
-            return;
+            return self.redirect(client_id, request_no, fx);
         }
         let v = &mut self.volatile;
         // A retry of a read already waiting changes nothing.
