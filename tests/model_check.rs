@@ -912,3 +912,53 @@ fn sometimes_examples_are_shortest() {
         }
     }
 }
+
+/// Lease reads (Raft thesis §6.4.1) hold on two servers and two terms: a
+/// leader answers a read at once under the lease its election's round
+/// earned, and the clock-drift bound keeps every follower that answered it
+/// from timing out (or voting) while the lease lasts. CheckQuorum holds
+/// too, and a leader is seen stepping down at its check.
+#[test]
+fn lease_reads_and_check_quorum_hold() {
+    let base = config(2, 2, 1, 0);
+    let examples = [
+        ELECTION_ONLY,
+        &[
+            names::LEADER_REPLACED,
+            names::LEADER_STEPS_DOWN_ON_RESPONSE,
+            names::CLIENT_REPLY,
+        ],
+    ]
+    .concat();
+    let lease = ModelConfig {
+        reads: 1,
+        read: ReadMode::Lease,
+        replication: Replication {
+            leases: true,
+            ..Replication::default()
+        },
+        ..base
+    };
+    let report = clean_run(lease);
+    let with_reads = [
+        examples.as_slice(),
+        &[names::READ_SEES_WRITE, names::LEASE_READ],
+    ]
+    .concat();
+    assert_clean(&report, &with_reads);
+    assert_eq!(report.unique_states, 57_579, "{lease}");
+
+    let check_quorum = ModelConfig {
+        replication: Replication {
+            check_quorum: true,
+            ..Replication::default()
+        },
+        ..base
+    };
+    let report = clean_run(check_quorum);
+    assert_clean(
+        &report,
+        &[examples.as_slice(), &[names::LOST_QUORUM]].concat(),
+    );
+    assert_eq!(report.unique_states, 2_599, "{check_quorum}");
+}

@@ -195,6 +195,8 @@ pub fn replication(
         window: window.map_or(d.window, NonZeroUsize::new),
         empty_heartbeats: false,
         parallel_write: !serial_write,
+        check_quorum: d.check_quorum,
+        leases: d.leases,
     })
 }
 
@@ -266,6 +268,18 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The clock-drift bound a lease assumes: no clock of the cluster runs
+    /// more than this factor faster or slower than another over a lease.
+    pub const DRIFT_BOUND: f64 = 1.25;
+
+    /// How long a leader's lease lasts from the start of the round that
+    /// earns it (Raft thesis §6.4.1): the minimum election timeout, for
+    /// which a follower that answered the round takes no later term, divided
+    /// by the drift bound.
+    pub fn lease(&self) -> Duration {
+        self.election_min.div_f64(Self::DRIFT_BOUND)
+    }
+
     /// Builds and checks a timing from milliseconds.
     pub fn from_millis(
         election_min: u64,

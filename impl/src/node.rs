@@ -267,6 +267,10 @@ pub struct Node<St: Storage> {
     rng: SplitMix64,
     election_deadline: Option<Time>,
     heartbeat_deadline: Option<Time>,
+    /// The leader's lease timer ([`Timer::Lease`]).
+    lease_deadline: Option<Time>,
+    /// A follower's quiet timer ([`Timer::Quiet`]).
+    quiet_deadline: Option<Time>,
     /// Whether the batch being handled (or the last one) started the
     /// election timer ([`Node::batch_took`]).
     election_started: bool,
@@ -380,6 +384,8 @@ impl<St: Storage> Node<St> {
             rng: SplitMix64::new(seed),
             election_deadline: None,
             heartbeat_deadline: None,
+            lease_deadline: None,
+            quiet_deadline: None,
             election_started: false,
             pending: HashMap::new(),
             addresses: peers,
@@ -437,10 +443,15 @@ impl<St: Storage> Node<St> {
 
     /// When the next timer fires, if any is set.
     pub fn next_deadline(&self) -> Option<Time> {
-        match (self.election_deadline, self.heartbeat_deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.election_deadline,
+            self.heartbeat_deadline,
+            self.lease_deadline,
+            self.quiet_deadline,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Handles one batch of events at time `now` (see the module docs).
@@ -452,6 +463,12 @@ impl<St: Storage> Node<St> {
     ) -> Result<(), NodeError> {
         let mut batch = Batch::default();
         self.election_started = false;
+        // A lease that ran out while the node was busy or paused ends before
+        // any read waiting in the queue is served.
+        if self.lease_deadline.is_some_and(|d| d <= now) {
+            self.lease_deadline = None;
+            self.step(now, Input::LeaseTimeout, &mut batch)?;
+        }
         // Events first: they arrived while the node was busy, before `now`,
         // so a heartbeat waiting in the queue after a long step (a large
         // entry's write) resets the election timer before it is found
@@ -561,6 +578,14 @@ impl<St: Storage> Node<St> {
         if self.heartbeat_deadline.is_some_and(|d| d <= now) {
             self.heartbeat_deadline = None;
             self.step(now, Input::HeartbeatTimeout, batch)?;
+        }
+        if self.lease_deadline.is_some_and(|d| d <= now) {
+            self.lease_deadline = None;
+            self.step(now, Input::LeaseTimeout, batch)?;
+        }
+        if self.quiet_deadline.is_some_and(|d| d <= now) {
+            self.quiet_deadline = None;
+            self.step(now, Input::QuietTimeout, batch)?;
         }
         Ok(())
     }
@@ -730,6 +755,10 @@ impl<St: Storage> Node<St> {
                         Timer::Heartbeat => {
                             self.heartbeat_deadline = Some(now + self.timing.heartbeat);
                         }
+                        Timer::Lease => self.lease_deadline = Some(now + self.timing.lease()),
+                        Timer::Quiet => {
+                            self.quiet_deadline = Some(now + self.timing.election_min);
+                        }
                     }
                     emit(Emitted::SetTimer(timer));
                 }
@@ -737,6 +766,8 @@ impl<St: Storage> Node<St> {
                     match timer {
                         Timer::Election => self.election_deadline = None,
                         Timer::Heartbeat => self.heartbeat_deadline = None,
+                        Timer::Lease => self.lease_deadline = None,
+                        Timer::Quiet => self.quiet_deadline = None,
                     }
                     emit(Emitted::CancelTimer(timer));
                 }

@@ -251,5 +251,11 @@ fn replication_flags(r: &Replication) -> String {
     if r.parallel_write {
         out.push_str(" parallel_write");
     }
+    if r.check_quorum {
+        out.push_str(" check_quorum");
+    }
+    if r.leases {
+        out.push_str(" leases");
+    }
     out
 }

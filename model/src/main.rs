@@ -118,6 +118,14 @@ struct ConfigArgs {
     /// crash loses what is not durable yet.
     #[arg(long)]
     parallel_write: bool,
+    /// CheckQuorum: a leader steps down when a majority has not answered
+    /// it within an election timeout (raft_spec::lease).
+    #[arg(long)]
+    check_quorum: bool,
+    /// The followers' quiet period and leader leases (raft_spec::lease);
+    /// on whenever reads are lease reads.
+    #[arg(long)]
+    leases: bool,
     /// When a leader answers a write: stored (in its own log), committed,
     /// replicated (on every server) or applied (the paper's) [default:
     /// applied].
@@ -128,7 +136,8 @@ struct ConfigArgs {
     #[arg(long)]
     reads: Option<usize>,
     /// How reads are served: log (as a write, the paper's), read-index (the
-    /// leader confirms it still leads; Raft thesis §6.4) or follower (the
+    /// leader confirms it still leads; Raft thesis §6.4), lease (the leader
+    /// answers at once while it holds a lease; §6.4.1) or follower (the
     /// server asked answers from its own state) [default: log].
     #[arg(long, value_name = "MODE")]
     read: Option<ReadMode>,
@@ -174,6 +183,10 @@ impl ConfigArgs {
                 window: self.window.or(base.replication.window),
                 empty_heartbeats: self.empty_heartbeats || base.replication.empty_heartbeats,
                 parallel_write: self.parallel_write || base.replication.parallel_write,
+                check_quorum: self.check_quorum || base.replication.check_quorum,
+                leases: self.leases
+                    || self.read == Some(ReadMode::Lease)
+                    || base.replication.leases,
             },
             ack: self.ack.unwrap_or(base.ack),
             reads: self.reads.unwrap_or(base.reads),

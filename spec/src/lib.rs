@@ -62,10 +62,11 @@ pub use kv::{Kv, KvCommand, KvOutput, Value};
 pub use message::{
     AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
 };
-pub use server::{flow, reduction};
+pub use server::{flow, lease, reduction};
 pub use server::{
-    Ack, ClientReply, HardState, Input, LogWrite, Output, Outputs, PendingRead, Persist,
+    Ack, ClientReply, HardState, Input, Lease, LogWrite, Output, Outputs, PendingRead, Persist,
     PersistentState, Progress, ReadMode, Replication, Role, Server, Session, Timer, VolatileState,
+    QUIET_AT_BOOT,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

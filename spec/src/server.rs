@@ -21,11 +21,13 @@ use std::collections::{BTreeMap, BTreeSet};
 mod client;
 mod election;
 pub mod flow;
+pub mod lease;
 mod read;
 pub mod reduction;
 mod replication;
 
 pub use flow::{Progress, Replication};
+pub use lease::{Lease, QUIET_AT_BOOT};
 pub use read::{PendingRead, ReadMode};
 
 /// The three roles of Raft §5.1.
@@ -47,6 +49,16 @@ pub enum Timer {
     Election,
     /// Leaders send AppendEntries to every peer when it fires (Raft §5.2).
     Heartbeat,
+    /// With [`Replication::leases`], a leader's lease: set when a
+    /// round of AppendEntries starts, it lasts the minimum election timeout
+    /// divided by the clock-drift bound, and the lease ends when it fires
+    /// (Raft thesis §6.4.1; see [`lease`]).
+    Lease,
+    /// With [`Replication::leases`], a follower's minimum election
+    /// timeout since it last heard from its leader: until it fires, the
+    /// follower takes no message of a later term but an AppendEntries
+    /// (Raft thesis §4.2.3; see [`lease`]).
+    Quiet,
 }
 
 /// `current_term` and `voted_for`: the part of the persistent state that is
@@ -302,6 +314,10 @@ pub enum Input<C> {
     ElectionTimeout,
     /// The heartbeat timer fired.
     HeartbeatTimeout,
+    /// The lease timer fired ([`Timer::Lease`]).
+    LeaseTimeout,
+    /// The quiet timer fired ([`Timer::Quiet`]).
+    QuietTimeout,
     /// The runtime made this server's log durable up to `index`, written
     /// while it led `term`: the answer to a [`Persist::parallel`] write
     /// (Raft thesis §10.2.1). Only the leader of `term` takes note; any
@@ -320,6 +336,8 @@ impl<C> Input<C> {
         match timer {
             Timer::Election => Input::ElectionTimeout,
             Timer::Heartbeat => Input::HeartbeatTimeout,
+            Timer::Lease => Input::LeaseTimeout,
+            Timer::Quiet => Input::QuietTimeout,
         }
     }
 
@@ -332,6 +350,8 @@ impl<C> Input<C> {
             Input::ClientRead { .. } => "ClientRead",
             Input::ElectionTimeout => "ElectionTimeout",
             Input::HeartbeatTimeout => "HeartbeatTimeout",
+            Input::LeaseTimeout => "LeaseTimeout",
+            Input::QuietTimeout => "QuietTimeout",
             Input::Synced { .. } => "Synced",
         }
     }
@@ -489,6 +509,21 @@ pub struct VolatileState<S: StateMachine> {
     /// order they came.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_reads: Vec<PendingRead<S::Command>>,
+    /// Leader with [`Replication::leases`] only: its lease, while its
+    /// [`Timer::Lease`] runs ([`ReadMode::Lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
+    /// Leader with [`Replication::check_quorum`] only: the peers that have
+    /// answered an AppendEntries of its term since its last check that a
+    /// majority is in touch (CheckQuorum).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub recent_active: BTreeSet<NodeId>,
+    /// Follower with [`Replication::leases`] only, while its
+    /// [`Timer::Quiet`] runs: the latest read round of an AppendEntries it
+    /// accepted from its leader ([`QUIET_AT_BOOT`] after a restart). While
+    /// set, it takes no message of a later term but an AppendEntries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet: Option<u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -622,6 +657,9 @@ impl<S: StateMachine> Server<S> {
                 read_round: 0,
                 read_acks: BTreeMap::new(),
                 pending_reads: Vec::new(),
+                lease: None,
+                recent_active: BTreeSet::new(),
+                quiet: None,
             },
             #[cfg(feature = "seeded-bugs")]
             bug,
@@ -692,12 +730,14 @@ impl<S: StateMachine> Server<S> {
             } => self.handle_client_read(client_id, request_no, command, mode, &mut fx),
             Input::ElectionTimeout => self.handle_election_timeout(&mut fx),
             Input::HeartbeatTimeout => self.handle_heartbeat_timeout(&mut fx),
+            Input::LeaseTimeout => self.handle_lease_timeout(),
+            Input::QuietTimeout => self.volatile.quiet = None,
             Input::Synced { term, index } => self.handle_synced(term, index, &mut fx),
         }
         if !self.volatile.pending_acks.is_empty() {
             self.answer_early_acks(&mut fx);
         }
-        if !self.volatile.pending_reads.is_empty() {
+        if !self.volatile.pending_reads.is_empty() || self.lease_unconfirmed() {
             self.serve_reads(&mut fx);
         }
         self.finish(fx)
@@ -738,10 +778,14 @@ impl<S: StateMachine> Server<S> {
             self.persistent.current_term = term;
             self.persistent.voted_for = None;
             self.volatile.leader_hint = None;
+            self.volatile.quiet = None;
             fx.hard_state_dirty = true;
         }
         if self.volatile.role == Role::Leader {
             fx.rest.push(Output::CancelTimer(Timer::Heartbeat));
+            if self.volatile.lease.take().is_some() {
+                fx.rest.push(Output::CancelTimer(Timer::Lease));
+            }
             fx.rest.push(Output::SetTimer(Timer::Election));
         }
         self.volatile.role = Role::Follower;
@@ -754,6 +798,7 @@ impl<S: StateMachine> Server<S> {
         self.volatile.read_round = 0;
         self.volatile.read_acks.clear();
         self.volatile.pending_reads.clear();
+        self.volatile.recent_active.clear();
     }
 
     // ---- Messages (election.rs: RequestVote; replication.rs: AppendEntries;
@@ -773,6 +818,9 @@ impl<S: StateMachine> Server<S> {
             }
             Message::AppendEntries(_) => false,
         };
+        if message.term() > self.persistent.current_term && self.stays_quiet(&message) {
+            return;
+        }
         if message.term() > self.persistent.current_term && !seeded_skip {
             self.become_follower(message.term(), fx);
         }
@@ -820,6 +868,9 @@ impl<S: StateMachine> Server<S> {
                     .collect(),
                 read_round: v.read_round,
                 read_acks: v.read_acks.iter().map(|(&n, &r)| (nodes(n), r)).collect(),
+                lease: v.lease,
+                recent_active: v.recent_active.iter().map(|&n| nodes(n)).collect(),
+                quiet: v.quiet,
                 pending_reads: v
                     .pending_reads
                     .iter()

@@ -1134,6 +1134,17 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
             json_into(&mut h, &r.command);
         }
     }
+    // CheckQuorum and leases, only where they are on.
+    if v.lease.is_some() || !v.recent_active.is_empty() || v.quiet.is_some() {
+        h.write(b"lease");
+        h.write_opt(v.lease.map(|l| l.round));
+        h.write(&[v.lease.map_or(0, |l| u8::from(l.held))]);
+        h.write_u64(v.recent_active.len() as u64);
+        for n in &v.recent_active {
+            h.write_u64(n.0);
+        }
+        h.write_opt(v.quiet);
+    }
     if !v.pending_acks.is_empty() {
         h.write(b"acks");
         h.write_u64(v.pending_acks.len() as u64);
@@ -1848,6 +1859,8 @@ mod tests {
             window: std::num::NonZeroUsize::new(8),
             empty_heartbeats: false,
             parallel_write: false,
+            check_quorum: true,
+            leases: false,
         };
         let capped = header().with_replication(replication);
         let mut w = TraceWriter::new(Vec::new(), &capped).unwrap();
@@ -1855,7 +1868,7 @@ mod tests {
         let text = String::from_utf8(w.out.into_inner().unwrap()).unwrap();
         assert_eq!(
             text,
-            "{\"format\":\"raft-trace\",\"version\":3,\"cluster_id\":\"test\",\"servers\":[1,2,3],\"state_machine\":\"kv\",\"recorded_by\":1,\"max_append_entries\":3,\"max_append_bytes\":4096,\"window\":8}\n"
+            "{\"format\":\"raft-trace\",\"version\":3,\"cluster_id\":\"test\",\"servers\":[1,2,3],\"state_machine\":\"kv\",\"recorded_by\":1,\"max_append_entries\":3,\"max_append_bytes\":4096,\"window\":8,\"check_quorum\":true}\n"
         );
         let r = TraceReader::new("capped.ndjson", text.as_bytes()).unwrap();
         assert_eq!(r.header(), &capped);

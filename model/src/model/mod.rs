@@ -140,9 +140,10 @@ impl Model for RaftModel {
     /// Terms are bounded by `max_term`, and a leader's rounds of ReadIndex
     /// reads in a term by the number of reads: a round serves every read
     /// waiting, so each read needs at most one round per term; more come
-    /// only from a read delivered again after it was answered.
+    /// only from a read delivered again after it was answered. With leases
+    /// the election's AppendEntries are a round of their own.
     fn within_boundary(&self, state: &State) -> bool {
-        let rounds = self.config.reads as u64;
+        let rounds = self.config.reads as u64 + u64::from(self.config.replication.leases);
         state.servers.iter().all(|s| {
             let server = s.server();
             server.current_term().0 <= self.config.max_term && server.volatile.read_round <= rounds

@@ -6,7 +6,7 @@
 use super::state::{ClientStatus, State};
 use super::RaftModel;
 use raft_spec::safety;
-use raft_spec::LogIndex;
+use raft_spec::{LogIndex, ReadMode};
 use stateright::Property;
 use std::collections::BTreeSet;
 
@@ -44,6 +44,12 @@ pub mod names {
     /// Sometimes (with reads and a write): a read returns the count after
     /// a write, in whichever mode reads are served.
     pub const READ_SEES_WRITE: &str = "a read returns a write's effect";
+    /// Sometimes (with lease reads): a leader answers a read at once under
+    /// its lease, without a round of AppendEntries.
+    pub const LEASE_READ: &str = "a leader answers a read at once under its lease";
+    /// Sometimes (with CheckQuorum): a leader steps down at its check for
+    /// want of a majority.
+    pub const LOST_QUORUM: &str = "a leader steps down for want of a majority";
     /// Sometimes (with crashes): a server that crashed and recovered later
     /// votes or accepts entries.
     pub const CRASHED_SERVER_REJOINS: &str =
@@ -131,6 +137,12 @@ fn committed_before_own_sync(model: &RaftModel, s: &State) -> bool {
         })
     })
 }
+fn lease_read(_: &RaftModel, s: &State) -> bool {
+    s.ghost.lease_read
+}
+fn lost_quorum(_: &RaftModel, s: &State) -> bool {
+    s.ghost.lost_quorum
+}
 fn crashed_server_rejoins(_: &RaftModel, s: &State) -> bool {
     s.ghost.rejoined
 }
@@ -197,6 +209,12 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
     }
     if cfg.reads > 0 && cfg.requests > 0 {
         props.push(Property::sometimes(names::READ_SEES_WRITE, read_sees_write));
+    }
+    if cfg.reads > 0 && cfg.read == ReadMode::Lease && cfg.replication.leases {
+        props.push(Property::sometimes(names::LEASE_READ, lease_read));
+    }
+    if cfg.replication.check_quorum && cfg.servers >= 2 {
+        props.push(Property::sometimes(names::LOST_QUORUM, lost_quorum));
     }
     if cfg.crashes > 0 && cfg.servers >= 2 {
         props.push(Property::sometimes(

@@ -125,11 +125,18 @@ pub const fn timer_bit(timer: Timer) -> u8 {
     match timer {
         Timer::Election => 1,
         Timer::Heartbeat => 2,
+        Timer::Lease => 4,
+        Timer::Quiet => 8,
     }
 }
 
 /// Every timer, in the order timeouts are offered.
-pub const TIMERS: [Timer; 2] = [Timer::Election, Timer::Heartbeat];
+pub const TIMERS: [Timer; 4] = [
+    Timer::Election,
+    Timer::Heartbeat,
+    Timer::Lease,
+    Timer::Quiet,
+];
 
 /// One server of a state: its state, what it persisted, its timers, and
 /// whether it is down.
@@ -537,6 +544,12 @@ pub struct Ghost {
     /// from a response and stepping down (Fig. 2, Rules for Servers: "RPC
     /// request *or response*").
     pub stepped_down_on_response: bool,
+    /// Whether the step into this state was a leader answering a lease read
+    /// at once, under its lease.
+    pub lease_read: bool,
+    /// Whether the step into this state was a leader stepping down at its
+    /// CheckQuorum check.
+    pub lost_quorum: bool,
     /// Whether a server became leader without a write a client had been
     /// told was written (Acknowledged Writes Survive fails from then on).
     pub ack_lost: bool,
@@ -555,6 +568,8 @@ impl Ghost {
             recovered: 0,
             rejoined: false,
             stepped_down_on_response: false,
+            lease_read: false,
+            lost_quorum: false,
             ack_lost: false,
             clients: Ref::new(LinearizabilityTester::new(CounterSpec::default())),
         }

@@ -22,7 +22,8 @@ use super::RaftModel;
 use crate::config::NetworkKind;
 use raft_spec::safety::History;
 use raft_spec::{
-    ClientId, ClientReply, CounterCommand, Input, Message, NodeId, Output, Role, Server, Timer,
+    ClientId, ClientReply, CounterCommand, Input, Message, NodeId, Output, ReadMode, Role, Server,
+    Timer,
 };
 use smallvec::SmallVec;
 use stateright::actor::Id;
@@ -328,7 +329,7 @@ impl RaftModel {
         }));
         for (i, slot) in state.servers.iter().enumerate() {
             for t in TIMERS {
-                if slot.timer_set(t) {
+                if slot.timer_set(t) && self.may_fire(state, slot, t) {
                     actions.push(Action::Timeout(Id::from(i), t));
                 }
             }
@@ -367,6 +368,39 @@ impl RaftModel {
                 }
             }
         }
+    }
+
+    /// Whether `slot`'s `timer` may fire now: the clock-drift bound of
+    /// leases ([`raft_spec::lease`]). A quiet follower's quiet or election
+    /// timer runs a minimum election timeout from the last AppendEntries it
+    /// heard; a lease runs that timeout divided by the drift bound from the
+    /// start of its round. So neither timer fires while the leader of the
+    /// follower's term holds a lease timer started no later than the round
+    /// the follower last heard (a restarted follower, [`QUIET_AT_BOOT`],
+    /// may have heard any leader of a term up to its own).
+    ///
+    /// [`QUIET_AT_BOOT`]: raft_spec::QUIET_AT_BOOT
+    fn may_fire(&self, state: &State, slot: &ServerSlot, timer: Timer) -> bool {
+        if !matches!(timer, Timer::Quiet | Timer::Election) {
+            return true;
+        }
+        let follower = slot.server();
+        let Some(heard) = follower.volatile.quiet else {
+            return true;
+        };
+        let term = follower.current_term();
+        !state.servers.iter().any(|l| {
+            let leader = l.server();
+            let started = match leader.volatile.lease {
+                Some(lease) if !l.crashed && leader.role() == Role::Leader => lease.round,
+                _ => return false,
+            };
+            if heard == raft_spec::QUIET_AT_BOOT {
+                leader.current_term() <= term
+            } else {
+                leader.current_term() == term && heard >= started
+            }
+        })
     }
 
     /// What actor `i` does when `msg` from `src` is delivered to it.
@@ -507,6 +541,26 @@ impl RaftModel {
             }
             _ => None,
         };
+        // A lease read delivered to the leader (`lease_read`), a leader's
+        // CheckQuorum check (`lost_quorum`).
+        let lease_read = match &action {
+            Action::Deliver { src, dst, msg }
+                if matches!(
+                    msg.get(),
+                    Msg::Read {
+                        mode: ReadMode::Lease,
+                        ..
+                    }
+                ) =>
+            {
+                Some((usize::from(*dst), ClientId(usize::from(*src) as u64)))
+            }
+            _ => None,
+        };
+        let check = match &action {
+            Action::Timeout(id, Timer::Election) => Some(usize::from(*id)),
+            _ => None,
+        };
         let stepped = action.actor();
         let (recovered_now, crash) = (
             matches!(action, Action::Recover(_)),
@@ -592,6 +646,24 @@ impl RaftModel {
         // `Ghost::rejoined`); a step of a server sets them again below.
         next.ghost.rejoined = false;
         next.ghost.stepped_down_on_response = false;
+        next.ghost.lease_read = lease_read.is_some_and(|(i, client)| {
+            let leads = |s: &State| {
+                s.server(i).filter(|s| s.role() == Role::Leader).map(|s| {
+                    s.volatile
+                        .pending_reads
+                        .iter()
+                        .any(|r| r.client_id == client)
+                })
+            };
+            last.server(i)
+                .is_some_and(|s| s.volatile.lease.is_some_and(|l| l.held))
+                && leads(last) == Some(false)
+                && leads(&next) == Some(false)
+        });
+        next.ghost.lost_quorum = check.is_some_and(|i| {
+            last.view(i).is_some_and(|v| v.is_leader())
+                && next.view(i).is_some_and(|v| !v.is_leader())
+        });
         if let Some(i) = stepped.filter(|&i| i < self.config.servers && !crash) {
             if recovered_now {
                 next.ghost.recovered |= 1 << i;

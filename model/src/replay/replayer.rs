@@ -148,6 +148,8 @@ pub(super) fn action_of(node: NodeId, step: &KvStep, first: bool) -> Option<Repl
         TraceInput::Restart => ReplayAction::Crash(node),
         TraceInput::Step(Input::ElectionTimeout) => ReplayAction::Timeout(node, Timer::Election),
         TraceInput::Step(Input::HeartbeatTimeout) => ReplayAction::Timeout(node, Timer::Heartbeat),
+        TraceInput::Step(Input::LeaseTimeout) => ReplayAction::Timeout(node, Timer::Lease),
+        TraceInput::Step(Input::QuietTimeout) => ReplayAction::Timeout(node, Timer::Quiet),
         TraceInput::Step(Input::Synced { term, index }) => ReplayAction::Synced {
             node,
             term: *term,
@@ -328,7 +330,12 @@ impl Replayer {
             TraceInput::Step(Input::Synced { .. }) => {
                 action_of(node, step, first).into_iter().collect()
             }
-            TraceInput::Step(Input::ElectionTimeout | Input::HeartbeatTimeout) => {
+            TraceInput::Step(
+                Input::ElectionTimeout
+                | Input::HeartbeatTimeout
+                | Input::LeaseTimeout
+                | Input::QuietTimeout,
+            ) => {
                 let Some(action @ ReplayAction::Timeout(_, timer)) = action_of(node, step, first)
                 else {
                     return Ok(Vec::new());

@@ -18,6 +18,7 @@ impl<S: StateMachine> Server<S> {
         fx.hard_state_dirty = true;
         self.volatile.role = Role::Candidate;
         self.volatile.leader_hint = None;
+        self.volatile.quiet = None;
         self.volatile.votes_granted.clear();
         self.volatile.votes_granted.insert(self.id);
         fx.rest.push(Output::SetTimer(Timer::Election));
@@ -66,8 +67,20 @@ impl<S: StateMachine> Server<S> {
             // and a log is written in order, so every earlier write too.
             self.volatile.durable_index = Some(self.persistent.log.last_index());
         }
-        fx.rest.push(Output::CancelTimer(Timer::Election));
+        // With CheckQuorum the election timer times the checks.
+        if self.check_quorum() {
+            self.volatile.recent_active.clear();
+            fx.rest.push(Output::SetTimer(Timer::Election));
+        } else {
+            fx.rest.push(Output::CancelTimer(Timer::Election));
+        }
         fx.rest.push(Output::SetTimer(Timer::Heartbeat));
+        if self.leases() {
+            // The election's AppendEntries are the term's first round: the
+            // lease starts with them.
+            self.volatile.read_round = 1;
+            self.lease_round_starts(1, fx);
+        }
         self.replicate(Occasion::Election, fx);
         self.advance_commit_index(fx);
     }
@@ -141,9 +154,14 @@ impl<S: StateMachine> Server<S> {
     /// Fig. 2 (Followers, Candidates): "If election timeout elapses without
     /// receiving AppendEntries RPC from current leader or granting vote to
     /// candidate: convert to candidate", and a candidate whose election times
-    /// out starts a new one. A leader has no election timer.
+    /// out starts a new one. A leader has no election timer, but with
+    /// CheckQuorum, where it times the leader's checks
+    /// ([`super::lease`]).
     pub(super) fn handle_election_timeout(&mut self, fx: &mut Effects<S::Command, S::Output>) {
         if self.volatile.role == Role::Leader {
+            if self.check_quorum() {
+                self.check_quorum_timeout(fx);
+            }
             return;
         }
         self.become_candidate(fx);

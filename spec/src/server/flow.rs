@@ -98,12 +98,23 @@ pub struct Replication {
     /// leave, and a leader's own log counts at once.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub parallel_write: bool,
+    /// Whether a leader steps down when a majority has not answered it
+    /// within an election timeout (CheckQuorum, [`crate::server::lease`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub check_quorum: bool,
+    /// Whether followers keep a quiet period after hearing from their
+    /// leader and leaders hold leases ([`crate::server::lease`]): needed by
+    /// [`crate::ReadMode::Lease`], which without it is served as
+    /// [`crate::ReadMode::ReadIndex`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leases: bool,
 }
 
 impl Replication {
     /// What raft-node runs by default: batches of at most 1 MiB
     /// ([`Replication::RUNTIME_MAX_APPEND_BYTES`]), a window of 64 batches
-    /// per follower, no entry cap, the leader's own write in parallel.
+    /// per follower, no entry cap, the leader's own write in parallel,
+    /// CheckQuorum and leases on.
     pub fn runtime() -> Self {
         Replication {
             max_append_entries: None,
@@ -111,6 +122,8 @@ impl Replication {
             window: NonZeroUsize::new(64),
             empty_heartbeats: false,
             parallel_write: true,
+            check_quorum: true,
+            leases: true,
         }
     }
 
@@ -163,10 +176,13 @@ impl<S: StateMachine> Server<S> {
 
     /// Runs with the replication settings `replication` (the default:
     /// Figure 2's pacing, see [`Replication`]). Configuration, not state:
-    /// set it again after every [`Server::restart`].
+    /// set it again after every [`Server::restart`], before the first step
+    /// (with [`Replication::leases`], a server restarted with a term
+    /// starts quiet: [`crate::server::lease`]).
     #[must_use]
     pub fn with_replication(mut self, replication: Replication) -> Self {
         self.replication = replication;
+        self.quiet_at_boot();
         self
     }
 

@@ -13,6 +13,11 @@
 //!   which the leader starts as soon as no read waits for the one out (it
 //!   is confirmed, or its reads were answered): one round serves every read
 //!   that came in meanwhile.
+//! - [`ReadMode::Lease`]: as ReadIndex, but a leader that holds a lease
+//!   (thesis §6.4.1, [`super::lease`]) answers without waiting for a round:
+//!   at once if it has applied its read index. Without
+//!   [`Replication::leases`](super::Replication::leases) there
+//!   is no lease, and the read is a ReadIndex read.
 //! - [`ReadMode::Follower`]: the server the client asks answers from its
 //!   own state machine at once, whatever its role: the seed article's
 //!   follower reads, for spreading load. Not linearizable: the server may
@@ -54,19 +59,28 @@ pub enum ReadMode {
     /// By the leader, at its read index once a majority confirmed it still
     /// leads (Raft thesis §6.4).
     ReadIndex,
+    /// By the leader at its read index, at once while it holds a lease
+    /// (Raft thesis §6.4.1).
+    Lease,
     /// By the server asked, from its own state machine at once.
     Follower,
 }
 
 impl ReadMode {
     /// Every mode, in order.
-    pub const ALL: [ReadMode; 3] = [ReadMode::Log, ReadMode::ReadIndex, ReadMode::Follower];
+    pub const ALL: [ReadMode; 4] = [
+        ReadMode::Log,
+        ReadMode::ReadIndex,
+        ReadMode::Lease,
+        ReadMode::Follower,
+    ];
 
     /// The mode's name, as `--read` takes it.
     pub fn name(self) -> &'static str {
         match self {
             ReadMode::Log => "log",
             ReadMode::ReadIndex => "read-index",
+            ReadMode::Lease => "lease",
             ReadMode::Follower => "follower",
         }
     }
@@ -147,7 +161,12 @@ impl<S: StateMachine> Server<S> {
             return;
         }
         let index = self.term_committed().then_some(self.volatile.commit_index);
-        let round = self.volatile.read_round + 1;
+        // Under a lease no round is needed: round 0 is confirmed already.
+        let round = if mode == ReadMode::Lease && self.lease_held() {
+            0
+        } else {
+            self.volatile.read_round + 1
+        };
         self.volatile.pending_reads.push(PendingRead {
             client_id,
             request_no,
@@ -169,12 +188,12 @@ impl<S: StateMachine> Server<S> {
                 == Some(self.persistent.current_term)
     }
 
-    /// The round an AppendEntries carries: the latest while reads wait,
-    /// 0 (none) while none does, since an answer to it could confirm only
-    /// reads that have arrived already (a later read waits for a later
-    /// round).
+    /// The round an AppendEntries carries: the latest while reads wait or
+    /// a lease timer runs, 0 (none) otherwise, since an answer to it could
+    /// confirm only reads that have arrived already (a later read waits for
+    /// a later round), and tell a follower nothing about a lease.
     pub(super) fn current_read_round(&self) -> u64 {
-        if self.volatile.pending_reads.is_empty() {
+        if self.volatile.pending_reads.is_empty() && self.volatile.lease.is_none() {
             0
         } else {
             self.volatile.read_round
@@ -182,13 +201,19 @@ impl<S: StateMachine> Server<S> {
     }
 
     /// Whether an answer to a request of `round` from `from` would confirm
-    /// anything: some read waits for a round at most `round`, and `from`
-    /// has not answered one that late yet. It stays false once false while
-    /// the server leads its term: `read_acks` only grows while reads wait,
-    /// and a read that arrives later waits for a later round.
+    /// anything: some read, or a lease not held yet, waits for a round at
+    /// most `round`, and `from` has not answered one that late yet. It
+    /// stays false once false while the server leads its term: `read_acks`
+    /// only grows while reads or a lease wait, a read that arrives later
+    /// waits for a later round, and a lease that starts later starts at a
+    /// later round.
     pub fn read_ack_matters(&self, from: NodeId, round: u64) -> bool {
         let acked = self.volatile.read_acks.get(&from).copied().unwrap_or(0);
-        round > acked && self.volatile.pending_reads.iter().any(|r| r.round <= round)
+        let lease = self
+            .volatile
+            .lease
+            .is_some_and(|l| !l.held && l.round <= round);
+        round > acked && (lease || self.volatile.pending_reads.iter().any(|r| r.round <= round))
     }
 
     /// A leader learns that `from` has answered an AppendEntries of `round`.
@@ -222,7 +247,7 @@ impl<S: StateMachine> Server<S> {
 
     /// Starts the next round if reads wait for it and no round is out, then
     /// answers the ReadIndex reads that can be answered; called at the end
-    /// of every step of a leader with reads pending.
+    /// of every step of a leader with reads pending or a lease to confirm.
     pub(super) fn serve_reads(&mut self, fx: &mut Effects<S::Command, S::Output>) {
         if self.volatile.role != Role::Leader {
             return;
@@ -240,10 +265,13 @@ impl<S: StateMachine> Server<S> {
         let out = v.pending_reads.iter().any(|r| r.round <= round);
         if waits && (!out || self.confirmed_round() >= round) {
             self.volatile.read_round += 1;
+            self.lease_round_starts(self.volatile.read_round, fx);
             self.replicate(Occasion::Heartbeat, fx);
         }
         let confirmed = self.confirmed_round();
+        self.lease_confirmed(confirmed);
         let applied = self.volatile.last_applied;
+        let keep_acks = self.lease_unconfirmed();
         let v = &mut self.volatile;
         let mut waiting = Vec::with_capacity(v.pending_reads.len());
         for read in std::mem::take(&mut v.pending_reads) {
@@ -257,7 +285,7 @@ impl<S: StateMachine> Server<S> {
                 None => waiting.push(read),
             }
         }
-        if waiting.is_empty() {
+        if waiting.is_empty() && !keep_acks {
             // What followers answered matters to no later read.
             v.read_acks.clear();
         }

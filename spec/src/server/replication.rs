@@ -95,6 +95,7 @@ impl<S: StateMachine> Server<S> {
         }
         self.volatile.leader_hint = Some(m.leader_id);
         fx.rest.push(Output::SetTimer(Timer::Election));
+        self.hear_leader(m.read_round, fx);
 
         if self.persistent.log.term_at(m.prev_log_index) != Some(m.prev_log_term) {
             let mut message = rejection(term, m.prev_log_index, m.read_round);
@@ -201,6 +202,7 @@ impl<S: StateMachine> Server<S> {
             return;
         }
         self.note_read_ack(from, m.read_round);
+        self.note_active(from);
         if m.success {
             let regress = self.has_bug(Bug::MatchIndexRegress);
             let matched = self.volatile.match_index.entry(from).or_default();

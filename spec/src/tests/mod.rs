@@ -4,6 +4,7 @@ mod acks;
 mod flow;
 pub(crate) mod helpers;
 mod incremental_safety;
+mod lease;
 mod paper;
 mod parallel;
 mod reads;
