@@ -1416,11 +1416,13 @@ fn a_real_cluster_serves_every_level_and_read_mode_and_replays_clean() {
 /// The leader cut off in a minority, on real processes: the majority elects
 /// a new leader, which takes a write. A ReadIndex read sent to the old
 /// leader first cannot be confirmed there (no majority answers its round),
-/// so the client moves on and reads the new value; a follower read served by
+/// so the client moves on and reads the new value; so does a lease read,
+/// since the old leader's lease ended before the majority's quiet periods
+/// did (and CheckQuorum steps the old leader down); a follower read served by
 /// the old leader returns the old value: stale, as the model checker's
 /// counterexample says follower reads may be.
 #[test]
-fn a_leader_cut_off_serves_no_stale_read_index_read_but_a_stale_follower_read() {
+fn a_leader_cut_off_serves_no_stale_read_index_or_lease_read_but_a_stale_follower_read() {
     use raft_node::client::{Answer, ClientOptions};
     use raft_node::cluster::{ClusterOptions, LocalCluster};
     use raft_spec::{Ack, ReadMode};
@@ -1463,6 +1465,13 @@ fn a_leader_cut_off_serves_no_stale_read_index_read_but_a_stale_follower_read() 
     let read = reader.call_as(KvCommand::get("k"), Ack::Applied, Some(ReadMode::ReadIndex));
     assert_eq!(read, Ok(Answer::Done(Some("v2".into()))));
     assert_ne!(reader.leader(), Some(old.id));
+
+    // Its lease ran out before the majority could elect a leader.
+    let mut leased = raft_node::client::Client::new(options.clone());
+    leased.prefer(old.id);
+    let read = leased.call_as(KvCommand::get("k"), Ack::Applied, Some(ReadMode::Lease));
+    assert_eq!(read, Ok(Answer::Done(Some("v2".into()))));
+    assert_ne!(leased.leader(), Some(old.id));
 
     let mut stale = raft_node::client::Client::new(options);
     stale.prefer(old.id);

@@ -215,7 +215,7 @@ enum Cmd {
         client: ClientArgs,
         /// The key.
         key: String,
-        /// How the read is served: log, read-index or follower.
+        /// How the read is served: log, read-index, lease or follower.
         #[arg(long, value_name = "MODE", default_value = "log")]
         read: ReadMode,
         /// Ask this node first (with --read follower, the node that
@@ -262,7 +262,7 @@ enum Cmd {
         #[arg(long, default_value_t = 0, value_name = "MIB")]
         catch_up_mib: usize,
         /// Also measure reads of one key in these modes (log, read-index,
-        /// follower), at each concurrency.
+        /// lease, follower), at each concurrency.
         #[arg(long, value_delimiter = ',', value_name = "MODE")]
         reads: Vec<ReadMode>,
         /// Also measure writes answered at these levels (stored, committed,
