@@ -70,11 +70,17 @@ pub enum Bug {
     /// confirms it, and it does not wait for a commit of its term. A
     /// deposed leader that does not know it answers stale data.
     LocalLeaderRead,
+    /// Clocks drift past the bound a lease assumes (Raft thesis §6.4.1): a
+    /// follower's quiet and election timers run out before the lease of a
+    /// leader it answered. Not a fault of a server's code but of its clock:
+    /// the model checker drops the order of those timers
+    /// ([`crate::server::lease`]).
+    LeaseBeyondDrift,
 }
 
 impl Bug {
     /// Every bug, in catalogue order.
-    pub const ALL: [Bug; 16] = [
+    pub const ALL: [Bug; 17] = [
         Bug::Figure8,
         Bug::StaleVoteResponse,
         Bug::VoteNotPersisted,
@@ -91,6 +97,7 @@ impl Bug {
         Bug::CountsUnsyncedEntry,
         Bug::ReadIndexBeforeTermCommit,
         Bug::LocalLeaderRead,
+        Bug::LeaseBeyondDrift,
     ];
 
     /// The bug's name: lowercase words joined by dashes.
@@ -112,6 +119,7 @@ impl Bug {
             Bug::CountsUnsyncedEntry => "counts-unsynced-entry",
             Bug::ReadIndexBeforeTermCommit => "read-index-before-term-commit",
             Bug::LocalLeaderRead => "local-leader-read",
+            Bug::LeaseBeyondDrift => "lease-beyond-drift",
         }
     }
 
@@ -158,6 +166,9 @@ impl Bug {
             Bug::LocalLeaderRead => {
                 "a leader serves a ReadIndex read from its own state at once, without confirming it still leads"
             }
+            Bug::LeaseBeyondDrift => {
+                "clocks drift past the lease's bound: a follower times out before the lease it granted ends"
+            }
         }
     }
 
@@ -183,6 +194,9 @@ impl Bug {
             Bug::ReadIndexBeforeTermCommit => "etcd issue 7331 (Raft thesis §6.4)",
             Bug::LocalLeaderRead => {
                 "etcd 0.4 and Consul 0.5 stale reads from a deposed leader (Jepsen); Raft thesis §6.4"
+            }
+            Bug::LeaseBeyondDrift => {
+                "tikv issue 964, hashicorp/raft issue 108 (lease reads on a partitioned leader with a slow clock); Raft thesis §6.4.1"
             }
         }
     }

@@ -377,11 +377,15 @@ impl RaftModel {
     /// start of its round. So neither timer fires while the leader of the
     /// follower's term holds a lease timer started no later than the round
     /// the follower last heard (a restarted follower, [`QUIET_AT_BOOT`],
-    /// may have heard any leader of a term up to its own).
+    /// may have heard any leader of a term up to its own). Under
+    /// [`Bug::LeaseBeyondDrift`] any set timer fires.
     ///
     /// [`QUIET_AT_BOOT`]: raft_spec::QUIET_AT_BOOT
-    fn may_fire(&self, state: &State, slot: &ServerSlot, timer: Timer) -> bool {
-        if !matches!(timer, Timer::Quiet | Timer::Election) {
+    /// [`Bug::LeaseBeyondDrift`]: raft_spec::bugs::Bug::LeaseBeyondDrift
+    pub(crate) fn may_fire(&self, state: &State, slot: &ServerSlot, timer: Timer) -> bool {
+        if !matches!(timer, Timer::Quiet | Timer::Election)
+            || self.config.bug == Some(raft_spec::bugs::Bug::LeaseBeyondDrift)
+        {
             return true;
         }
         let follower = slot.server();

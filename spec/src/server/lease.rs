@@ -32,7 +32,10 @@
 //! The model checker has no clocks: it may fire any timer that is set, but
 //! a follower's quiet and election timers not while the leader of its term
 //! holds a lease timer started no later than the round it last heard (the
-//! drift bound, docs/consistency.md).
+//! drift bound, docs/consistency.md); [`Bug::LeaseBeyondDrift`] drops
+//! that order.
+//!
+//! [`Bug::LeaseBeyondDrift`]: crate::bugs::Bug::LeaseBeyondDrift
 //!
 //! [`Replication::check_quorum`]: super::Replication::check_quorum
 //! [`Replication::leases`]: super::Replication::leases
