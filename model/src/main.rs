@@ -322,17 +322,22 @@ fn list_bugs() -> ExitCode {
         out!("\n{}  ({})", entry.bug.name(), breaks);
         out!("    {}", entry.bug.description());
         out!("    seen in: {}", entry.bug.seen_in());
+        let mut flags = String::new();
+        if c.replication.empty_heartbeats {
+            flags.push_str(" --empty-heartbeats");
+        }
+        if c.replication.parallel_write {
+            flags.push_str(" --parallel-write");
+        }
+        if c.reads > 0 {
+            flags.push_str(&format!(" --reads {} --read {}", c.reads, c.read.name()));
+        }
         out!(
-            "    smallest configuration: --servers {} --max-term {} --requests {} --crashes {}{}",
+            "    smallest configuration: --servers {} --max-term {} --requests {} --crashes {}{flags}",
             c.servers,
             c.max_term,
             c.requests,
             c.crashes,
-            if c.replication.empty_heartbeats {
-                " --empty-heartbeats"
-            } else {
-                ""
-            }
         );
         if !entry.note.is_empty() {
             out!("    note: {}", entry.note);
