@@ -916,8 +916,8 @@ fn sometimes_examples_are_shortest() {
 /// Lease reads (Raft thesis §6.4.1) hold on two servers and two terms: a
 /// leader answers a read at once under the lease its election's round
 /// earned, and the clock-drift bound keeps every follower that answered it
-/// from timing out (or voting) while the lease lasts. CheckQuorum holds
-/// too, and a leader is seen stepping down at its check.
+/// from timing out (or voting) while the lease lasts; with a crash too.
+/// CheckQuorum holds, and a leader is seen stepping down at its check.
 #[test]
 fn lease_reads_and_check_quorum_hold() {
     let base = config(2, 2, 1, 0);
@@ -947,6 +947,17 @@ fn lease_reads_and_check_quorum_hold() {
     .concat();
     assert_clean(&report, &with_reads);
     assert_eq!(report.unique_states, 57_579, "{lease}");
+
+    // With a crash: a server restarted with a term is quiet until it
+    // hears a leader and its quiet timer fires, or it times out.
+    let crash = ModelConfig {
+        crashes: 1,
+        ..lease
+    };
+    let report = clean_run(crash);
+    let with_crash = [with_reads.as_slice(), &[names::CRASHED_SERVER_REJOINS]].concat();
+    assert_clean(&report, &with_crash);
+    assert_eq!(report.unique_states, 883_635, "{crash}");
 
     let check_quorum = ModelConfig {
         replication: Replication {
