@@ -1390,7 +1390,7 @@ fn a_real_cluster_serves_every_level_and_read_mode_and_replays_clean() {
             (Ack::Applied, other) => panic!("applied: {other:?}"),
             (_, Answer::Accepted { index, .. }) => assert!(index > LogIndex(0)),
         }
-        for read in [None, Some(ReadMode::ReadIndex)] {
+        for read in [None, Some(ReadMode::ReadIndex), Some(ReadMode::Lease)] {
             // An early acknowledgement comes before the apply: read until
             // the write shows, through the log or by read index.
             let mut value = None;
