@@ -96,11 +96,12 @@ impl<S: StateMachine> Server<S> {
         }
     }
 
-    /// Whether an answer from `from` would still count for CheckQuorum.
-    pub(crate) fn activity_matters(&self, from: NodeId) -> bool {
-        self.check_quorum()
-            && self.volatile.role == Role::Leader
-            && !self.volatile.recent_active.contains(&from)
+    /// Whether an answer of this leader's term may still count for
+    /// CheckQuorum, now or later: always, with CheckQuorum on, since every
+    /// check empties `recent_active` and the same answer delivered again
+    /// then counts anew.
+    pub(crate) fn activity_matters(&self) -> bool {
+        self.check_quorum() && self.volatile.role == Role::Leader
     }
 
     /// A leader's election timer fired (CheckQuorum): it stays leader, and

@@ -205,15 +205,17 @@ impl<S: StateMachine> Server<S> {
     /// most `round`, and `from` has not answered one that late yet. It
     /// stays false once false while the server leads its term: `read_acks`
     /// only grows while reads or a lease wait, a read that arrives later
-    /// waits for a later round, and a lease that starts later starts at a
-    /// later round.
+    /// waits for a later round (or, under a lease, for none), and a lease
+    /// that starts later starts at a later round.
     pub fn read_ack_matters(&self, from: NodeId, round: u64) -> bool {
         let acked = self.volatile.read_acks.get(&from).copied().unwrap_or(0);
         let lease = self
             .volatile
             .lease
             .is_some_and(|l| !l.held && l.round <= round);
-        round > acked && (lease || self.volatile.pending_reads.iter().any(|r| r.round <= round))
+        // A lease read taken under the lease (round 0) waits for no answer.
+        let read = |r: &PendingRead<S::Command>| r.round != 0 && r.round <= round;
+        round > acked && (lease || self.volatile.pending_reads.iter().any(read))
     }
 
     /// A leader learns that `from` has answered an AppendEntries of `round`.

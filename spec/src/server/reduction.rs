@@ -74,7 +74,7 @@ impl<S: StateMachine> Server<S> {
             {
                 // It may still confirm a read ([`Server::read_ack_matters`])
                 // or count for CheckQuorum.
-                if self.read_ack_matters(from, r.read_round) || self.activity_matters(from) {
+                if self.read_ack_matters(from, r.read_round) || self.activity_matters() {
                     return false;
                 }
                 let matched = self.volatile.match_index.get(&from).copied();
@@ -120,9 +120,9 @@ impl<S: StateMachine> Server<S> {
     pub fn absorbs(&self, message: &Message<S::Command>) -> bool {
         let v = &self.volatile;
         let p = &self.persistent;
-        // With CheckQuorum every AppendEntries restarts the quiet period.
+        // With leases every AppendEntries restarts the quiet period.
         if v.role != Role::Follower
-            || self.replication().check_quorum
+            || self.replication().leases
             || message.term() != p.current_term
             || !matches!(
                 self.bug(),
