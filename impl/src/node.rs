@@ -259,6 +259,16 @@ pub struct Counters {
     pub coalesced: u64,
 }
 
+/// Whether the timer of `deadline` is due at `now`; if so it is taken (no
+/// longer set).
+fn take_due(deadline: &mut Option<Time>, now: Time) -> bool {
+    let due = deadline.is_some_and(|d| d <= now);
+    if due {
+        *deadline = None;
+    }
+    due
+}
+
 /// One node: the server, its storage, its timers and its waiting clients.
 pub struct Node<St: Storage> {
     server: Server<Kv>,
@@ -465,8 +475,7 @@ impl<St: Storage> Node<St> {
         self.election_started = false;
         // A lease that ran out while the node was busy or paused ends before
         // any read waiting in the queue is served.
-        if self.lease_deadline.is_some_and(|d| d <= now) {
-            self.lease_deadline = None;
+        if take_due(&mut self.lease_deadline, now) {
             self.step(now, Input::LeaseTimeout, &mut batch)?;
         }
         // Events first: they arrived while the node was busy, before `now`,
@@ -575,16 +584,13 @@ impl<St: Storage> Node<St> {
                 self.step(now, Input::ElectionTimeout, batch)?;
             }
         }
-        if self.heartbeat_deadline.is_some_and(|d| d <= now) {
-            self.heartbeat_deadline = None;
+        if take_due(&mut self.heartbeat_deadline, now) {
             self.step(now, Input::HeartbeatTimeout, batch)?;
         }
-        if self.lease_deadline.is_some_and(|d| d <= now) {
-            self.lease_deadline = None;
+        if take_due(&mut self.lease_deadline, now) {
             self.step(now, Input::LeaseTimeout, batch)?;
         }
-        if self.quiet_deadline.is_some_and(|d| d <= now) {
-            self.quiet_deadline = None;
+        if take_due(&mut self.quiet_deadline, now) {
             self.step(now, Input::QuietTimeout, batch)?;
         }
         Ok(())

@@ -374,13 +374,10 @@ impl RaftModel {
     /// leases ([`raft_spec::lease`]). A quiet follower's quiet or election
     /// timer runs a minimum election timeout from the last AppendEntries it
     /// heard; a lease runs that timeout divided by the drift bound from the
-    /// start of its round. So neither timer fires while the leader of the
-    /// follower's term holds a lease timer started no later than the round
-    /// the follower last heard (a restarted follower, [`QUIET_AT_BOOT`],
-    /// may have heard any leader of a term up to its own). Under
+    /// start of its round. So neither timer fires while a live leader's
+    /// lease rests on the follower ([`Server::lease_rests_on`]). Under
     /// [`Bug::LeaseBeyondDrift`] any set timer fires.
     ///
-    /// [`QUIET_AT_BOOT`]: raft_spec::QUIET_AT_BOOT
     /// [`Bug::LeaseBeyondDrift`]: raft_spec::bugs::Bug::LeaseBeyondDrift
     pub(crate) fn may_fire(&self, state: &State, slot: &ServerSlot, timer: Timer) -> bool {
         if !matches!(timer, Timer::Quiet | Timer::Election)
@@ -389,22 +386,15 @@ impl RaftModel {
             return true;
         }
         let follower = slot.server();
-        let Some(heard) = follower.volatile.quiet else {
-            return true;
-        };
-        let term = follower.current_term();
-        !state.servers.iter().any(|l| {
-            let leader = l.server();
-            let started = match leader.volatile.lease {
-                Some(lease) if !l.crashed && leader.role() == Role::Leader => lease.round,
-                _ => return false,
-            };
-            if heard == raft_spec::QUIET_AT_BOOT {
-                leader.current_term() <= term
-            } else {
-                leader.current_term() == term && heard >= started
-            }
-        })
+        !state
+            .servers
+            .iter()
+            .any(|l| !l.crashed && l.server().lease_rests_on(follower))
+    }
+
+    /// What reader actor `i` sends when it sends its read to server `to`.
+    fn read_invocation(&self, i: usize, to: Id) -> Effects {
+        [Effect::Send(to, self.request(i, 1))].into_iter().collect()
     }
 
     /// What actor `i` does when `msg` from `src` is delivered to it.
@@ -470,10 +460,7 @@ impl RaftModel {
                 Some(slot) => step_server(slot.server, StepInput::Synced(slot.synced_len() + 1)),
                 None => Rc::new(Reaction::none()),
             },
-            Action::Invoke(id, to) => {
-                let request = self.request(usize::from(*id), 1);
-                return [Effect::Send(*to, request)].into_iter().collect();
-            }
+            Action::Invoke(id, to) => return self.read_invocation(usize::from(*id), *to),
             Action::Crash(_) | Action::Drop(_) => Rc::new(Reaction::none()),
         }
         .effects
@@ -628,7 +615,7 @@ impl RaftModel {
                 next.clients = next
                     .clients
                     .updated(|clients| clients[c].status = ClientStatus::Pending);
-                let effects: Effects = [Effect::Send(to, self.request(i, 1))].into_iter().collect();
+                let effects = self.read_invocation(i, to);
                 let sent = self.carry_out(&mut next, i, &effects);
                 self.settle(last, next, Some(id), &sent)?
             }

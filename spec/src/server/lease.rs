@@ -155,6 +155,27 @@ impl<S: StateMachine> Server<S> {
         }
     }
 
+    /// Whether this leader's lease rests on `follower`'s quiet period: the
+    /// leader holds a lease timer, and the follower is quiet having heard a
+    /// round of this leader's term no earlier than the one the timer
+    /// started with, or is quiet since its restart ([`QUIET_AT_BOOT`]) in a
+    /// term at least the leader's (before the crash it may have answered
+    /// any round of it). Under the drift bound, the follower's quiet and
+    /// election timers then run out only after this lease: the order the
+    /// model checker keeps (see the module docs).
+    pub fn lease_rests_on(&self, follower: &Server<S>) -> bool {
+        let (Some(lease), Some(heard)) = (self.volatile.lease, follower.volatile.quiet) else {
+            return false;
+        };
+        let (term, theirs) = (self.current_term(), follower.current_term());
+        self.volatile.role == Role::Leader
+            && if heard == QUIET_AT_BOOT {
+                term <= theirs
+            } else {
+                term == theirs && heard >= lease.round
+            }
+    }
+
     /// At a restart with a term, with CheckQuorum on: quiet from the start.
     pub(super) fn quiet_at_boot(&mut self) {
         let fresh = self.volatile.role == Role::Follower && self.volatile.commit_index.0 == 0;

@@ -154,3 +154,31 @@ fn check_quorum_steps_a_leader_down_without_a_majority() {
     assert_eq!(s.volatile.lease, None);
     assert_eq!(s.volatile.commit_index, LogIndex(0));
 }
+
+/// A lease rests on a follower quiet since a round no earlier than the
+/// lease's, of the leader's term, or quiet since its restart in a term at
+/// least the leader's; on no other.
+#[test]
+fn a_lease_rests_on_the_followers_that_heard_its_round() {
+    let mut l = server_with_log(1, 3, &[], 0).with_replication(leases());
+    l.step(Input::ElectionTimeout);
+    l.step(receive(2, rvr(1, true)));
+    assert_eq!(l.volatile.lease.map(|l| l.round), Some(1));
+    let mut heard = server_with_log(2, 3, &[], 0).with_replication(leases());
+    heard.step(receive(1, heartbeat(1, 1)));
+    assert!(l.lease_rests_on(&heard));
+    let mut before = server_with_log(3, 3, &[], 0).with_replication(leases());
+    before.step(receive(1, heartbeat(1, 0)));
+    assert!(!l.lease_rests_on(&before));
+    before.step(Input::QuietTimeout);
+    assert!(!l.lease_rests_on(&before));
+    let persistent = PersistentState {
+        current_term: Term(1),
+        ..PersistentState::default()
+    };
+    let (booted, _) =
+        Server::<crate::Counter>::restart(crate::NodeId(3), peers_of(3, 3), persistent);
+    assert!(l.lease_rests_on(&booted.with_replication(leases())));
+    l.step(Input::LeaseTimeout);
+    assert!(!l.lease_rests_on(&heard));
+}
