@@ -332,14 +332,29 @@ fn parallel_write_holds_every_property() {
 /// server is elected in term 2 by the third, and neither has the entry).
 #[test]
 fn acknowledgement_levels_hold_from_committed_and_fail_when_only_stored() {
-    let at = |ack| ModelConfig {
-        ack,
-        ..config(3, 2, 1, 0)
+    let at = |ack: Ack| {
+        let base = config(3, 2, 1, 0);
+        ModelConfig {
+            ack,
+            replication: Replication {
+                report_applied: ack.counts_applied(),
+                ..base.replication
+            },
+            ..base
+        }
     };
-    let examples = [three_two_one_examples(), vec![names::ACKNOWLEDGED_EARLY]].concat();
-    for (ack, states) in [(Ack::Committed, 64_836), (Ack::Replicated, 55_122)] {
+    let early = [three_two_one_examples(), vec![names::ACKNOWLEDGED_EARLY]].concat();
+    let levels = [
+        (Ack::Committed, 64_836, &early),
+        (Ack::Replicated, 55_122, &early),
+        // Answered with the result once a majority, or every server,
+        // reported the apply: the reply (a `Sometimes`) comes only that way.
+        (Ack::QuorumApplied, 194_023, &three_two_one_examples()),
+        (Ack::AllApplied, 214_884, &three_two_one_examples()),
+    ];
+    for (ack, states, examples) in levels {
         let report = clean_run(at(ack));
-        assert_clean(&report, &examples);
+        assert_clean(&report, examples);
         assert_eq!(report.unique_states, states, "{}", at(ack));
     }
 
@@ -667,6 +682,16 @@ fn dead_message_collection_preserves_reachable_server_states() {
         ModelConfig {
             replication: Replication {
                 check_quorum: true,
+                ..Replication::default()
+            },
+            ..config(2, 2, 1, 0)
+        },
+        // Reported applies: an answer that raises the applied index known
+        // of its sender stays alive, and no AppendEntries is absorbed.
+        ModelConfig {
+            ack: Ack::AllApplied,
+            replication: Replication {
+                report_applied: true,
                 ..Replication::default()
             },
             ..config(2, 2, 1, 0)

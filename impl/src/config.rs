@@ -197,6 +197,7 @@ pub fn replication(
         parallel_write: !serial_write,
         check_quorum: d.check_quorum,
         leases: d.leases,
+        report_applied: d.report_applied,
     })
 }
 

@@ -203,8 +203,10 @@ enum Cmd {
         #[arg(long, value_name = "FILE", conflicts_with = "value")]
         value_file: Option<PathBuf>,
         /// When the leader answers: stored (in its own log; not fault
-        /// tolerant), committed, replicated (on every node) or applied
-        /// (with the previous value).
+        /// tolerant), committed, replicated (on every node), applied (with
+        /// the previous value), quorum-applied (a majority applied it) or
+        /// all-applied (every node applied it); the last three with the
+        /// previous value.
         #[arg(long, value_name = "LEVEL", default_value = "applied")]
         ack: Ack,
     },
@@ -266,7 +268,7 @@ enum Cmd {
         #[arg(long, value_delimiter = ',', value_name = "MODE")]
         reads: Vec<ReadMode>,
         /// Also measure writes answered at these levels (stored, committed,
-        /// replicated), at each concurrency.
+        /// replicated, quorum-applied, all-applied), at each concurrency.
         #[arg(long, value_delimiter = ',', value_name = "LEVEL")]
         acks: Vec<Ack>,
         #[command(flatten)]

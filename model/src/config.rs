@@ -125,6 +125,12 @@ pub enum ConfigError {
     /// `--network` names no known semantics.
     #[error("--network: unknown network '{0}' (expected one of: unordered-duplicating, unordered-nonduplicating, ordered)")]
     UnknownNetwork(String),
+    /// An acknowledgement level that counts followers' applies, without
+    /// followers reporting them: no write would ever be answered.
+    #[error(
+        "--ack {0} needs followers to report their applied index (Replication::report_applied)"
+    )]
+    AppliedNotReported(&'static str),
 }
 
 impl ModelConfig {
@@ -186,6 +192,9 @@ impl ModelConfig {
         }
         if self.crashes > 5 {
             return Err(ConfigError::Crashes(self.crashes));
+        }
+        if self.ack.counts_applied() && !self.replication.report_applied {
+            return Err(ConfigError::AppliedNotReported(self.ack.name()));
         }
         Ok(())
     }

@@ -127,8 +127,10 @@ struct ConfigArgs {
     #[arg(long)]
     leases: bool,
     /// When a leader answers a write: stored (in its own log), committed,
-    /// replicated (on every server) or applied (the paper's) [default:
-    /// applied].
+    /// replicated (on every server), applied (the paper's), quorum-applied
+    /// (a majority applied it) or all-applied (every server applied it;
+    /// these two turn on followers' reports of their applied index)
+    /// [default: applied].
     #[arg(long, value_name = "LEVEL")]
     ack: Option<Ack>,
     /// Client reads (one client per read, each sent when the checker
@@ -187,6 +189,8 @@ impl ConfigArgs {
                 leases: self.leases
                     || self.read == Some(ReadMode::Lease)
                     || base.replication.leases,
+                report_applied: self.ack.is_some_and(Ack::counts_applied)
+                    || base.replication.report_applied,
             },
             ack: self.ack.unwrap_or(base.ack),
             reads: self.reads.unwrap_or(base.reads),

@@ -86,12 +86,20 @@ pub struct AppendEntriesResponse {
     /// leader which round of reads the follower has seen.
     #[serde(default)]
     pub read_round: u64,
+    /// A success's follower's last applied index after the request, with
+    /// [`Replication::report_applied`]; `None` otherwise. For the
+    /// acknowledgement levels that count followers' applies
+    /// ([`crate::Ack::QuorumApplied`], [`crate::Ack::AllApplied`]).
+    ///
+    /// [`Replication::report_applied`]: crate::Replication::report_applied
+    #[serde(default)]
+    pub applied: Option<LogIndex>,
 }
 
 // The two messages hash their fields in order, as a derived `Hash` does,
-// and the read round only when there is one: messages without reads hash
-// as they do without the field, so the model checker's order of
-// exploration (and with it what a depth-first search with symmetry keeps)
+// and the read round (and applied index) only when there is one: messages
+// without reads hash as they do without the field, so the model checker's
+// order of exploration (and with it what a depth-first search with symmetry keeps)
 // does not depend on reads existing.
 impl<C: Hash> Hash for AppendEntries<C> {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -115,6 +123,9 @@ impl Hash for AppendEntriesResponse {
         self.last_log_index.hash(state);
         if self.read_round != 0 {
             self.read_round.hash(state);
+        }
+        if let Some(applied) = self.applied {
+            applied.hash(state);
         }
     }
 }

@@ -147,8 +147,10 @@ impl<C> PersistentState<C> {
 /// of leader is what the model checker decides for each level.
 ///
 /// The levels that count followers' applied entries (a quorum, or every
-/// server, applied it) are not offered: a leader does not learn a
-/// follower's applied index from Figure 2's messages.
+/// server, applied it) need what Figure 2's messages do not say: a
+/// follower's applied index, which its AppendEntriesResponse carries with
+/// [`Replication::report_applied`]. Without that setting such a write is
+/// never answered.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
 )]
@@ -163,11 +165,24 @@ pub enum Ack {
     /// Level 4: the leader applied the entry; the reply carries the result.
     #[default]
     Applied,
+    /// Level 5: a majority of the servers applied the entry (the leader
+    /// among them); the reply carries the result.
+    QuorumApplied,
+    /// Level 6: every server of the cluster applied the entry; the reply
+    /// carries the result.
+    AllApplied,
 }
 
 impl Ack {
     /// Every level, in order.
-    pub const ALL: [Ack; 4] = [Ack::Stored, Ack::Committed, Ack::Replicated, Ack::Applied];
+    pub const ALL: [Ack; 6] = [
+        Ack::Stored,
+        Ack::Committed,
+        Ack::Replicated,
+        Ack::Applied,
+        Ack::QuorumApplied,
+        Ack::AllApplied,
+    ];
 
     /// The level's name, as `--ack` takes it.
     pub fn name(self) -> &'static str {
@@ -176,6 +191,8 @@ impl Ack {
             Ack::Committed => "committed",
             Ack::Replicated => "replicated",
             Ack::Applied => "applied",
+            Ack::QuorumApplied => "quorum-applied",
+            Ack::AllApplied => "all-applied",
         }
     }
 
@@ -187,6 +204,12 @@ impl Ack {
     /// Whether this is the default, [`Ack::Applied`].
     pub fn is_applied(&self) -> bool {
         *self == Ack::Applied
+    }
+
+    /// Whether the level counts followers' applied entries (levels 5 and
+    /// 6): the leader holds the answer past its own apply.
+    pub fn counts_applied(self) -> bool {
+        matches!(self, Ack::QuorumApplied | Ack::AllApplied)
     }
 }
 
@@ -497,6 +520,14 @@ pub struct VolatileState<S: StateMachine> {
     /// [`Ack::Applied`].
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pending_acks: BTreeMap<LogIndex, (ClientId, u64, Ack)>,
+    /// Leader with [`Replication::report_applied`] only: the highest
+    /// applied index each peer has reported in this term
+    /// ([`AppendEntriesResponse::applied`]), for [`Ack::QuorumApplied`] and
+    /// [`Ack::AllApplied`].
+    ///
+    /// [`AppendEntriesResponse::applied`]: crate::AppendEntriesResponse::applied
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub applied_index: BTreeMap<NodeId, LogIndex>,
     /// Leader only: the number of its latest round of AppendEntries for
     /// ReadIndex reads in this term (0: none yet); every AppendEntries it
     /// sends carries it ([`ReadMode::ReadIndex`]).
@@ -654,6 +685,7 @@ impl<S: StateMachine> Server<S> {
                 progress: BTreeMap::new(),
                 durable_index: None,
                 pending_acks: BTreeMap::new(),
+                applied_index: BTreeMap::new(),
                 read_round: 0,
                 read_acks: BTreeMap::new(),
                 pending_reads: Vec::new(),
@@ -795,6 +827,7 @@ impl<S: StateMachine> Server<S> {
         self.volatile.progress.clear();
         self.volatile.durable_index = None;
         self.volatile.pending_acks.clear();
+        self.volatile.applied_index.clear();
         self.volatile.read_round = 0;
         self.volatile.read_acks.clear();
         self.volatile.pending_reads.clear();
@@ -865,6 +898,11 @@ impl<S: StateMachine> Server<S> {
                     .pending_acks
                     .iter()
                     .map(|(&i, &(c, n, ack))| (i, (clients(c), n, ack)))
+                    .collect(),
+                applied_index: v
+                    .applied_index
+                    .iter()
+                    .map(|(&n, &i)| (nodes(n), i))
                     .collect(),
                 read_round: v.read_round,
                 read_acks: v.read_acks.iter().map(|(&n, &r)| (nodes(n), r)).collect(),

@@ -1145,6 +1145,14 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
         }
         h.write_opt(v.quiet);
     }
+    if !v.applied_index.is_empty() {
+        h.write(b"applied");
+        h.write_u64(v.applied_index.len() as u64);
+        for (n, index) in &v.applied_index {
+            h.write_u64(n.0);
+            h.write_u64(index.0);
+        }
+    }
     if !v.pending_acks.is_empty() {
         h.write(b"acks");
         h.write_u64(v.pending_acks.len() as u64);
@@ -1861,6 +1869,7 @@ mod tests {
             parallel_write: false,
             check_quorum: true,
             leases: false,
+            report_applied: false,
         };
         let capped = header().with_replication(replication);
         let mut w = TraceWriter::new(Vec::new(), &capped).unwrap();

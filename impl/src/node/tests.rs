@@ -265,6 +265,7 @@ fn a_node_with_a_cap_of_one_sends_at_most_one_entry_per_append_entries() {
                 index: raft_spec::LogIndex(index),
                 last_log_index: None,
                 read_round: 0,
+                applied: None,
             }),
         };
         node.handle(ms(402 + index), vec![ack], &mut j.clone())

@@ -201,7 +201,8 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
             committed_before_own_sync,
         ));
     }
-    if !cfg.ack.is_applied() && cfg.requests >= 1 {
+    // Levels 5 and 6 answer after the apply, with the result.
+    if !cfg.ack.is_applied() && !cfg.ack.counts_applied() && cfg.requests >= 1 {
         props.push(Property::sometimes(
             names::ACKNOWLEDGED_EARLY,
             acknowledged_early,

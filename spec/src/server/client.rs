@@ -92,12 +92,14 @@ impl<S: StateMachine> Server<S> {
         });
     }
 
-    /// The writes whose [`Ack`] point is reached are answered
-    /// [`ClientReply::Accepted`]; called at the end of every step of a
-    /// leader with writes pending. The step's persist comes before its
-    /// replies ([`Output`]), so a write answered at [`Ack::Stored`] in the
-    /// step that appends it is durable before the answer leaves; with the
-    /// leader's write in parallel, it waits for [`Input::Synced`].
+    /// The writes whose [`Ack`] point is reached are answered: those before
+    /// the apply [`ClientReply::Accepted`], those after it (levels 5 and 6)
+    /// with the result the apply recorded in the client's session. Called
+    /// at the end of every step of a leader with writes pending. The step's
+    /// persist comes before its replies ([`Output`]), so a write answered at
+    /// [`Ack::Stored`] in the step that appends it is durable before the
+    /// answer leaves; with the leader's write in parallel, it waits for
+    /// [`Input::Synced`].
     pub(super) fn answer_early_acks(&mut self, fx: &mut Effects<S::Command, S::Output>) {
         let own = match self.volatile.durable_index {
             Some(durable) => durable,
@@ -110,6 +112,7 @@ impl<S: StateMachine> Server<S> {
             .values()
             .copied()
             .fold(own, LogIndex::min);
+        let (quorum_applied, all_applied) = self.applied_by_quorum_and_all();
         let reached: Vec<LogIndex> = self
             .volatile
             .pending_acks
@@ -119,16 +122,26 @@ impl<S: StateMachine> Server<S> {
                 Ack::Committed => index <= commit,
                 Ack::Replicated => index <= everywhere,
                 Ack::Applied => false,
+                Ack::QuorumApplied => index <= quorum_applied,
+                Ack::AllApplied => index <= all_applied,
             })
             .map(|(&index, _)| index)
             .collect();
         let term = self.persistent.current_term;
         for index in reached {
-            if let Some((client_id, request_no, _)) = self.volatile.pending_acks.remove(&index) {
+            if let Some((client_id, request_no, ack)) = self.volatile.pending_acks.remove(&index) {
+                let reply = match self.volatile.sessions.get(&client_id) {
+                    Some((n, output)) if ack.counts_applied() && *n == request_no => {
+                        ClientReply::Ok(output.clone())
+                    }
+                    // Superseded by a later request of its client when
+                    // applied: applied, but without a result to give.
+                    _ => ClientReply::Accepted { index, term },
+                };
                 fx.rest.push(Output::ClientReply {
                     client_id,
                     request_no,
-                    reply: ClientReply::Accepted { index, term },
+                    reply,
                 });
             }
         }
@@ -171,7 +184,9 @@ impl<S: StateMachine> Server<S> {
                     output
                 }
             };
-            if self.volatile.role == Role::Leader {
+            let held = matches!(self.volatile.pending_acks.get(&index),
+                Some((c, n, ack)) if ack.counts_applied() && c == client_id && n == request_no);
+            if self.volatile.role == Role::Leader && !held {
                 fx.rest.push(Output::ClientReply {
                     client_id: *client_id,
                     request_no: *request_no,
@@ -179,5 +194,39 @@ impl<S: StateMachine> Server<S> {
                 });
             }
         }
+    }
+
+    /// The highest index a majority of the servers has applied, and the
+    /// highest every server has: the leader's own `last_applied` and what
+    /// its peers reported ([`VolatileState::applied_index`]; a peer that
+    /// reported nothing counts as 0).
+    ///
+    /// [`VolatileState::applied_index`]: crate::VolatileState::applied_index
+    fn applied_by_quorum_and_all(&self) -> (LogIndex, LogIndex) {
+        let mut applied: Vec<LogIndex> = self
+            .peers
+            .iter()
+            .map(|p| {
+                self.volatile
+                    .applied_index
+                    .get(p)
+                    .copied()
+                    .unwrap_or_default()
+            })
+            .collect();
+        applied.push(self.volatile.last_applied);
+        applied.sort_unstable_by(|a, b| b.cmp(a));
+        let quorum = applied.len() / 2;
+        let all = applied.last().copied().unwrap_or_default();
+        (applied.get(quorum).copied().unwrap_or_default(), all)
+    }
+
+    /// Whether a write answered only once followers applied it waits at or
+    /// below `index`.
+    pub(super) fn awaits_applies(&self, index: LogIndex) -> bool {
+        self.volatile
+            .pending_acks
+            .range(..=index)
+            .any(|(_, (_, _, ack))| ack.counts_applied())
     }
 }

@@ -108,13 +108,21 @@ pub struct Replication {
     /// [`crate::ReadMode::ReadIndex`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leases: bool,
+    /// Whether a follower's AppendEntriesResponse reports its last applied
+    /// index ([`crate::AppendEntriesResponse::applied`]), which the
+    /// acknowledgement levels [`crate::Ack::QuorumApplied`] and
+    /// [`crate::Ack::AllApplied`] count. A leader then also sends its new
+    /// commit index at once while such a write waits, rather than at the
+    /// next heartbeat.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub report_applied: bool,
 }
 
 impl Replication {
     /// What raft-node runs by default: batches of at most 1 MiB
     /// ([`Replication::RUNTIME_MAX_APPEND_BYTES`]), a window of 64 batches
     /// per follower, no entry cap, the leader's own write in parallel,
-    /// CheckQuorum and leases on.
+    /// CheckQuorum and leases on, applied indices reported.
     pub fn runtime() -> Self {
         Replication {
             max_append_entries: None,
@@ -124,6 +132,7 @@ impl Replication {
             parallel_write: true,
             check_quorum: true,
             leases: true,
+            report_applied: true,
         }
     }
 

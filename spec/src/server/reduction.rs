@@ -52,6 +52,11 @@ impl<S: StateMachine> Server<S> {
     /// a probe, and one above it may still send the peer back to probe once
     /// the window has moved `next_index` past it.
     ///
+    /// An AppendEntriesResponse reporting an applied index above the one the
+    /// leader knows of the sender
+    /// ([`crate::VolatileState::applied_index`], which only grows while it
+    /// leads) still matters.
+    ///
     /// With [`Bug::MatchIndexRegress`] `match_index` can fall back, so only
     /// the term and role decide.
     pub fn ignores_forever(&self, from: NodeId, message: &Message<S::Command>) -> bool {
@@ -72,9 +77,20 @@ impl<S: StateMachine> Server<S> {
                     && r.term == term
                     && self.bug() != Some(Bug::MatchIndexRegress) =>
             {
-                // It may still confirm a read ([`Server::read_ack_matters`])
-                // or count for CheckQuorum.
-                if self.read_ack_matters(from, r.read_round) || self.activity_matters() {
+                // It may still confirm a read ([`Server::read_ack_matters`]),
+                // count for CheckQuorum, or raise the applied index known of
+                // the sender (which only grows while the server leads).
+                if self.read_ack_matters(from, r.read_round)
+                    || self.activity_matters()
+                    || r.applied.is_some_and(|a| {
+                        a > self
+                            .volatile
+                            .applied_index
+                            .get(&from)
+                            .copied()
+                            .unwrap_or_default()
+                    })
+                {
                     return false;
                 }
                 let matched = self.volatile.match_index.get(&from).copied();
@@ -120,9 +136,12 @@ impl<S: StateMachine> Server<S> {
     pub fn absorbs(&self, message: &Message<S::Command>) -> bool {
         let v = &self.volatile;
         let p = &self.persistent;
-        // With leases every AppendEntries restarts the quiet period.
+        // With leases every AppendEntries restarts the quiet period; with
+        // reported applies the answer carries the applied index, which
+        // `acceptance` does not know.
         if v.role != Role::Follower
             || self.replication().leases
+            || self.replication().report_applied
             || message.term() != p.current_term
             || !matches!(
                 self.bug(),

@@ -148,18 +148,22 @@ impl<S: StateMachine> Server<S> {
                 self.apply_committed(fx);
             }
         }
-        fx.rest.push(Output::Send {
-            to: from,
-            message: accepted(
-                term,
-                if self.has_bug(Bug::AckOwnLastIndex) {
-                    self.persistent.log.last_index()
-                } else {
-                    last_new_entry
-                },
-                read_round,
-            ),
-        });
+        let mut message = accepted(
+            term,
+            if self.has_bug(Bug::AckOwnLastIndex) {
+                self.persistent.log.last_index()
+            } else {
+                last_new_entry
+            },
+            read_round,
+        );
+        if let Message::AppendEntriesResponse(r) = &mut message {
+            r.applied = self
+                .replication
+                .report_applied
+                .then_some(self.volatile.last_applied);
+        }
+        fx.rest.push(Output::Send { to: from, message });
     }
 
     /// Fig. 2, AppendEntries receiver rule 5: the commit index a follower
@@ -203,6 +207,18 @@ impl<S: StateMachine> Server<S> {
         }
         self.note_read_ack(from, m.read_round);
         self.note_active(from);
+        if let Some(applied) = m.applied {
+            if applied
+                > self
+                    .volatile
+                    .applied_index
+                    .get(&from)
+                    .copied()
+                    .unwrap_or_default()
+            {
+                self.volatile.applied_index.insert(from, applied);
+            }
+        }
         if m.success {
             let regress = self.has_bug(Bug::MatchIndexRegress);
             let matched = self.volatile.match_index.entry(from).or_default();
@@ -340,6 +356,11 @@ impl<S: StateMachine> Server<S> {
             if self.is_majority(replicas) {
                 self.volatile.commit_index = n;
                 self.apply_committed(fx);
+                // A write waiting for followers' applies: they learn the
+                // new commit index now, not at the next heartbeat.
+                if self.awaits_applies(n) {
+                    self.replicate(Occasion::Heartbeat, fx);
+                }
                 return;
             }
             n = n.prev();
@@ -356,6 +377,7 @@ pub(super) fn accepted<C>(term: Term, index: LogIndex, read_round: u64) -> Messa
         index,
         last_log_index: None,
         read_round,
+        applied: None,
     })
 }
 
@@ -370,5 +392,6 @@ pub(super) fn rejection<C>(term: Term, prev_log_index: LogIndex, read_round: u64
         index: prev_log_index,
         last_log_index: None,
         read_round,
+        applied: None,
     })
 }

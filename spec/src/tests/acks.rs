@@ -4,7 +4,8 @@
 
 use super::helpers::*;
 use crate::{
-    Ack, ClientId, ClientReply, CounterCommand, Input, LogIndex, Output, Replication, Role, Term,
+    Ack, ClientId, ClientReply, CounterCommand, Input, LogIndex, Message, NodeId, Output,
+    Replication, Role, Term,
 };
 
 fn write(client: u64, request_no: u64, ack: Ack) -> Input<CounterCommand> {
@@ -123,10 +124,99 @@ fn persist_of_log(out: &[Out]) -> Option<&Out> {
 #[test]
 fn levels_are_named_in_order() {
     let names: Vec<&str> = Ack::ALL.iter().map(|a| a.name()).collect();
-    assert_eq!(names, ["stored", "committed", "replicated", "applied"]);
+    assert_eq!(
+        names,
+        [
+            "stored",
+            "committed",
+            "replicated",
+            "applied",
+            "quorum-applied",
+            "all-applied"
+        ]
+    );
     for a in Ack::ALL {
         assert_eq!(Ack::parse(a.name()), Some(a));
     }
     assert_eq!(Ack::parse("quorum"), None);
     assert_eq!(Ack::default(), Ack::Applied);
+}
+
+fn reporting() -> Replication {
+    Replication {
+        report_applied: true,
+        ..Replication::default()
+    }
+}
+
+/// A success from `from` up to `index` that reports `applied`.
+fn aer_applied(term: u64, index: u64, applied: u64) -> Msg {
+    let mut m = aer(term, true, index);
+    if let Message::AppendEntriesResponse(r) = &mut m {
+        r.applied = Some(LogIndex(applied));
+    }
+    m
+}
+
+/// A follower that reports its applies says how far it applied once it
+/// took the request's commit index.
+#[test]
+fn a_follower_reports_its_applied_index_in_its_success() {
+    let mut f = server_with_log(2, 3, &[1, 1], 0).with_replication(reporting());
+    let out = f.step(receive(1, ae(1, 1, 0, 0, vec![entry(1), entry(1)], 1)));
+    assert_eq!(f.volatile.last_applied, LogIndex(1));
+    assert!(out.contains(&send(1, aer_applied(1, 2, 1))), "{out:?}");
+}
+
+/// Level 5: the leader applies the write when it commits, holds the answer,
+/// sends its new commit index at once, and answers with the result when a
+/// follower reports the apply (with the leader, a majority of 3).
+#[test]
+fn quorum_applied_waits_for_a_majority_of_applies() {
+    let mut s = leader(3, reporting());
+    assert!(replies(&s.step(write(7, 1, Ack::QuorumApplied))).is_empty());
+    let out = s.step(receive(2, aer_applied(1, 1, 0)));
+    assert_eq!(s.volatile.last_applied, LogIndex(1));
+    assert!(
+        replies(&out).is_empty(),
+        "answered before a follower applied: {out:?}"
+    );
+    let commits: Vec<_> = out
+        .iter()
+        .filter(|o| matches!(o, Output::Send { message: Message::AppendEntries(m), .. } if m.leader_commit == LogIndex(1)))
+        .collect();
+    assert_eq!(
+        commits.len(),
+        2,
+        "the commit index is not sent at once: {out:?}"
+    );
+    let out = s.step(receive(3, aer_applied(1, 1, 1)));
+    assert_eq!(replies(&out), vec![&reply_ok(7, 1, 0)]);
+    assert!(s.volatile.pending_acks.is_empty());
+    // Known already: the same report again is dead.
+    assert!(s.ignores_forever(NodeId(3), &aer_applied(1, 1, 1)));
+    assert!(!s.ignores_forever(NodeId(2), &aer_applied(1, 1, 1)));
+}
+
+/// Level 6: one server's apply is not enough; the answer waits for all.
+#[test]
+fn all_applied_waits_for_every_server() {
+    let mut s = leader(3, reporting());
+    s.step(write(7, 1, Ack::AllApplied));
+    s.step(receive(2, aer_applied(1, 1, 0)));
+    assert!(replies(&s.step(receive(2, aer_applied(1, 1, 1)))).is_empty());
+    let out = s.step(receive(3, aer_applied(1, 1, 1)));
+    assert_eq!(replies(&out), vec![&reply_ok(7, 1, 0)]);
+}
+
+/// Without reports the leader never learns a follower's apply: a write at
+/// level 5 waits, while one at level 4 beside it is answered.
+#[test]
+fn without_reports_a_level_5_write_waits() {
+    let mut s = leader(3, Replication::default());
+    s.step(write(7, 1, Ack::QuorumApplied));
+    s.step(write(8, 1, Ack::Applied));
+    let out = s.step(receive(2, aer(1, true, 2)));
+    assert_eq!(replies(&out), vec![&reply_ok(8, 1, 1)]);
+    assert_eq!(s.volatile.pending_acks.len(), 1);
 }

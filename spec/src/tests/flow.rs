@@ -45,6 +45,7 @@ fn rejection(term: u64, index: u64, last_log_index: u64) -> Msg {
         index: LogIndex(index),
         last_log_index: Some(LogIndex(last_log_index)),
         read_round: 0,
+        applied: None,
     })
 }
 

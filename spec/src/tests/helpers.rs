@@ -129,6 +129,7 @@ pub(crate) fn aer(term: u64, success: bool, index: u64) -> Msg {
         index: LogIndex(index),
         last_log_index: None,
         read_round: 0,
+        applied: None,
     })
 }
 
