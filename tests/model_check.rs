@@ -389,9 +389,11 @@ fn acknowledgement_levels_hold_from_committed_and_fail_when_only_stored() {
 }
 
 /// Reads (`raft_spec::ReadMode`): one write, then one read sent to a server
-/// of the checker's choosing once the write is answered. Through the log and
-/// by ReadIndex every property holds, Linearizability of the read included,
-/// and a read sees the write; a follower answering from its own state
+/// of the checker's choosing once the write is answered. Through the log,
+/// by ReadIndex and by a follower at its leader's read index every property
+/// holds, Linearizability of the read included, and a read sees the write
+/// (with the follower's read index, a follower answers it); a follower
+/// answering from its own state
 /// returns the count before the write: a counterexample of 10 steps with no
 /// change of leader (the follower holds the entry but has not learnt that
 /// it is committed). That is a demonstration, not a failure.
@@ -422,11 +424,20 @@ fn reads_through_the_log_and_by_read_index_hold_and_follower_reads_are_stale() {
         (2, 2, ReadMode::ReadIndex, 2_141),
         (3, 1, ReadMode::Log, 31_817),
         (3, 1, ReadMode::ReadIndex, 17_093),
+        (2, 2, ReadMode::FollowerReadIndex, 1_989),
+        (3, 1, ReadMode::FollowerReadIndex, 15_773),
     ] {
         let cfg = reading(servers, max_term, read);
         let report = clean_run(cfg);
-        let examples = if max_term == 2 { &two_terms } else { &one_term };
-        assert_clean(&report, examples);
+        let mut examples = if max_term == 2 {
+            two_terms.clone()
+        } else {
+            one_term.clone()
+        };
+        if read == ReadMode::FollowerReadIndex {
+            examples.push(names::FOLLOWER_READ_INDEX);
+        }
+        assert_clean(&report, &examples);
         assert_eq!(report.unique_states, states, "{cfg}");
     }
 
@@ -581,6 +592,7 @@ fn reachable_projections(model: &RaftModel) -> HashSet<u64> {
         cleared.ghost.stepped_down_on_response = false;
         cleared.ghost.lease_read = false;
         cleared.ghost.lost_quorum = false;
+        cleared.ghost.follower_read = false;
         projections.insert(projection(&cleared));
         actions.clear();
         model.actions(&state, &mut actions);

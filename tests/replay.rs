@@ -1376,8 +1376,10 @@ fn a_real_cluster_serves_every_level_and_read_mode_and_replays_clean() {
     let mut o = ClusterOptions::new(raft_node_exe(), dir.path().join("data"));
     o.trace_dir = Some(dir.path().join("traces"));
     let c = LocalCluster::start(o).unwrap();
-    c.wait_for_leader(Duration::from_secs(10)).unwrap();
+    let leader = c.wait_for_leader(Duration::from_secs(10)).unwrap();
     let mut client = c.client();
+    // Follower reads at the leader's read index go to a follower.
+    let follower = c.peers().keys().copied().find(|&n| n != leader.id).unwrap();
     for (i, ack) in Ack::ALL.into_iter().enumerate() {
         let key = format!("k{i}");
         let answer = client
@@ -1393,12 +1395,28 @@ fn a_real_cluster_serves_every_level_and_read_mode_and_replays_clean() {
             }
             (_, Answer::Accepted { index, .. }) => assert!(index > LogIndex(0)),
         }
-        for read in [None, Some(ReadMode::ReadIndex), Some(ReadMode::Lease)] {
+        for read in [
+            None,
+            Some(ReadMode::ReadIndex),
+            Some(ReadMode::Lease),
+            Some(ReadMode::FollowerReadIndex),
+        ] {
             // An early acknowledgement comes before the apply: read until
             // the write shows, through the log or by read index.
             let mut value = None;
             for _ in 0..100 {
-                let got = client.call_as(KvCommand::get(&key), Ack::Applied, read);
+                let got = match read {
+                    Some(ReadMode::FollowerReadIndex) => {
+                        let mut reader = c.client();
+                        reader.prefer(follower);
+                        let got = reader.call_as(KvCommand::get(&key), Ack::Applied, read);
+                        if got.is_ok() {
+                            assert_eq!(reader.leader(), Some(follower), "served elsewhere");
+                        }
+                        got
+                    }
+                    _ => client.call_as(KvCommand::get(&key), Ack::Applied, read),
+                };
                 if let Ok(Answer::Done(Some(v))) = got {
                     value = Some(v);
                     break;
@@ -1475,6 +1493,21 @@ fn a_leader_cut_off_serves_no_stale_read_index_or_lease_read_but_a_stale_followe
     let read = leased.call_as(KvCommand::get("k"), Ack::Applied, Some(ReadMode::Lease));
     assert_eq!(read, Ok(Answer::Done(Some("v2".into()))));
     assert_ne!(leased.leader(), Some(old.id));
+
+    // A follower of the majority reads at the new leader's read index; the
+    // old leader asked the same serves it as a ReadIndex read, which finds
+    // no majority, so the client moves on.
+    let follower = others.iter().copied().find(|&n| n != new.id).unwrap();
+    for first in [follower, old.id] {
+        let mut forwarded = raft_node::client::Client::new(options.clone());
+        forwarded.prefer(first);
+        let read = forwarded.call_as(
+            KvCommand::get("k"),
+            Ack::Applied,
+            Some(ReadMode::FollowerReadIndex),
+        );
+        assert_eq!(read, Ok(Answer::Done(Some("v2".into()))), "first {first:?}");
+    }
 
     let mut stale = raft_node::client::Client::new(options);
     stale.prefer(old.id);

@@ -335,6 +335,13 @@ fn measure(
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
         .map(|s| s.id);
+    // Follower reads are spread over the followers, one per client in turn.
+    let followers: Vec<NodeId> = cluster
+        .peers()
+        .keys()
+        .copied()
+        .filter(|&n| Some(n) != leader)
+        .collect();
     let stop = Arc::new(AtomicBool::new(false));
     let mut handles = Vec::new();
     for t in 0..clients {
@@ -342,6 +349,12 @@ fn measure(
         if let Some(l) = leader {
             client.prefer(l);
         }
+        let reads_at = match op {
+            Op::Read(ReadMode::Follower | ReadMode::FollowerReadIndex) => {
+                followers.get(t % followers.len().max(1)).copied()
+            }
+            _ => None,
+        };
         let stop = stop.clone();
         let value = value.to_string();
         handles.push(thread::spawn(move || {
@@ -349,6 +362,9 @@ fn measure(
             let mut errors = 0u64;
             // One write to find the leader before measuring.
             let _ = client.call(KvCommand::put(format!("warm-{clients}-{t}"), &value));
+            if let Some(f) = reads_at {
+                client.prefer(f);
+            }
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let started = Instant::now();

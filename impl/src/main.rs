@@ -211,17 +211,20 @@ enum Cmd {
         ack: Ack,
     },
     /// Read KEY: through the log (linearizable), by the leader's read index
-    /// (linearizable, no log write), or from the node asked (may be stale).
+    /// or lease (linearizable, no log write), from a follower at its
+    /// leader's read index (linearizable), or from the node asked (may be
+    /// stale).
     Get {
         #[command(flatten)]
         client: ClientArgs,
         /// The key.
         key: String,
-        /// How the read is served: log, read-index, lease or follower.
+        /// How the read is served: log, read-index, lease, follower or
+        /// follower-read-index.
         #[arg(long, value_name = "MODE", default_value = "log")]
         read: ReadMode,
-        /// Ask this node first (with --read follower, the node that
-        /// answers).
+        /// Ask this node first (with --read follower or
+        /// follower-read-index, the node that answers).
         #[arg(long, value_name = "ID")]
         node: Option<u64>,
     },
@@ -264,7 +267,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0, value_name = "MIB")]
         catch_up_mib: usize,
         /// Also measure reads of one key in these modes (log, read-index,
-        /// lease, follower), at each concurrency.
+        /// lease, follower, follower-read-index; the follower modes spread
+        /// over the followers), at each concurrency.
         #[arg(long, value_delimiter = ',', value_name = "MODE")]
         reads: Vec<ReadMode>,
         /// Also measure writes answered at these levels (stored, committed,

@@ -193,6 +193,21 @@ pub fn seeded(bug: Bug) -> SeededBug {
                 lease(config(3, 2, 2, 0, bug)),
             )
         }
+        Bug::FollowerReadBeforeApply => {
+            note = "needs follower reads at the leader's read index (--reads 1 --read \
+                    follower-read-index) and three servers: the leader commits and answers \
+                    the write with one follower; the read goes to the other, which holds \
+                    the entry but has not learnt it is committed, gets the read index from \
+                    the leader (whose round the first follower confirms) and answers before \
+                    applying it, with the count before the write";
+            (
+                Violates(names::LINEARIZABILITY),
+                ModelConfig {
+                    read: ReadMode::FollowerReadIndex,
+                    ..reads(config(3, 1, 1, 0, bug))
+                },
+            )
+        }
     };
     SeededBug {
         bug,

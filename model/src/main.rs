@@ -139,8 +139,10 @@ struct ConfigArgs {
     reads: Option<usize>,
     /// How reads are served: log (as a write, the paper's), read-index (the
     /// leader confirms it still leads; Raft thesis §6.4), lease (the leader
-    /// answers at once while it holds a lease; §6.4.1) or follower (the
-    /// server asked answers from its own state) [default: log].
+    /// answers at once while it holds a lease; §6.4.1), follower (the
+    /// server asked answers from its own state) or follower-read-index
+    /// (the follower asked answers once it has applied its leader's read
+    /// index; §6.4) [default: log].
     #[arg(long, value_name = "MODE")]
     read: Option<ReadMode>,
 }

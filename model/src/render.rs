@@ -58,11 +58,25 @@ pub fn raft_message_with<C>(
             read_round(m.read_round)
         ),
         Message::AppendEntriesResponse(m) => format!(
-            "AppendEntriesResponse t{} {} index {}{}",
+            "AppendEntriesResponse t{} {} index {}{}{}",
             m.term.0,
             if m.success { "ok" } else { "rejected" },
             m.index.0,
-            read_round(m.read_round)
+            read_round(m.read_round),
+            m.applied
+                .map_or(String::new(), |a| format!(" applied {}", a.0))
+        ),
+        Message::ReadIndex(m) => format!(
+            "ReadIndex t{} for client {} #{}",
+            m.term.0, m.client_id.0, m.request_no
+        ),
+        Message::ReadIndexResponse(m) => format!(
+            "ReadIndexResponse t{} for client {} #{} {}",
+            m.term.0,
+            m.client_id.0,
+            m.request_no,
+            m.index
+                .map_or("not leader".to_string(), |i| format!("index {}", i.0))
         ),
     }
 }

@@ -76,11 +76,17 @@ pub enum Bug {
     /// the model checker drops the order of those timers
     /// ([`crate::server::lease`]).
     LeaseBeyondDrift,
+    /// A follower serving a read at its leader's read index
+    /// ([`crate::ReadMode::FollowerReadIndex`]) answers as soon as the
+    /// index comes, without waiting until it has applied that index (Raft
+    /// thesis §6.4, step 4), so it can answer from a state machine behind
+    /// the read index.
+    FollowerReadBeforeApply,
 }
 
 impl Bug {
     /// Every bug, in catalogue order.
-    pub const ALL: [Bug; 17] = [
+    pub const ALL: [Bug; 18] = [
         Bug::Figure8,
         Bug::StaleVoteResponse,
         Bug::VoteNotPersisted,
@@ -98,6 +104,7 @@ impl Bug {
         Bug::ReadIndexBeforeTermCommit,
         Bug::LocalLeaderRead,
         Bug::LeaseBeyondDrift,
+        Bug::FollowerReadBeforeApply,
     ];
 
     /// The bug's name: lowercase words joined by dashes.
@@ -120,6 +127,7 @@ impl Bug {
             Bug::ReadIndexBeforeTermCommit => "read-index-before-term-commit",
             Bug::LocalLeaderRead => "local-leader-read",
             Bug::LeaseBeyondDrift => "lease-beyond-drift",
+            Bug::FollowerReadBeforeApply => "follower-read-before-apply",
         }
     }
 
@@ -169,6 +177,9 @@ impl Bug {
             Bug::LeaseBeyondDrift => {
                 "clocks drift past the lease's bound: a follower times out before the lease it granted ends"
             }
+            Bug::FollowerReadBeforeApply => {
+                "a follower answers a read at its leader's read index before it has applied that index"
+            }
         }
     }
 
@@ -197,6 +208,9 @@ impl Bug {
             }
             Bug::LeaseBeyondDrift => {
                 "tikv issue 964, hashicorp/raft issue 108 (lease reads on a partitioned leader with a slow clock); Raft thesis §6.4.1"
+            }
+            Bug::FollowerReadBeforeApply => {
+                "Raft thesis §6.4 (step 4: wait until the read index is applied); etcd-io/raft leaves that wait to the application (ReadState)"
             }
         }
     }

@@ -60,13 +60,14 @@ mod types;
 pub use counter::{Counter, CounterCommand};
 pub use kv::{Kv, KvCommand, KvOutput, Value};
 pub use message::{
-    AppendEntries, AppendEntriesResponse, Message, RequestVote, RequestVoteResponse,
+    AppendEntries, AppendEntriesResponse, Message, ReadIndexRequest, ReadIndexResponse,
+    RequestVote, RequestVoteResponse,
 };
 pub use server::{flow, lease, reduction};
 pub use server::{
-    Ack, ClientReply, HardState, Input, Lease, LogWrite, Output, Outputs, PendingRead, Persist,
-    PersistentState, Progress, ReadMode, Replication, Role, Server, Session, Timer, VolatileState,
-    QUIET_AT_BOOT,
+    Ack, ClientReply, ForwardedRead, HardState, Input, Lease, LogWrite, Output, Outputs,
+    PendingRead, Persist, PersistentState, Progress, ReadAnswer, ReadMode, Replication, Role,
+    Server, Session, Timer, VolatileState, QUIET_AT_BOOT,
 };
 pub use state_machine::StateMachine;
 pub use types::{ClientId, Entry, Log, LogIndex, NodeId, Payload, Term};

@@ -1,6 +1,7 @@
-//! The two RPCs of Figure 2 and their responses.
+//! The two RPCs of Figure 2 and their responses, and the follower's
+//! request for its leader's read index (Raft thesis §6.4).
 
-use crate::types::{Entry, LogIndex, NodeId, Term};
+use crate::types::{ClientId, Entry, LogIndex, NodeId, Term};
 use serde::{Deserialize, Serialize};
 use std::hash::{Hash, Hasher};
 
@@ -130,6 +131,35 @@ impl Hash for AppendEntriesResponse {
     }
 }
 
+/// A follower asks its leader for a read index on behalf of a client's
+/// read ([`crate::ReadMode::FollowerReadIndex`], Raft thesis §6.4: "the
+/// follower could issue a request to the leader to obtain a current read
+/// index"). Not in Figure 2.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReadIndexRequest {
+    /// The follower's current term.
+    pub term: Term,
+    /// The client whose read this is.
+    pub client_id: ClientId,
+    /// The client's request number.
+    pub request_no: u64,
+}
+
+/// Reply to [`ReadIndexRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReadIndexResponse {
+    /// The sender's current term.
+    pub term: Term,
+    /// The client of the request answered.
+    pub client_id: ClientId,
+    /// The client's request number.
+    pub request_no: u64,
+    /// The read index: the leader's commit index once it had committed an
+    /// entry of its term, confirmed by a round a majority answered after
+    /// the request came. `None`: the sender does not lead.
+    pub index: Option<LogIndex>,
+}
+
 /// A message between servers.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Message<C> {
@@ -141,6 +171,10 @@ pub enum Message<C> {
     AppendEntries(AppendEntries<C>),
     /// See [`AppendEntriesResponse`].
     AppendEntriesResponse(AppendEntriesResponse),
+    /// See [`ReadIndexRequest`].
+    ReadIndex(ReadIndexRequest),
+    /// See [`ReadIndexResponse`].
+    ReadIndexResponse(ReadIndexResponse),
 }
 
 impl<C> Message<C> {
@@ -151,6 +185,8 @@ impl<C> Message<C> {
             Message::RequestVoteResponse(m) => m.term,
             Message::AppendEntries(m) => m.term,
             Message::AppendEntriesResponse(m) => m.term,
+            Message::ReadIndex(m) => m.term,
+            Message::ReadIndexResponse(m) => m.term,
         }
     }
 
@@ -161,6 +197,8 @@ impl<C> Message<C> {
             Message::RequestVoteResponse(_) => "RequestVoteResponse",
             Message::AppendEntries(_) => "AppendEntries",
             Message::AppendEntriesResponse(_) => "AppendEntriesResponse",
+            Message::ReadIndex(_) => "ReadIndex",
+            Message::ReadIndexResponse(_) => "ReadIndexResponse",
         }
     }
 
@@ -194,6 +232,14 @@ impl<C> Message<C> {
                 read_round: m.read_round,
             }),
             Message::AppendEntriesResponse(m) => Message::AppendEntriesResponse(m.clone()),
+            Message::ReadIndex(m) => Message::ReadIndex(ReadIndexRequest {
+                client_id: clients(m.client_id),
+                ..m.clone()
+            }),
+            Message::ReadIndexResponse(m) => Message::ReadIndexResponse(ReadIndexResponse {
+                client_id: clients(m.client_id),
+                ..m.clone()
+            }),
         }
     }
 }

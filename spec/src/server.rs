@@ -28,7 +28,7 @@ mod replication;
 
 pub use flow::{Progress, Replication};
 pub use lease::{Lease, QUIET_AT_BOOT};
-pub use read::{PendingRead, ReadMode};
+pub use read::{ForwardedRead, PendingRead, ReadAnswer, ReadMode};
 
 /// The three roles of Raft §5.1.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -540,6 +540,10 @@ pub struct VolatileState<S: StateMachine> {
     /// order they came.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_reads: Vec<PendingRead<S::Command>>,
+    /// Follower only: its [`ReadMode::FollowerReadIndex`] reads, waiting
+    /// for the leader's read index or for their apply.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forwarded_reads: Vec<ForwardedRead<S::Command>>,
     /// Leader with [`Replication::leases`] only: its lease, while its
     /// [`Timer::Lease`] runs ([`ReadMode::Lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -689,6 +693,7 @@ impl<S: StateMachine> Server<S> {
                 read_round: 0,
                 read_acks: BTreeMap::new(),
                 pending_reads: Vec::new(),
+                forwarded_reads: Vec::new(),
                 lease: None,
                 recent_active: BTreeSet::new(),
                 quiet: None,
@@ -772,6 +777,9 @@ impl<S: StateMachine> Server<S> {
         if !self.volatile.pending_reads.is_empty() || self.lease_unconfirmed() {
             self.serve_reads(&mut fx);
         }
+        if !self.volatile.forwarded_reads.is_empty() {
+            self.serve_forwarded_reads(&mut fx);
+        }
         self.finish(fx)
     }
 
@@ -812,6 +820,7 @@ impl<S: StateMachine> Server<S> {
             self.volatile.leader_hint = None;
             self.volatile.quiet = None;
             fx.hard_state_dirty = true;
+            self.give_up_forwarded_reads(fx);
         }
         if self.volatile.role == Role::Leader {
             fx.rest.push(Output::CancelTimer(Timer::Heartbeat));
@@ -849,7 +858,9 @@ impl<S: StateMachine> Server<S> {
             Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => {
                 self.has_bug(Bug::LeaderIgnoresHigherTerm) && self.volatile.role == Role::Leader
             }
-            Message::AppendEntries(_) => false,
+            Message::AppendEntries(_) | Message::ReadIndex(_) | Message::ReadIndexResponse(_) => {
+                false
+            }
         };
         if message.term() > self.persistent.current_term && self.stays_quiet(&message) {
             return;
@@ -862,6 +873,8 @@ impl<S: StateMachine> Server<S> {
             Message::RequestVoteResponse(m) => self.handle_request_vote_response(from, m, fx),
             Message::AppendEntries(m) => self.handle_append_entries(from, m, fx),
             Message::AppendEntriesResponse(m) => self.handle_append_entries_response(from, m, fx),
+            Message::ReadIndex(m) => self.handle_read_index_request(from, m, fx),
+            Message::ReadIndexResponse(m) => self.handle_read_index_response(m, fx),
         }
     }
 
@@ -913,6 +926,18 @@ impl<S: StateMachine> Server<S> {
                     .pending_reads
                     .iter()
                     .map(|r| PendingRead {
+                        client_id: clients(r.client_id),
+                        answer: match &r.answer {
+                            ReadAnswer::Index(f) => ReadAnswer::Index(nodes(*f)),
+                            value => value.clone(),
+                        },
+                        ..r.clone()
+                    })
+                    .collect(),
+                forwarded_reads: v
+                    .forwarded_reads
+                    .iter()
+                    .map(|r| ForwardedRead {
                         client_id: clients(r.client_id),
                         ..r.clone()
                     })

@@ -159,7 +159,8 @@
 //! every error names the file and the 1-based line ([`TraceError`]).
 
 use crate::server::{
-    ClientReply, HardState, Input, LogWrite, Output, Persist, PersistentState, Role, Server, Timer,
+    ClientReply, HardState, Input, LogWrite, Output, Persist, PersistentState, ReadAnswer, Role,
+    Server, Timer,
 };
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, Entry, Log, LogIndex, NodeId, Term};
@@ -509,7 +510,7 @@ impl<R> Emitted<R> {
 /// entries:
 ///
 /// - a tag byte (RequestVote 0, RequestVoteResponse 1, AppendEntries 2,
-///   AppendEntriesResponse 3), then the fields in declaration order,
+///   AppendEntriesResponse 3, ReadIndex 4, ReadIndexResponse 5), then the fields in declaration order,
 ///   integers as 8 bytes little-endian and booleans as one byte;
 /// - for an AppendEntries, instead of its entries: their number, then the
 ///   sender's chained log digest ([`LogDigest`]) of its first
@@ -519,7 +520,10 @@ impl<R> Emitted<R> {
 ///   (`Server` never sends so), the byte `0xff` follows instead, then each
 ///   entry's term and the compact `serde_json` encoding of its payload;
 /// - a `read_round` other than 0 (of an AppendEntries or its response):
-///   the bytes `read`, then the round.
+///   the bytes `read`, then the round; a response's reported applied
+///   index: the bytes `applied`, then the index.
+/// - a ReadIndexResponse's index as an optional integer (a 0 byte for
+///   none, a 1 byte and the integer for some).
 pub fn message_digest<C: Serialize>(message: &Message<C>, sender_log: &LogDigest) -> Digest {
     let mut h = Fnv64::new();
     match message {
@@ -575,6 +579,23 @@ pub fn message_digest<C: Serialize>(message: &Message<C>, sender_log: &LogDigest
                 h.write(b"read");
                 h.write_u64(m.read_round);
             }
+            if let Some(applied) = m.applied {
+                h.write(b"applied");
+                h.write_u64(applied.0);
+            }
+        }
+        Message::ReadIndex(m) => {
+            h.write(&[4]);
+            for n in [m.term.0, m.client_id.0, m.request_no] {
+                h.write_u64(n);
+            }
+        }
+        Message::ReadIndexResponse(m) => {
+            h.write(&[5]);
+            for n in [m.term.0, m.client_id.0, m.request_no] {
+                h.write_u64(n);
+            }
+            h.write_opt(m.index.map(|i| i.0));
         }
     }
     Digest(h.finish())
@@ -1131,7 +1152,13 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
             h.write_u64(r.request_no);
             h.write_u64(r.round);
             h.write_opt(r.index.map(|i| i.0));
-            json_into(&mut h, &r.command);
+            match &r.answer {
+                ReadAnswer::Value(command) => json_into(&mut h, command),
+                ReadAnswer::Index(follower) => {
+                    h.write(b"for");
+                    h.write_u64(follower.0);
+                }
+            }
         }
     }
     // CheckQuorum and leases, only where they are on.
@@ -1144,6 +1171,16 @@ pub fn state_digest_with<S: StateMachine>(server: &Server<S>, log: &LogDigest) -
             h.write_u64(n.0);
         }
         h.write_opt(v.quiet);
+    }
+    if !v.forwarded_reads.is_empty() {
+        h.write(b"forwarded");
+        h.write_u64(v.forwarded_reads.len() as u64);
+        for r in &v.forwarded_reads {
+            h.write_u64(r.client_id.0);
+            h.write_u64(r.request_no);
+            h.write_opt(r.index.map(|i| i.0));
+            json_into(&mut h, &r.command);
+        }
     }
     if !v.applied_index.is_empty() {
         h.write(b"applied");

@@ -337,6 +337,22 @@ fn read_index_before_term_commit_breaks_linearizability() {
     assert_caught(Bug::ReadIndexBeforeTermCommit, 15, 2_141, &sometimes);
 }
 
+/// A follower that answers at its leader's read index before applying it:
+/// n0 leads term 1 with n1's vote and commits and answers the write with
+/// n2, which holds it but has not learnt it is committed; the read goes to
+/// n2, which asks n0 for the read index; n0 confirms its round with n1 and
+/// sends index 1; n2, at commit index 0, answers 0 at once. Without the bug
+/// it waits until it has applied index 1.
+#[test]
+fn follower_read_before_apply_breaks_linearizability() {
+    let sometimes = [
+        one_term(),
+        vec![names::READ_SEES_WRITE, names::FOLLOWER_READ_INDEX],
+    ]
+    .concat();
+    assert_caught(Bug::FollowerReadBeforeApply, 14, 15_773, &sometimes);
+}
+
 /// A deposed leader reading locally: n0 leads term 1; n1 leads term 2 with
 /// n2's vote and commits the write with n2; the read sent to n0, which has
 /// not heard of term 2, is answered with the count before the write. The

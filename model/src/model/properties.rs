@@ -50,6 +50,10 @@ pub mod names {
     /// Sometimes (with CheckQuorum): a leader steps down at its check for
     /// want of a majority.
     pub const LOST_QUORUM: &str = "a leader steps down for want of a majority";
+    /// Sometimes (with follower reads at the leader's read index): a
+    /// server that does not lead answers a read, at the read index its
+    /// leader gave it.
+    pub const FOLLOWER_READ_INDEX: &str = "a follower answers a read at its leader's read index";
     /// Sometimes (with crashes): a server that crashed and recovered later
     /// votes or accepts entries.
     pub const CRASHED_SERVER_REJOINS: &str =
@@ -140,6 +144,9 @@ fn committed_before_own_sync(model: &RaftModel, s: &State) -> bool {
 fn lease_read(_: &RaftModel, s: &State) -> bool {
     s.ghost.lease_read
 }
+fn follower_read_index(_: &RaftModel, s: &State) -> bool {
+    s.ghost.follower_read
+}
 fn lost_quorum(_: &RaftModel, s: &State) -> bool {
     s.ghost.lost_quorum
 }
@@ -216,6 +223,12 @@ pub(crate) fn properties(model: &RaftModel) -> Vec<Property<RaftModel>> {
     }
     if cfg.replication.check_quorum && cfg.servers >= 2 {
         props.push(Property::sometimes(names::LOST_QUORUM, lost_quorum));
+    }
+    if cfg.reads > 0 && cfg.read == ReadMode::FollowerReadIndex && cfg.servers >= 2 {
+        props.push(Property::sometimes(
+            names::FOLLOWER_READ_INDEX,
+            follower_read_index,
+        ));
     }
     if cfg.crashes > 0 && cfg.servers >= 2 {
         props.push(Property::sometimes(

@@ -550,6 +550,9 @@ pub struct Ghost {
     /// Whether the step into this state was a leader stepping down at its
     /// CheckQuorum check.
     pub lost_quorum: bool,
+    /// Whether the step into this state was a server that does not lead
+    /// answering a read at its leader's read index.
+    pub follower_read: bool,
     /// Whether a server became leader without a write a client had been
     /// told was written (Acknowledged Writes Survive fails from then on).
     pub ack_lost: bool,
@@ -570,6 +573,7 @@ impl Ghost {
             stepped_down_on_response: false,
             lease_read: false,
             lost_quorum: false,
+            follower_read: false,
             ack_lost: false,
             clients: Ref::new(LinearizabilityTester::new(CounterSpec::default())),
         }

@@ -18,7 +18,7 @@
 //! was not committed yet when they were.
 //!
 //! A read served without the log (`raft_spec::ReadMode::ReadIndex`,
-//! `Lease` or `Follower`) has no place in the log. It is linearizable when its value
+//! `Lease`, `Follower` or `FollowerReadIndex`) has no place in the log. It is linearizable when its value
 //! is the key's at some index of the committed log from the last write
 //! answered before the read arrived to what is committed when its answer is
 //! released: it must see every write that had completed before it began,

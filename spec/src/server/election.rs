@@ -19,6 +19,7 @@ impl<S: StateMachine> Server<S> {
         self.volatile.role = Role::Candidate;
         self.volatile.leader_hint = None;
         self.volatile.quiet = None;
+        self.give_up_forwarded_reads(fx);
         self.volatile.votes_granted.clear();
         self.volatile.votes_granted.insert(self.id);
         fx.rest.push(Output::SetTimer(Timer::Election));

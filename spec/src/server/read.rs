@@ -22,6 +22,17 @@
 //!   own state machine at once, whatever its role: the seed article's
 //!   follower reads, for spreading load. Not linearizable: the server may
 //!   be behind, or a leader deposed without knowing.
+//! - [`ReadMode::FollowerReadIndex`]: the follower asked serves the read
+//!   from its own state machine, at a read index it gets from its leader
+//!   (thesis §6.4): it sends [`ReadIndexRequest`]; the leader takes the
+//!   request as a ReadIndex read and, once its round is confirmed and it
+//!   has the read index, answers with [`ReadIndexResponse`] instead of
+//!   reading its own state machine; the follower answers the client once
+//!   it has applied that index ([`ForwardedRead`]). A leader asked serves
+//!   the read as a ReadIndex read; a follower that knows no leader, or
+//!   whose leader turns out not to lead, redirects the client; a change of
+//!   term gives up the reads whose index has not come (their leader, if
+//!   it stepped down, forgot them).
 //!
 //! A round is numbered per term ([`VolatileState::read_round`]): every
 //! AppendEntries a leader sends while reads wait carries the number of its
@@ -43,6 +54,7 @@
 
 use super::{ClientReply, Effects, Occasion, Output, Role, Server};
 use crate::bugs::Bug;
+use crate::message::{Message, ReadIndexRequest, ReadIndexResponse};
 use crate::state_machine::StateMachine;
 use crate::types::{ClientId, LogIndex, NodeId};
 use serde::{Deserialize, Serialize};
@@ -64,15 +76,19 @@ pub enum ReadMode {
     Lease,
     /// By the server asked, from its own state machine at once.
     Follower,
+    /// By the follower asked, from its own state machine once it has
+    /// applied the read index its leader gave it (Raft thesis §6.4).
+    FollowerReadIndex,
 }
 
 impl ReadMode {
     /// Every mode, in order.
-    pub const ALL: [ReadMode; 4] = [
+    pub const ALL: [ReadMode; 5] = [
         ReadMode::Log,
         ReadMode::ReadIndex,
         ReadMode::Lease,
         ReadMode::Follower,
+        ReadMode::FollowerReadIndex,
     ];
 
     /// The mode's name, as `--read` takes it.
@@ -82,6 +98,7 @@ impl ReadMode {
             ReadMode::ReadIndex => "read-index",
             ReadMode::Lease => "lease",
             ReadMode::Follower => "follower",
+            ReadMode::FollowerReadIndex => "follower-read-index",
         }
     }
 
@@ -109,13 +126,39 @@ pub struct PendingRead<C> {
     pub client_id: ClientId,
     /// The client's request number.
     pub request_no: u64,
-    /// The read.
-    pub command: C,
+    /// What the leader answers once the read can be served.
+    pub answer: ReadAnswer<C>,
     /// The round of AppendEntries that must be confirmed first: one
     /// started after the read arrived.
     pub round: u64,
     /// The read index, once the leader has committed an entry of its term
     /// (`None` until then).
+    pub index: Option<LogIndex>,
+}
+
+/// What a leader does with a [`PendingRead`] it can serve.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ReadAnswer<C> {
+    /// A client's own read: once the leader has applied the read index, it
+    /// answers the client with this command's result on its state machine.
+    Value(C),
+    /// A follower's request ([`ReadMode::FollowerReadIndex`]): the leader
+    /// sends this follower the read index, which the follower applies
+    /// before it answers its client.
+    Index(NodeId),
+}
+
+/// A [`ReadMode::FollowerReadIndex`] read a follower holds: until its
+/// leader sends the read index, then until it has applied that index.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ForwardedRead<C> {
+    /// The client.
+    pub client_id: ClientId,
+    /// The client's request number.
+    pub request_no: u64,
+    /// The read.
+    pub command: C,
+    /// The read index the leader sent (`None` until it comes).
     pub index: Option<LogIndex>,
 }
 
@@ -149,6 +192,9 @@ impl<S: StateMachine> Server<S> {
             });
             return;
         }
+        if mode == ReadMode::FollowerReadIndex && self.volatile.role != Role::Leader {
+            return self.forward_read(client_id, request_no, command, fx);
+        }
         if self.volatile.role != Role::Leader {
             return self.redirect(client_id, request_no, fx);
         }
@@ -170,10 +216,158 @@ impl<S: StateMachine> Server<S> {
         self.volatile.pending_reads.push(PendingRead {
             client_id,
             request_no,
-            command,
+            answer: ReadAnswer::Value(command),
             round,
             index,
         });
+    }
+
+    /// A follower asks the leader it knows for a read index; it redirects
+    /// the client if it knows none (or is a candidate). A retry asks again.
+    fn forward_read(
+        &mut self,
+        client_id: ClientId,
+        request_no: u64,
+        command: S::Command,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        let Some(leader) = self
+            .volatile
+            .leader_hint
+            .filter(|_| self.volatile.role == Role::Follower)
+        else {
+            return self.redirect(client_id, request_no, fx);
+        };
+        let v = &mut self.volatile;
+        let waiting = v
+            .forwarded_reads
+            .iter()
+            .find(|r| r.client_id == client_id && r.request_no == request_no);
+        match waiting {
+            Some(r) if r.index.is_some() => return,
+            Some(_) => {}
+            None => v.forwarded_reads.push(ForwardedRead {
+                client_id,
+                request_no,
+                command,
+                index: None,
+            }),
+        }
+        fx.rest.push(Output::Send {
+            to: leader,
+            message: Message::ReadIndex(ReadIndexRequest {
+                term: self.persistent.current_term,
+                client_id,
+                request_no,
+            }),
+        });
+    }
+
+    /// A follower's request for a read index: the leader holds it as a
+    /// ReadIndex read answered to the follower ([`Server::serve_reads`]);
+    /// a server that does not lead says so at once.
+    pub(super) fn handle_read_index_request(
+        &mut self,
+        from: NodeId,
+        m: ReadIndexRequest,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        if self.volatile.role != Role::Leader {
+            fx.rest.push(Output::Send {
+                to: from,
+                message: Message::ReadIndexResponse(ReadIndexResponse {
+                    term: self.persistent.current_term,
+                    client_id: m.client_id,
+                    request_no: m.request_no,
+                    index: None,
+                }),
+            });
+            return;
+        }
+        let v = &self.volatile;
+        // A request delivered again while its first copy waits.
+        if v.pending_reads.iter().any(|r| {
+            r.answer == ReadAnswer::Index(from)
+                && r.client_id == m.client_id
+                && r.request_no == m.request_no
+        }) {
+            return;
+        }
+        let index = self.term_committed().then_some(v.commit_index);
+        self.volatile.pending_reads.push(PendingRead {
+            client_id: m.client_id,
+            request_no: m.request_no,
+            answer: ReadAnswer::Index(from),
+            round: self.volatile.read_round + 1,
+            index,
+        });
+    }
+
+    /// The leader's answer to a forwarded read: the follower takes the
+    /// read index, or, if the server asked does not lead, redirects the
+    /// client. An answer for no read waiting for one changes nothing.
+    pub(super) fn handle_read_index_response(
+        &mut self,
+        m: ReadIndexResponse,
+        fx: &mut Effects<S::Command, S::Output>,
+    ) {
+        let v = &mut self.volatile;
+        let Some(at) = v.forwarded_reads.iter().position(|r| {
+            r.client_id == m.client_id && r.request_no == m.request_no && r.index.is_none()
+        }) else {
+            return;
+        };
+        match m.index {
+            Some(index) => v.forwarded_reads[at].index = Some(index),
+            None => {
+                let r = v.forwarded_reads.remove(at);
+                self.redirect(r.client_id, r.request_no, fx);
+            }
+        }
+    }
+
+    /// The forwarded reads whose index this server has applied are
+    /// answered from its state machine (at once under
+    /// [`Bug::FollowerReadBeforeApply`]); called at the end of every step
+    /// of a server holding forwarded reads.
+    pub(super) fn serve_forwarded_reads(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        let applied = self.volatile.last_applied;
+        let early = self.has_bug(Bug::FollowerReadBeforeApply);
+        let v = &mut self.volatile;
+        let mut waiting = Vec::with_capacity(v.forwarded_reads.len());
+        for read in std::mem::take(&mut v.forwarded_reads) {
+            let ready = read.index.is_some_and(|i| i <= applied || early);
+            match ready.then(|| v.state_machine.read(&read.command)).flatten() {
+                Some(value) => fx.rest.push(Output::ClientReply {
+                    client_id: read.client_id,
+                    request_no: read.request_no,
+                    reply: ClientReply::Ok(value),
+                }),
+                None => waiting.push(read),
+            }
+        }
+        v.forwarded_reads = waiting;
+    }
+
+    /// The term changes: the forwarded reads still waiting for their index
+    /// are given up (their clients redirected), since the leader asked may
+    /// have stepped down and forgotten them.
+    pub(super) fn give_up_forwarded_reads(&mut self, fx: &mut Effects<S::Command, S::Output>) {
+        if self
+            .volatile
+            .forwarded_reads
+            .iter()
+            .all(|r| r.index.is_some())
+        {
+            return;
+        }
+        let (waiting, given_up) = std::mem::take(&mut self.volatile.forwarded_reads)
+            .into_iter()
+            .partition(|r| r.index.is_some());
+        self.volatile.forwarded_reads = waiting;
+        for r in given_up {
+            self.redirect(r.client_id, r.request_no, fx);
+        }
     }
 
     /// Whether the leader has committed an entry of its current term, so
@@ -274,17 +468,38 @@ impl<S: StateMachine> Server<S> {
         self.lease_confirmed(confirmed);
         let applied = self.volatile.last_applied;
         let keep_acks = self.lease_unconfirmed();
+        let term = self.persistent.current_term;
         let v = &mut self.volatile;
         let mut waiting = Vec::with_capacity(v.pending_reads.len());
         for read in std::mem::take(&mut v.pending_reads) {
-            let ready = read.round <= confirmed && read.index.is_some_and(|i| i <= applied);
-            match ready.then(|| v.state_machine.read(&read.command)).flatten() {
-                Some(value) => fx.rest.push(Output::ClientReply {
-                    client_id: read.client_id,
-                    request_no: read.request_no,
-                    reply: ClientReply::Ok(value),
+            let (true, Some(index)) = (read.round <= confirmed, read.index) else {
+                waiting.push(read);
+                continue;
+            };
+            match &read.answer {
+                // The follower applies the index itself.
+                ReadAnswer::Index(follower) => fx.rest.push(Output::Send {
+                    to: *follower,
+                    message: Message::ReadIndexResponse(ReadIndexResponse {
+                        term,
+                        client_id: read.client_id,
+                        request_no: read.request_no,
+                        index: Some(index),
+                    }),
                 }),
-                None => waiting.push(read),
+                ReadAnswer::Value(command) => {
+                    match (index <= applied)
+                        .then(|| v.state_machine.read(command))
+                        .flatten()
+                    {
+                        Some(value) => fx.rest.push(Output::ClientReply {
+                            client_id: read.client_id,
+                            request_no: read.request_no,
+                            reply: ClientReply::Ok(value),
+                        }),
+                        None => waiting.push(read),
+                    }
+                }
             }
         }
         if waiting.is_empty() && !keep_acks {

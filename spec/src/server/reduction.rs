@@ -192,7 +192,11 @@ pub fn only_refuses<C>(current_term: Term, message: &Message<C>) -> bool {
     match message {
         Message::RequestVote(m) => m.term < current_term,
         Message::AppendEntries(m) => m.term < current_term,
-        Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => false,
+        // A leader serves a follower's ReadIndex whatever its term.
+        Message::RequestVoteResponse(_)
+        | Message::AppendEntriesResponse(_)
+        | Message::ReadIndex(_)
+        | Message::ReadIndexResponse(_) => false,
     }
 }
 
@@ -237,7 +241,10 @@ pub fn refusal<C>(current_term: Term, message: &Message<C>) -> Option<Message<C>
             vote_granted: false,
         })),
         Message::AppendEntries(m) => Some(rejection(current_term, m.prev_log_index, m.read_round)),
-        Message::RequestVoteResponse(_) | Message::AppendEntriesResponse(_) => None,
+        Message::RequestVoteResponse(_)
+        | Message::AppendEntriesResponse(_)
+        | Message::ReadIndex(_)
+        | Message::ReadIndexResponse(_) => None,
     }
 }
 
@@ -273,7 +280,12 @@ pub fn ignores_forever_with_bug<C>(
             r.term < current_term
                 || (r.term == current_term && matches!(role, Some(Role::Follower) | None))
         }
-        Message::RequestVote(_) | Message::AppendEntries(_) => false,
+        // A follower's read-index exchange is never dead: the reduction
+        // does not reason about it.
+        Message::RequestVote(_)
+        | Message::AppendEntries(_)
+        | Message::ReadIndex(_)
+        | Message::ReadIndexResponse(_) => false,
     }
 }
 

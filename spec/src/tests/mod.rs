@@ -2,6 +2,7 @@
 
 mod acks;
 mod flow;
+mod follower_reads;
 pub(crate) mod helpers;
 mod incremental_safety;
 mod lease;
