@@ -5,7 +5,11 @@
 //! peer (dials it, reconnecting with exponential backoff from 10 ms to
 //! 500 ms, cut short when that peer connects to us, since it is evidently up
 //! again; and writes the messages the event loop hands it); one per client
-//! connection (writes responses). Messages to a peer that is unreachable are
+//! connection (writes the responses the event loop cannot: the loop sends
+//! a reply itself when the socket takes all of it without blocking, which
+//! spares a thread's wake-up per reply, and once a send would block, that
+//! connection's replies go through its writer thread, in order, from then
+//! on). Messages to a peer that is unreachable are
 //! dropped, as a lossy network would: Raft retransmits what matters.
 //!
 //! Refusals are answered with [`Frame::Refused`] and logged: a node of another
@@ -202,7 +206,58 @@ impl Drop for Live {
     }
 }
 
-type ClientMap = Arc<Mutex<HashMap<ConnId, mpsc::Sender<Response>>>>;
+type ClientMap = Arc<Mutex<HashMap<ConnId, ClientOut>>>;
+
+/// Where a client connection's replies go.
+#[derive(Debug)]
+struct ClientOut {
+    /// The connection's writer thread.
+    tx: mpsc::Sender<Outgoing>,
+    /// The socket, for replies sent without the writer thread.
+    stream: TcpStream,
+    /// Whether replies may still be sent directly: false once a send would
+    /// have blocked (the rest of it, and every later reply, goes through
+    /// the writer thread, so that replies keep their order).
+    direct: bool,
+}
+
+/// What a client's writer thread writes.
+#[derive(Debug)]
+enum Outgoing {
+    /// A reply, to encode.
+    Response(Response),
+    /// The rest of an encoded reply a direct send began.
+    Bytes(Vec<u8>),
+}
+
+/// Sends `response` on client connection `conn`: at once from this thread
+/// if the socket takes the whole frame without blocking, else through the
+/// connection's writer thread. A connection gone drops it.
+fn reply_to(clients: &ClientMap, conn: ConnId, response: Response) {
+    let mut clients = clients.lock().unwrap_or_else(PoisonError::into_inner);
+    let Some(out) = clients.get_mut(&conn) else {
+        return;
+    };
+    if !out.direct {
+        let _ = out.tx.send(Outgoing::Response(response));
+        return;
+    }
+    let mut frame = Vec::new();
+    if wire::write_frame(&mut frame, &Frame::Response(response)).is_err() {
+        return;
+    }
+    let sent = socket2::SockRef::from(&out.stream)
+        .send_with_flags(&frame, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
+    let rest = match sent {
+        Ok(n) if n >= frame.len() => return,
+        Ok(n) => frame.split_off(n),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => frame,
+        // The connection broke; its reader sees that and closes it.
+        Err(_) => return,
+    };
+    out.direct = false;
+    let _ = out.tx.send(Outgoing::Bytes(rest));
+}
 
 /// Per peer: a count of the peer's inbound connections to us, notified on
 /// change. A peer that connects to us is up, perhaps restarted: our dialer
@@ -281,10 +336,7 @@ impl Io for Transport {
     }
 
     fn reply(&mut self, conn: ConnId, response: Response) {
-        let clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(tx) = clients.get(&conn) {
-            let _ = tx.send(response);
-        }
+        reply_to(&self.clients, conn, response);
     }
 }
 
@@ -597,14 +649,21 @@ fn read_client(
     clients: &ClientMap,
     blocked: &RwLock<BTreeSet<NodeId>>,
 ) {
-    let Ok(write_half) = stream.try_clone() else {
+    let (Ok(write_half), Ok(direct_half)) = (stream.try_clone(), stream.try_clone()) else {
         return;
     };
-    let (tx, rx) = mpsc::channel::<Response>();
+    let (tx, rx) = mpsc::channel::<Outgoing>();
     clients
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
-        .insert(conn, tx.clone());
+        .insert(
+            conn,
+            ClientOut {
+                tx,
+                stream: direct_half,
+                direct: true,
+            },
+        );
     let writer = thread::Builder::new()
         .name("client-writer".into())
         .spawn(move || write_responses(write_half, &rx));
@@ -633,7 +692,7 @@ fn read_client(
                 info!(?peers, "test control: blocking traffic with these peers");
                 *blocked.write().unwrap_or_else(PoisonError::into_inner) =
                     peers.into_iter().collect();
-                let _ = tx.send(Response::Ok(None));
+                reply_to(clients, conn, Response::Ok(None));
                 continue;
             }
             Ok(other) => {
@@ -674,14 +733,18 @@ fn read_client(
     let _ = events.send(Event::ClientGone { conn });
 }
 
-fn write_responses(stream: TcpStream, rx: &mpsc::Receiver<Response>) {
+fn write_responses(stream: TcpStream, rx: &mpsc::Receiver<Outgoing>) {
     let mut w = BufWriter::new(stream);
-    while let Ok(response) = rx.recv() {
-        if wire::write_frame(&mut w, &Frame::Response(response)).is_err() {
+    let write = |w: &mut BufWriter<TcpStream>, out: Outgoing| match out {
+        Outgoing::Response(response) => wire::write_frame(w, &Frame::Response(response)),
+        Outgoing::Bytes(bytes) => w.write_all(&bytes),
+    };
+    while let Ok(out) = rx.recv() {
+        if write(&mut w, out).is_err() {
             return;
         }
         while let Ok(more) = rx.try_recv() {
-            if wire::write_frame(&mut w, &Frame::Response(more)).is_err() {
+            if write(&mut w, more).is_err() {
                 return;
             }
         }

@@ -584,6 +584,59 @@ fn a_client_silent_in_the_middle_of_a_frame_is_disconnected() {
     assert!(served, "{err}");
 }
 
+/// A client that sends many requests without reading its replies fills the
+/// socket: the event loop's own sends would block, so the rest of that
+/// connection's replies go through its writer thread. Every reply arrives,
+/// whole and in order, once the client reads, and the node serves on.
+#[test]
+fn a_client_that_reads_late_gets_every_reply_in_order() {
+    use raft_node::wire::{encode, read_frame, Frame, Response, Sender, DEFAULT_MAX_FRAME};
+    use raft_spec::{Ack, ReadMode};
+    use std::io::Write;
+    let node = OneNode::start(&[], std::process::Stdio::null());
+    let addr = format!("127.0.0.1:{}", node.port);
+    let _ = node.connect();
+    let big = "x".repeat(1 << 20);
+    let mut client = Client::new(ClientOptions::new(
+        raft_node::config::parse_peers(&node.peers).expect("peers"),
+    ));
+    assert_eq!(client.call(KvCommand::put("big", &big)), Ok(None));
+    let mut s = raft_node::transport::connect(
+        &addr,
+        "",
+        Sender::Client,
+        Duration::from_secs(5),
+        DEFAULT_MAX_FRAME,
+    )
+    .expect("client handshake");
+    // 32 reads of a 1 MiB value, 32 MiB of replies: past what loopback's
+    // socket buffers hold while nobody reads.
+    let sent = 32u64;
+    for request_no in 1..=sent {
+        let get = Frame::Request {
+            client_id: ClientId(77),
+            request_no,
+            command: KvCommand::get("big"),
+            ack: Ack::Applied,
+            read: Some(ReadMode::Follower),
+        };
+        s.write_all(&encode(&get).expect("encode"))
+            .expect("request");
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut reader = std::io::BufReader::new(s);
+    for i in 0..sent {
+        match read_frame(&mut reader, DEFAULT_MAX_FRAME) {
+            Ok(Frame::Response(Response::Ok(Some(v)))) if v.as_str() == big => {}
+            other => panic!("reply {i}: {:?}", other.map(|f| format!("{f:?}").len())),
+        }
+    }
+    let (served, err) = node.put();
+    assert!(served, "{err}");
+}
+
 /// A node at its connection cap refuses one more connection, saying why,
 /// and serves again once a connection closes.
 #[test]
