@@ -21,8 +21,10 @@ use serde::{Deserialize, Serialize};
 use std::io::{self, Read, Write};
 use thiserror::Error;
 
-/// The protocol version of [`Frame::Hello`].
-pub const PROTOCOL_VERSION: u32 = 4;
+/// The protocol version of [`Frame::Hello`]: it changes with the encoding
+/// of any frame, since postcard's is positional (a node of another version
+/// is refused at the handshake rather than misreading frames).
+pub const PROTOCOL_VERSION: u32 = 5;
 /// The default limit on a frame's payload: 64 MiB (an AppendEntries that
 /// carries a lagging follower's missing entries can be large).
 pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
@@ -296,6 +298,34 @@ mod tests {
                 leader_commit: LogIndex(4),
                 read_round: 2,
             })),
+            Frame::Raft(Message::AppendEntriesResponse(
+                raft_spec::AppendEntriesResponse {
+                    term: Term(2),
+                    success: true,
+                    index: LogIndex(5),
+                    last_log_index: None,
+                    read_round: 2,
+                    applied: Some(LogIndex(4)),
+                },
+            )),
+            Frame::Raft(Message::ReadIndex(raft_spec::ReadIndexRequest {
+                term: Term(2),
+                client_id: ClientId(9),
+                request_no: 3,
+            })),
+            Frame::Raft(Message::ReadIndexResponse(raft_spec::ReadIndexResponse {
+                term: Term(2),
+                client_id: ClientId(9),
+                request_no: 3,
+                index: Some(LogIndex(4)),
+            })),
+            Frame::Request {
+                client_id: ClientId(9),
+                request_no: 4,
+                command: KvCommand::get("k"),
+                ack: Ack::AllApplied,
+                read: Some(ReadMode::FollowerReadIndex),
+            },
             Frame::Response(Response::NotLeader {
                 leader: Some(NodeId(2)),
                 address: Some("127.0.0.1:1".into()),
