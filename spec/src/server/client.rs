@@ -112,7 +112,11 @@ impl<S: StateMachine> Server<S> {
             .values()
             .copied()
             .fold(own, LogIndex::min);
-        let (quorum_applied, all_applied) = self.applied_by_quorum_and_all();
+        let (quorum_applied, all_applied) = if self.awaits_applies(LogIndex(u64::MAX)) {
+            self.applied_by_quorum_and_all()
+        } else {
+            (LogIndex(0), LogIndex(0))
+        };
         let reached: Vec<LogIndex> = self
             .volatile
             .pending_acks
