@@ -655,8 +655,7 @@ impl RaftModel {
             last.view(i).is_some_and(|v| v.is_leader())
                 && next.view(i).is_some_and(|v| !v.is_leader())
         });
-        next.ghost.follower_read = self.config.read == ReadMode::FollowerReadIndex
-            && stepped.is_some_and(|i| self.answered_as_follower(last, &next, i, crash));
+        next.ghost.follower_read = false;
         if let Some(i) = stepped.filter(|&i| i < self.config.servers && !crash) {
             if recovered_now {
                 next.ghost.recovered |= 1 << i;
@@ -665,18 +664,18 @@ impl RaftModel {
             next.ghost.stepped_down_on_response = response_to == Some(i)
                 && last.view(i).is_some_and(|v| v.is_leader())
                 && next.view(i).is_some_and(|v| !v.is_leader());
+            next.ghost.follower_read = self.config.read == ReadMode::FollowerReadIndex
+                && self.answered_as_follower(last, &next, i);
         }
         Some(self.canonical_if_asked(next))
     }
 
-    /// Whether server `i`, not leading after the step from `last` to
-    /// `next`, sent a client a result in it: with follower reads at the
-    /// leader's read index, a forwarded read served (the `Sometimes`
+    /// Whether server `i`, which stepped from `last` to `next` and does not
+    /// lead after it, sent a client a result in it: with follower reads at
+    /// the leader's read index, a forwarded read served (the `Sometimes`
     /// [`names::FOLLOWER_READ_INDEX`]).
-    fn answered_as_follower(&self, last: &State, next: &State, i: usize, crash: bool) -> bool {
-        i < self.config.servers
-            && !crash
-            && next.view(i).is_some_and(|v| !v.is_leader())
+    fn answered_as_follower(&self, last: &State, next: &State, i: usize) -> bool {
+        next.view(i).is_some_and(|v| !v.is_leader())
             && next.network.envelopes().iter().any(|e| {
                 usize::from(e.src) == i
                     && matches!(

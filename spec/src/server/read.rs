@@ -275,12 +275,12 @@ impl<S: StateMachine> Server<S> {
         if self.volatile.role != Role::Leader {
             fx.rest.push(Output::Send {
                 to: from,
-                message: Message::ReadIndexResponse(ReadIndexResponse {
-                    term: self.persistent.current_term,
-                    client_id: m.client_id,
-                    request_no: m.request_no,
-                    index: None,
-                }),
+                message: read_index_response(
+                    self.persistent.current_term,
+                    m.client_id,
+                    m.request_no,
+                    None,
+                ),
             });
             return;
         }
@@ -480,12 +480,12 @@ impl<S: StateMachine> Server<S> {
                 // The follower applies the index itself.
                 ReadAnswer::Index(follower) => fx.rest.push(Output::Send {
                     to: *follower,
-                    message: Message::ReadIndexResponse(ReadIndexResponse {
+                    message: read_index_response(
                         term,
-                        client_id: read.client_id,
-                        request_no: read.request_no,
-                        index: Some(index),
-                    }),
+                        read.client_id,
+                        read.request_no,
+                        Some(index),
+                    ),
                 }),
                 ReadAnswer::Value(command) => {
                     match (index <= applied)
@@ -508,4 +508,21 @@ impl<S: StateMachine> Server<S> {
         }
         v.pending_reads = waiting;
     }
+}
+
+/// The answer of a server at `term` to a follower's [`ReadIndexRequest`]
+/// for `client_id`'s read `request_no`: the read index, or `None` from a
+/// server that does not lead.
+fn read_index_response<C>(
+    term: crate::types::Term,
+    client_id: ClientId,
+    request_no: u64,
+    index: Option<LogIndex>,
+) -> Message<C> {
+    Message::ReadIndexResponse(ReadIndexResponse {
+        term,
+        client_id,
+        request_no,
+        index,
+    })
 }
