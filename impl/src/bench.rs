@@ -1,11 +1,12 @@
 //! `raft-node bench`: throughput and latency of writes on a local 3-node
 //! cluster of processes over TCP with fsync on, then failover time.
 //!
-//! - **Throughput and latency**: for each concurrency `c`, `c` client threads
-//!   (each its own session) issue `put`s back to back for the given duration;
-//!   the report gives writes per second and the p50/p99 latency of a write
-//!   (from the request to the leader's reply, which comes after the entry is
-//!   committed: fsynced on the leader and on a follower).
+//! - **Throughput and latency**: for each concurrency `c`, `c` clients (each
+//!   its own connection and session, all driven from one thread: [`driver`])
+//!   issue `put`s back to back to the leader for the given duration, after a
+//!   warm-up; the report gives writes per second and the p50/p99 latency of
+//!   a write (from the request to the leader's reply, which comes after the
+//!   entry is committed: fsynced on the leader and on a follower).
 //! - **Reads** (`--reads MODE,...`): the same, with `get`s of one key
 //!   served in each mode (`raft_spec::ReadMode`: through the log, by the
 //!   leader's read index, from the node asked); and **acknowledgement
@@ -24,13 +25,13 @@
 //!   articles, election timeout + 2 × round trip, where the round trip is the
 //!   median of a `status` request's.
 
+mod driver;
+
 use crate::client::ClientOptions;
 use crate::cluster::{ClusterOptions, LocalCluster};
 use crate::config::Timing;
 use raft_spec::{Ack, KvCommand, NodeId, ReadMode};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -195,7 +196,7 @@ pub fn run(options: &BenchOptions) -> Result<BenchReport, String> {
     }
     for op in ops {
         for &c in &options.clients {
-            let t = measure(&cluster, op, c, options.duration, &value);
+            let t = measure(&cluster, op, c, options.duration, &value)?;
             eprintln!(
                 "{:>3} clients, {}: {:>8.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} done, {} errors)",
                 t.clients,
@@ -331,89 +332,60 @@ fn measure(
     clients: usize,
     duration: Duration,
     value: &str,
-) -> Throughput {
+) -> Result<Throughput, String> {
     let leader = cluster
         .wait_for_leader(Duration::from_secs(10))
-        .map(|s| s.id);
+        .ok_or("no leader")?
+        .id;
     // Follower reads are spread over the followers, one per client in turn.
     let followers: Vec<NodeId> = cluster
         .peers()
         .keys()
         .copied()
-        .filter(|&n| Some(n) != leader)
+        .filter(|&n| n != leader)
         .collect();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut handles = Vec::new();
-    for t in 0..clients {
-        let mut client = cluster.client();
-        if let Some(l) = leader {
-            client.prefer(l);
-        }
-        let reads_at = match op {
-            Op::Read(ReadMode::Follower | ReadMode::FollowerReadIndex) => {
-                followers.get(t % followers.len().max(1)).copied()
-            }
-            _ => None,
-        };
-        let stop = stop.clone();
-        let value = value.to_string();
-        handles.push(thread::spawn(move || {
-            let mut lat = Vec::new();
-            let mut errors = 0u64;
-            // One write to find the leader before measuring.
-            let _ = client.call(KvCommand::put(format!("warm-{clients}-{t}"), &value));
-            if let Some(f) = reads_at {
-                client.prefer(f);
-            }
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                let result = match op {
-                    Op::Write(ack) => {
-                        let key = format!("b{clients}-{t}-{i}-{}", ack.name());
-                        client.call_as(KvCommand::put(key, &value), ack, None)
-                    }
-                    Op::Read(ReadMode::Log) => {
-                        client.call_as(KvCommand::get("read-key"), Ack::Applied, None)
-                    }
-                    Op::Read(mode) => {
-                        client.call_as(KvCommand::get("read-key"), Ack::Applied, Some(mode))
-                    }
-                };
-                match result {
-                    Ok(_) => lat.push(started.elapsed()),
-                    Err(_) => errors += 1,
+    let addresses: Vec<String> = (0..clients)
+        .map(|t| {
+            let node = match op {
+                Op::Read(ReadMode::Follower | ReadMode::FollowerReadIndex) => {
+                    followers.get(t % followers.len().max(1)).copied()
                 }
-                i += 1;
-            }
-            (lat, errors)
-        }));
-    }
-    // Let every client find the leader, then measure a window.
-    thread::sleep(Duration::from_millis(300));
-    let started = Instant::now();
-    let mut all = Vec::new();
-    let mut errors = 0;
-    thread::sleep(duration);
-    stop.store(true, Ordering::Relaxed);
-    let elapsed = started.elapsed() + Duration::from_millis(300);
-    for h in handles {
-        if let Ok((lat, e)) = h.join() {
-            all.extend(lat);
-            errors += e;
+                _ => None,
+            };
+            let node = node.unwrap_or(leader);
+            cluster.peers().get(&node).cloned().unwrap_or_default()
+        })
+        .collect();
+    let requests = |t: usize, i: u64| match op {
+        Op::Write(ack) => {
+            let key = format!("b{clients}-{t}-{i}-{}", ack.name());
+            (KvCommand::put(key, value), ack, None)
         }
-    }
+        Op::Read(ReadMode::Log) => (KvCommand::get("read-key"), Ack::Applied, None),
+        Op::Read(mode) => (KvCommand::get("read-key"), Ack::Applied, Some(mode)),
+    };
+    let load = driver::drive(
+        &addresses,
+        cluster.cluster_id(),
+        &requests,
+        WARM_UP,
+        duration,
+    )?;
+    let mut all = load.latencies;
     all.sort();
-    Throughput {
+    Ok(Throughput {
         op,
         clients,
         writes: all.len() as u64,
-        errors,
-        per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        errors: load.errors,
+        per_sec: all.len() as f64 / duration.as_secs_f64(),
         p50: percentile(&all, 0.50),
         p99: percentile(&all, 0.99),
-    }
+    })
 }
+
+/// How long each measurement runs before its window opens.
+const WARM_UP: Duration = Duration::from_millis(300);
 
 fn rtt(cluster: &LocalCluster, node: NodeId) -> Duration {
     let mut o = ClientOptions::new(cluster.peers().clone());

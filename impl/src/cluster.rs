@@ -138,6 +138,11 @@ impl LocalCluster {
         &self.peers
     }
 
+    /// The cluster id the nodes were started with.
+    pub fn cluster_id(&self) -> &str {
+        &self.options.cluster_id
+    }
+
     /// The data directory of node `id`.
     pub fn node_dir(&self, id: NodeId) -> PathBuf {
         self.options.data_dir.join(format!("node-{}", id.0))

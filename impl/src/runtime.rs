@@ -2,7 +2,7 @@
 //! the wall clock (`raft-node serve`).
 
 use crate::config::{check_member, ConfigError, Peers, Timing};
-use crate::node::{Event, Node, NodeError, NodeOptions, Time, TraceOut};
+use crate::node::{Node, NodeError, NodeOptions, Time, TraceOut};
 use crate::storage::{FileStorage, KnownPeers, StorageError};
 use crate::transport::{self, TransportOptions};
 use raft_spec::trace::resume_trace;
@@ -12,7 +12,6 @@ use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use thiserror::Error;
@@ -235,7 +234,6 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .map_or(0, |d| d.as_nanos() as u64)
         ^ (u64::from(std::process::id()) << 32)
         ^ options.id.0;
-    let (tx, rx) = mpsc::channel::<Event>();
     let mut transport = transport::start(
         TransportOptions {
             id: options.id,
@@ -250,8 +248,11 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
             client_idle_timeout: options.client_idle_timeout,
         },
         listener,
-        tx,
-    );
+    )
+    .map_err(|source| ServeError::Listen {
+        addr: addr.clone(),
+        source,
+    })?;
     let origin = Instant::now();
     let mut node = Node::start(
         NodeOptions {
@@ -276,17 +277,8 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
         let wait = node
             .next_deadline()
             .map_or(Duration::from_secs(3600), |d| d.saturating_sub(now));
-        match rx.recv_timeout(wait) {
-            Ok(event) => batch.push(event),
-            Err(RecvTimeoutError::Timeout) => {}
-            // The accepting thread holds a sender for as long as it runs.
-            Err(RecvTimeoutError::Disconnected) => return Ok(()),
-        }
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(event) => batch.push(event),
-                Err(_) => break,
-            }
+        if !transport.next_batch(wait, &mut batch, MAX_BATCH) {
+            return Ok(());
         }
         let started = Instant::now();
         node.handle(origin.elapsed(), batch.drain(..), &mut transport)?;
@@ -306,6 +298,7 @@ pub fn serve(options: ServeOptions) -> Result<(), ServeError> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::node::Event;
     use crate::wire::DEFAULT_MAX_FRAME;
 
     fn options(dir: &tempfile::TempDir, id: u64) -> ServeOptions {

@@ -1,16 +1,16 @@
 //! TCP transport: accepts peers and clients on one listening address, dials
 //! every peer, and turns frames into [`Event`]s for the event loop.
 //!
-//! Threads: one accepting; one per inbound connection (reads frames); one per
-//! peer (dials it, reconnecting with exponential backoff from 10 ms to
-//! 500 ms, cut short when that peer connects to us, since it is evidently up
-//! again; and writes the messages the event loop hands it); one per client
-//! connection (writes the responses the event loop cannot: the loop sends
-//! a reply itself when the socket takes all of it without blocking, which
-//! spares a thread's wake-up per reply, and once a send would block, that
-//! connection's replies go through its writer thread, in order, from then
-//! on). Messages to a peer that is unreachable are
-//! dropped, as a lossy network would: Raft retransmits what matters.
+//! Threads: one accepting; one per inbound connection for its handshake,
+//! which a peer's connection keeps to read its frames; one per peer (dials
+//! it, reconnecting with exponential backoff from 10 ms to 500 ms, cut short
+//! when that peer connects to us, since it is evidently up again; and writes
+//! the messages the event loop hands it). Client connections hold no thread:
+//! once their handshake is done they are served on the event loop's thread
+//! ([`clients`]), which waits on their sockets, its timers and the peers'
+//! channel at once ([`Transport::next_batch`]). Messages to a peer that is
+//! unreachable are dropped, as a lossy network would: Raft retransmits what
+//! matters.
 //!
 //! Refusals are answered with [`Frame::Refused`] and logged: a node of another
 //! cluster (cluster id mismatch), an unknown node id, another protocol
@@ -26,10 +26,13 @@
 //! connection's). Traces record it ([`raft_spec::trace::Header::fifo_links`])
 //! and the replay relies on it to bound its memory.
 
+mod clients;
+
 use crate::config::Peers;
 use crate::node::{ConnId, Event, Io};
 use crate::storage::KnownPeers;
 use crate::wire::{self, Frame, FrameError, Response, Sender, PROTOCOL_VERSION};
+use clients::{Admitted, ClientOptions, Clients};
 use raft_spec::{KvCommand, Message, NodeId};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufReader, BufWriter, Write};
@@ -197,66 +200,39 @@ impl RateLimited {
     }
 }
 
-/// Counts a connection's thread while it lives.
+/// Counts an inbound connection toward
+/// [`TransportOptions::max_connections`] while it lives.
+#[derive(Debug)]
 struct Live(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Hands events to the event loop and wakes it.
+#[derive(Clone, Debug)]
+struct EventTx {
+    tx: mpsc::Sender<Event>,
+    waker: Arc<mio::Waker>,
+}
+
+impl EventTx {
+    /// Sends `event`; an error once the event loop is gone.
+    fn send(&self, event: Event) -> Result<(), ()> {
+        self.tx.send(event).map_err(|_| ())?;
+        // A failed wake leaves the event for the loop's next timer.
+        let _ = self.waker.wake();
+        Ok(())
+    }
+}
+
+/// Hands a client connection whose handshake is done to the event loop.
+#[derive(Clone, Debug)]
+struct AdmitTx {
+    tx: mpsc::Sender<Admitted>,
+    waker: Arc<mio::Waker>,
+}
 
 impl Drop for Live {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
     }
-}
-
-type ClientMap = Arc<Mutex<HashMap<ConnId, ClientOut>>>;
-
-/// Where a client connection's replies go.
-#[derive(Debug)]
-struct ClientOut {
-    /// The connection's writer thread.
-    tx: mpsc::Sender<Outgoing>,
-    /// The socket, for replies sent without the writer thread.
-    stream: TcpStream,
-    /// Whether replies may still be sent directly: false once a send would
-    /// have blocked (the rest of it, and every later reply, goes through
-    /// the writer thread, so that replies keep their order).
-    direct: bool,
-}
-
-/// What a client's writer thread writes.
-#[derive(Debug)]
-enum Outgoing {
-    /// A reply, to encode.
-    Response(Response),
-    /// The rest of an encoded reply a direct send began.
-    Bytes(Vec<u8>),
-}
-
-/// Sends `response` on client connection `conn`: at once from this thread
-/// if the socket takes the whole frame without blocking, else through the
-/// connection's writer thread. A connection gone drops it.
-fn reply_to(clients: &ClientMap, conn: ConnId, response: Response) {
-    let mut clients = clients.lock().unwrap_or_else(PoisonError::into_inner);
-    let Some(out) = clients.get_mut(&conn) else {
-        return;
-    };
-    if !out.direct {
-        let _ = out.tx.send(Outgoing::Response(response));
-        return;
-    }
-    let mut frame = Vec::new();
-    if wire::write_frame(&mut frame, &Frame::Response(response)).is_err() {
-        return;
-    }
-    let sent = socket2::SockRef::from(&out.stream)
-        .send_with_flags(&frame, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL);
-    let rest = match sent {
-        Ok(n) if n >= frame.len() => return,
-        Ok(n) => frame.split_off(n),
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => frame,
-        // The connection broke; its reader sees that and closes it.
-        Err(_) => return,
-    };
-    out.direct = false;
-    let _ = out.tx.send(Outgoing::Bytes(rest));
 }
 
 /// Per peer: a count of the peer's inbound connections to us, notified on
@@ -311,12 +287,39 @@ fn sleep_or_wake(waker: &Waker, seen: u64, backoff: Duration) -> bool {
     *generation != seen
 }
 
-/// The running transport; the event loop's [`Io`].
+/// The running transport; the event loop's [`Io`], and what it waits on.
 #[derive(Debug)]
 pub struct Transport {
     peers: HashMap<NodeId, QueueTx>,
-    clients: ClientMap,
+    clients: Clients,
+    events: mpsc::Receiver<Event>,
     blocked: Arc<RwLock<BTreeSet<NodeId>>>,
+}
+
+impl Transport {
+    /// Waits up to `timeout` for the next events (requests from the
+    /// clients, messages from the peers) and appends them to `batch`,
+    /// taking the peers' only while it holds fewer than `max`; false once no peer message can come any
+    /// more (the node is stopping).
+    pub fn next_batch(&mut self, timeout: Duration, batch: &mut Vec<Event>, max: usize) -> bool {
+        let timeout = match self.events.try_recv() {
+            Ok(event) => {
+                batch.push(event);
+                Duration::ZERO
+            }
+            Err(mpsc::TryRecvError::Empty) => timeout,
+            // The accepting thread holds a sender for as long as it runs.
+            Err(mpsc::TryRecvError::Disconnected) => return false,
+        };
+        self.clients.poll(timeout, batch);
+        while batch.len() < max {
+            match self.events.try_recv() {
+                Ok(event) => batch.push(event),
+                Err(_) => break,
+            }
+        }
+        true
+    }
 }
 
 impl Io for Transport {
@@ -336,7 +339,7 @@ impl Io for Transport {
     }
 
     fn reply(&mut self, conn: ConnId, response: Response) {
-        reply_to(&self.clients, conn, response);
+        self.clients.reply(conn, response);
     }
 }
 
@@ -347,14 +350,23 @@ fn is_blocked(blocked: &RwLock<BTreeSet<NodeId>>, peer: NodeId) -> bool {
         .contains(&peer)
 }
 
-/// Starts the transport on `listener`: inbound connections feed `events`.
-pub fn start(
-    options: TransportOptions,
-    listener: TcpListener,
-    events: mpsc::Sender<Event>,
-) -> Transport {
-    let clients: ClientMap = Arc::default();
+/// Starts the transport on `listener`.
+pub fn start(options: TransportOptions, listener: TcpListener) -> std::io::Result<Transport> {
     let blocked: Arc<RwLock<BTreeSet<NodeId>>> = Arc::default();
+    let (clients, waker, admit) = Clients::new(
+        ClientOptions {
+            max_frame: options.max_frame,
+            idle_timeout: options.client_idle_timeout,
+            test_control: options.test_control,
+        },
+        blocked.clone(),
+    )?;
+    let (tx, events) = mpsc::channel();
+    let admit = AdmitTx {
+        tx: admit,
+        waker: waker.clone(),
+    };
+    let sender = EventTx { tx, waker };
     let mut peers = HashMap::new();
     let wakers: Wakers = Arc::new(PeerWatch {
         wakers: options
@@ -383,29 +395,28 @@ pub fn start(
         }
     }
     let accept = {
-        let clients = clients.clone();
         let blocked = blocked.clone();
-        move || accept_loop(&options, &listener, &events, &clients, &blocked, &wakers)
+        move || accept_loop(&options, &listener, &sender, &admit, &blocked, &wakers)
     };
     if let Err(e) = thread::Builder::new().name("accept".into()).spawn(accept) {
         warn!("cannot start the accepting thread: {e}");
     }
-    Transport {
+    Ok(Transport {
         peers,
         clients,
+        events,
         blocked,
-    }
+    })
 }
 
 fn accept_loop(
     options: &TransportOptions,
     listener: &TcpListener,
-    events: &mpsc::Sender<Event>,
-    clients: &ClientMap,
+    events: &EventTx,
+    admit: &AdmitTx,
     blocked: &Arc<RwLock<BTreeSet<NodeId>>>,
     wakers: &Wakers,
 ) {
-    let next_conn = Arc::new(AtomicU64::new(1));
     let live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (mut accept_failed, mut too_many) = (RateLimited::default(), RateLimited::default());
     for stream in listener.incoming() {
@@ -436,17 +447,15 @@ fn accept_loop(
         let counted = Live(live.clone());
         let options = options.clone();
         let events = events.clone();
-        let clients = clients.clone();
+        let admit = admit.clone();
         let blocked = blocked.clone();
-        let next_conn = next_conn.clone();
         let wakers = wakers.clone();
         let spawned = thread::Builder::new().name("conn".into()).spawn(move || {
-            let _counted = counted;
             let peer_addr = stream
                 .peer_addr()
                 .map_or_else(|_| "?".to_string(), |a| a.to_string());
             serve_connection(
-                &options, stream, &peer_addr, &events, &clients, &blocked, &next_conn, &wakers,
+                &options, stream, counted, &peer_addr, &events, &admit, &blocked, &wakers,
             );
         });
         if let Err(e) = spawned {
@@ -468,11 +477,11 @@ fn refuse(stream: &mut TcpStream, remote: &str, reason: String) {
 fn serve_connection(
     options: &TransportOptions,
     mut stream: TcpStream,
+    live: Live,
     remote: &str,
-    events: &mpsc::Sender<Event>,
-    clients: &ClientMap,
+    events: &EventTx,
+    admit: &AdmitTx,
     blocked: &Arc<RwLock<BTreeSet<NodeId>>>,
-    next_conn: &AtomicU64,
     wakers: &Wakers,
 ) {
     let _ = stream.set_nodelay(true);
@@ -566,16 +575,10 @@ fn serve_connection(
             if welcome(&mut stream).is_err() {
                 return;
             }
-            // A client that falls silent, even in the middle of a frame,
-            // does not hold its two threads and its descriptor for good.
-            if stream
-                .set_read_timeout(Some(options.client_idle_timeout))
-                .is_err()
-            {
-                return;
+            // The event loop serves it from now on.
+            if admit.tx.send(Admitted { stream, live }).is_ok() {
+                let _ = admit.waker.wake();
             }
-            let conn = next_conn.fetch_add(1, Ordering::Relaxed);
-            read_client(options, stream, conn, events, clients, blocked);
         }
     }
 }
@@ -591,7 +594,7 @@ fn read_peer(
     stream: TcpStream,
     id: NodeId,
     conn: u64,
-    events: &mpsc::Sender<Event>,
+    events: &EventTx,
     blocked: &RwLock<BTreeSet<NodeId>>,
     wakers: &Wakers,
 ) {
@@ -637,119 +640,6 @@ fn read_peer(
                 warn!(peer = id.0, "closing the connection from the peer: {e}");
                 return;
             }
-        }
-    }
-}
-
-fn read_client(
-    options: &TransportOptions,
-    stream: TcpStream,
-    conn: ConnId,
-    events: &mpsc::Sender<Event>,
-    clients: &ClientMap,
-    blocked: &RwLock<BTreeSet<NodeId>>,
-) {
-    let (Ok(write_half), Ok(direct_half)) = (stream.try_clone(), stream.try_clone()) else {
-        return;
-    };
-    let (tx, rx) = mpsc::channel::<Outgoing>();
-    clients
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .insert(
-            conn,
-            ClientOut {
-                tx,
-                stream: direct_half,
-                direct: true,
-            },
-        );
-    let writer = thread::Builder::new()
-        .name("client-writer".into())
-        .spawn(move || write_responses(write_half, &rx));
-    if writer.is_err() {
-        warn!("cannot start a client writer thread");
-    }
-    let mut reader = BufReader::new(stream);
-    loop {
-        let event = match wire::read_frame(&mut reader, options.max_frame) {
-            Ok(Frame::Request {
-                client_id,
-                request_no,
-                command,
-                ack,
-                read,
-            }) => Event::Request {
-                conn,
-                client_id,
-                request_no,
-                command,
-                ack,
-                read,
-            },
-            Ok(Frame::Status) => Event::Status { conn },
-            Ok(Frame::Partition { blocked: peers }) if options.test_control => {
-                info!(?peers, "test control: blocking traffic with these peers");
-                *blocked.write().unwrap_or_else(PoisonError::into_inner) =
-                    peers.into_iter().collect();
-                reply_to(clients, conn, Response::Ok(None));
-                continue;
-            }
-            Ok(other) => {
-                warn!(conn, "unexpected frame from a client, closing: {other:?}");
-                break;
-            }
-            Err(e) if e.is_eof() => break,
-            Err(FrameError::Io(e))
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                debug!(
-                    conn,
-                    "closing a client connection silent for {} ms",
-                    options.client_idle_timeout.as_millis()
-                );
-                break;
-            }
-            Err(FrameError::Io(e)) => {
-                debug!(conn, "client connection closed: {e}");
-                break;
-            }
-            Err(e) => {
-                warn!(conn, "closing the client connection: {e}");
-                break;
-            }
-        };
-        if events.send(event).is_err() {
-            break;
-        }
-    }
-    clients
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&conn);
-    let _ = events.send(Event::ClientGone { conn });
-}
-
-fn write_responses(stream: TcpStream, rx: &mpsc::Receiver<Outgoing>) {
-    let mut w = BufWriter::new(stream);
-    let write = |w: &mut BufWriter<TcpStream>, out: Outgoing| match out {
-        Outgoing::Response(response) => wire::write_frame(w, &Frame::Response(response)),
-        Outgoing::Bytes(bytes) => w.write_all(&bytes),
-    };
-    while let Ok(out) = rx.recv() {
-        if write(&mut w, out).is_err() {
-            return;
-        }
-        while let Ok(more) = rx.try_recv() {
-            if write(&mut w, more).is_err() {
-                return;
-            }
-        }
-        if w.flush().is_err() {
-            return;
         }
     }
 }

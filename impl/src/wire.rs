@@ -261,11 +261,187 @@ pub fn read_frame_with(
     })
 }
 
+/// What [`FrameBuf::fill`] stopped on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Filled {
+    /// The source has nothing more for now (a non-blocking socket).
+    WouldBlock,
+    /// The source is closed.
+    Eof,
+    /// It read its budget and the source may hold more: call again.
+    Budget,
+}
+
+/// Frames cut out of a byte stream that arrives in pieces, as a
+/// non-blocking socket delivers it: bytes go in with [`FrameBuf::fill`],
+/// whole frames come out of [`FrameBuf::next_frame`]. A length above the
+/// limit is refused as soon as its prefix is in, before its payload is.
+#[derive(Debug, Default)]
+pub struct FrameBuf {
+    bytes: Vec<u8>,
+    /// Where the first frame not yet taken starts.
+    start: usize,
+    /// Every byte that came in.
+    received: u64,
+}
+
+/// The capacity a [`FrameBuf`] keeps once empty; a larger buffer (left by
+/// a large frame) is given back.
+const KEPT_CAPACITY: usize = 256 << 10;
+
+impl FrameBuf {
+    /// Reads from `r` through `scratch` until `r` would block, closes, or
+    /// `budget` bytes came in.
+    pub fn fill(
+        &mut self,
+        r: &mut impl Read,
+        scratch: &mut [u8],
+        budget: usize,
+    ) -> io::Result<Filled> {
+        let mut read = 0;
+        while read < budget {
+            match r.read(scratch) {
+                Ok(0) => return Ok(Filled::Eof),
+                Ok(n) => {
+                    if self.start > 0 && self.start == self.bytes.len() {
+                        self.clear();
+                    }
+                    self.bytes.extend_from_slice(&scratch[..n]);
+                    read += n;
+                    self.received += n as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Filled::WouldBlock),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Filled::Budget)
+    }
+
+    /// The next whole frame, if it is all in; an error if its announced
+    /// length is above `max` or its payload does not decode.
+    pub fn next_frame(&mut self, max: usize) -> Result<Option<Frame>, FrameError> {
+        let pending = &self.bytes[self.start..];
+        let Some((prefix, rest)) = pending.split_first_chunk::<4>() else {
+            return Ok(None);
+        };
+        let len = u32::from_be_bytes(*prefix) as usize;
+        if len > max {
+            return Err(FrameError::Oversized { len, max });
+        }
+        let Some(payload) = rest.get(..len) else {
+            // The rest of a large frame comes in one allocation.
+            self.bytes.reserve(len - rest.len());
+            return Ok(None);
+        };
+        let frame = postcard::from_bytes(payload).map_err(|e| FrameError::Malformed {
+            len,
+            reason: e.to_string(),
+        })?;
+        self.start += 4 + len;
+        if self.start == self.bytes.len() {
+            self.clear();
+        }
+        Ok(Some(frame))
+    }
+
+    /// Whether part of a frame is in.
+    pub fn is_partial(&self) -> bool {
+        self.start < self.bytes.len()
+    }
+
+    /// How many bytes came in, in all.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.start = 0;
+        if self.bytes.capacity() > KEPT_CAPACITY {
+            self.bytes = Vec::new();
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use raft_spec::{AppendEntries, Entry, Payload};
+
+    /// A source that hands out at most `step` bytes a read, then would
+    /// block once, alternately, as a slow socket does.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+        blocked: bool,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.blocked = !self.blocked;
+            if self.blocked && !self.bytes.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.step.min(buf.len()).min(self.bytes.len());
+            let (now, later) = self.bytes.split_at(n);
+            buf[..n].copy_from_slice(now);
+            self.bytes = later;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn frames_arriving_in_pieces_come_out_whole_and_in_order() {
+        let frames = [
+            Frame::Status,
+            Frame::Response(Response::Ok(Some("v".repeat(5000).into()))),
+            Frame::Welcome,
+        ];
+        let mut bytes = Vec::new();
+        for f in &frames {
+            write_frame(&mut bytes, f).unwrap();
+        }
+        for step in [1, 3, 7, 4096, 1 << 20] {
+            let mut source = Trickle {
+                bytes: &bytes,
+                step,
+                blocked: false,
+            };
+            let (mut buf, mut scratch, mut got) = (FrameBuf::default(), vec![0u8; 64], vec![]);
+            loop {
+                let filled = buf.fill(&mut source, &mut scratch, 100).unwrap();
+                while let Some(f) = buf.next_frame(DEFAULT_MAX_FRAME).unwrap() {
+                    got.push(f);
+                }
+                if filled == Filled::Eof {
+                    break;
+                }
+            }
+            assert_eq!(got, frames, "step {step}");
+            assert!(!buf.is_partial());
+        }
+    }
+
+    #[test]
+    fn a_frame_in_pieces_is_refused_on_its_prefix_or_its_payload() {
+        let (mut buf, mut scratch) = (FrameBuf::default(), [0u8; 8]);
+        let mut source: &[u8] = &1000u32.to_be_bytes();
+        buf.fill(&mut source, &mut scratch, usize::MAX).unwrap();
+        let err = buf.next_frame(100).unwrap_err();
+        assert_eq!(err.to_string(), "oversized frame: 1000 bytes, limit 100");
+
+        let mut buf = FrameBuf::default();
+        let mut source: &[u8] = &[0, 0, 0, 3, 200, 200];
+        buf.fill(&mut source, &mut scratch, usize::MAX).unwrap();
+        assert!(buf.next_frame(100).unwrap().is_none());
+        assert!(buf.is_partial());
+        let mut source: &[u8] = &[200];
+        buf.fill(&mut source, &mut scratch, usize::MAX).unwrap();
+        let err = buf.next_frame(100).unwrap_err();
+        assert!(matches!(err, FrameError::Malformed { len: 3, .. }), "{err}");
+    }
 
     #[test]
     fn frames_round_trip() {

@@ -585,9 +585,10 @@ fn a_client_silent_in_the_middle_of_a_frame_is_disconnected() {
 }
 
 /// A client that sends many requests without reading its replies fills the
-/// socket: the event loop's own sends would block, so the rest of that
-/// connection's replies go through its writer thread. Every reply arrives,
-/// whole and in order, once the client reads, and the node serves on.
+/// socket: the event loop's sends would block, so the rest of that
+/// connection's replies wait in its buffer until the socket is writable.
+/// Every reply arrives, whole and in order, once the client reads, and the
+/// node serves on.
 #[test]
 fn a_client_that_reads_late_gets_every_reply_in_order() {
     use raft_node::wire::{encode, read_frame, Frame, Response, Sender, DEFAULT_MAX_FRAME};
