@@ -2,7 +2,7 @@
 //! cluster of processes over TCP with fsync on, then failover time.
 //!
 //! - **Throughput and latency**: for each concurrency `c`, `c` clients (each
-//!   its own connection and session, all driven from one thread: [`driver`])
+//!   its own connection and session, all driven from one thread, module `driver`)
 //!   issue `put`s back to back to the leader for the given duration, after a
 //!   warm-up; the report gives writes per second and the p50/p99 latency of
 //!   a write (from the request to the leader's reply, which comes after the

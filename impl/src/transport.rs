@@ -7,7 +7,7 @@
 //! when that peer connects to us, since it is evidently up again; and writes
 //! the messages the event loop hands it). Client connections hold no thread:
 //! once their handshake is done they are served on the event loop's thread
-//! ([`clients`]), which waits on their sockets, its timers and the peers'
+//! (module `clients`), which waits on their sockets, its timers and the peers'
 //! channel at once ([`Transport::next_batch`]). Messages to a peer that is
 //! unreachable are dropped, as a lossy network would: Raft retransmits what
 //! matters.
